@@ -1,0 +1,5 @@
+"""`python -m relayguard` runs the CLI."""
+
+from relayguard.cli import main
+
+main()

@@ -1,0 +1,91 @@
+"""Rule metadata, declared once: `relayguard rules`, SARIF and docs/rules are built from it.
+
+A `Rule` says what is wrong, why it matters, how to fix it and where the official docs are.
+Checks build their findings through `Rule.finding` so id, category and severity always match
+the catalogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from relayguard.findings import Category, Confidence, Evidence, Finding, Location, Severity
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One documented check. `bad`/`good` are runnable examples: a test audits both."""
+
+    id: str
+    server: str  # "apache", "nginx", … for audit rules; "probe", "logs", "blocklist" otherwise
+    category: Category
+    severity: Severity
+    title: str
+    description: str  # what is wrong
+    why: str  # why it matters
+    fix: str  # how to fix it, concretely
+    reference: str  # official documentation URL
+    bad: str = ""
+    good: str = ""
+
+    def finding(
+        self,
+        title: str,
+        *,
+        location: Location | None = None,
+        evidence: Iterable[Evidence] = (),
+        confidence: Confidence = Confidence.LIKELY,
+        severity: Severity | None = None,
+        category: Category | None = None,
+        fix: str | None = None,
+    ) -> Finding:
+        """Build a finding for this rule; severity/category default to the catalogue's."""
+        return Finding(
+            rule=self.id,
+            category=category or self.category,
+            severity=self.severity if severity is None else severity,
+            confidence=confidence,
+            title=title,
+            location=location or Location(),
+            evidence=tuple(evidence),
+            fix=fix if fix is not None else self.fix,
+        )
+
+    def doc(self) -> str:
+        """The rule's page, as `relayguard rules ID` prints it and docs/rules/ stores it."""
+        parts = [
+            f"# {self.id}: {self.title}",
+            "",
+            f"- server: {self.server}",
+            f"- category: {self.category.value}",
+            f"- severity: {self.severity.label}",
+            "",
+            "## What is wrong",
+            self.description,
+            "",
+            "## Why it matters",
+            self.why,
+            "",
+            "## How to fix",
+            self.fix,
+        ]
+        if self.bad:
+            parts += ["", "## Example that is flagged", "```", self.bad.rstrip(), "```"]
+        if self.good:
+            parts += ["", "## Example that is not flagged", "```", self.good.rstrip(), "```"]
+        parts += ["", "## Reference", self.reference, ""]
+        return "\n".join(parts)
+
+
+def all_rules() -> tuple[Rule, ...]:
+    """Every rule of every capability, in a fixed order (imported lazily to keep CLI start fast)."""
+    from relayguard.audit.rules import RULES as AUDIT_RULES
+
+    return (*AUDIT_RULES,)
+
+
+def rule_by_id(rule_id: str) -> Rule | None:
+    """Look a rule up by id, case-insensitively."""
+    wanted = rule_id.strip().upper()
+    return next((r for r in all_rules() if r.id == wanted), None)
