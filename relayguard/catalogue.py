@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from relayguard.findings import Category, Confidence, Evidence, Finding, Location, Severity
+from relayguard.findings import Category, Confidence, Edit, Evidence, Finding, Location, Severity
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,7 @@ class Rule:
         severity: Severity | None = None,
         category: Category | None = None,
         fix: str | None = None,
+        edits: Iterable[Edit] = (),
     ) -> Finding:
         """Build a finding for this rule; severity/category default to the catalogue's."""
         return Finding(
@@ -50,6 +51,7 @@ class Rule:
             location=location or Location(),
             evidence=tuple(evidence),
             fix=fix if fix is not None else self.fix,
+            edits=tuple(edits),
         )
 
     def doc(self) -> str:

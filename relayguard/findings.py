@@ -119,6 +119,23 @@ class Evidence:
 
 
 @dataclass(frozen=True, slots=True)
+class Edit:
+    """One minimal change to a config file that closes a hole (`--fix` turns these into diffs).
+
+    Lines `line .. line+len(old)-1` (1-based) must currently read `old`; they are replaced by
+    `new`. An empty `old` inserts `new` before `line` (use last line + 1 to append).
+    """
+
+    path: str
+    line: int
+    old: tuple[str, ...]
+    new: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "line": self.line, "old": list(self.old), "new": list(self.new)}
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
     """One thing a stranger can make the host relay (or a fact that weakens the defence)."""
 
@@ -130,6 +147,7 @@ class Finding:
     location: Location = field(default_factory=Location)
     evidence: tuple[Evidence, ...] = ()
     fix: str | None = None
+    edits: tuple[Edit, ...] = ()
 
     @property
     def target(self) -> str | None:
@@ -152,6 +170,7 @@ class Finding:
             "target": self.target,
             "evidence": [e.to_dict() for e in self.evidence],
             "fix": self.fix,
+            "edits": [e.to_dict() for e in self.edits],
             "fingerprint": self.fingerprint(),
         }
 

@@ -1,0 +1,83 @@
+"""`relayguard audit`: find the configs, hand each to its server family, merge the results.
+
+Each family lives in its own module (`apache.py` parses, `rules/apache.py` judges) and is
+listed once in `AUDITORS`. Cross-service rules (a proxy that reaches the local MTA) run on
+the facts every family reports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from relayguard.audit.base import AuditOptions, Auditor, AuditResult
+from relayguard.errors import InputError, UsageError
+from relayguard.findings import ErrorEntry, Report
+
+
+def auditors() -> tuple[Auditor, ...]:
+    """Every supported server family, in the order they are reported."""
+    from relayguard.audit.apache import ApacheAuditor
+
+    return (ApacheAuditor(),)
+
+
+def auditor_named(name: str) -> Auditor:
+    """The auditor for `--type NAME`."""
+    for a in auditors():
+        if a.name == name:
+            return a
+    names = ", ".join(a.name for a in auditors())
+    raise UsageError(f"unknown server type {name!r} (one of: {names})")
+
+
+def audit_paths(paths: list[Path], *, server_type: str | None = None,
+                options: AuditOptions | None = None) -> Report:
+    """Audit the given configs (or discover them when `paths` is empty) into one Report."""
+    options = options or AuditOptions()
+    results: list[AuditResult] = []
+    errors: list[ErrorEntry] = []
+    notes: list[str] = []
+    if paths:
+        for path in paths:
+            if not path.exists():
+                errors.append(ErrorEntry(str(path), "no such file or directory"))
+                continue
+            chosen = [auditor_named(server_type)] if server_type else \
+                [a for a in auditors() if a.recognise(path)]
+            if not chosen:
+                errors.append(ErrorEntry(str(path), "not recognised as a supported server's "
+                                         "config; use --type to say which server it is"))
+                continue
+            results += [_run(a, path, options, errors) for a in chosen]
+    else:
+        root = options.root or Path("/")
+        pool = [auditor_named(server_type)] if server_type else list(auditors())
+        for a in pool:
+            found = a.candidates(root)
+            if not found:
+                notes.append(f"{a.name}: no config found at its standard locations under {root}")
+            for path in found:
+                notes.append(f"{a.name}: auditing {path}")
+                results.append(_run(a, path, options, errors))
+    findings = [f for r in results for f in r.findings]
+    for r in results:
+        errors.extend(r.errors)
+    stats = {
+        "configs": len(results),
+        "files_read": sum(len(r.files) for r in results),
+        "servers": sorted({r.server for r in results}),
+    }
+    return Report(command="audit", findings=tuple(findings), errors=tuple(errors),
+                  stats=stats, notes=tuple(notes))
+
+
+def _run(auditor: Auditor, path: Path, options: AuditOptions,
+         errors: list[ErrorEntry]) -> AuditResult:
+    try:
+        return auditor.audit(path, options)
+    except InputError as exc:
+        errors.append(ErrorEntry(exc.source, exc.message, exc.line))
+        return AuditResult(server=auditor.name, config=str(path))
+
+
+__all__ = ["AuditOptions", "AuditResult", "Auditor", "audit_paths", "auditors"]
