@@ -59,6 +59,13 @@ class Auditor(Protocol):
         """Parse the config at `path` the way the server does and evaluate the rules."""
         ...
 
+    def config_test(self, path: Path) -> tuple[bool, str] | None:
+        """Run the server's own syntax check on the config at `path` (`apache2 -t -f`,
+        `nginx -t -c`, `squid -k parse -f`, `postfix -c DIR check`…): (accepted, output),
+        or None when the server's binary is not installed. `--fix` offers a patch only when
+        this accepts the patched config."""
+        ...
+
 
 def under_root(path: str | Path, root: Path | None) -> Path:
     """Map an absolute path named inside a config onto the audited tree (`--root`)."""
