@@ -18,12 +18,13 @@ Launchers (each takes the address, port, and config text or options):
     body = your directives, written to `extra["body"]` (its own file, so line numbers are
     yours) and included at the end of a minimal preamble; BASE_MODULES always loaded,
     PROXY_MODULES = proxy, proxy_http, proxy_connect. Logs: "error", "access".
-- squid(host, port, rules)            squid.py   (see its docstring)
-- tinyproxy(host, port, body)         tinyproxy.py
-- privoxy(host, port, body)           privoxy.py
-- danted(host, port, body)            dante.py
-- microsocks(host, port, user=, password=)   microsocks.py
-- postfix(host, port, main_cf_extra)  postfix.py (needs root: adds host/32 to lo)
+- squid(host, port, access=STOCK_ACCESS)       squid.py  (access = acl/http_access lines)
+- tinyproxy(host, port, body=STOCK_BODY)       tinyproxy.py  ("" = no Allow: open)
+- privoxy(host, port, body="")                 privoxy.py  (stock actions, no permit-access)
+- danted(host, port, rules=OPEN_RULES)         dante.py  (restricted_rules("127.0.0.1/32"))
+- microsocks(host, port, user=, password=)     microsocks.py
+- postfix(host, port, main_cf="", files={})    postfix.py  (root: adds host/32 to lo;
+    main_cf lines override a stock-like base; files = maps beside main.cf; log "mail")
 
 Client side (http.py):
 - http_request(host, port, raw, source="127.0.4.99") -> HttpReply(status_line, headers,
@@ -32,6 +33,8 @@ Client side (http.py):
 - http_canary(host, port=0) -> HttpCanary: answers `200 canary <target>` and records each
   request as Hit(peer, data, method, target, headers); `.saw(nonce)`, `.wait_for(nonce)`.
 - tcp_canary(host, port=0, banner=b"220 …") -> TcpCanary: a raw/SMTP-like listener.
+- socks.socks5_connect / socks4_connect(host, port, dst_host, dst_port, source=) ->
+  (code, socket | None): does the SOCKS daemon grant a stranger a tunnel?
 - base.free_port(host), base.port_open(host, port), base.wait_port(...).
 
 Importing `tests.servers` needs `tests/__init__.py` (present) and an `__init__.py` in your
