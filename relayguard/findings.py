@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 
@@ -48,7 +48,7 @@ class Confidence(IntEnum):
         return self.name.lower()
 
 
-class Category(str, Enum):
+class Category(StrEnum):
     """Stable vocabulary users script against; add members, never repurpose one."""
 
     OPEN_HTTP_PROXY = "open-http-proxy"

@@ -25,10 +25,18 @@ def rules_command(
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(show_lines=False, pad_edge=False)
-    for col in ("id", "server", "category", "severity", "description"):
-        table.add_column(col, overflow="fold")
-    for rule in all_rules():
-        table.add_row(rule.id, rule.server, rule.category.value, rule.severity.label, rule.title)
-    Console(width=max(100, Console().width), highlight=False).print(table)
+    rules = all_rules()
+    rows = [(r.id, r.server, r.category.value, r.severity.label, r.title) for r in rules]
+    # Ids, categories and severities never wrap (the console is made wide enough), so `grep`
+    # and `awk` find them whole; cells are Text, not markup, so "RewriteRule [P]" prints as is.
+    fixed = sum(max((len(row[i]) for row in rows), default=8) + 3 for i in range(4))
+    table = Table(show_lines=False, pad_edge=False, title=f"{len(rules)} rules",
+                  title_justify="left")
+    for col in ("id", "server", "category", "severity"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description", overflow="fold", min_width=30)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    Console(width=max(100, Console().width, fixed + 34), highlight=False).print(table)

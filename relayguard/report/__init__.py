@@ -6,12 +6,23 @@ decided before they are called.
 
 from __future__ import annotations
 
-from enum import Enum
+import re
+from enum import StrEnum
 
 from relayguard.findings import Report
 
+# Control characters (ESC above all) and bidi overrides are written by whoever sent the logged
+# request or wrote the config: printed raw they could rewrite a terminal or reorder what a
+# person reads. Reporters show them as visible escapes (`\x1b`); newline and tab stay.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
-class OutputFormat(str, Enum):
+
+def printable(text: object) -> str:
+    """`text` as a string that cannot drive a terminal: unsafe characters become escapes."""
+    return _UNSAFE.sub(lambda m: repr(m.group())[1:-1], str(text))
+
+
+class OutputFormat(StrEnum):
     """The `--format` choices every command accepts."""
 
     TEXT = "text"

@@ -1,8 +1,11 @@
-"""Markdown for a ticket or a wiki page: verdict, one section per finding, evidence in code blocks."""
+"""Markdown for a ticket or a wiki page: verdict, one section per finding, evidence fenced."""
 
 from __future__ import annotations
 
+import re
+
 from relayguard.findings import Report
+from relayguard.report import printable
 
 
 def _fence(text: str) -> str:
@@ -15,12 +18,29 @@ def _fence(text: str) -> str:
     return "`" * max(3, longest + 1)
 
 
+# Characters that start Markdown/HTML syntax anywhere in a line: escaped with a backslash, which
+# CommonMark allows before any ASCII punctuation, so they render as themselves.
+_SPECIAL = frozenset("\\`*_[]<>#|&!~")
+# A cell's or list item's text could otherwise open a block of its own ("1. ", "- ", "+ ", "=").
+_BLOCK_START = re.compile(r"^(\d{1,9})([.)])|^([-+=])")
+
+
 def _inline(text: str) -> str:
-    """Escape text placed in a table cell or heading."""
-    out = text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-    for ch in "`*_[]<>#":
-        out = out.replace(ch, "\\" + ch)
-    return out
+    """Text for one line of Markdown (table cell, heading, list item) that renders literally.
+
+    Evidence is written by attackers (log lines, request targets), so nothing in it may open a
+    link, an HTML tag, a code span, a new table row or a new block; line breaks become spaces
+    and control characters visible escapes.
+    """
+    flat = printable(" ".join(text.split()))
+    out = "".join("\\" + ch if ch in _SPECIAL else ch for ch in flat)
+    return _BLOCK_START.sub(lambda m: (m.group(1) or "") + "\\" + (m.group(2) or m.group(3)),
+                            out, count=1)
+
+
+def _block(text: str) -> str:
+    """Text for a code block: CRLF becomes LF, other control characters visible escapes."""
+    return printable(text.replace("\r\n", "\n"))
 
 
 def render_markdown(report: Report) -> str:
@@ -41,22 +61,24 @@ def render_markdown(report: Report) -> str:
                   "|---|---|---|---|---|---|"]
         for f in findings:
             lines.append(
-                f"| {f.severity.label} | {f.confidence.label} | {f.category.value} | {f.rule} | "
-                f"{_inline(str(f.location))} | {_inline(f.title)} |"
+                f"| {f.severity.label} | {f.confidence.label} | {f.category.value} | "
+                f"{_inline(f.rule)} | {_inline(str(f.location))} | {_inline(f.title)} |"
             )
         lines.append("")
     for n, f in enumerate(findings, 1):
         lines += [f"## {n}. {_inline(f.title)}", "",
-                  f"- rule: `{f.rule}`, category: `{f.category.value}`",
+                  f"- rule: {_inline(f.rule)}, category: {f.category.value}",
                   f"- severity: **{f.severity.label}**, confidence: {f.confidence.label}",
-                  f"- where: `{f.location}`", ""]
+                  f"- where: {_inline(str(f.location))}", ""]
         for ev in f.evidence:
             where = f" ({_inline(str(ev.location))})" if ev.location else ""
-            fence = _fence(ev.text)
-            lines += [f"Evidence, {ev.kind}{where}:", "", fence, ev.text, fence, ""]
+            body = _block(ev.text)
+            fence = _fence(body)
+            lines += [f"Evidence, {_inline(ev.kind)}{where}:", "", fence, body, fence, ""]
         if f.fix:
-            fence = _fence(f.fix)
-            lines += ["Fix:", "", fence, f.fix, fence, ""]
+            body = _block(f.fix)
+            fence = _fence(body)
+            lines += ["Fix:", "", fence, body, fence, ""]
     if report.errors:
         lines += ["## Checks that could not be completed", ""]
         lines += [f"- {_inline(str(e))}" for e in report.errors]

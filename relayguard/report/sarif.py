@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from relayguard import __version__
 from relayguard.catalogue import Rule, all_rules
@@ -50,8 +52,11 @@ def _rule_descriptor(rule: Rule) -> dict[str, Any]:
 
 
 def _artifact_uri(path: str) -> str:
+    """A valid URI reference for a config path: spaces, `%`, `#` and non-UTF-8 bytes escaped."""
     p = Path(path)
-    return p.as_uri() if p.is_absolute() else path
+    if p.is_absolute():
+        return p.as_uri()
+    return quote(os.fsencode(p.as_posix()), safe="/")
 
 
 def _result(f: Finding, index: dict[str, int]) -> dict[str, Any]:

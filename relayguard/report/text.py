@@ -11,6 +11,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from relayguard.findings import Finding, Report, Severity
+from relayguard.report import printable as _clean
 
 _STYLE = {
     Severity.CRITICAL: "bold white on red",
@@ -25,20 +26,20 @@ def _finding_panel(n: int, f: Finding) -> Panel:
     head = Text.assemble(
         (f" {f.severity.label.upper()} ", _STYLE[f.severity]),
         " ",
-        (f.title, "bold"),
+        (_clean(f.title), "bold"),
     )
     meta = Text(
-        f"{f.rule} · {f.category.value} · confidence {f.confidence.label} · {f.location}",
+        _clean(f"{f.rule} · {f.category.value} · confidence {f.confidence.label} · {f.location}"),
         style="dim",
     )
     body: list[Text | Syntax] = [head, meta]
     for ev in f.evidence:
         where = f" ({ev.location})" if ev.location else ""
-        body.append(Text(f"\n{ev.kind}{where}:", style="bold"))
-        body.append(Text(ev.text))
+        body.append(Text(_clean(f"\n{ev.kind}{where}:"), style="bold"))
+        body.append(Text(_clean(ev.text)))
     if f.fix:
         body.append(Text("\nfix:", style="bold green"))
-        body.append(Text(f.fix, style="green"))
+        body.append(Text(_clean(f.fix), style="green"))
     return Panel(Group(*body), title=f"#{n}", title_align="left", expand=True)
 
 
@@ -51,22 +52,23 @@ def render_text(report: Report, *, color: bool = False, width: int = 100) -> str
     if findings:
         counts = {s: sum(1 for f in findings if f.severity is s) for s in Severity}
         summary = ", ".join(f"{c} {s.label}" for s, c in sorted(counts.items(), reverse=True) if c)
-        console.print(Text(f"relayguard {report.command}: {len(findings)} finding(s): {summary}",
-                           style="bold"))
+        console.print(Text(_clean(f"relayguard {report.command}: {len(findings)} finding(s): "
+                                  f"{summary}"), style="bold"))
     else:
-        console.print(Text(f"relayguard {report.command}: no findings", style="bold green"))
+        console.print(Text(_clean(f"relayguard {report.command}: no findings"),
+                           style="bold green"))
     for n, f in enumerate(findings, 1):
         console.print(_finding_panel(n, f))
     if report.errors:
         console.print(Text(f"{len(report.errors)} check(s) could not be completed "
                            "(the result is incomplete, not clean):", style="bold red"))
         for e in report.errors:
-            console.print(Text(f"  error: {e}"))
+            console.print(Text(_clean(f"  error: {e}")))
     for note in report.notes:
-        console.print(Text(f"note: {note}", style="dim"))
+        console.print(Text(_clean(f"note: {note}"), style="dim"))
     for key, value in report.stats.items():
         if isinstance(value, (int, float, str)):
-            console.print(Text(f"{key}: {value}", style="dim"))
+            console.print(Text(_clean(f"{key}: {value}"), style="dim"))
     return buf.getvalue()
 
 
