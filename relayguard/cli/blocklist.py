@@ -1,0 +1,137 @@
+"""`relayguard blocklist TARGET...`: is the host on DNS blocklists - answered, never guessed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from relayguard.cli import FailOnOption, FormatOption, OutputOption, app, emit, fail, parse_fail_on
+
+if TYPE_CHECKING:
+    from relayguard.blocklist.dnsclient import Nameserver
+    from relayguard.blocklist.zones import Zone
+
+# Well-known public resolvers: Spamhaus, URIBL and others refuse queries that come through them.
+_PUBLIC_RESOLVERS = frozenset({
+    "8.8.8.8", "8.8.4.4", "1.1.1.1", "1.0.0.1", "9.9.9.9", "149.112.112.112",
+    "208.67.222.222", "208.67.220.220", "2001:4860:4860::8888", "2001:4860:4860::8844",
+    "2606:4700:4700::1111", "2606:4700:4700::1001", "2620:fe::fe",
+})
+
+
+@app.command("blocklist")
+def blocklist_command(
+    targets: Annotated[list[str], typer.Argument(
+        help="IPv4/IPv6 addresses, domains or hostnames (a hostname is also checked through "
+        "all its A/AAAA addresses).")],
+    zones: Annotated[list[str] | None, typer.Option(
+        "--zones", "-z", help="Comma-separated zones to ask instead of the zone set; "
+        "`name:domain` marks an uncatalogued domain list.")] = None,
+    zone_set: Annotated[str, typer.Option(
+        "--zone-set", help="Catalogue set when --zones is not given: default or all.")
+    ] = "default",
+    resolver: Annotated[list[str] | None, typer.Option(
+        "--resolver", "-r", help="Nameserver IP[:PORT] to ask (repeatable). Default: the "
+        "system resolvers in /etc/resolv.conf (reported in the output).")] = None,
+    source: Annotated[str | None, typer.Option(
+        "--source", help="Local IP address to send queries from.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for one answer.")] = 2.0,
+    retries: Annotated[int, typer.Option(help="Retries after a timeout or SERVFAIL.")] = 1,
+    concurrency: Annotated[int, typer.Option(help="Queries in flight at most.")] = 64,
+    rate: Annotated[float, typer.Option(help="Queries per second per zone (0: no limit).")
+                    ] = 20.0,
+    deadline: Annotated[float, typer.Option(help="Total seconds for the whole check.")] = 60.0,
+    min_lists: Annotated[int | None, typer.Option(
+        "--min-lists", help="Usable lists that must answer for `clean` (default: half of "
+        "the applicable lists).")] = None,
+    no_resolve: Annotated[bool, typer.Option(
+        "--no-resolve", help="Check names on domain lists only; do not look up their "
+        "A/AAAA addresses.")] = False,
+    fmt: FormatOption = None,
+    fail_on: FailOnOption = "high",
+    output: OutputOption = None,
+) -> None:
+    """Check addresses and domains against self-tested DNS blocklists, with decoded codes."""
+    from relayguard.blocklist.check import check
+    from relayguard.blocklist.dnsclient import DnsClient, Nameserver
+    from relayguard.blocklist.names import parse_target
+    from relayguard.blocklist.report import build_report
+    from relayguard.errors import InputError
+
+    severity = parse_fail_on(fail_on)
+    for name, value, low in (("--timeout", timeout, 0.01), ("--deadline", deadline, 0.01),
+                             ("--concurrency", concurrency, 1), ("--retries", retries, 0),
+                             ("--rate", rate, 0), ("--min-lists", min_lists or 1, 1)):
+        if value < low or value > 1_000_000:
+            fail(f"{name} must be between {low} and 1000000")
+    notes: list[str] = []
+    try:
+        if source is not None:
+            source = Nameserver.parse(source).host
+        parsed = [parse_target(t) for t in targets]
+        chosen = _zones(zones, zone_set)
+        if resolver:
+            servers = [Nameserver.parse(r) for r in resolver]
+        else:
+            servers = _system_resolvers()
+            notes.append("no --resolver given: asking the system resolver(s) "
+                         f"{', '.join(map(str, servers))} from /etc/resolv.conf")
+    except InputError as exc:
+        fail(str(exc))
+        return
+    public = [str(s) for s in servers if s.host in _PUBLIC_RESOLVERS]
+    if public:
+        notes.append(f"{', '.join(public)} is a public resolver: Spamhaus, URIBL and others "
+                     "refuse it, so those lists will be reported unusable, not clean")
+    client = DnsClient(servers, timeout=timeout, retries=retries, concurrency=concurrency,
+                       rate=rate, deadline=deadline, source=source)
+    result = check(parsed, chosen, client, min_lists=min_lists, resolve_names=not no_resolve)
+    emit(build_report(result, [str(s) for s in servers], tuple(notes)), fmt, severity, output)
+
+
+def _zones(zones: list[str] | None, zone_set: str) -> tuple[Zone, ...]:
+    """The zones to ask: --zones (catalogue entry or generic) or a catalogue set."""
+    from relayguard.blocklist.names import to_alabel
+    from relayguard.blocklist.zones import Zone as CatalogueZone
+    from relayguard.blocklist.zones import ZoneKind, lookup
+    from relayguard.blocklist.zones import zone_set as catalogue_set
+    from relayguard.errors import InputError
+
+    if not zones:
+        try:
+            return catalogue_set(zone_set)
+        except ValueError as exc:
+            raise InputError("--zone-set", str(exc)) from None
+    out: list[CatalogueZone] = []
+    for item in (part.strip() for chunk in zones for part in chunk.split(",")):
+        if not item:
+            continue
+        name, _, kind = item.partition(":")
+        if kind and kind not in ("ip", "domain"):
+            raise InputError("--zones", f"{item!r}: kind must be `ip` or `domain`")
+        name = to_alabel(name)
+        zone = lookup(name) or CatalogueZone.generic(name, ZoneKind(kind or "ip"))
+        if zone.name not in {z.name for z in out}:
+            out.append(zone)
+    if not out:
+        raise InputError("--zones", "no zone given")
+    return tuple(out)
+
+
+def _system_resolvers() -> list[Nameserver]:
+    """Nameservers from /etc/resolv.conf; an InputError when there are none."""
+    import dns.resolver
+
+    from relayguard.blocklist.dnsclient import Nameserver as Server
+    from relayguard.errors import InputError
+
+    try:
+        conf = dns.resolver.Resolver(configure=True)
+    except (dns.resolver.NoResolverConfiguration, OSError):
+        raise InputError("/etc/resolv.conf", "no nameserver configured; pass --resolver "
+                         "IP[:PORT] (ideally a local recursive resolver)") from None
+    servers = [Server.parse(str(ns)) for ns in conf.nameservers]
+    if not servers:
+        raise InputError("/etc/resolv.conf", "no nameserver configured; pass --resolver")
+    return servers
