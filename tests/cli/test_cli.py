@@ -1,0 +1,188 @@
+"""The command line as users and scripts meet it: `python -m relayguard` in a subprocess for the
+commands, and the exit-status logic (0 / 1 / 2, DESIGN.md) on constructed Reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from relayguard import __version__
+from relayguard.catalogue import Rule, all_rules, rule_by_id
+from relayguard.cli import ExitStatus, emit, exit_status, parse_fail_on
+from relayguard.findings import (
+    Category,
+    Confidence,
+    ErrorEntry,
+    Finding,
+    Location,
+    Report,
+    Severity,
+)
+from relayguard.report import OutputFormat
+
+ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "relayguard", *args], capture_output=True,
+                          text=True, timeout=60, env=ENV, cwd=cwd)
+
+
+def flat(text: str) -> str:
+    """Text with rich's box drawing and line wrapping removed, for substring checks."""
+    return re.sub(r"[\s│╭╮╰╯─┃━]+", " ", text)
+
+
+def test_version() -> None:
+    proc = run("--version")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"relayguard {__version__}\n", "")
+
+
+def test_rules_lists_every_rule() -> None:
+    proc = run("rules")
+    assert proc.returncode == 0, proc.stderr
+    rules = all_rules()
+    assert proc.stdout.splitlines()[0].strip() == f"{len(rules)} rules"
+    rows = {}
+    for line in proc.stdout.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) == 5 and cells[0]:
+            rows[cells[0]] = cells
+    for r in rules:
+        assert r.id in rows, f"{r.id} missing from `relayguard rules`"
+        assert rows[r.id][1:4] == [r.server, r.category.value, r.severity.label]
+        # The description column may wrap; its first words are on the id's line.
+        assert rows[r.id][4] and r.title.startswith(rows[r.id][4])
+
+
+@pytest.mark.parametrize("rule", all_rules()[:3], ids=lambda r: r.id)
+def test_rules_id_prints_the_doc(rule: Rule) -> None:
+    proc = run("rules", rule.id.lower())  # ids are case-insensitive
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == rule.doc()
+    assert proc.stdout.startswith(f"# {rule.id}: {rule.title}\n")
+
+
+def test_unknown_rule_exits_2_with_a_clear_message() -> None:
+    proc = run("rules", "NO-SUCH-RULE")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr == ("relayguard: error: no rule 'NO-SUCH-RULE'; `relayguard rules` "
+                           "lists them\n")
+
+
+def test_bad_fail_on_is_a_usage_error() -> None:
+    proc = run("audit", "--fail-on", "severe")
+    assert proc.returncode == 2
+    err = flat(proc.stderr)
+    assert "--fail-on" in err and "unknown severity 'severe'" in err
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_command_and_format_are_usage_errors() -> None:
+    assert run("frobnicate").returncode == 2
+    proc = run("audit", "--format", "xml")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(rule_by_id("APACHE-OPEN-FORWARD-PROXY") is None,
+                    reason="the Apache rules are not in this tree")
+def test_audit_exit_codes_end_to_end(tmp_path: Path) -> None:
+    rule = rule_by_id("APACHE-OPEN-FORWARD-PROXY")
+    assert rule is not None
+    bad = tmp_path / "httpd.conf"
+    bad.write_text(rule.bad, encoding="utf-8")
+    proc = run("audit", "--type", "apache", "--format", "json", str(bad))
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["command"] == "audit"
+    assert "APACHE-OPEN-FORWARD-PROXY" in {f["rule"] for f in doc["findings"]}
+    quiet = tmp_path / "quiet" / "httpd.conf"
+    quiet.parent.mkdir()
+    quiet.write_text("ServerRoot /etc/apache2\nListen 8080\n", encoding="utf-8")
+    proc = run("audit", "--type", "apache", "--format", "json", str(quiet))
+    assert (proc.returncode, json.loads(proc.stdout)["findings"]) == (0, [])
+    proc = run("audit", "--type", "apache", "--format", "json", str(tmp_path / "missing.conf"))
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["errors"][0]["message"] == "no such file or directory"
+
+
+# --- exit status logic, on constructed reports -------------------------------------------------
+
+def rep(*severities: Severity, errors: int = 0) -> Report:
+    findings = tuple(Finding(f"R-{i}", Category.OPEN_HTTP_PROXY, s, Confidence.LIKELY, "t",
+                             Location(path="/x", line=i + 1)) for i, s in enumerate(severities))
+    return Report("audit", findings, tuple(ErrorEntry("/y", "unreadable") for _ in range(errors)))
+
+
+@pytest.mark.parametrize(("report", "fail_on", "status"), [
+    (rep(), Severity.HIGH, ExitStatus.OK),
+    (rep(), Severity.INFO, ExitStatus.OK),
+    (rep(Severity.MEDIUM, Severity.LOW), Severity.HIGH, ExitStatus.OK),
+    (rep(Severity.HIGH), Severity.HIGH, ExitStatus.FINDINGS),  # at the threshold counts
+    (rep(Severity.CRITICAL), Severity.HIGH, ExitStatus.FINDINGS),
+    (rep(Severity.INFO), Severity.INFO, ExitStatus.FINDINGS),
+    (rep(Severity.HIGH), Severity.CRITICAL, ExitStatus.OK),
+    # Anything unchecked is never "clean", and outranks findings.
+    (rep(errors=1), Severity.HIGH, ExitStatus.ERROR),
+    (rep(Severity.CRITICAL, errors=2), Severity.HIGH, ExitStatus.ERROR),
+    (rep(Severity.INFO, errors=1), Severity.CRITICAL, ExitStatus.ERROR),
+])
+def test_exit_status(report: Report, fail_on: Severity, status: ExitStatus) -> None:
+    assert exit_status(report, fail_on) is status
+    assert (int(ExitStatus.OK), int(ExitStatus.FINDINGS), int(ExitStatus.ERROR)) == (0, 1, 2)
+
+
+def test_parse_fail_on() -> None:
+    assert parse_fail_on("Medium") is Severity.MEDIUM
+    with pytest.raises(typer.BadParameter, match="unknown severity 'x'"):
+        parse_fail_on("x")
+
+
+def test_emit_prints_and_exits_with_the_status(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(typer.Exit) as exc:
+        emit(rep(Severity.CRITICAL), OutputFormat.JSON, Severity.HIGH)
+    assert exc.value.exit_code == 1
+    assert [f["rule"] for f in json.loads(capsys.readouterr().out)["findings"]] == ["R-0"]
+    with pytest.raises(typer.Exit) as exc:
+        emit(rep(Severity.LOW), None, Severity.HIGH)  # text by default, never ANSI to a pipe
+    out = capsys.readouterr().out
+    assert exc.value.exit_code == 0 and "1 finding(s): 1 low" in out and "\x1b" not in out
+
+
+def test_emit_writes_output_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "report.md"
+    with pytest.raises(typer.Exit) as exc:
+        emit(rep(errors=1), OutputFormat.MARKDOWN, Severity.HIGH, target)
+    assert exc.value.exit_code == 2
+    assert capsys.readouterr().out == ""
+    assert target.read_text(encoding="utf-8").startswith("# relayguard audit report\n")
+    with pytest.raises(typer.Exit) as exc:
+        emit(rep(), OutputFormat.JSON, Severity.HIGH, tmp_path / "no" / "dir" / "x.json")
+    assert exc.value.exit_code == 2
+    assert capsys.readouterr().err.startswith("relayguard: error: cannot write ")
+
+
+def test_rules_listing_prints_titles_literally(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Titles are not rich markup: "[P]" (RewriteRule's proxy flag) must survive."""
+    from typer.testing import CliRunner
+
+    from relayguard.cli import app
+
+    fake = Rule(id="APACHE-REWRITE-P-FLAG-WITH-A-RATHER-LONG-IDENTIFIER", server="apache",
+                category=Category.OPEN_HTTP_PROXY, severity=Severity.HIGH,
+                title="RewriteRule [P] to a host taken from the request [bold]x[/]",
+                description="d", why="w", fix="f", reference="https://httpd.apache.org/")
+    monkeypatch.setattr("relayguard.cli.rules.all_rules", lambda: (fake,))
+    result = CliRunner().invoke(app, ["rules"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert fake.id in result.output  # never folded, even on a narrow terminal
+    assert "RewriteRule [P]" in flat(result.output)
+    assert "[bold]" in result.output and "[/]" in result.output
