@@ -29,6 +29,7 @@ class OutputFormat(StrEnum):
     JSON = "json"
     SARIF = "sarif"
     MARKDOWN = "markdown"
+    HTML = "html"
 
 
 def render(report: Report, fmt: OutputFormat, *, color: bool = False, width: int = 100) -> str:
@@ -49,4 +50,8 @@ def render(report: Report, fmt: OutputFormat, *, color: bool = False, width: int
         from relayguard.report.markdown import render_markdown
 
         return render_markdown(report)
+    if fmt is OutputFormat.HTML:
+        from relayguard.report.html import render_html
+
+        return render_html(report)
     raise AssertionError(f"unhandled format {fmt!r}")  # pragma: no cover

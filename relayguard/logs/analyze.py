@@ -1,0 +1,407 @@
+"""`relayguard logs` as a library call: read every input, run the detectors, build the Report.
+
+Per file the format is detected from its first lines (or forced with `log_format`); access
+logs that the fast path understands are scanned as bytes, everything else line by line. A file
+that cannot be read becomes an error entry and the others are still analysed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from relayguard.findings import (
+    Confidence,
+    ErrorEntry,
+    Evidence,
+    Finding,
+    Location,
+    Report,
+    Severity,
+)
+from relayguard.logs import rules as R
+from relayguard.logs.counting import Timeline
+from relayguard.logs.detect import MailDetector, ProxyDetector, VolumeDetector
+from relayguard.logs.fastpath import ChunkResult, scan_chunk, scan_plain_file
+from relayguard.logs.formats import (
+    AccessFormat,
+    Detected,
+    FormatError,
+    SquidFormat,
+    YearGuesser,
+    detect_format,
+    format_by_name,
+    parse_syslog,
+)
+from relayguard.logs.incidents import Incident, Sample
+from relayguard.logs.sources import (
+    ReadProblems,
+    is_plain_file,
+    iter_chunks,
+    iter_lines,
+    open_binary,
+    order_rotated,
+)
+
+SNIFF_BYTES = 64 * 1024
+MAX_UNPARSED_SAMPLES = 10
+
+
+@dataclass
+class LogOptions:
+    """Everything `relayguard logs` can be told besides the files."""
+
+    server_names: frozenset[str] = frozenset()
+    mail_domains: frozenset[str] = frozenset()
+    trusted_clients: frozenset[str] = frozenset({"127.0.0.1", "::1"})
+    log_format: str | None = None
+    formats_by_path: dict[str, str] = field(default_factory=dict)  # from --apache-config
+    since: float | None = None
+    until: float | None = None
+    year: int | None = None
+    jobs: int = 0  # 0 = all cores
+    fast: bool = True
+
+
+@dataclass
+class _Stats:
+    lines: int = 0
+    parsed: int = 0
+    unparsed: int = 0
+    by_format: dict[str, int] = field(default_factory=dict)
+    unparsed_samples: list[dict[str, Any]] = field(default_factory=list)
+    overlong_lines: int = 0
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    def sample(self, path: str, line: int, text: bytes | str) -> None:
+        if len(self.unparsed_samples) < MAX_UNPARSED_SAMPLES:
+            if isinstance(text, bytes):
+                text = text.decode("utf-8", "surrogateescape")
+            self.unparsed_samples.append({"path": path, "line": line, "text": text[:200]})
+
+
+class LogAnalysis:
+    """One run over a set of inputs; `feed_*` are public so tests and `watch` can drive it."""
+
+    def __init__(self, options: LogOptions) -> None:
+        self.opt = options
+        self.proxy = ProxyDetector(options.server_names)
+        self.mail = MailDetector(options.mail_domains, options.trusted_clients)
+        self.volume = VolumeDetector()
+        self.stats = _Stats()
+        self.errors: list[ErrorEntry] = []
+
+    # -- inputs ----------------------------------------------------------------------------
+    def run(self, paths: list[str]) -> Report:
+        for path in order_rotated(paths):
+            self.analyse_path(path)
+        return self.report()
+
+    def analyse_path(self, path: str) -> None:
+        try:
+            stream = open_binary(path)
+        except OSError as exc:
+            self.errors.append(ErrorEntry(path, f"cannot read: {exc.strerror or exc}"))
+            return
+        problems = ReadProblems()
+        try:
+            head = self._peek(stream, path, problems)
+            detected = self._format_for(path, head)
+            if detected is None:
+                if head.strip():
+                    self.errors.append(ErrorEntry(path, "not a log format relayguard knows "
+                                                  "(use --log-format)"))
+                self._count_unknown(path, head, stream, problems)
+                return
+            before = self.stats.lines
+            if detected.kind == "mail":
+                self._mail(path, head, stream, problems)
+            elif isinstance(detected.access, AccessFormat) and detected.access.fast_ok \
+                    and self.opt.fast:
+                self._access_fast(path, head, stream, problems, detected.access)
+            else:
+                assert detected.access is not None
+                self._access_slow(path, head, stream, problems, detected.access)
+            self.stats.files.append({"path": path, "format": detected.name,
+                                     "lines": self.stats.lines - before})
+        except OSError as exc:
+            self.errors.append(ErrorEntry(path, f"read error: {exc.strerror or exc}"))
+        finally:
+            if path != "-":
+                stream.close()
+        if problems.truncated:
+            self.errors.append(ErrorEntry(path, problems.truncated))
+        self.stats.overlong_lines += problems.overlong
+        for lineno, text in problems.overlong_samples:
+            self.stats.sample(path, lineno, b"[line longer than 64 KiB, cut] " + text)
+
+    def _peek(self, stream: Any, path: str, problems: ReadProblems) -> bytes:
+        """The first bytes (whole lines where possible) for format detection."""
+        try:
+            head = stream.read(SNIFF_BYTES)
+        except (EOFError, ValueError) as exc:
+            problems.truncated = f"compressed stream unreadable ({exc})"
+            return b""
+        except OSError as exc:
+            if "gzip" in str(exc).lower() or "compressed" in str(exc).lower():
+                problems.truncated = f"compressed stream is corrupt ({exc})"
+                return b""
+            raise
+        return head
+
+    def _format_for(self, path: str, head: bytes) -> Detected | None:
+        spec = self.opt.log_format or self.opt.formats_by_path.get(os.path.abspath(path)) \
+            or self.opt.formats_by_path.get(path)
+        if spec:
+            if spec in ("syslog", "postfix", "exim", "mail"):
+                return Detected("mail", "syslog")
+            try:
+                fmt = format_by_name(spec)
+            except FormatError as exc:
+                self.errors.append(ErrorEntry(path, str(exc)))
+                return None
+            return Detected("access", fmt.name, fmt)
+        text = head.decode("utf-8", "surrogateescape")
+        lines = text.split("\n")
+        if len(head) >= SNIFF_BYTES and len(lines) > 1:
+            lines = lines[:-1]  # the last one may be cut
+        return detect_format(lines)
+
+    def _count_unknown(self, path: str, head: bytes, stream: Any,
+                       problems: ReadProblems) -> None:
+        for lineno, raw in enumerate(iter_lines(_Chain(head, stream), problems), 1):
+            self.stats.lines += 1
+            self.stats.unparsed += 1
+            if raw.strip():
+                self.stats.sample(path, lineno, raw)
+
+    # -- access logs -------------------------------------------------------------------------
+    def _in_range(self, t: float | None) -> bool:
+        if t is None:
+            return True
+        if self.opt.since is not None and t < self.opt.since:
+            return False
+        return not (self.opt.until is not None and t > self.opt.until)
+
+    def _access_slow(self, path: str, head: bytes, stream: Any, problems: ReadProblems,
+                     fmt: AccessFormat | SquidFormat) -> None:
+        st = self.stats
+        name = fmt.name
+        for lineno, raw in enumerate(iter_lines(_Chain(head, stream), problems), 1):
+            st.lines += 1
+            text = raw.decode("utf-8", "surrogateescape")
+            rec = fmt.parse(text) if text else None
+            if rec is None:
+                st.unparsed += 1
+                if raw.strip():
+                    st.sample(path, lineno, raw)
+                continue
+            st.parsed += 1
+            st.by_format[name] = st.by_format.get(name, 0) + 1
+            if not self._in_range(rec.time):
+                continue
+            self.volume.feed_time(rec.time)
+            self.proxy.feed(rec, path, lineno, text)
+
+    def _access_fast(self, path: str, head: bytes, stream: Any, problems: ReadProblems,
+                     fmt: AccessFormat) -> None:
+        jobs = self.opt.jobs or (os.cpu_count() or 1)
+        if path != "-" and is_plain_file(path):
+            stream.close()
+            results = scan_plain_file(path, jobs)
+        else:
+            results = (scan_chunk(c) for c in iter_chunks(_Chain(head, stream), problems))
+        base = 0
+        for res in results:
+            self._merge_chunk(path, base, res, fmt)
+            base += res.lines
+
+    def _merge_chunk(self, path: str, base: int, res: ChunkResult, fmt: AccessFormat) -> None:
+        st = self.stats
+        st.lines += res.lines
+        st.unparsed += res.unparsed
+        parsed = res.lines - res.unparsed
+        st.parsed += parsed
+        st.by_format[fmt.name] = st.by_format.get(fmt.name, 0) + parsed
+        for lineno, text in res.unparsed_samples:
+            st.sample(path, base + lineno, text)
+        if self.opt.since is not None or self.opt.until is not None:
+            minutes = {t: n for t, n in res.minutes.items()
+                       if self._in_range(t) or self._in_range(t + 59)}
+        else:
+            minutes = res.minutes
+        self.volume.feed_minutes(minutes)
+        for p, size in res.local_sizes:
+            self.proxy.note_local(p, size)
+        for lineno, raw in res.candidates:
+            text = raw.decode("utf-8", "surrogateescape")
+            rec = fmt.parse(text)
+            if rec is None or not self._in_range(rec.time):
+                continue
+            self.proxy.feed(rec, path, base + lineno, text)
+
+    # -- mail logs ---------------------------------------------------------------------------
+    def _mail(self, path: str, head: bytes, stream: Any, problems: ReadProblems) -> None:
+        st = self.stats
+        try:
+            mtime = os.stat(path).st_mtime if path != "-" else None
+        except OSError:
+            mtime = None
+        years = YearGuesser(reference=mtime, year=self.opt.year)
+        by_name: dict[str, int] = {}
+        for lineno, raw in enumerate(iter_lines(_Chain(head, stream), problems), 1):
+            st.lines += 1
+            text = raw.decode("utf-8", "surrogateescape")
+            rec = parse_syslog(text, years) if text else None
+            if rec is None:
+                st.unparsed += 1
+                if raw.strip():
+                    st.sample(path, lineno, raw)
+                continue
+            st.parsed += 1
+            fam = "exim" if rec.program.startswith("exim") else (
+                "postfix" if "postfix" in rec.program or "/" in rec.program else "syslog")
+            by_name[fam] = by_name.get(fam, 0) + 1
+            if not self._in_range(rec.time):
+                continue
+            self.mail.feed(rec, path, lineno, text)
+        for fam, n in by_name.items():
+            st.by_format[fam] = st.by_format.get(fam, 0) + n
+
+    # -- results -----------------------------------------------------------------------------
+    def incidents(self) -> list[Incident]:
+        return sorted(self.proxy.snapshot() + self.mail.snapshot(),
+                      key=lambda i: (i.first or 0.0, i.kind))
+
+    def report(self) -> Report:
+        incidents = self.incidents()
+        findings = [f for inc in incidents if (f := incident_finding(inc, self)) is not None]
+        volume = self.volume.snapshot()
+        stats: dict[str, Any] = {
+            "lines": self.stats.lines,
+            "parsed": self.stats.parsed,
+            "unparsed": self.stats.unparsed,
+            "by_format": dict(sorted(self.stats.by_format.items())),
+            "unparsed_samples": self.stats.unparsed_samples,
+            "overlong_lines": self.stats.overlong_lines,
+            "files": self.stats.files,
+            "incidents": [i.to_dict() for i in incidents],
+            "volume_spikes": volume,
+            "requests_timeline": self.volume.timeline.to_dict(),
+            "mail": {**self.mail.counts, "top_senders": self.mail.senders.top(10),
+                     "deferred_bounced_timeline": self.mail.outcome_timeline.to_dict()},
+            "own_host_absolute_requests": self.proxy.own_host_absolute,
+        }
+        notes = []
+        if self.stats.by_format.get("postfix") or self.stats.by_format.get("exim"):
+            notes.append("syslog timestamps carry no zone: mail times are shown as written "
+                         "(marked Z but in the log's local time)")
+        return Report(command="logs", findings=tuple(findings), errors=tuple(self.errors),
+                      stats=stats, notes=tuple(notes))
+
+
+class _Chain:
+    """A stream that first returns already-read `head` bytes, then the rest of `stream`."""
+
+    def __init__(self, head: bytes, stream: Any) -> None:
+        self.head = head
+        self.stream = stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            out, self.head = self.head, b""
+            return out
+        return self.stream.read(n)
+
+
+# ---------------------------------------------------------------------------------------------
+# incidents -> findings
+
+def _evidence(inc: Incident, summary: str) -> tuple[Evidence, ...]:
+    out = [Evidence("log", summary)]
+    for s in inc.samples():
+        out.append(Evidence("log", s.text[:500], Location(path=s.path, line=s.line)))
+    return tuple(out)
+
+
+def _when(inc: Incident) -> str:
+    d = inc.to_dict()
+    return f"{d['first_seen']} .. {d['last_seen']}"
+
+
+def _summary(inc: Incident) -> str:
+    d = inc.to_dict()
+    clients = ", ".join(f"{c} ({n})" for c, n in d["clients"][:5]) or "-"
+    dests = ", ".join(f"{c} ({n})" for c, n in d["destinations"][:5]) or "-"
+    outcomes = ", ".join(f"{k} {v}" for k, v in d["outcomes"].items())
+    return (f"{d['events']} event(s) {_when(inc)}; verdict: {d['verdict']} ({outcomes}); "
+            f"statuses {d['statuses']}; clients: {clients}; destinations: {dests}; "
+            f"SMTP destinations: {d['smtp_destinations']}; bytes: {d['bytes']}; "
+            f"peak {d['peak_per_minute']:.0f}/min")
+
+
+def incident_finding(inc: Incident, analysis: LogAnalysis) -> Finding | None:
+    """The finding one incident deserves (None for incidents that are context only)."""
+    first = inc.samples()[0] if inc.samples() else Sample("-", 0, "")
+    loc = Location(path=first.path, line=first.line)
+    kind = inc.kind
+    verdict = inc.verdict
+    if kind.startswith("proxy-"):
+        rule = {"proxy-smtp": R.LOGS_PROXY_SMTP, "proxy-connect": R.LOGS_PROXY_CONNECT,
+                "proxy-http": R.LOGS_PROXY_HTTP,
+                "proxy-host-header": R.LOGS_PROXY_HOST_HEADER}[kind]
+        o = inc.all_outcomes
+        if verdict == "relayed":
+            return rule.finding(
+                f"{rule.title}: {o['relayed']} of {inc.events} request(s) relayed",
+                location=loc, evidence=_evidence(inc, _summary(inc)),
+                confidence=Confidence.LIKELY)
+        if verdict == "unknown":
+            return rule.finding(
+                f"{rule.title}? {inc.events} request(s), outcome unknown from the log",
+                location=loc, evidence=_evidence(inc, _summary(inc)),
+                confidence=Confidence.POSSIBLE, severity=Severity(rule.severity - 1))
+        sev = Severity.LOW if o["refused"] or o["failed"] else Severity.INFO
+        what = "refused" if verdict == "refused" else "probably served locally"
+        return R.LOGS_PROXY_SCAN.finding(
+            f"{inc.events} proxy request(s) ({kind}), {what}",
+            location=loc, evidence=_evidence(inc, _summary(inc)),
+            confidence=Confidence.LIKELY, severity=sev)
+    if kind == "smtp-relayed":
+        rule = R.LOGS_SMTP_RELAYED
+        o = inc.all_outcomes
+        return rule.finding(
+            f"{inc.extra.get('client')} relayed {inc.events} delivery(ies) to "
+            f"{inc.extra.get('foreign_domains')} foreign domain(s) ({o['relayed']} sent)",
+            location=loc, evidence=_evidence(inc, _summary(inc)),
+            confidence=Confidence.CONFIRMED if o["relayed"] else Confidence.LIKELY)
+    if kind == "smtp-relay-denied":
+        return R.LOGS_SMTP_RELAY_DENIED.finding(
+            f"{inc.events} relay attempt(s) refused from {len(inc.clients)} client(s)",
+            location=loc, evidence=_evidence(inc, _summary(inc)),
+            confidence=Confidence.CONFIRMED)
+    if kind == "smtp-sasl-failures":
+        bursts = inc.extra.get("burst_clients") or []
+        if not bursts:
+            return None
+        return R.LOGS_SMTP_SASL_BURST.finding(
+            f"{inc.events} failed SMTP login(s); bursts from {', '.join(bursts[:5])}",
+            location=loc, evidence=_evidence(inc, _summary(inc)),
+            confidence=Confidence.LIKELY)
+    if kind == "smtp-blocklist-bounce":
+        lists = inc.extra.get("lists", {})
+        names = ", ".join(f"{k} ({v})" for k, v in sorted(lists.items(), key=lambda kv: -kv[1]))
+        return R.LOGS_SMTP_BLOCKLISTED.finding(
+            f"{inc.events} outbound delivery(ies) refused because our IP is listed: {names}",
+            location=loc, evidence=_evidence(inc, _summary(inc)),
+            confidence=Confidence.LIKELY)
+    return None
+
+
+def analyse(paths: list[str], options: LogOptions | None = None) -> Report:
+    """Analyse log files (rotated sets in time order, `-` for stdin) into a Report."""
+    return LogAnalysis(options or LogOptions()).run(paths)
+
+
+__all__ = ["LogAnalysis", "LogOptions", "Timeline", "analyse"]

@@ -1,0 +1,122 @@
+"""Bounded counters: top-k (Space-Saving), capped distinct sets and a self-coarsening timeline.
+
+Counts that grow with the input (clients, destinations, minutes) go through these so memory
+stays constant however large the logs are; when a bound is hit the result says so
+(`approximate`), it never silently drops counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TopK:
+    """Space-Saving heavy hitters: exact while fewer than `k` keys, error-bounded after."""
+
+    __slots__ = ("approximate", "counts", "k")
+
+    def __init__(self, k: int = 64) -> None:
+        self.k = k
+        self.counts: dict[str, int] = {}
+        self.approximate = False
+
+    def add(self, key: str, n: int = 1) -> None:
+        counts = self.counts
+        if key in counts:
+            counts[key] += n
+        elif len(counts) < self.k:
+            counts[key] = n
+        else:
+            victim = min(counts, key=counts.__getitem__)
+            counts[key] = counts.pop(victim) + n
+            self.approximate = True
+
+    def merge(self, other: TopK) -> None:
+        for key, n in other.counts.items():
+            self.add(key, n)
+        self.approximate |= other.approximate
+
+    def top(self, n: int = 10) -> list[tuple[str, int]]:
+        return sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
+class Distinct:
+    """Distinct keys up to `cap`; beyond it only the fact that there are more is kept."""
+
+    __slots__ = ("cap", "keys", "overflow")
+
+    def __init__(self, cap: int = 10000) -> None:
+        self.cap = cap
+        self.keys: set[str] = set()
+        self.overflow = False
+
+    def add(self, key: str) -> None:
+        if key in self.keys:
+            return
+        if len(self.keys) < self.cap:
+            self.keys.add(key)
+        else:
+            self.overflow = True
+
+    def count(self) -> int:
+        return len(self.keys)
+
+    def describe(self) -> str:
+        return f">{self.cap}" if self.overflow else str(len(self.keys))
+
+
+class Timeline:
+    """Events per time bucket (60 s at first); when more than `cap` buckets exist the bucket
+    width doubles and buckets are merged, so a year of logs still fits in `cap` entries."""
+
+    __slots__ = ("buckets", "cap", "width")
+
+    def __init__(self, cap: int = 4096, width: int = 60) -> None:
+        self.cap = cap
+        self.width = width
+        self.buckets: dict[int, int] = {}
+
+    def add(self, t: float, n: int = 1) -> None:
+        key = int(t) // self.width * self.width
+        b = self.buckets
+        b[key] = b.get(key, 0) + n
+        if len(b) > self.cap:
+            self._coarsen()
+
+    def add_minutes(self, counts: dict[int, int]) -> None:
+        """Merge per-minute counts (epoch of the minute start -> events)."""
+        for key, n in counts.items():
+            self.add(key, n)
+
+    def _coarsen(self) -> None:
+        self.width *= 2
+        merged: dict[int, int] = {}
+        for key, n in self.buckets.items():
+            k = key // self.width * self.width
+            merged[k] = merged.get(k, 0) + n
+        self.buckets = merged
+
+    def series(self) -> list[tuple[int, int]]:
+        """(bucket start, count) in time order, empty buckets left out."""
+        return sorted(self.buckets.items())
+
+    def peak_per_minute(self) -> float:
+        if not self.buckets:
+            return 0.0
+        return max(self.buckets.values()) * 60.0 / self.width
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bucket_seconds": self.width,
+                "points": [[iso(t), n] for t, n in self.series()]}
+
+
+def iso(t: float | None) -> str | None:
+    """Epoch seconds as `YYYY-MM-DDTHH:MM:SSZ` (None stays None)."""
+    if t is None:
+        return None
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))

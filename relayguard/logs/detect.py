@@ -1,0 +1,538 @@
+"""Incremental detectors: fed one parsed line at a time, asked for a `snapshot()` at any point.
+
+The batch `logs` command and the future `watch` share this code: state lives in small bounded
+objects, `feed()` never looks back at earlier lines, and `snapshot()` does not change state (it
+can be called after every line). Detectors never print and never build findings; they report
+incidents, which `relayguard.logs.verdicts` turns into findings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from statistics import median
+from typing import Any
+
+from relayguard.logs.counting import Distinct, Timeline, TopK, iso
+from relayguard.logs.formats import AccessRecord, SyslogLine
+from relayguard.logs.incidents import Incident, IncidentBook, Sample
+
+SMTP_PORTS = frozenset({25, 465, 587, 2525})
+DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ws": 80, "wss": 443}
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]{0,15})://([^/?#\s]*)([^\s]*)$")
+
+
+def split_hostport(text: str, default: int | None = None) -> tuple[str, int | None]:
+    """`host:port`, `[v6]:port`, `host` -> (lower-cased host, port or default)."""
+    text = text.rsplit("@", 1)[-1]
+    if text.startswith("["):
+        end = text.find("]")
+        host = text[1:end] if end > 0 else text[1:]
+        rest = text[end + 1:] if end > 0 else ""
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port_text = text.split(":", 1)
+    else:
+        host, port_text = text, ""
+    port = int(port_text) if port_text.isdigit() and len(port_text) <= 5 else default
+    return host.lower().rstrip("."), port
+
+
+def _close(a: int, b: int) -> bool:
+    """Sizes equal within 2% (or 16 bytes): dynamic bits of a page move its size a little."""
+    return abs(a - b) <= max(16, max(a, b) // 50)
+
+
+@dataclass
+class LocalPages:
+    """Sizes of the site's own 2xx pages per path (bounded), to recognise a local answer."""
+
+    cap_paths: int = 4096
+    sizes: dict[str, list[int]] = field(default_factory=dict)
+
+    def note(self, path: str, size: int) -> None:
+        if size <= 0:
+            return
+        known = self.sizes.get(path)
+        if known is None:
+            if len(self.sizes) >= self.cap_paths:
+                return
+            self.sizes[path] = [size]
+        elif len(known) < 8 and all(not _close(s, size) for s in known):
+            known.append(size)
+
+    def matches(self, path: str, size: int) -> bool:
+        sizes = list(self.sizes.get(path, ()))
+        if path in ("/", "") or path.startswith("/?"):
+            sizes += self.sizes.get("/", [])
+        return any(_close(s, size) for s in sizes)
+
+    def home_matches(self, size: int) -> bool:
+        return any(_close(s, size) for s in self.sizes.get("/", ()))
+
+    def knows(self, path: str) -> bool:
+        return path in self.sizes
+
+
+class ProxyDetector:
+    """Proxy use seen in access logs: CONNECT, absolute-URI and Host-header requests.
+
+    Refused attempts (4xx, denied) are a scan; 2xx answers are judged against the site's own
+    pages, because an Apache that is not a proxy answers `GET http://other/` with its own
+    page and a 200.
+    """
+
+    def __init__(self, server_names: frozenset[str] = frozenset()) -> None:
+        self.given_names = frozenset(n.lower().rstrip(".") for n in server_names)
+        self.learned_names = Distinct(256)
+        self.local = LocalPages()
+        self.book = IncidentBook()
+        self.own_host_absolute = 0
+
+    # -- feeding ------------------------------------------------------------------------------
+    def names(self) -> set[str]:
+        return set(self.given_names) | self.learned_names.keys
+
+    def note_local(self, path: str, size: int) -> None:
+        """A 2xx GET/HEAD of a local path and its size (fed directly by the fast path)."""
+        self.local.note(path, size)
+
+    def feed(self, rec: AccessRecord, path: str, lineno: int, line: str) -> Incident | None:
+        """Account one request; returns the incident it joined (None for ordinary traffic)."""
+        if rec.vhost:
+            self.learned_names.add(rec.vhost.lower())
+        method, target = rec.method, rec.target
+        status = rec.status
+        if method == "CONNECT":
+            host, port = split_hostport(target)
+            kind = "proxy-smtp" if port in SMTP_PORTS else "proxy-connect"
+            dest = f"{host}:{port}" if port is not None else host
+            req_path = ""
+        else:
+            m = _SCHEME.match(target)
+            if m is not None:
+                scheme = m.group(1).lower()
+                host, port = split_hostport(m.group(2), DEFAULT_PORTS.get(scheme))
+                req_path = m.group(3) or "/"
+                if host in self.given_names or (not self.given_names and host in
+                                                self.learned_names.keys):
+                    self.own_host_absolute += 1
+                    self._note_origin(rec, req_path)
+                    return None
+                if rec.proxy_log and port not in SMTP_PORTS:
+                    return None  # a forward proxy's ordinary job; only SMTP targets matter
+                kind = "proxy-smtp" if port in SMTP_PORTS else "proxy-http"
+                dest = f"{host}:{port}" if port not in (None, DEFAULT_PORTS.get(scheme)) \
+                    else host
+            elif rec.host_header and self.given_names:
+                host, port = split_hostport(rec.host_header)
+                if host in self.given_names or host in self.learned_names.keys:
+                    self._note_origin(rec, target)
+                    return None
+                kind, dest, req_path = "proxy-host-header", host, target
+            else:
+                self._note_origin(rec, target)
+                return None
+        inc = self.book.current(kind, rec.time)
+        nbytes = rec.bytes_out if rec.bytes_out is not None else (rec.size or 0)
+        outcome = self._outcome(rec, method)
+        inc.add(rec.time, rec.client, dest, Sample(path, lineno, line),
+                outcome=outcome, status=str(status) if status is not None else "-",
+                nbytes=nbytes, smtp=port in SMTP_PORTS)
+        if outcome is None:
+            if method == "CONNECT":
+                inc.add_pending(rec.size, "CONNECT", dest)  # %b: body only, "-" for a tunnel
+            else:
+                size = rec.size if rec.size is not None else rec.bytes_out
+                inc.add_pending(size, req_path or "/", dest)
+        return inc
+
+    def _note_origin(self, rec: AccessRecord, target: str) -> None:
+        if rec.status is not None and 200 <= rec.status < 300 and rec.size and \
+                rec.method in ("GET", "HEAD") and rec.method == "GET":
+            self.local.note(target, rec.size)
+
+    @staticmethod
+    def _outcome(rec: AccessRecord, method: str) -> str | None:
+        """Settled outcome, or None when a 2xx must be judged against the local pages."""
+        status = rec.status
+        if rec.proxy_log:
+            hier = (rec.hier or "").upper()
+            if "DENIED" in hier or (status is not None and 400 <= status < 500):
+                return "refused"
+            if status is not None and status >= 500:
+                return "failed"
+            if status is not None and 200 <= status < 400:
+                return "relayed"
+            return "unknown"
+        if status is None:
+            return "unknown"
+        if 200 <= status < 300:
+            return None
+        if status in (502, 503, 504):
+            return "failed"
+        if status >= 400:
+            return "refused"
+        return "unknown"
+
+    # -- judging ------------------------------------------------------------------------------
+    def _judge(self, inc: Incident) -> None:
+        """Decide the pending 2xx answers: local page, relayed, or unknown."""
+        judged: dict[str, int] = {}
+        groups = inc.pending
+        sized = {k: v for k, v in groups.items() if k[0]}
+        distinct_sizes = {k[0] for k in sized}
+        for (size, path), (count, hosts) in groups.items():
+            if not size:
+                verdict = "relayed" if path == "CONNECT" else "unknown"
+            elif path == "CONNECT":
+                # mod_proxy_connect answers 200 with no body once the tunnel is up (%b "-");
+                # a 200 with a body is a server answering CONNECT like `GET /` (its home page).
+                verdict = "local" if self.local.home_matches(size) else "unknown"
+            elif self.local.matches(path, size):
+                verdict = "local"
+            elif len(hosts) > 1:
+                verdict = "local"  # one size for different sites: the same local page
+            elif self.local.knows(path) or len(distinct_sizes) > 1 or \
+                    (path in ("/", "") and self.local.knows("/")):
+                verdict = "relayed"
+            else:
+                verdict = "unknown"
+            judged[verdict] = judged.get(verdict, 0) + count
+        inc.judged.clear()
+        inc.judged.update(judged)
+
+    def snapshot(self) -> list[Incident]:
+        """Current incidents with their 2xx answers judged (state is not consumed)."""
+        out = self.book.all()
+        for inc in out:
+            self._judge(inc)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# mail
+
+_PF_CLIENT = re.compile(
+    r"^(?P<qid>\w+): client=(?P<host>[^\[\s]*)\[(?P<ip>[^\]]*)\](?::\d+)?"
+    r"(?:, sasl_method=[^,]*, sasl_username=(?P<user>[^,\s]*))?")
+_PF_FROM = re.compile(r"^(?P<qid>\w+): from=<(?P<from>[^>]*)>, size=\d+, nrcpt=")
+_PF_DELIVERY = re.compile(
+    r"^(?P<qid>\w+): to=<(?P<to>[^>]*)>,(?: orig_to=<[^>]*>,)? relay=(?P<relay>[^,]+),"
+    r".*? status=(?P<status>\w+)(?: \((?P<text>.*)\))?$")
+_PF_REJECT = re.compile(
+    r"^(?:NOQUEUE|\w+): (?P<action>reject|reject_warning|defer): (?P<stage>[A-Z]+) from "
+    r"(?P<host>[^\[\s]*)\[(?P<ip>[^\]]*)\](?::\d+)?: (?P<text>.*?)"
+    r"(?:; from=<(?P<from>[^>]*)> to=<(?P<to>[^>]*)>.*)?$")
+_PF_SASL = re.compile(
+    r"^warning: (?P<host>[^\[\s]*)\[(?P<ip>[^\]]*)\](?::\d+)?: SASL \S+ authentication failed")
+_PF_REMOVED = re.compile(r"^(?P<qid>\w+): removed$")
+
+_EXIM_ARRIVAL = re.compile(
+    r"^(?P<id>[\w-]{16,23}) <= (?P<from>\S+) .*?H=(?:\S+ )?(?:\([^)]*\) )?\[(?P<ip>[^\]]+)\]")
+_EXIM_DELIVERY = re.compile(
+    r"^(?P<id>[\w-]{16,23}) (?P<flag>=>|->|\*\*|==) (?P<to>\S+)(?P<rest>.*)$")
+_EXIM_RELAY_DENIED = re.compile(
+    r"H=(?:\S+ )?(?:\([^)]*\) )?\[(?P<ip>[^\]]+)\].*?rejected RCPT <?(?P<to>[^>\s:]*)>?: "
+    r"relay not permitted")
+_EXIM_AUTH_FAIL = re.compile(
+    r"authenticator failed for .*?\[(?P<ip>[^\]]+)\].*?: 535 Incorrect authentication data")
+
+# "our IP is listed" in a remote server's reply — Sisimai's Blocked reason list as seed.
+BLOCKLIST_REPLY = re.compile(
+    r"blocked using|listed (?:in|at|on|by)|block ?list|black ?list|deny ?list|spamhaus|spamcop|"
+    r"barracuda|sorbs|abuseat|S3150|psbl|uceprotect|part of their network is on our block"
+    r"|not currently accepting mail from your ip|too many spams from your ip"
+    r"|rejecting open proxy|poor (?:ip )?reputation|ip reputation|mail from ip banned"
+    r"|client host \S+ blocked|on our block list", re.I)
+_LIST_NAME = re.compile(
+    r"blocked using ([\w.-]+)|listed (?:in|at|on|by) (?:the )?([\w.-]+)|"
+    r"(spamhaus|spamcop|barracuda|sorbs|abuseat|psbl|uceprotect)|(S3150)", re.I)
+_KNOWN_LISTS = {"spamhaus": "Spamhaus", "spamcop": "SpamCop", "barracuda": "Barracuda",
+                "sorbs": "SORBS", "abuseat": "CBL (abuseat.org)", "psbl": "PSBL",
+                "uceprotect": "UCEPROTECT", "s3150": "Microsoft (S3150)"}
+
+TRUSTED_CLIENTS = frozenset({"127.0.0.1", "::1"})
+LOCAL_TRANSPORTS = frozenset({"local", "virtual", "lmtp", "pipe", "maildrop", "dovecot"})
+OUTBOUND_TRANSPORTS = frozenset({"smtp", "relay"})
+RELAY_MIN_DOMAINS = 3  # foreign recipient domains before an unauthenticated client is a relay
+SASL_BURST = 10  # failures …
+SASL_WINDOW = 600.0  # … within this many seconds from one client
+
+
+def blocklist_name(text: str) -> str:
+    """The list a remote reply names (`zen.spamhaus.org`, `Spamhaus`, …) or 'unnamed'."""
+    m = _LIST_NAME.search(text)
+    if m is None:
+        return "unnamed"
+    name = next(g for g in m.groups() if g)
+    return _KNOWN_LISTS.get(name.lower(), name.rstrip(".;,").lower())
+
+
+def _domain(addr: str) -> str:
+    return addr.rsplit("@", 1)[-1].lower() if "@" in addr else ""
+
+
+@dataclass(slots=True)
+class _Msg:
+    client_ip: str | None = None
+    client_host: str | None = None
+    user: str | None = None
+    sender: str | None = None
+    seen_rcpts: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _ClientRelay:
+    """Outbound deliveries of mail an unauthenticated client handed in (bounded)."""
+
+    incident: Incident
+    domains: Distinct = field(default_factory=lambda: Distinct(1000))
+    messages: set[str] = field(default_factory=set)
+
+
+class MailDetector:
+    """Postfix and Exim: relayed mail, refused relay attempts, SASL bursts, blocklist bounces."""
+
+    def __init__(self, own_domains: frozenset[str] = frozenset(),
+                 trusted_clients: frozenset[str] = TRUSTED_CLIENTS) -> None:
+        self.given_domains = frozenset(d.lower() for d in own_domains)
+        self.local_domains = Distinct(1000)
+        self.trusted = trusted_clients
+        self.book = IncidentBook()
+        self.msgs: OrderedDict[str, _Msg] = OrderedDict()
+        self.max_msgs = 100_000
+        self.relay_clients: dict[str, _ClientRelay] = {}
+        self.sasl_windows: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self.sasl_burst_clients: set[str] = set()
+        self.counts: dict[str, int] = {"inbound_blocklist_rejects": 0, "rejects": 0,
+                                       "sent": 0, "deferred": 0, "bounced": 0}
+        self.senders = TopK(64)
+        self.outcome_timeline = Timeline(cap=2048)  # deferred+bounced per minute
+
+    def _msg(self, qid: str, create: bool = True) -> _Msg | None:
+        m = self.msgs.get(qid)
+        if m is None and create:
+            m = self.msgs[qid] = _Msg()
+            if len(self.msgs) > self.max_msgs:
+                self.msgs.popitem(last=False)
+        return m
+
+    def feed(self, rec: SyslogLine, path: str, lineno: int, line: str) -> None:
+        """Account one syslog line (non-mail programs are ignored)."""
+        prog = rec.program
+        if prog == "exim" or prog.startswith("exim"):
+            self._feed_exim(rec, path, lineno, line)
+            return
+        if "postfix" not in prog and "/" not in prog:
+            return
+        tail = prog.rsplit("/", 1)[-1]
+        msg = rec.message
+        sample = Sample(path, lineno, line)
+        if tail == "smtpd":
+            m = _PF_CLIENT.match(msg)
+            if m is not None:
+                st = self._msg(m["qid"])
+                assert st is not None
+                st.client_ip, st.client_host, st.user = m["ip"], m["host"], m["user"] or None
+                return
+            m = _PF_REJECT.match(msg)
+            if m is not None:
+                self._reject(rec, m["ip"], m["text"], m["to"] or "", sample)
+                return
+            m = _PF_SASL.match(msg)
+            if m is not None:
+                self._sasl_failure(rec, m["ip"], sample)
+            return
+        if tail == "qmgr":
+            m = _PF_FROM.match(msg)
+            if m is not None:
+                st = self._msg(m["qid"])
+                assert st is not None
+                st.sender = m["from"]
+                self.senders.add(m["from"] or "<>")
+                return
+            m = _PF_REMOVED.match(msg)
+            if m is not None:
+                self.msgs.pop(m["qid"], None)
+            return
+        if tail == "pickup":
+            return
+        m = _PF_DELIVERY.match(msg)
+        if m is not None:
+            relay = m["relay"]
+            relay_ip = relay[relay.find("[") + 1: relay.find("]")] if "[" in relay else relay
+            outbound = tail in OUTBOUND_TRANSPORTS and relay_ip not in TRUSTED_CLIENTS
+            self._delivery(rec, m["qid"], m["to"], outbound, tail in LOCAL_TRANSPORTS,
+                           m["status"], m["text"] or "", sample)
+
+    # -- shared mail logic ---------------------------------------------------------------------
+    def _reject(self, rec: SyslogLine, ip: str, text: str, to: str, sample: Sample) -> None:
+        self.counts["rejects"] += 1
+        lowered = text.lower()
+        if "relay access denied" in lowered or "relay not permitted" in lowered:
+            inc = self.book.current("smtp-relay-denied", rec.time)
+            inc.add(rec.time, ip, _domain(to) or None, sample, outcome="refused",
+                    status=text.split(" ", 1)[0])
+        elif "blocked using" in lowered or ("client host" in lowered and "blocked" in lowered):
+            # our server refusing someone listed: inbound, never "we are blocklisted"
+            self.counts["inbound_blocklist_rejects"] += 1
+
+    def _sasl_failure(self, rec: SyslogLine, ip: str, sample: Sample) -> None:
+        inc = self.book.current("smtp-sasl-failures", rec.time)
+        inc.add(rec.time, ip, None, sample, outcome="refused")
+        t = rec.time or 0.0
+        start, n = self.sasl_windows.pop(ip, (t, 0))
+        if t - start > SASL_WINDOW:
+            start, n = t, 0
+        n += 1
+        self.sasl_windows[ip] = (start, n)
+        if len(self.sasl_windows) > 10000:
+            self.sasl_windows.popitem(last=False)
+        if n >= SASL_BURST and len(self.sasl_burst_clients) < 1000:
+            self.sasl_burst_clients.add(ip)
+
+    def _delivery(self, rec: SyslogLine, qid: str, to: str, outbound: bool, local: bool,
+                  status: str, text: str, sample: Sample) -> None:
+        domain = _domain(to)
+        if status in self.counts:
+            self.counts[status] += 1
+        if status in ("deferred", "bounced") and rec.time is not None:
+            self.outcome_timeline.add(rec.time)
+        if local and domain:
+            self.local_domains.add(domain)
+        if not outbound:
+            return
+        if status in ("bounced", "deferred") and " said: " in text and \
+                BLOCKLIST_REPLY.search(text):
+            inc = self.book.current("smtp-blocklist-bounce", rec.time)
+            lists = inc.extra.setdefault("lists", {})
+            name = blocklist_name(text)
+            if name in lists or len(lists) < 32:
+                lists[name] = lists.get(name, 0) + 1
+            said = text.split(" said: ", 1)[0].removeprefix("host ")
+            inc.add(rec.time, None, said, sample, outcome="refused", status=status)
+        st = self._msg(qid, create=False)
+        if st is None or st.client_ip is None or st.user or st.client_ip in self.trusted:
+            return
+        key = f"{qid}\x00{to}"
+        if key in st.seen_rcpts:
+            return  # a retry of the same recipient is not a new relayed message
+        if len(st.seen_rcpts) < 1000:
+            st.seen_rcpts.add(key)
+        cr = self.relay_clients.get(st.client_ip)
+        if cr is None:
+            if len(self.relay_clients) >= 1000:
+                return
+            cr = self.relay_clients[st.client_ip] = _ClientRelay(Incident("smtp-relayed"))
+        cr.domains.add(domain)
+        if len(cr.messages) < 100000:
+            cr.messages.add(qid)
+        outcome = "relayed" if status == "sent" else ("refused" if status == "bounced"
+                                                      else "unknown")
+        cr.incident.add(rec.time, st.client_ip, domain or None, sample, outcome=outcome,
+                        status=status)
+
+    # -- Exim ----------------------------------------------------------------------------------
+    def _feed_exim(self, rec: SyslogLine, path: str, lineno: int, line: str) -> None:
+        msg = rec.message
+        sample = Sample(path, lineno, line)
+        m = _EXIM_ARRIVAL.match(msg)
+        if m is not None:
+            st = self._msg(m["id"])
+            assert st is not None
+            st.client_ip, st.sender = m["ip"], m["from"]
+            auth = re.search(r" A=\S+", msg)
+            st.user = auth.group(0) if auth else None
+            self.senders.add(m["from"])
+            return
+        m = _EXIM_DELIVERY.match(msg)
+        if m is not None:
+            rest = m["rest"]
+            transport = re.search(r" T=(\S+)", rest)
+            tname = transport.group(1) if transport else ""
+            outbound = "smtp" in tname or " H=" in rest
+            flag = m["flag"]
+            status = {"=>": "sent", "->": "sent", "**": "bounced", "==": "deferred"}[flag]
+            text = rest
+            if "SMTP error from remote mail server" in rest:
+                text = rest.replace("SMTP error from remote mail server", " said: ", 1)
+            self._delivery(rec, m["id"], m["to"].strip("<>"), outbound,
+                           not outbound and flag == "=>", status, text, sample)
+            return
+        m = _EXIM_RELAY_DENIED.search(msg)
+        if m is not None:
+            self._reject(rec, m["ip"], "relay not permitted", m["to"], sample)
+            return
+        m = _EXIM_AUTH_FAIL.search(msg)
+        if m is not None:
+            self._sasl_failure(rec, m["ip"], sample)
+
+    # -- snapshot ------------------------------------------------------------------------------
+    def own_domains(self) -> set[str]:
+        return set(self.given_domains) | self.local_domains.keys
+
+    def snapshot(self) -> list[Incident]:
+        """Incidents so far; relayed mail only for clients that reached foreign domains."""
+        out = [i for i in self.book.all() if i.kind != "smtp-sasl-failures"]
+        sasl = [i for i in self.book.all() if i.kind == "smtp-sasl-failures"]
+        for inc in sasl:
+            inc.extra["burst_clients"] = sorted(self.sasl_burst_clients)[:20]
+            out.append(inc)
+        own = self.own_domains()
+        for ip, cr in self.relay_clients.items():
+            foreign = {d for d in cr.domains.keys if d and d not in own}
+            enough = len(foreign) >= RELAY_MIN_DOMAINS or (self.given_domains and foreign)
+            if not enough:
+                continue
+            inc = cr.incident
+            inc.extra["client"] = ip
+            inc.extra["messages"] = len(cr.messages)
+            inc.extra["foreign_domains"] = len(foreign)
+            out.append(inc)
+        return sorted(out, key=lambda i: (i.first or 0.0, i.kind))
+
+
+# ---------------------------------------------------------------------------------------------
+# volume
+
+class VolumeDetector:
+    """Requests per minute against a rolling baseline: the "server slowed down" symptom."""
+
+    def __init__(self) -> None:
+        self.timeline = Timeline(cap=8192)
+
+    def feed_time(self, t: float | None) -> None:
+        if t is not None:
+            self.timeline.add(t)
+
+    def feed_minutes(self, counts: dict[int, int]) -> None:
+        self.timeline.add_minutes(counts)
+
+    def snapshot(self, window: int = 60, factor: float = 10.0,
+                 floor: float = 300.0) -> list[dict[str, Any]]:
+        """Buckets whose rate is >= factor x the median of the previous `window` buckets (gaps
+        count as zero) and at least `floor` requests per minute."""
+        series = self.timeline.series()
+        if not series:
+            return []
+        width = self.timeline.width
+        spikes: list[dict[str, Any]] = []
+        history: list[int] = []
+        prev: int | None = None
+        for t, n in series:
+            if prev is not None:  # empty buckets in between count as zero (at most a window)
+                history.extend([0] * min(window, (t - prev) // width - 1))
+            prev = t
+            if len(history) >= 10:
+                base = median(history[-window:])
+                rate = n * 60.0 / width
+                if rate >= floor and n >= factor * max(base, 1.0):
+                    spikes.append({"start": iso(t), "per_minute": rate,
+                                   "baseline_per_minute": base * 60.0 / width})
+            history.append(n)
+            if len(history) > window * 2:
+                del history[:-window]
+        return spikes[:100]

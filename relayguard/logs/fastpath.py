@@ -1,0 +1,222 @@
+"""The bytes-level fast path for access logs with `[%t]` and a quoted `%r` (common, combined…).
+
+Almost every line of a web log is ordinary traffic, so it is never decoded or parsed: a chunk
+of bytes yields its line count, its per-minute request counts (by walking the distinct minute
+stamps and counting each with `bytes.count`, falling back to a per-line regex when the chunk is
+out of order or has malformed lines) and the few candidate lines (CONNECT or absolute-URI
+requests) that the ordinary parser and `ProxyDetector` then see. Plain files are split into
+chunks at line boundaries and scanned on all cores; compressed streams are scanned in-process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+from relayguard.logs.formats import parse_clf_time
+
+CHUNK_BYTES = 8 * 1024 * 1024
+PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+
+_TS = re.compile(rb"\[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d):\d\d ([+-]\d{4})\]")
+_TS_LINE = re.compile(rb"^[^\n\[]*\[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d):\d\d ([+-]\d{4})\]",
+                      re.M)
+_CANDIDATE = re.compile(rb'"(?:CONNECT |[A-Z]{3,12} [a-zA-Z][a-zA-Z0-9+.-]{0,15}://)')
+_HOME = re.compile(rb'"GET (/) HTTP/1\.[01]" 2\d\d (\d+)')
+_ABS_PATH = re.compile(rb'"[A-Z]{3,12} [a-zA-Z][a-zA-Z0-9+.-]{0,15}://[^/\s"]*(/[^\s"]*)')
+MAX_CANDIDATE_LINE = 64 * 1024
+MAX_UNPARSED_SAMPLES = 5
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk of bytes contributes: counts, minute histogram, candidate lines."""
+
+    lines: int = 0
+    unparsed: int = 0
+    unparsed_samples: list[tuple[int, bytes]] = field(default_factory=list)
+    minutes: dict[int, int] = field(default_factory=dict)  # epoch minute -> requests
+    minute_disorder: bool = False
+    candidates: list[tuple[int, bytes]] = field(default_factory=list)  # (line in chunk, line)
+    local_sizes: list[tuple[str, int]] = field(default_factory=list)  # (path, size) 2xx GETs
+
+
+def _key_epoch(stamp: bytes, tz: bytes) -> int | None:
+    t = parse_clf_time(stamp.decode("ascii") + ":00 " + tz.decode("ascii"))
+    return int(t) if t is not None else None
+
+
+def _minutes_walk(data: bytes, nlines: int) -> dict[int, int] | None:
+    """Per-minute counts by walking distinct stamps; None when the chunk needs the slow way."""
+    counts: dict[bytes, tuple[int, bytes]] = {}
+    pos, n, total = 0, len(data), 0
+    search, rfind, count, find = _TS.search, data.rfind, data.count, data.find
+    while pos < n:
+        m = search(data, pos)
+        if m is None:
+            break
+        key = data[m.start(): m.start() + 18]  # b"[dd/Mon/yyyy:HH:MM"
+        if key in counts:
+            return None  # minutes out of order: count per line instead
+        first = m.start()
+        last = rfind(key, first)
+        c = count(key, first, last + 18)
+        counts[key] = (c, m.group(2))
+        total += c
+        nl = find(b"\n", last)
+        if nl < 0:
+            break
+        pos = nl + 1
+    if total != nlines:
+        return None
+    out: dict[int, int] = {}
+    for key, (c, tz) in counts.items():
+        t = _key_epoch(key[1:], tz)
+        if t is None:
+            return None
+        out[t] = out.get(t, 0) + c
+    return out
+
+
+def _minutes_per_line(data: bytes, nlines: int, res: ChunkResult) -> None:
+    """Exact per-line stamps; lines without one are counted and sampled as unparsed."""
+    out: dict[int, int] = {}
+    cache: dict[tuple[bytes, bytes], int | None] = {}
+    matched = 0
+    for stamp, tz in _TS_LINE.findall(data):
+        k = (stamp, tz)
+        t = cache.get(k, -1)
+        if t == -1:
+            t = cache[k] = _key_epoch(stamp, tz)
+        if t is None:
+            continue
+        matched += 1
+        out[t] = out.get(t, 0) + 1
+    res.minutes = out
+    res.unparsed = nlines - matched
+    res.minute_disorder = True
+    if res.unparsed:
+        for i, line in enumerate(data.split(b"\n")[:nlines], 1):
+            m = _TS_LINE.match(line)
+            if m is None or _key_epoch(m.group(1), m.group(2)) is None:
+                res.unparsed_samples.append((i, line[:200]))
+                if len(res.unparsed_samples) >= MAX_UNPARSED_SAMPLES:
+                    break
+
+
+def scan_chunk(data: bytes) -> ChunkResult:
+    """Scan whole lines of one chunk (it ends at a newline, or at the end of the input)."""
+    res = ChunkResult()
+    nlines = data.count(b"\n")
+    if data and not data.endswith(b"\n"):
+        nlines += 1
+    res.lines = nlines
+    minutes = _minutes_walk(data, nlines)
+    if minutes is None:
+        _minutes_per_line(data, nlines, res)
+    else:
+        res.minutes = minutes
+    # candidate lines, with their line numbers counted incrementally
+    last_start, line_no, counted_to = -1, 1, 0
+    abs_paths: set[bytes] = set()
+    for m in _CANDIDATE.finditer(data):
+        start = data.rfind(b"\n", 0, m.start()) + 1
+        if start == last_start:
+            continue
+        last_start = start
+        end = data.find(b"\n", m.start())
+        if end < 0:
+            end = len(data)
+        line_no += data.count(b"\n", counted_to, start)
+        counted_to = start
+        line = data[start:min(end, start + MAX_CANDIDATE_LINE)]
+        res.candidates.append((line_no, line))
+        pm = _ABS_PATH.search(line)
+        if pm is not None and len(abs_paths) < 16:
+            abs_paths.add(pm.group(1))
+    if res.candidates:
+        _local_sizes(data, abs_paths, res)
+    return res
+
+
+def _local_sizes(data: bytes, paths: set[bytes], res: ChunkResult) -> None:
+    """Sizes of the site's own pages for the paths proxy requests asked for, and of `/`."""
+    for i, m in enumerate(_HOME.finditer(data)):
+        res.local_sizes.append(("/", int(m.group(2))))
+        if i >= 7:
+            break
+    for p in paths:
+        if p == b"/":
+            continue
+        pat = re.compile(rb'"GET ' + re.escape(p) + rb' HTTP/1\.[01]" 2\d\d (\d+)')
+        for i, m in enumerate(pat.finditer(data)):
+            res.local_sizes.append((p.decode("utf-8", "surrogateescape"), int(m.group(1))))
+            if i >= 7:
+                break
+
+
+def _scan_range(path: str, start: int, end: int) -> ChunkResult:
+    """Worker: scan bytes [start, end) of a plain file (boundaries are line starts)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.pread(fd, end - start, start)
+    finally:
+        os.close(fd)
+    return scan_chunk(data)
+
+
+def line_boundaries(path: str, size: int, chunk: int = CHUNK_BYTES) -> list[tuple[int, int]]:
+    """Byte ranges of roughly `chunk` bytes that each start at a line start."""
+    cuts = [0]
+    with open(path, "rb") as fh:
+        pos = chunk
+        while pos < size:
+            fh.seek(pos)
+            probe = pos
+            found = -1
+            while probe < size:  # a very long line: keep looking (bounded by the file)
+                block = fh.read(65536)
+                if not block:
+                    break
+                i = block.find(b"\n")
+                if i >= 0:
+                    found = probe + i + 1
+                    break
+                probe += len(block)
+            if found < 0 or found >= size:
+                break
+            cuts.append(found)
+            pos = found + chunk
+    cuts.append(size)
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
+
+def scan_plain_file(path: str, jobs: int) -> Iterator[ChunkResult]:
+    """Chunk results in file order; with jobs > 1 on big files, chunks run in worker processes
+    (at most 2 per worker in flight, so memory stays bounded)."""
+    size = os.path.getsize(path)
+    ranges = line_boundaries(path, size)
+    if jobs <= 1 or size < PARALLEL_MIN_BYTES or len(ranges) < 2:
+        for a, b in ranges:
+            yield _scan_range(path, a, b)
+        return
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        pending: list[Future[ChunkResult]] = []
+        it = iter(ranges)
+        for a, b in it:
+            pending.append(pool.submit(_scan_range, path, a, b))
+            if len(pending) >= jobs * 2:
+                break
+        while pending:
+            fut = pending.pop(0)
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(_scan_range, path, *nxt))
+            yield fut.result()

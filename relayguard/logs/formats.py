@@ -1,0 +1,565 @@
+"""Log line formats: an Apache `LogFormat` / nginx `log_format` compiler, Squid native, syslog.
+
+Every access-log format compiles to one regex with named groups and is read into an
+`AccessRecord`; every mail log line (Postfix or Exim, classic syslog, RFC 3339 or Postfix's own
+`maillog_file`) into a `SyslogLine`. Parsing works on `str` decoded with `surrogateescape`, so
+attacker-written bytes survive unchanged into evidence and are never a reason to crash.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+# Out-of-the-box formats (Apache's stock names; nginx "combined" is Apache's combined).
+APACHE_FORMATS = {
+    "common": '%h %l %u %t "%r" %>s %b',
+    "combined": '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"',
+    "vhost_combined": '%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i"',
+}
+NGINX_COMBINED = ('$remote_addr - $remote_user [$time_local] "$request" $status '
+                  '$body_bytes_sent "$http_referer" "$http_user_agent"')
+
+
+@dataclass(slots=True)
+class AccessRecord:
+    """One web or proxy request, with only the fields relaying is judged on."""
+
+    time: float | None  # epoch seconds (UTC)
+    client: str
+    method: str
+    target: str  # request-target as sent: /path, http://host/…, host:port
+    status: int | None
+    size: int | None  # response body bytes (%b/%B, $body_bytes_sent, Squid total)
+    vhost: str | None = None
+    host_header: str | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    duration_us: int | None = None
+    proxy_log: bool = False  # Squid: every request is a proxy request by design
+    hier: str | None = None  # Squid hierarchy code (HIER_DIRECT/1.2.3.4, HIER_NONE/-)
+
+
+@dataclass(slots=True)
+class SyslogLine:
+    """One syslog-style line: program name (e.g. `postfix/smtpd`), pid and message."""
+
+    time: float | None
+    host: str
+    program: str
+    pid: int | None
+    message: str
+
+
+# --------------------------------------------------------------------------------------------
+# time helpers
+
+_minute_cache: dict[str, float] = {}
+
+
+def parse_clf_time(text: str) -> float | None:
+    """`10/Oct/2000:13:55:36 -0700` -> epoch seconds; cached per minute, so cheap per line."""
+    if len(text) < 20:
+        return None
+    key = text[:17] + text[20:]
+    base = _minute_cache.get(key)
+    if base is None:
+        try:
+            day = int(text[0:2])
+            month = MONTHS[text[3:6]]
+            year = int(text[7:11])
+            hour = int(text[12:14])
+            minute = int(text[15:17])
+            offset = 0
+            tz = text[21:].strip()
+            if tz:
+                if len(tz) != 5 or tz[0] not in "+-" or not tz[1:].isdigit():
+                    return None
+                offset = (int(tz[1:3]) * 60 + int(tz[3:5])) * 60
+                if tz[0] == "-":
+                    offset = -offset
+            base = calendar.timegm((year, month, day, hour, minute, 0)) - offset
+            datetime(year, month, day, hour, minute)  # rejects day 31 of February etc.
+        except (KeyError, ValueError, OverflowError):
+            return None
+        if len(_minute_cache) > 4096:
+            _minute_cache.clear()
+        _minute_cache[key] = base
+    sec = text[18:20]
+    if not sec.isdigit():
+        return None
+    return base + int(sec)
+
+
+def parse_iso_time(text: str) -> float | None:
+    """RFC 3339 / ISO 8601 (`2024-06-14T12:02:41.123+03:00`, `…Z`, or a space) -> epoch."""
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        return calendar.timegm(dt.timetuple()) + dt.microsecond / 1e6
+    return dt.timestamp()
+
+
+def _strftime_to_parser(fmt: str):
+    """Apache `%{format}t`: `sec`/`msec`/`usec` epochs, or a strftime format for strptime."""
+    fmt = fmt.removeprefix("begin:").removeprefix("end:")
+    scale = {"sec": 1.0, "msec": 1e3, "usec": 1e6, "msec_frac": None, "usec_frac": None}
+    if fmt in scale:
+        div = scale[fmt]
+
+        def epoch(text: str) -> float | None:
+            if div is None or not text.isdigit():
+                return None
+            return int(text) / div
+        return epoch
+
+    def custom(text: str) -> float | None:
+        try:
+            dt = datetime.strptime(text, fmt)
+        except ValueError:
+            return None
+        if dt.tzinfo is None:
+            return calendar.timegm(dt.timetuple()) + dt.microsecond / 1e6
+        return dt.timestamp()
+    return custom
+
+
+# --------------------------------------------------------------------------------------------
+# the LogFormat compiler
+
+_QUOTED = r'(?:[^"\\]|\\.)*'
+_FIELD_RE = {
+    "client": r"\S+", "status": r"\d{3}|-", "size": r"\d+|-", "bytes_in": r"\d+|-",
+    "bytes_out": r"\d+|-", "duration_us": r"\d+", "duration_s": r"\d+(?:\.\d+)?",
+    "vhost": r"[^\s:]+", "host_header": r"\S+", "port": r"\d+|-", "method": r"[^\s\"]+",
+}
+
+
+class FormatError(ValueError):
+    """A LogFormat / log_format string we cannot compile."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessFormat:
+    """A compiled access-log format: regex, the named time field and how to read it."""
+
+    name: str
+    pattern: re.Pattern[str]
+    prefix: re.Pattern[str] | None  # matches lines whose trailing fields were cut off
+    time_kind: str  # "clf" | "iso" | "custom" | "epoch" | "none"
+    time_parser: object = None
+    fields: frozenset[str] = frozenset()
+
+    @property
+    def fast_ok(self) -> bool:
+        """True when the bytes-level fast path can scan it: `[%t]` then a quoted request."""
+        return self.time_kind == "clf" and "request" in self.fields and \
+            "host_header" not in self.fields
+
+    def parse(self, line: str) -> AccessRecord | None:
+        """The record of one line, or None when the line does not have this format."""
+        m = self.pattern.match(line)
+        if m is None and self.prefix is not None:
+            m = self.prefix.match(line)
+        if m is None:
+            return None
+        g = m.groupdict()
+        if self.time_kind == "clf":
+            t = parse_clf_time(g["time"])
+            if t is None:
+                return None
+        elif self.time_kind == "iso":
+            t = parse_iso_time(g["time"])
+        elif self.time_kind in ("custom", "epoch"):
+            t = self.time_parser(g["time"])  # type: ignore[operator]
+        else:
+            t = None
+        req = g.get("request")
+        if req is not None:
+            parts = req.split(" ")
+            method = parts[0] if parts else ""
+            target = parts[1] if len(parts) > 1 else ""
+        else:
+            method = g.get("method") or ""
+            target = (g.get("path") or "") + (g.get("query") or "")
+        status = g.get("status")
+        return AccessRecord(
+            time=t,
+            client=g.get("client") or "-",
+            method=method,
+            target=target,
+            status=int(status) if status and status.isdigit() else None,
+            size=_int(g.get("size")),
+            vhost=g.get("vhost"),
+            host_header=_dash_none(g.get("host_header")),
+            bytes_in=_int(g.get("bytes_in")),
+            bytes_out=_int(g.get("bytes_out")),
+            duration_us=_duration(g),
+        )
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
+
+
+def _dash_none(text: str | None) -> str | None:
+    return None if text in (None, "", "-") else text
+
+
+def _duration(g: dict[str, str | None]) -> int | None:
+    if g.get("duration_us") and g["duration_us"].isdigit():  # type: ignore[union-attr]
+        return int(g["duration_us"])  # type: ignore[arg-type]
+    text = g.get("duration_s")
+    if text:
+        try:
+            return int(float(text) * 1e6)
+        except ValueError:
+            return None
+    return None
+
+
+class _Builder:
+    """Accumulates regex pieces; the first occurrence of a field gets the named group."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.names: set[str] = set()
+        self.time_kind = "none"
+        self.time_parser: object = None
+        self.core_end: int | None = None  # index after which fields are optional-on-cut
+
+    def literal(self, text: str) -> None:
+        self.parts.append(re.escape(text).replace("\\ ", " "))
+
+    def field(self, name: str | None, regex: str) -> None:
+        if name is None or name in self.names:
+            self.parts.append(f"(?:{regex})")
+        else:
+            self.names.add(name)
+            self.parts.append(f"(?P<{name}>{regex})")
+        if name in ("status", "size", "bytes_out") and "request" in self.names:
+            self.core_end = len(self.parts)
+
+    def quoted(self, prev: str) -> bool:
+        return prev.endswith('"')
+
+    def build(self, name: str) -> AccessFormat:
+        if not self.parts:
+            raise FormatError("empty format")
+        body = "".join(self.parts)
+        try:
+            pattern = re.compile(body + r"\s*$")
+            prefix = None
+            if self.core_end is not None and self.core_end < len(self.parts):
+                prefix = re.compile("".join(self.parts[: self.core_end]) + r"(?:\s|$)")
+        except re.error as exc:
+            raise FormatError(f"cannot compile format: {exc}") from None
+        return AccessFormat(name, pattern, prefix, self.time_kind, self.time_parser,
+                            frozenset(self.names))
+
+
+_APACHE_TOKEN = re.compile(
+    r"%(?:[<>]?)(?:!?[\d,]+)?(?:\{(?P<arg>[^}]*)\})?(?:[<>]?)(?P<code>[a-zA-Z%])")
+
+
+def compile_apache(fmt: str, name: str = "apache") -> AccessFormat:
+    """Compile an Apache `LogFormat` string (mod_log_config directives) to an `AccessFormat`."""
+    b = _Builder()
+    pos = 0
+    text = fmt
+    for m in _APACHE_TOKEN.finditer(text):
+        lit = text[pos:m.start()]
+        if lit:
+            b.literal(lit.replace('\\"', '"'))
+        prev = text[:m.start()]
+        quoted = b.quoted(prev)
+        code, arg = m.group("code"), m.group("arg")
+        pos = m.end()
+        if code == "%":
+            b.literal("%")
+        elif code in "ha":
+            b.field("client", _QUOTED if quoted else r"\S+")
+        elif code == "t":
+            if arg is None:  # Apache's %t brings its own brackets
+                b.literal("[")
+                b.field("time", r"[^\]]+")
+                b.literal("]")
+                b.time_kind = "clf"
+            else:
+                b.field("time", _QUOTED if quoted else r".+?")
+                b.time_kind = "custom"
+                b.time_parser = _strftime_to_parser(arg)
+        elif code == "r":
+            b.field("request", r".*?" if quoted else r"\S+ \S+(?: \S+)?")
+        elif code == "s":
+            b.field("status", _FIELD_RE["status"])
+        elif code in "bB":
+            b.field("size", _FIELD_RE["size"])
+        elif code == "O":
+            b.field("bytes_out", _FIELD_RE["bytes_out"])
+        elif code == "I":
+            b.field("bytes_in", _FIELD_RE["bytes_in"])
+        elif code == "D":
+            b.field("duration_us", _FIELD_RE["duration_us"])
+        elif code == "T":
+            if arg == "us":
+                b.field("duration_us", r"\d+")
+            elif arg == "ms":
+                b.field(None, r"\d+")
+            else:
+                b.field("duration_s", r"\d+")
+        elif code == "v":
+            b.field("vhost", _QUOTED if quoted else r"[^\s:]+")
+        elif code == "V":
+            b.field(None, _QUOTED if quoted else r"\S+")
+        elif code == "m":
+            b.field("method", _FIELD_RE["method"])
+        elif code == "U":
+            b.field("path", r"\S*")
+        elif code == "q":
+            b.field("query", r"\S*")
+        elif code == "i" and arg and arg.lower() == "host":
+            b.field("host_header", _QUOTED if quoted else r"\S+")
+        else:  # every other directive: skip its value
+            b.field(None, _QUOTED if quoted else r"\S*")
+    if text[pos:]:
+        b.literal(text[pos:].replace('\\"', '"'))
+    return b.build(name)
+
+
+_NGINX_VAR = re.compile(r"\$(\{)?(?P<var>[a-z0-9_]+)(?(1)\})")
+_NGINX_FIELDS = {
+    "remote_addr": ("client", r"\S+"), "binary_remote_addr": (None, r"\S+"),
+    "status": ("status", r"\d{3}|-"), "body_bytes_sent": ("size", r"\d+|-"),
+    "bytes_sent": ("bytes_out", r"\d+|-"), "request_length": ("bytes_in", r"\d+|-"),
+    "request_time": ("duration_s", r"\d+(?:\.\d+)?"), "host": ("host_header", r"\S+"),
+    "http_host": ("host_header", r"\S+"), "server_name": ("vhost", r"\S+"),
+    "request_method": ("method", r"[^\s\"]+"),
+}
+
+
+def compile_nginx(fmt: str, name: str = "nginx") -> AccessFormat:
+    """Compile an nginx `log_format` string (`$remote_addr - $remote_user [$time_local] …`)."""
+    b = _Builder()
+    pos = 0
+    for m in _NGINX_VAR.finditer(fmt):
+        lit = fmt[pos:m.start()]
+        if lit:
+            b.literal(lit)
+        var = m.group("var")
+        quoted = fmt[:m.start()].endswith('"')
+        pos = m.end()
+        if var == "time_local":
+            b.field("time", r"[^\]]+")
+            b.time_kind = "clf"
+        elif var == "time_iso8601":
+            b.field("time", r"\S+")
+            b.time_kind = "iso"
+        elif var == "msec":
+            b.field("time", r"\d+(?:\.\d+)?")
+            b.time_kind = "epoch"
+            b.time_parser = float
+        elif var == "request":
+            b.field("request", r".*?" if quoted else r"\S+ \S+(?: \S+)?")
+        elif var in _NGINX_FIELDS:
+            fname, regex = _NGINX_FIELDS[var]
+            b.field(fname, _QUOTED if quoted else regex)
+        elif var == "request_uri":
+            b.field("path", r"\S*")
+        else:
+            b.field(None, _QUOTED if quoted else r"\S*")
+    if fmt[pos:]:
+        b.literal(fmt[pos:])
+    return b.build(name)
+
+
+# --------------------------------------------------------------------------------------------
+# Squid native access.log
+
+_SQUID = re.compile(
+    r"^(?P<time>\d{9,11}(?:\.\d+)?)\s+(?P<elapsed>-?\d+) (?P<client>\S+) "
+    r"(?P<code>[A-Z_]+)/(?P<status>\d{3}) (?P<size>\d+) (?P<method>\S+) (?P<url>\S+)"
+    r"(?: (?P<user>\S+) (?P<hier>\S+)(?: (?P<ctype>\S+))?)?\s*$")
+
+
+class SquidFormat:
+    """Squid's native access.log (`logformat squid`): every line is a proxy request."""
+
+    name = "squid"
+    fast_ok = False
+    fields = frozenset({"client", "time", "status", "size", "request"})
+
+    def parse(self, line: str) -> AccessRecord | None:
+        m = _SQUID.match(line)
+        if m is None:
+            return None
+        return AccessRecord(
+            time=float(m["time"]), client=m["client"], method=m["method"], target=m["url"],
+            status=int(m["status"]), size=int(m["size"]),
+            duration_us=int(m["elapsed"]) * 1000 if m["elapsed"].lstrip("-").isdigit() else None,
+            proxy_log=True, hier=m["hier"] or m["code"],
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# syslog (Postfix, Exim) and Exim's own mainlog
+
+_SYSLOG_CLASSIC = re.compile(
+    r"^(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)"
+    r"(?:\.\d+)? (?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)$")
+_SYSLOG_RFC3339 = re.compile(
+    r"^(?P<iso>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) "
+    r"(?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)$")
+_EXIM_MAIN = re.compile(
+    r"^(?P<iso>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)(?: (?P<tz>[+-]\d{4}))?"
+    r"(?: \[(?P<pid>\d+)\])? (?P<msg>.*)$")
+
+
+class YearGuesser:
+    """Years for `Mon DD HH:MM:SS` stamps: a reference date, then forward through the file.
+
+    The first stamp gets the reference year (the file's mtime or `--year`), moved one year
+    back if that would put it in the future; later stamps keep that year and step to the next
+    one when the month goes backwards by more than a month (Dec -> Jan rollover), tolerating
+    the small disorder syslog has.
+    """
+
+    def __init__(self, reference: float | None = None, year: int | None = None) -> None:
+        self.reference = reference
+        self.fixed = year
+        self.year: int | None = year
+        self.last_month = 0
+
+    def epoch(self, month: int, day: int, h: int, m: int, s: int) -> float | None:
+        if self.year is None:
+            ref = datetime.utcfromtimestamp(self.reference) if self.reference is not None \
+                else datetime.utcnow()
+            self.year = ref.year
+            if (month, day) > (ref.month, ref.day + 1):
+                self.year -= 1
+        elif self.last_month and month < self.last_month - 1 and self.fixed is None:
+            self.year += 1
+        self.last_month = month
+        try:
+            return float(calendar.timegm((self.year, month, day, h, m, s))) \
+                if 1 <= day <= 31 and h < 24 and m < 60 and s < 61 else None
+        except (ValueError, OverflowError):
+            return None
+
+
+def parse_syslog(line: str, years: YearGuesser) -> SyslogLine | None:
+    """A classic, RFC 3339, `maillog_file` or Exim-mainlog line, else None."""
+    m = _SYSLOG_CLASSIC.match(line)
+    if m is not None:
+        month = MONTHS.get(m["mon"])
+        if month is None:
+            return None
+        t = years.epoch(month, int(m["day"]), int(m["h"]), int(m["m"]), int(m["s"]))
+        if t is None:
+            return None
+        return SyslogLine(t, m["host"], m["prog"], int(m["pid"]) if m["pid"] else None, m["msg"])
+    m = _SYSLOG_RFC3339.match(line)
+    if m is not None:
+        t = parse_iso_time(m["iso"])
+        if t is None:
+            return None
+        return SyslogLine(t, m["host"], m["prog"], int(m["pid"]) if m["pid"] else None, m["msg"])
+    m = _EXIM_MAIN.match(line)
+    if m is not None:
+        stamp = m["iso"] + ((m["tz"][:3] + ":" + m["tz"][3:]) if m["tz"] else "")
+        t = parse_iso_time(stamp)
+        if t is None:
+            return None
+        return SyslogLine(t, "-", "exim", int(m["pid"]) if m["pid"] else None, m["msg"])
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# detection
+
+@dataclass(frozen=True, slots=True)
+class Detected:
+    """What a file holds: `access` (with its format) or `mail`."""
+
+    kind: str  # "access" | "mail"
+    name: str
+    access: AccessFormat | SquidFormat | None = None
+
+
+def candidate_formats() -> list[AccessFormat | SquidFormat]:
+    """The formats tried on a file, most specific first."""
+    return [
+        compile_apache(APACHE_FORMATS["vhost_combined"], "vhost_combined"),
+        compile_apache(APACHE_FORMATS["combined"], "combined"),
+        compile_apache(APACHE_FORMATS["common"], "common"),
+        SquidFormat(),
+    ]
+
+
+def detect_format(sample: Iterable[str]) -> Detected | None:
+    """Pick the format that parses most of the sample lines (ties go to the more specific)."""
+    lines = [s for s in sample if s.strip()][:200]
+    if not lines:
+        return None
+    years = YearGuesser(year=2000)
+    mail = sum(1 for s in lines if parse_syslog(s, years) is not None)
+    best: tuple[int, AccessFormat | SquidFormat] | None = None
+    for fmt in candidate_formats():
+        hits = sum(1 for s in lines if fmt.pattern.match(s)) if isinstance(fmt, AccessFormat) \
+            else sum(1 for s in lines if fmt.parse(s) is not None)
+        if isinstance(fmt, AccessFormat) and fmt.prefix is not None:
+            hits = max(hits, sum(1 for s in lines if fmt.prefix.match(s)) - 1)
+        if best is None or hits > best[0]:
+            best = (hits, fmt)
+    if mail >= (best[0] if best else 0) and mail > 0:
+        return Detected("mail", "syslog")
+    if best is not None and best[0] > 0:
+        return Detected("access", best[1].name, best[1])
+    return None
+
+
+def format_by_name(spec: str) -> AccessFormat | SquidFormat:
+    """`--log-format`: a stock name (combined, common, vhost_combined, nginx, squid) or a
+    LogFormat string (with `%`) or an nginx log_format string (with `$`)."""
+    if spec in APACHE_FORMATS:
+        return compile_apache(APACHE_FORMATS[spec], spec)
+    if spec in ("nginx", "nginx_combined"):
+        return compile_nginx(NGINX_COMBINED, "nginx")
+    if spec == "squid":
+        return SquidFormat()
+    if "%" in spec:
+        return compile_apache(spec, "custom")
+    if "$" in spec:
+        return compile_nginx(spec, "custom-nginx")
+    raise FormatError(f"unknown log format {spec!r}")
+
+
+_LOGFORMAT_LINE = re.compile(r'^\s*LogFormat\s+"((?:[^"\\]|\\.)*)"\s+(\S+)', re.I)
+_CUSTOMLOG_LINE = re.compile(r'^\s*CustomLog\s+("[^"]+"|\S+)\s+("(?:[^"\\]|\\.)*"|\S+)', re.I)
+
+
+def formats_from_apache_config(text: str) -> dict[str, str]:
+    """`--apache-config`: LogFormat nicknames and CustomLog path -> format string."""
+    nicknames = dict(APACHE_FORMATS)
+    logs: dict[str, str] = {}
+    for raw in text.splitlines():
+        m = _LOGFORMAT_LINE.match(raw)
+        if m:
+            nicknames[m.group(2)] = m.group(1).replace('\\"', '"')
+            continue
+        m = _CUSTOMLOG_LINE.match(raw)
+        if m:
+            path, fmt = m.group(1).strip('"'), m.group(2)
+            if fmt.startswith('"'):
+                logs[path] = fmt[1:-1].replace('\\"', '"')
+            elif fmt in nicknames:
+                logs[path] = nicknames[fmt]
+    return logs

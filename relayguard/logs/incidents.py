@@ -1,0 +1,187 @@
+"""Incidents: events of one kind grouped in time, with the counts a person asks about.
+
+An incident answers "since when, until when, how many, from whom, to where, did it work" for
+one kind of abuse (CONNECT to SMTP ports, absolute-URI proxying, mail relayed for strangers,
+bounces saying we are blocklisted…). All its fields are bounded (top-k clients and
+destinations, a coarsening timeline, a few sample lines), so an incident of a billion events
+costs the same memory as one of ten.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from relayguard.findings import Category
+from relayguard.logs.counting import Distinct, Timeline, TopK, iso
+
+GAP = 3600.0  # a quiet hour ends an incident
+MAX_INCIDENTS_PER_KIND = 50
+SAMPLES_HEAD = 3
+
+KIND_CATEGORY: dict[str, Category | None] = {
+    "proxy-smtp": Category.PROXY_ABUSE,
+    "proxy-connect": Category.PROXY_ABUSE,
+    "proxy-http": Category.PROXY_ABUSE,
+    "proxy-host-header": Category.PROXY_ABUSE,
+    "smtp-relayed": Category.RELAY_ABUSE,
+    "smtp-relay-denied": Category.RELAY_ABUSE,
+    "smtp-sasl-failures": Category.RELAY_ABUSE,
+    "smtp-blocklist-bounce": Category.BLOCKLISTED,
+    "volume-spike": None,
+}
+
+# Outcomes of one event: relayed (it went through), local (the server answered itself),
+# refused (4xx / denied), failed (the server tried and the far side failed: 502/504),
+# unknown (the log cannot tell).
+OUTCOMES = ("relayed", "local", "refused", "failed", "unknown")
+
+
+@dataclass(slots=True)
+class Sample:
+    """One evidence line and where it was read."""
+
+    path: str
+    line: int
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "line": self.line, "text": self.text}
+
+
+@dataclass
+class Incident:
+    """Bounded aggregate of one kind of event over one stretch of time."""
+
+    kind: str
+    first: float | None = None
+    last: float | None = None
+    events: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    bytes: int = 0
+    clients: TopK = field(default_factory=lambda: TopK(64))
+    destinations: TopK = field(default_factory=lambda: TopK(64))
+    smtp_destinations: Distinct = field(default_factory=lambda: Distinct(10000))
+    statuses: Counter[str] = field(default_factory=Counter)
+    timeline: Timeline = field(default_factory=lambda: Timeline(cap=2048))
+    head: list[Sample] = field(default_factory=list)
+    tail: Sample | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    # 2xx answers whose meaning depends on what else is seen (size vs the site's own pages):
+    # (size, path) -> [count, distinct hosts (<= 4)]; judged into `judged` by each snapshot.
+    pending: dict[tuple[int | None, str], list[Any]] = field(default_factory=dict)
+    judged: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def category(self) -> Category | None:
+        return KIND_CATEGORY[self.kind]
+
+    def add(self, t: float | None, client: str | None, dest: str | None, sample: Sample,
+            *, outcome: str | None = None, status: str | None = None, nbytes: int = 0,
+            smtp: bool = False) -> None:
+        """Count one event (outcome may be settled later through `outcomes`)."""
+        self.events += 1
+        if t is not None:
+            if self.first is None or t < self.first:
+                self.first = t
+            if self.last is None or t > self.last:
+                self.last = t
+            self.timeline.add(t)
+        if client:
+            self.clients.add(client)
+        if dest:
+            self.destinations.add(dest)
+            if smtp:
+                self.smtp_destinations.add(dest)
+        if outcome:
+            self.outcomes[outcome] += 1
+        if status:
+            self.statuses[status] += 1
+        self.bytes += nbytes
+        if len(self.head) < SAMPLES_HEAD:
+            self.head.append(sample)
+        else:
+            self.tail = sample
+
+    def samples(self) -> list[Sample]:
+        return [*self.head, *([self.tail] if self.tail else [])]
+
+    def add_pending(self, size: int | None, path: str, host: str) -> None:
+        """A 2xx whose outcome is decided at snapshot time (bounded: 256 size groups)."""
+        key = (size, path)
+        entry = self.pending.get(key)
+        if entry is None:
+            if len(self.pending) >= 256:
+                self.outcomes["unknown"] += 1
+                return
+            entry = self.pending[key] = [0, set()]
+        entry[0] += 1
+        if len(entry[1]) < 4:
+            entry[1].add(host)
+
+    @property
+    def all_outcomes(self) -> Counter[str]:
+        return self.outcomes + self.judged
+
+    @property
+    def verdict(self) -> str:
+        """relayed / probably served locally / refused / unknown, from the outcome counts."""
+        o = self.all_outcomes
+        if o["relayed"]:
+            return "relayed"
+        if o["unknown"] or o["failed"]:
+            return "unknown"
+        if o["local"]:
+            return "probably served locally"
+        return "refused"
+
+    def to_dict(self) -> dict[str, Any]:
+        cat = self.category
+        outcomes = self.all_outcomes
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "category": cat.value if cat else None,
+            "verdict": self.verdict,
+            "first_seen": iso(self.first),
+            "last_seen": iso(self.last),
+            "events": self.events,
+            "outcomes": {k: outcomes[k] for k in OUTCOMES if outcomes[k]},
+            "successes": outcomes["relayed"],
+            "bytes": self.bytes,
+            "clients": self.clients.top(10),
+            "clients_distinct": len(self.clients),
+            "destinations": self.destinations.top(10),
+            "smtp_destinations": self.smtp_destinations.count(),
+            "statuses": dict(sorted(self.statuses.items())),
+            "peak_per_minute": self.timeline.peak_per_minute(),
+            "timeline": self.timeline.to_dict(),
+            "samples": [s.to_dict() for s in self.samples()],
+        }
+        if self.clients.approximate or self.destinations.approximate:
+            out["approximate"] = True
+        out.update(self.extra)
+        return out
+
+
+class IncidentBook:
+    """Open and closed incidents per kind; a new incident starts after a quiet `GAP`."""
+
+    def __init__(self) -> None:
+        self.by_kind: dict[str, list[Incident]] = {}
+
+    def current(self, kind: str, t: float | None) -> Incident:
+        """The incident an event of `kind` at time `t` belongs to (opening one if needed)."""
+        items = self.by_kind.setdefault(kind, [])
+        if items:
+            cur = items[-1]
+            if t is None or cur.last is None or t - cur.last <= GAP or \
+                    len(items) >= MAX_INCIDENTS_PER_KIND:
+                return cur
+        inc = Incident(kind)
+        items.append(inc)
+        return inc
+
+    def all(self) -> list[Incident]:
+        out = [i for items in self.by_kind.values() for i in items]
+        return sorted(out, key=lambda i: (i.first if i.first is not None else 0.0, i.kind))

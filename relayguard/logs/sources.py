@@ -1,0 +1,199 @@
+"""Where log bytes come from: plain, gzip, bzip2, xz files, rotated sets in time order, stdin.
+
+Compression is recognised by magic bytes, not by name. Reading is streaming with a bounded
+line length (an over-long line is cut, counted, and the rest of it skipped), so memory stays
+constant whatever the input; a truncated compressed file yields what it holds and reports the
+truncation instead of failing.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import os
+import re
+import sys
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+MAX_LINE = 64 * 1024  # longer lines are cut here (the rest is skipped, never buffered)
+CHUNK = 4 * 1024 * 1024
+
+_ROTATED = re.compile(
+    r"^(?P<base>.+?)(?:[.-](?P<num>\d{1,4}|\d{8}(?:\d{2})?))?(?P<comp>\.gz|\.bz2|\.xz)?$")
+
+
+@dataclass
+class ReadProblems:
+    """Non-fatal trouble met while reading one source (reported as errors by the caller)."""
+
+    truncated: str | None = None  # message when a compressed stream ended early / is corrupt
+    overlong: int = 0
+    overlong_samples: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+def compression_of(head: bytes) -> str | None:
+    """'gz', 'bz2', 'xz' by magic number, or None for plain data."""
+    if head.startswith(b"\x1f\x8b"):
+        return "gz"
+    if head.startswith(b"BZh"):
+        return "bz2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    return None
+
+
+def open_binary(path: str) -> BinaryIO:
+    """Open a path (or `-` for stdin) for streaming, decompressing as its magic says.
+
+    Raises OSError for files that cannot be opened; the caller turns it into an error entry.
+    """
+    if path == "-":
+        raw: BinaryIO = sys.stdin.buffer
+        peek = getattr(raw, "peek", None)
+        head = peek(6)[:6] if peek else b""
+    else:
+        raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, closed there
+        head = raw.read(6)
+        raw.seek(0)
+    kind = compression_of(head)
+    if kind == "gz":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if kind == "bz2":
+        return bz2.BZ2File(raw, "rb")  # type: ignore[return-value]
+    if kind == "xz":
+        return lzma.LZMAFile(raw, "rb")  # type: ignore[return-value]
+    return raw
+
+
+def is_plain_file(path: str) -> bool:
+    """A regular, uncompressed file: the only kind the parallel fast path may split by offset."""
+    if path == "-":
+        return False
+    try:
+        with open(path, "rb") as fh:
+            return compression_of(fh.read(6)) is None and os.path.isfile(path)
+    except OSError:
+        return False
+
+
+_DECODE_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
+
+
+def iter_chunks(stream: BinaryIO, problems: ReadProblems,
+                size: int = CHUNK) -> Iterator[bytes]:
+    """Blocks of whole lines (each ends with b'\\n' except perhaps the very last)."""
+    rest = b""
+    while True:
+        try:
+            block = stream.read(size)
+        except _DECODE_ERRORS as exc:
+            problems.truncated = _truncation_message(exc)
+            block = b""
+        if not block:
+            if rest:
+                yield rest
+            return
+        block = rest + block
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            if len(block) > MAX_LINE * 4:  # one huge line: hand it on, the reader cuts it
+                yield block
+                rest = b""
+            else:
+                rest = block
+            continue
+        yield block[: cut + 1]
+        rest = block[cut + 1:]
+
+
+def _truncation_message(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return "compressed stream ends before its end marker (truncated file); " \
+               "analysed what it holds"
+    return f"compressed stream is corrupt ({exc}); analysed what came before"
+
+
+def iter_lines(stream: BinaryIO, problems: ReadProblems) -> Iterator[bytes]:
+    """Lines without their newline, each at most MAX_LINE bytes (longer ones cut, counted)."""
+    lineno = 0
+    partial: bytes | None = None  # start of an over-long line being skipped
+    for chunk in iter_chunks(stream, problems):
+        start = 0
+        n = len(chunk)
+        while start < n:
+            end = chunk.find(b"\n", start)
+            if end < 0:
+                piece = chunk[start:]
+                start = n
+                if partial is None:
+                    partial = piece[:MAX_LINE + 1]
+                continue
+            piece = chunk[start:end]
+            start = end + 1
+            if partial is not None:
+                piece = partial
+                partial = None
+                if len(piece) > MAX_LINE:
+                    lineno += 1
+                    _overlong(problems, lineno, piece)
+                    yield piece[:MAX_LINE]
+                    continue
+                # the continuation of a short partial is lost only if it was over-long
+                lineno += 1
+                yield piece
+                continue
+            lineno += 1
+            if len(piece) > MAX_LINE:
+                _overlong(problems, lineno, piece)
+                yield piece[:MAX_LINE]
+            else:
+                yield piece
+    if partial is not None:
+        lineno += 1
+        if len(partial) > MAX_LINE:
+            _overlong(problems, lineno, partial)
+        yield partial[:MAX_LINE]
+
+
+def _overlong(problems: ReadProblems, lineno: int, piece: bytes) -> None:
+    problems.overlong += 1
+    if len(problems.overlong_samples) < 3:
+        problems.overlong_samples.append((lineno, piece[:200]))
+
+
+def _rotation_key(path: str) -> tuple[str, int, int]:
+    """Sort key putting the oldest rotation first: access.log.3.gz, .2.gz, .1, access.log."""
+    name = os.path.basename(path)
+    m = _ROTATED.match(name)
+    base = m.group("base") if m else name
+    num = m.group("num") if m else None
+    directory = os.path.dirname(path)
+    if num is None:
+        return (os.path.join(directory, base), 1, 0)
+    value = int(num)
+    if len(num) >= 8:  # dateext: access.log-20241201 — older dates first
+        return (os.path.join(directory, base), 0, value)
+    return (os.path.join(directory, base), 0, -value)
+
+
+def order_rotated(paths: list[str]) -> list[str]:
+    """Input paths in reading order: files of one rotated set oldest first, sets in the order
+    the user named them first, stdin where it was given."""
+    groups: dict[str, list[str]] = {}
+    order: list[str] = []
+    for p in paths:
+        key = "-" if p == "-" else _rotation_key(p)[0]
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        if p not in groups[key]:
+            groups[key].append(p)
+    out: list[str] = []
+    for key in order:
+        out.extend(sorted(groups[key], key=lambda p: _rotation_key(p)[1:]) if key != "-"
+                   else groups[key])
+    return out

@@ -1,0 +1,148 @@
+"""A self-contained HTML report: findings, and for `logs` the per-minute timeline as inline SVG.
+
+Everything that came from outside (log lines, titles built from them, host names) is escaped
+with `html.escape`; log lines are written by attackers. No scripts, no external resources.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from relayguard import __version__
+from relayguard.findings import Report
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
+h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em}
+.f{border:1px solid #ccc;border-radius:6px;padding:.6em 1em;margin:.8em 0}
+.sev{font-weight:bold;padding:0 .4em;border-radius:3px;color:#fff}
+.critical{background:#900}.high{background:#d33}.medium{background:#c80}.low{background:#369}
+.info{background:#888} pre{white-space:pre-wrap;word-break:break-all;background:#f6f6f6;
+padding:.4em;margin:.3em 0;font-size:12px} table{border-collapse:collapse}
+td,th{border:1px solid #ddd;padding:2px 8px;text-align:left;vertical-align:top}
+svg{background:#fafafa;border:1px solid #ddd} .meta{color:#666}
+"""
+_COLORS = ["#d33", "#36c", "#393", "#c80", "#939", "#099", "#666"]
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _svg_timeline(series: list[tuple[str, list[list[Any]]]], width: int = 1000,
+                  height: int = 220) -> str:
+    """One polyline per series of [iso time, count] points on a shared time axis."""
+    from datetime import datetime
+
+    def epoch(s: str) -> float:
+        return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+    pts = [(name, [(epoch(t), n) for t, n in points]) for name, points in series if points]
+    if not pts:
+        return "<p class=meta>no timed events</p>"
+    t0 = min(p[0] for _, ps in pts for p in ps)
+    t1 = max(p[0] for _, ps in pts for p in ps)
+    ymax = max(p[1] for _, ps in pts for p in ps) or 1
+    span = max(t1 - t0, 60.0)
+    left, bottom = 50, 30
+    w, h = width - left - 10, height - bottom - 10
+
+    def x(t: float) -> float:
+        return left + (t - t0) / span * w
+
+    def y(n: float) -> float:
+        return 10 + h - n / ymax * h
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'role="img" aria-label="events per minute">']
+    out.append(f'<line x1="{left}" y1="{10 + h}" x2="{left + w}" y2="{10 + h}" '
+               'stroke="#999"/>')
+    out.append(f'<line x1="{left}" y1="10" x2="{left}" y2="{10 + h}" stroke="#999"/>')
+    out.append(f'<text x="4" y="16" font-size="11">{_e(ymax)}</text>')
+    out.append(f'<text x="4" y="{10 + h}" font-size="11">0</text>')
+    from relayguard.logs.counting import iso
+
+    out.append(f'<text x="{left}" y="{height - 8}" font-size="11">{_e(iso(t0))}</text>')
+    out.append(f'<text x="{left + w - 150}" y="{height - 8}" font-size="11">'
+               f'{_e(iso(t1))}</text>')
+    for i, (name, ps) in enumerate(pts):
+        color = _COLORS[i % len(_COLORS)]
+        if len(ps) == 1:
+            t, n = ps[0]
+            out.append(f'<circle cx="{x(t):.1f}" cy="{y(n):.1f}" r="3" fill="{color}"/>')
+        else:
+            coords = " ".join(f"{x(t):.1f},{y(n):.1f}" for t, n in ps)
+            out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" '
+                       f'points="{coords}"/>')
+        out.append(f'<text x="{left + 8}" y="{24 + 13 * i}" font-size="11" fill="{color}">'
+                   f'{_e(name)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def render_html(report: Report) -> str:
+    """The whole report as one HTML document with no external references."""
+    parts = ["<!DOCTYPE html><html><head><meta charset=utf-8>",
+             f"<title>relayguard {_e(report.command)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>relayguard {_e(report.command)}</h1>",
+             f"<p class=meta>relayguard {_e(__version__)} · {len(report.findings)} finding(s)"
+             f" · {len(report.errors)} error(s)</p>"]
+    stats = report.stats
+    incidents = stats.get("incidents") if isinstance(stats, dict) else None
+    timeline = stats.get("requests_timeline") if isinstance(stats, dict) else None
+    if incidents is not None:
+        series: list[tuple[str, list[list[Any]]]] = []
+        if timeline and timeline.get("points"):
+            series.append(("all requests", timeline["points"]))
+        for inc in incidents[:6]:
+            series.append((f"{inc['kind']} ({inc['verdict']})", inc["timeline"]["points"]))
+        parts.append("<h2>Timeline (events per bucket)</h2>")
+        parts.append(_svg_timeline(series))
+        parts.append("<h2>Incidents</h2>")
+        if not incidents:
+            parts.append("<p>No incident.</p>")
+        else:
+            parts.append("<table><tr><th>kind</th><th>verdict</th><th>first seen</th>"
+                         "<th>last seen</th><th>events</th><th>outcomes</th>"
+                         "<th>top clients</th><th>top destinations</th></tr>")
+            for inc in incidents:
+                clients = ", ".join(f"{c} ({n})" for c, n in inc["clients"][:5])
+                dests = ", ".join(f"{c} ({n})" for c, n in inc["destinations"][:5])
+                parts.append(
+                    f"<tr><td>{_e(inc['kind'])}</td><td>{_e(inc['verdict'])}</td>"
+                    f"<td>{_e(inc['first_seen'])}</td><td>{_e(inc['last_seen'])}</td>"
+                    f"<td>{_e(inc['events'])}</td><td>{_e(inc['outcomes'])}</td>"
+                    f"<td>{_e(clients)}</td><td>{_e(dests)}</td></tr>")
+            parts.append("</table>")
+    parts.append("<h2>Findings</h2>")
+    if not report.findings:
+        parts.append("<p>No findings.</p>")
+    for f in report.sorted_findings():
+        parts.append(f'<div class=f><span class="sev {_e(f.severity.label)}">'
+                     f"{_e(f.severity.label.upper())}</span> <b>{_e(f.title)}</b>"
+                     f"<div class=meta>{_e(f.rule)} · {_e(f.category.value)} · confidence "
+                     f"{_e(f.confidence.label)} · {_e(f.location)}</div>")
+        for ev in f.evidence:
+            where = f" ({_e(ev.location)})" if ev.location else ""
+            parts.append(f"<div class=meta>{_e(ev.kind)}{where}</div><pre>{_e(ev.text)}</pre>")
+        if f.fix:
+            parts.append(f"<div><b>fix:</b><pre>{_e(f.fix)}</pre></div>")
+        parts.append("</div>")
+    if report.errors:
+        parts.append("<h2>Errors (the result is incomplete, not clean)</h2><ul>")
+        parts.extend(f"<li>{_e(e)}</li>" for e in report.errors)
+        parts.append("</ul>")
+    if isinstance(stats, dict):
+        scalars = {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}
+        if "by_format" in stats:
+            scalars["by_format"] = stats["by_format"]
+        if scalars:
+            parts.append("<h2>Statistics</h2><table>")
+            parts.extend(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>"
+                         for k, v in scalars.items())
+            parts.append("</table>")
+    for note in report.notes:
+        parts.append(f"<p class=meta>note: {_e(note)}</p>")
+    parts.append("</body></html>\n")
+    return "".join(parts)

@@ -1,0 +1,96 @@
+"""A tiny threaded SMTP server on loopback that plays a remote MX for Postfix under test.
+
+No Debian package gives a scriptable remote MX, so this is the one stand-in in these tests:
+`accept` answers every command like a normal MX; `blocklisted` answers RCPT with the kind of
+554 a real MX sends to a listed IP (so the real Postfix logs a real blocklist bounce).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+
+BLOCK_REPLY = (b"554 5.7.1 Service unavailable; Client host [{ip}] blocked using "
+               b"zen.spamhaus.org; https://www.spamhaus.org/query/ip/{ip}\r\n")
+
+
+class SmtpSink:
+    """Accepts SMTP sessions; counts accepted messages; optionally refuses RCPT (blocklist)."""
+
+    def __init__(self, host: str, port: int, *, blocklisted: bool = False) -> None:
+        self.host, self.port, self.blocklisted = host, port, blocklisted
+        self.messages = 0
+        self.rcpts: list[str] = []
+        self._lock = threading.Lock()
+        self._sock = socket.create_server((host, port))
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, peer = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=self._session, args=(conn, peer[0]), daemon=True).start()
+
+    def _session(self, conn: socket.socket, peer_ip: str) -> None:
+        conn.settimeout(10)
+        with contextlib.suppress(OSError), conn, conn.makefile("rwb") as f:
+            f.write(b"220 sink.test ESMTP\r\n")
+            f.flush()
+            in_data = False
+            for _ in range(10000):
+                line = f.readline(65536)
+                if not line:
+                    return
+                if in_data:
+                    if line in (b".\r\n", b".\n"):
+                        in_data = False
+                        with self._lock:
+                            self.messages += 1
+                        f.write(b"250 2.0.0 Ok: queued\r\n")
+                        f.flush()
+                    continue
+                cmd = line[:4].upper()
+                if cmd in (b"EHLO", b"HELO"):
+                    f.write(b"250-sink.test\r\n250 8BITMIME\r\n")
+                elif cmd == b"RCPT":
+                    if self.blocklisted:
+                        f.write(BLOCK_REPLY.replace(b"{ip}", peer_ip.encode()))
+                    else:
+                        with self._lock:
+                            self.rcpts.append(line.decode("latin-1").strip())
+                        f.write(b"250 2.1.5 Ok\r\n")
+                elif cmd == b"DATA":
+                    in_data = True
+                    f.write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                elif cmd == b"QUIT":
+                    f.write(b"221 2.0.0 Bye\r\n")
+                    f.flush()
+                    return
+                else:
+                    f.write(b"250 2.0.0 Ok\r\n")
+                f.flush()
+
+
+@contextlib.contextmanager
+def smtp_sink(host: str, port: int, *, blocklisted: bool = False) -> Iterator[SmtpSink]:
+    """An SmtpSink on host:port, always stopped."""
+    sink = SmtpSink(host, port, blocklisted=blocklisted)
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()

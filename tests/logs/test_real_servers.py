@@ -1,0 +1,291 @@
+"""`relayguard logs` on logs written by real Apache and Postfix under traffic this test drives.
+
+Each scenario starts the real daemons (tests/servers), sends a known mix of visitors, proxy
+abuse and refused attempts from distinct 127.0.5.x clients, stops the daemons, and then
+asserts the analysis reports exactly those counts, clients and first/last times.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relayguard.logs.analyze import LogOptions, analyse
+from tests.logs.smtp_sink import smtp_sink
+from tests.servers import PROXY_MODULES, apache, http_canary, http_get, tcp_canary
+from tests.servers.http import connect
+from tests.servers.postfix import postfix
+
+pytestmark = pytest.mark.server
+
+OPEN, RESTRICTED, ORIGIN = "127.0.5.10", "127.0.5.11", "127.0.5.12"
+WEB, MX = "127.0.5.60", "127.0.5.61"
+VISITORS = ("127.0.5.21", "127.0.5.22")
+SPAMMERS = {"127.0.5.31": 3, "127.0.5.32": 2}  # CONNECT-to-25 sessions each
+BROWSER = "127.0.5.41"
+SCANNER = "127.0.5.51"
+INDEX = "<html>" + "relayguard origin page " * 40 + "</html>\n"
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(t)))
+
+
+def _smtp_through_tunnel(proxy: tuple[str, int], client: str, target: str) -> bytes:
+    """CONNECT target through the proxy and speak a little SMTP in the tunnel."""
+    with connect(*proxy, client) as s:
+        s.sendall(f"CONNECT {target} HTTP/1.0\r\n\r\n".encode())
+        head = s.recv(4096)
+        if b" 200 " not in head.split(b"\r\n")[0] + b" ":
+            return head
+        s.recv(4096)  # the MX banner
+        s.sendall(b"EHLO spam.test\r\nQUIT\r\n")
+        s.recv(4096)
+        return head
+
+
+def _wait_log(read: Any, needle: str, count: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if read().count(needle) >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"log never showed {count} x {needle!r}:\n{read()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def web_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Drive the three Apaches; return copies of their access logs and the test's clock."""
+    out: dict[str, Any] = {}
+    keep = tmp_path_factory.mktemp("weblogs")
+    with http_canary(WEB) as web, tcp_canary(MX, 25) as mx, apache(
+        OPEN, 18080, "ProxyRequests On\nAllowCONNECT 25 443\n", modules=PROXY_MODULES,
+        index_html=INDEX,
+    ) as open_proxy, apache(
+        RESTRICTED, 18081,
+        "ProxyRequests On\nAllowCONNECT 25 443\n<Proxy \"*\">\n    Require ip 10.9.9.9\n"
+        "</Proxy>\n", modules=PROXY_MODULES, index_html=INDEX,
+    ) as restricted, apache(ORIGIN, 18082, "", index_html=INDEX) as origin:
+        out["t0"] = time.time()
+        for proxy in (open_proxy, restricted, origin):
+            for v in VISITORS:
+                for path in ("/", "/index.html", "/"):
+                    assert http_get(proxy.host, proxy.port, path, source=v).status == 200
+        # spam: CONNECT to port 25 through each proxy
+        out["smtp_first"] = time.time()
+        for client, n in SPAMMERS.items():
+            for _ in range(n):
+                _smtp_through_tunnel(open_proxy.address, client, f"{MX}:25")
+                _smtp_through_tunnel(restricted.address, client, f"{MX}:25")
+                _smtp_through_tunnel(origin.address, client, f"{MX}:25")
+        out["smtp_last"] = time.time()
+        assert len(mx.hits) == sum(SPAMMERS.values()), "only the open proxy may reach the MX"
+        # proxy browsing: two foreign pages of different sizes
+        for page in ("/page-a", "/a-much-longer-page-name-b"):
+            url = f"http://{WEB}:{web.port}{page}"
+            http_get(open_proxy.host, open_proxy.port, url, source=BROWSER)
+            http_get(restricted.host, restricted.port, url, source=BROWSER)
+            http_get(origin.host, origin.port, url, source=BROWSER)
+        http_get(origin.host, origin.port, f"http://{WEB}:{web.port}/", source=BROWSER)
+        assert len(web.hits) == 2, "only the open proxy may reach the web canary"
+        # a refused CONNECT to a port outside AllowCONNECT
+        _smtp_through_tunnel(open_proxy.address, SCANNER, f"{MX}:22")
+        out["t1"] = time.time()
+        for name, d, n in (("open", open_proxy, 14), ("restricted", restricted, 13),
+                           ("origin", origin, 14)):
+            _wait_log(lambda d=d: d.log("access"), "\n", n)
+            dest = keep / f"{name}-access.log"
+            shutil.copy(d.logs["access"], dest)
+            out[name] = dest
+    return out
+
+
+def _incidents(report: Any) -> dict[str, dict[str, Any]]:
+    incs = report.stats["incidents"]
+    by_kind = {i["kind"]: i for i in incs}
+    assert len(by_kind) == len(incs), incs
+    return by_kind
+
+
+def test_open_apache_proxy_incidents_exact(web_logs: dict[str, Any]) -> None:
+    report = analyse([str(web_logs["open"])])
+    assert report.stats["lines"] == 14 and report.stats["unparsed"] == 0
+    inc = _incidents(report)
+    assert set(inc) == {"proxy-smtp", "proxy-http", "proxy-connect"}
+    smtp = inc["proxy-smtp"]
+    assert smtp["events"] == 5 and smtp["outcomes"] == {"relayed": 5}
+    assert smtp["verdict"] == "relayed"
+    assert smtp["clients"] == [["127.0.5.31", 3], ["127.0.5.32", 2]] or \
+        smtp["clients"] == [("127.0.5.31", 3), ("127.0.5.32", 2)]
+    assert [tuple(d) for d in smtp["destinations"]] == [(f"{MX}:25", 5)]
+    assert smtp["smtp_destinations"] == 1
+    assert _iso(web_logs["smtp_first"]) <= smtp["first_seen"] <= smtp["last_seen"] \
+        <= _iso(web_logs["smtp_last"] + 1)
+    http = inc["proxy-http"]
+    assert http["events"] == 2 and http["outcomes"] == {"relayed": 2}
+    assert [tuple(c) for c in http["clients"]] == [(BROWSER, 2)]
+    refused = inc["proxy-connect"]
+    assert refused["events"] == 1 and refused["outcomes"] == {"refused": 1}
+    assert refused["statuses"] == {"403": 1}
+    rules = sorted((f.rule, f.severity.label, f.confidence.label) for f in report.findings)
+    assert rules == [("LOGS-PROXY-HTTP", "high", "likely"), ("LOGS-PROXY-SCAN", "low", "likely"),
+                     ("LOGS-PROXY-SMTP", "critical", "likely")]
+    smtp_finding = next(f for f in report.findings if f.rule == "LOGS-PROXY-SMTP")
+    assert smtp_finding.category.value == "proxy-abuse"
+    assert smtp_finding.location.path == str(web_logs["open"])
+    assert smtp_finding.location.line == 7  # after 6 visitor lines
+    assert all(e.kind == "log" for e in smtp_finding.evidence)
+
+
+def test_restricted_apache_proxy_is_a_refused_scan(web_logs: dict[str, Any]) -> None:
+    report = analyse([str(web_logs["restricted"])])
+    inc = _incidents(report)
+    assert set(inc) == {"proxy-smtp", "proxy-http"}
+    assert inc["proxy-smtp"]["outcomes"] == {"refused": 5}
+    assert inc["proxy-smtp"]["statuses"] == {"403": 5}
+    assert inc["proxy-http"]["outcomes"] == {"refused": 2}
+    assert [(f.rule, f.severity.label) for f in report.findings] == \
+        [("LOGS-PROXY-SCAN", "low"), ("LOGS-PROXY-SCAN", "low")]
+
+
+def test_plain_apache_answering_absolute_uri_is_served_locally(web_logs: dict[str, Any]) -> None:
+    """Apache without mod_proxy: `GET http://other/` -> its own index (200, local size)."""
+    report = analyse([str(web_logs["origin"])])
+    inc = _incidents(report)
+    assert inc["proxy-http"]["events"] == 3
+    # "/" answered 200 with the local index; the other two paths 404 locally
+    assert inc["proxy-http"]["outcomes"] == {"local": 1, "refused": 2}
+    assert inc["proxy-smtp"]["outcomes"] == {"refused": 5}
+    assert inc["proxy-smtp"]["statuses"] == {"405": 5}
+    assert not [f for f in report.findings if f.rule != "LOGS-PROXY-SCAN"]
+
+
+def test_fast_and_line_paths_agree_on_real_logs(web_logs: dict[str, Any]) -> None:
+    for name in ("open", "restricted", "origin"):
+        fast = analyse([str(web_logs[name])])
+        slow = analyse([str(web_logs[name])], LogOptions(fast=False))
+        strip = [{k: v for k, v in i.items()} for i in fast.stats["incidents"]]
+        assert strip == slow.stats["incidents"], name
+        assert [f.to_dict() for f in fast.findings] == [f.to_dict() for f in slow.findings]
+
+
+# ---------------------------------------------------------------------------------------------
+# Postfix
+
+MTA_OPEN, MTA_CLOSED = "127.0.5.40", "127.0.5.42"
+SINK_OK, SINK_BLOCK = "127.0.5.62", "127.0.5.63"
+SPAM_CLIENT, PROBE_CLIENT = "127.0.5.34", "127.0.5.35"
+VICTIMS = ("victim1.test", "victim2.test", "victim3.test")
+BLOCKERS = ("blocked1.test", "blocked2.test")
+
+
+def _smtp(host: str, port: int, source: str, rcpts: list[str]) -> list[str]:
+    """One SMTP session with a message to `rcpts`; returns the last line of every reply."""
+    with socket.create_connection((host, port), timeout=10,
+                                  source_address=(source, 0)) as s, s.makefile("rwb") as f:
+
+        def reply() -> str:
+            for _ in range(100):
+                line = f.readline().decode()
+                if line[3:4] != "-":
+                    return line.strip()
+            raise AssertionError("endless reply")
+
+        out = [reply()]
+        cmds = ["EHLO spam.test", "MAIL FROM:<bulk@spam.test>", *(f"RCPT TO:<{r}>" for r in rcpts)]
+        for c in cmds:
+            f.write(c.encode() + b"\r\n")
+            f.flush()
+            out.append(reply())
+        if any(r.startswith("250") for r in out[3:]):
+            f.write(b"DATA\r\n")
+            f.flush()
+            out.append(reply())
+            f.write(b"Subject: cheap\r\n\r\nbuy\r\n.\r\n")
+            f.flush()
+            out.append(reply())
+        f.write(b"QUIT\r\n")
+        f.flush()
+        out.append(reply())
+        return out
+
+
+@pytest.fixture(scope="module")
+def mail_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    keep = tmp_path_factory.mktemp("maillogs")
+    transport = "".join(f"{d} smtp:[{SINK_OK}]:2526\n" for d in VICTIMS) + \
+        "".join(f"{d} smtp:[{SINK_BLOCK}]:2526\n" for d in BLOCKERS)
+    open_cf = ("mynetworks = 127.0.0.1/32\n"
+               "smtpd_relay_restrictions = permit_mynetworks, "
+               "check_client_access cidr:$config_directory/clients.cidr, "
+               "reject_unauth_destination\n"
+               "transport_maps = texthash:$config_directory/transport\n")
+    with smtp_sink(SINK_OK, 2526) as ok, smtp_sink(SINK_BLOCK, 2526, blocklisted=True), \
+            postfix(MTA_OPEN, 2525, open_cf, files={"clients.cidr": "127.0.5.0/24 OK\n",
+                                                     "transport": transport}) as mta_open, \
+            postfix(MTA_CLOSED, 2525, "mynetworks = 127.0.0.1/32\n") as mta_closed:
+        out["t0"] = time.time()
+        # the spammer: 3 messages to the accepting MXes, 2 to MXes that say we are listed
+        for i, dom in enumerate((*VICTIMS, *BLOCKERS)):
+            replies = _smtp(MTA_OPEN, 2525, SPAM_CLIENT, [f"user{i}@{dom}"])
+            assert replies[-2].startswith("250 2.0.0"), (replies, mta_open.diagnostics())
+        # the closed MTA: 3 relay attempts refused (stock defer_unauth_destination: 454)
+        for dom in VICTIMS:
+            replies = _smtp(MTA_CLOSED, 2525, PROBE_CLIENT, [f"x@{dom}"])
+            assert replies[3].startswith("454 4.7.1"), replies
+        out["t1"] = time.time()
+        _wait_log(lambda: mta_open.log("mail"), "status=", 5 + 2)  # + 2 bounce notices
+        _wait_log(lambda: mta_closed.log("mail"), "Relay access denied", 3)
+        assert ok.messages == 3
+        for name, d in (("open", mta_open), ("closed", mta_closed)):
+            dest = keep / f"{name}-maillog"
+            shutil.copy(d.logs["mail"], dest)
+            out[name] = dest
+    return out
+
+
+def test_open_postfix_relay_and_blocklist_bounces_exact(mail_logs: dict[str, Any]) -> None:
+    report = analyse([str(mail_logs["open"])])
+    inc = _incidents(report)
+    assert set(inc) == {"smtp-relayed", "smtp-blocklist-bounce"}
+    relayed = inc["smtp-relayed"]
+    assert relayed["client"] == SPAM_CLIENT
+    assert relayed["events"] == 5 and relayed["messages"] == 5
+    assert relayed["foreign_domains"] == 5
+    assert relayed["outcomes"] == {"relayed": 3, "refused": 2}
+    assert sorted(d for d, _ in relayed["destinations"]) == sorted((*VICTIMS, *BLOCKERS))
+    assert _iso(mail_logs["t0"]) <= relayed["first_seen"] <= relayed["last_seen"] \
+        <= _iso(mail_logs["t1"] + 5)
+    bounce = inc["smtp-blocklist-bounce"]
+    assert bounce["events"] == 2 and bounce["lists"] == {"zen.spamhaus.org": 2}
+    assert [tuple(d) for d in bounce["destinations"]] == [(f"{SINK_BLOCK}[{SINK_BLOCK}]", 2)]
+    got = sorted((f.rule, f.category.value, f.confidence.label) for f in report.findings)
+    assert got == [("LOGS-SMTP-BLOCKLISTED", "blocklisted", "likely"),
+                   ("LOGS-SMTP-RELAYED", "relay-abuse", "confirmed")]
+
+
+def test_closed_postfix_relay_attempts_refused(mail_logs: dict[str, Any]) -> None:
+    report = analyse([str(mail_logs["closed"])])
+    inc = _incidents(report)
+    assert set(inc) == {"smtp-relay-denied"}
+    denied = inc["smtp-relay-denied"]
+    assert denied["events"] == 3 and [tuple(c) for c in denied["clients"]] == [(PROBE_CLIENT, 3)]
+    assert sorted(d for d, _ in denied["destinations"]) == sorted(VICTIMS)
+    assert [(f.rule, f.severity.label) for f in report.findings] == \
+        [("LOGS-SMTP-RELAY-DENIED", "low")]
+
+
+def test_web_and_mail_logs_together_tell_one_story(web_logs: dict[str, Any],
+                                                   mail_logs: dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    report = analyse([str(web_logs["open"]), str(mail_logs["open"])])
+    assert report.stats["by_format"] == {"combined": 14, "postfix": report.stats["parsed"] - 14}
+    kinds = {i["kind"] for i in report.stats["incidents"]}
+    assert kinds == {"proxy-smtp", "proxy-http", "proxy-connect", "smtp-relayed",
+                     "smtp-blocklist-bounce"}
