@@ -53,8 +53,8 @@ def render_markdown(report: Report) -> str:
     else:
         lines.append("**No findings.**")
     if report.errors:
-        lines.append(f"**{len(report.errors)} check(s) could not be completed**: the result is "
-                     "incomplete, not clean.")
+        lines += ["", f"**{len(report.errors)} check(s) could not be completed**: the result is "
+                  "incomplete, not clean."]
     lines.append("")
     if findings:
         lines += ["| severity | confidence | category | rule | where | title |",
