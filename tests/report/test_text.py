@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.cells import cell_len
 
 from relayguard.findings import (
@@ -99,3 +103,20 @@ def test_empty_and_errors_only() -> None:
     assert "relayguard probe: no findings" in out
     assert "1 check(s) could not be completed (the result is incomplete, not clean):" in out
     assert "error: 127.0.0.1:3128: timed out" in out
+
+
+@settings(max_examples=150, deadline=None)
+@given(title=st.text(max_size=40), ev=st.text(max_size=80), path=st.text(max_size=30),
+       note=st.text(max_size=30), color=st.booleans())
+def test_any_text_renders_without_escapes_leaking(title: str, ev: str, path: str, note: str,
+                                                  color: bool) -> None:
+    f = Finding("LOGS-X", Category.PROXY_ABUSE, Severity.HIGH, Confidence.LIKELY, title,
+                Location(path=path or None, line=1), (Evidence("log", ev),), fix=ev or None)
+    out = text(Report("logs", (f,), errors=(ErrorEntry(path or "x", note),), notes=(note,)),
+               color=color)
+    if not color:
+        assert "\x1b" not in out
+    else:
+        # Only rich's own SGR style sequences: ESC [ digits/; m, nothing else.
+        assert not re.search(r"\x1b(?!\[[0-9;]*m)", out)
+    assert "\x07" not in out and "\u202e" not in out
