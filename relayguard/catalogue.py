@@ -84,8 +84,9 @@ def all_rules() -> tuple[Rule, ...]:
     """Every rule of every capability, in a fixed order (imported lazily to keep CLI start fast)."""
     from relayguard.audit.rules import RULES as AUDIT_RULES
     from relayguard.blocklist.rules import RULES as BLOCKLIST_RULES
+    from relayguard.logs.rules import RULES as LOGS_RULES
 
-    return (*AUDIT_RULES, *BLOCKLIST_RULES)
+    return (*AUDIT_RULES, *BLOCKLIST_RULES, *LOGS_RULES)
 
 
 def rule_by_id(rule_id: str) -> Rule | None:
