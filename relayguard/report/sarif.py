@@ -84,7 +84,15 @@ def _result(f: Finding, index: dict[str, int]) -> dict[str, Any]:
             physical["region"] = {"startLine": max(1, f.location.line)}
         result["locations"] = [{"physicalLocation": physical}]
     elif f.location.host is not None:
-        result["locations"] = [{"message": {"text": str(f.location)}}]
+        # GitHub code scanning rejects the whole file when one result lacks an artifact URI,
+        # and rejects URI schemes other than the checkout's: a network target (probe,
+        # blocklist) becomes a relative, fully escaped reference ("127.0.0.1%3A3128").
+        target = str(f.location)
+        result["locations"] = [{
+            "physicalLocation": {"artifactLocation": {
+                "uri": quote(target.encode("utf-8", "surrogateescape"), safe="")}},
+            "message": {"text": target},
+        }]
     return result
 
 

@@ -78,7 +78,10 @@ def test_sample_report_is_valid_sarif() -> None:
         "region": {"startLine": 12}}}]
     assert proxy["properties"]["category"] == "open-http-proxy"
     assert proxy["message"]["text"].startswith("Forward proxy open to everyone")
-    assert results[0]["locations"] == [{"message": {"text": "[::1]:3128"}}]
+    # A network target still gets an artifact URI (GitHub rejects results without one).
+    assert results[0]["locations"] == [{
+        "physicalLocation": {"artifactLocation": {"uri": "%5B%3A%3A1%5D%3A3128"}},
+        "message": {"text": "[::1]:3128"}}]
     assert results[3]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == (
         "relative%20dir/httpd.conf")
     inv = run["invocations"][0]
@@ -147,3 +150,15 @@ def test_schema_really_rejects_bad_sarif() -> None:
     doc = json.loads(render(make_report(), OutputFormat.SARIF))
     doc["runs"][0]["results"][1]["locations"][0]["physicalLocation"]["region"]["startLine"] = 0
     assert not VALIDATOR.is_valid(doc)
+
+
+def test_every_located_result_meets_github_ingestion_rules() -> None:
+    """GitHub code scanning drops the whole upload when a result has no artifact URI, or one
+    whose scheme is not `file`: every file or network finding carries a usable one."""
+    f = Finding("BL-LISTED-SPAM", Category.BLOCKLISTED, Severity.HIGH, Confidence.CONFIRMED,
+                "listed", Location(host="192.0.2.7"))
+    report = Report("scan", (*make_report().findings, f))
+    for res in sarif(report)["runs"][0]["results"]:
+        uri = res["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+        assert URI_REF.fullmatch(uri)
+        assert ":" not in uri.split("/")[0] or uri.startswith("file:///"), uri
