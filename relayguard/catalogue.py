@@ -85,8 +85,9 @@ def all_rules() -> tuple[Rule, ...]:
     from relayguard.audit.rules import RULES as AUDIT_RULES
     from relayguard.blocklist.rules import RULES as BLOCKLIST_RULES
     from relayguard.logs.rules import RULES as LOGS_RULES
+    from relayguard.probe.rules import RULES as PROBE_RULES
 
-    return (*AUDIT_RULES, *BLOCKLIST_RULES, *LOGS_RULES)
+    return (*AUDIT_RULES, *BLOCKLIST_RULES, *LOGS_RULES, *PROBE_RULES)
 
 
 def rule_by_id(rule_id: str) -> Rule | None:

@@ -1,0 +1,141 @@
+"""`relayguard probe TARGET...`: prove from the network what a stranger can relay through a host."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from relayguard.cli import FailOnOption, FormatOption, OutputOption, app, emit, fail, parse_fail_on
+
+if TYPE_CHECKING:
+    from relayguard.findings import Report
+    from relayguard.probe.context import ProbeOptions
+    from relayguard.probe.targets import Target
+
+
+def _address(option: str, text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        fail(f"{option} {text!r} is not an IP address")
+        raise AssertionError("unreachable") from None
+
+
+def _hostport(option: str, text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
+        fail(f"{option} {text!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+@app.command("probe")
+def probe_command(
+    targets: Annotated[list[str] | None, typer.Argument(
+        help="host, host:port, IPv4/IPv6 literal, [v6]:port or CIDR (wider than /20 needs "
+        "--allow-large). Without a port, every port of --ports is tried.",
+        show_default=False)] = None,
+    targets_file: Annotated[Path | None, typer.Option(
+        "--targets-file", "-T", help="Read targets from this file, one per line.")] = None,
+    ports: Annotated[str | None, typer.Option(
+        "--ports", "-p", help="Ports for targets without one, e.g. 25,80,3128,8000-8080 "
+        "(default: common proxy and mail ports).")] = None,
+    source_address: Annotated[str | None, typer.Option(
+        "--source-address", "-S", help="Send probes from this local address.")] = None,
+    canary_host: Annotated[str | None, typer.Option(
+        "--canary-host", help="Address targets must use to reach the scanner's canary "
+        "(default: the local address of the route to the first target).")] = None,
+    smtp_check_target: Annotated[str | None, typer.Option(
+        "--smtp-check-target", help="HOST:PORT of a real MTA whose 220 banner proves SMTP "
+        "reachability through a proxy when the canary cannot listen on 25/465/587.")] = None,
+    confirm_delivery: Annotated[bool, typer.Option(
+        "--confirm-delivery", help="Opt-in: through an MTA that accepts a foreign RCPT, SEND "
+        "ONE tiny test message to <nonce>@[canary-host] and confirm the relay when the canary "
+        "receives it. Off by default: probes otherwise stop at RCPT and never send DATA.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds for one step (connect, one reply).")
+                       ] = 5.0,
+    banner_wait: Annotated[float, typer.Option(
+        "--banner-wait", help="Seconds of silence after connecting before a port is treated "
+        "as client-first (HTTP/SOCKS) rather than SMTP.")] = 0.5,
+    concurrency: Annotated[int, typer.Option(help="Connections open at once, in total.")] = 64,
+    per_host: Annotated[int, typer.Option("--per-host", help="Connections open at once to "
+                                          "one host.")] = 4,
+    rate: Annotated[float, typer.Option(help="New connections per second (0: no limit).")
+                    ] = 0.0,
+    max_time: Annotated[float, typer.Option("--max-time", help="Seconds for the whole run.")
+                        ] = 1800.0,
+    allow_large: Annotated[bool, typer.Option(
+        "--allow-large", help="Allow networks wider than /20 (IPv4) or /116 (IPv6).")] = False,
+    fmt: FormatOption = None,
+    fail_on: FailOnOption = "high",
+    output: OutputOption = None,
+) -> None:
+    """Ask targets to relay to the scanner's own canary: open HTTP/CONNECT/SOCKS proxies,
+    SMTP through proxies, open SMTP relays. Verdicts are confirmed only by the canary."""
+    import asyncio
+
+    from relayguard.errors import RelayguardError
+    from relayguard.probe.context import DEFAULT_PORTS, ProbeOptions
+    from relayguard.probe.runner import run_probe
+    from relayguard.probe.targets import parse_ports, parse_targets, read_targets_file
+
+    severity = parse_fail_on(fail_on)
+    for name, value, low, high in (("--timeout", timeout, 0.05, 600),
+                                   ("--banner-wait", banner_wait, 0.0, 60),
+                                   ("--concurrency", concurrency, 1, 10000),
+                                   ("--per-host", per_host, 1, 1000),
+                                   ("--rate", rate, 0, 1_000_000),
+                                   ("--max-time", max_time, 1, 86400)):
+        if not low <= value <= high:
+            fail(f"{name} must be between {low:g} and {high:g}")
+    source = _address("--source-address", source_address) if source_address else None
+    canary = _address("--canary-host", canary_host) if canary_host else None
+    check_target = _hostport("--smtp-check-target", smtp_check_target) \
+        if smtp_check_target else None
+    try:
+        texts = list(targets or [])
+        if targets_file is not None:
+            texts += read_targets_file(targets_file)
+        if not texts:
+            fail("no target given (name hosts on the command line or with --targets-file)")
+        parsed = parse_targets(texts, allow_large)
+        port_list = parse_ports(ports) if ports else DEFAULT_PORTS
+    except RelayguardError as exc:
+        fail(str(exc))
+        return
+    options = ProbeOptions(
+        ports=port_list, timeout=timeout, banner_wait=banner_wait, concurrency=concurrency,
+        per_host=per_host, rate=rate, source=source, canary_host=canary,
+        smtp_check_target=check_target, confirm_delivery=confirm_delivery,
+        max_time=max_time, allow_large=allow_large,
+        target_time=max(30.0, 24 * timeout),
+    )
+    if sys.stderr.isatty():
+        report = _run_with_progress(parsed, options)
+    else:
+        report = asyncio.run(run_probe(parsed, options))
+    emit(report, fmt, severity, output)
+
+
+def _run_with_progress(parsed: list[Target], options: ProbeOptions) -> Report:
+    """Run with a rich progress bar on stderr (only when stderr is a terminal)."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from relayguard.probe.runner import run_probe
+
+    with Progress("probing", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("probe", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return asyncio.run(run_probe(parsed, options, update))

@@ -1,0 +1,244 @@
+"""The scanner's own listeners: proof that a target relayed is the target reaching them.
+
+Every probe carries a fresh nonce (in the URL path, the Host header, or the first bytes sent
+through a tunnel). The canary records which nonce reached which of its listeners and from
+which address, so a verdict is `confirmed` only when the target really made the connection —
+never on a status code. Listeners: HTTP (port 80 if it can bind it), a raw TCP "443-like"
+port (443 if possible), and SMTP-banner listeners on 25/465/587 where they can be bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+import socket
+from dataclasses import dataclass, field
+
+NONCE_RE = re.compile(rb"rg[0-9a-f]{32}")
+HANDLER_TIMEOUT = 10.0  # a relaying target gets this long to say its piece
+HANDLER_MAX = 64 * 1024
+SMTP_PORTS = (25, 465, 587)
+
+
+def _unused_port(host: str) -> int:
+    """A port the kernel just handed out and took back: nothing listens there."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            return int(s.getsockname()[1])
+    except OSError:
+        return 0
+
+
+def new_nonce() -> str:
+    """A fresh 128-bit nonce: `rg` + 32 hex digits (also a valid DNS label and local part)."""
+    return "rg" + secrets.token_hex(16)
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryHit:
+    """One nonce seen by one listener: where it came from and the line that carried it."""
+
+    nonce: str
+    listener: str  # "http", "raw", "smtp"
+    port: int
+    peer: str  # address the target connected from (its egress address)
+    line: str
+
+    def describe(self) -> str:
+        return (f"canary {self.listener} listener on port {self.port} received nonce "
+                f"{self.nonce} from {self.peer}: {self.line!r}")
+
+
+@dataclass
+class Canary:
+    """Listeners on `host`; `start()` binds what it can and says in `problems` what it could not."""
+
+    host: str
+    http_port: int = 80
+    raw_port: int = 443
+    smtp_ports: tuple[int, ...] = SMTP_PORTS
+    problems: list[str] = field(default_factory=list)
+    bound_smtp: dict[int, int] = field(default_factory=dict)  # wanted port -> bound port
+    closed_port: int = 0  # a port on `host` nothing listens on (negative control)
+    _servers: list[asyncio.Server] = field(default_factory=list)
+    _hits: dict[str, list[CanaryHit]] = field(default_factory=dict)
+    _events: dict[str, asyncio.Event] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def _listen(self, port: int, handler: object, fallback: bool, what: str) -> int | None:
+        try:
+            server = await asyncio.start_server(handler, self.host, port,  # type: ignore[arg-type]
+                                                reuse_address=True, limit=HANDLER_MAX)
+        except OSError as exc:
+            if not fallback or port == 0:
+                self.problems.append(f"canary cannot listen on {self.host}:{port} for {what}: "
+                                     f"{exc.strerror or exc}")
+                return None
+            self.problems.append(f"canary cannot listen on {self.host}:{port} for {what} "
+                                 f"({exc.strerror or exc}); using a free port instead")
+            return await self._listen(0, handler, False, what)
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        """Bind the listeners; HTTP and raw fall back to free ports, SMTP ports do not."""
+        port = await self._listen(self.http_port, self._handle_http, True, "HTTP")
+        if port is None:
+            raise OSError(f"canary cannot listen on {self.host}: {'; '.join(self.problems)}")
+        self.http_port = port
+        raw = await self._listen(self.raw_port, self._handle_raw, True, "raw TCP (443-like)")
+        self.raw_port = raw if raw is not None else 0
+        for wanted in self.smtp_ports:
+            bound = await self._listen(wanted, self._handle_smtp, False, "SMTP")
+            if bound is not None:
+                self.bound_smtp[wanted] = bound
+        self.closed_port = _unused_port(self.host)
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await server.wait_closed()
+        self._servers.clear()
+
+    # --- what the checks ask -------------------------------------------------------------
+
+    def seen(self, nonce: str) -> list[CanaryHit]:
+        return list(self._hits.get(nonce, ()))
+
+    async def wait(self, nonce: str, timeout: float) -> list[CanaryHit]:
+        """Hits for `nonce`, waiting up to `timeout` for the first one."""
+        if nonce not in self._hits:
+            event = self._events.setdefault(nonce, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await event.wait()
+        return self.seen(nonce)
+
+    # --- listeners -----------------------------------------------------------------------
+
+    def _record(self, data: bytes, listener: str, port: int, peer: str) -> list[str]:
+        found: list[str] = []
+        for m in NONCE_RE.finditer(data):
+            nonce = m.group().decode()
+            if nonce in found:
+                continue
+            found.append(nonce)
+            start = data.rfind(b"\n", 0, m.start()) + 1
+            end = data.find(b"\n", m.end())
+            line = data[start:end if end >= 0 else len(data)].strip()
+            hit = CanaryHit(nonce, listener, port, peer, line[:200].decode("latin-1"))
+            self._hits.setdefault(nonce, []).append(hit)
+            self._events.setdefault(nonce, asyncio.Event()).set()
+        return found
+
+    @staticmethod
+    def _peer(writer: asyncio.StreamWriter) -> tuple[str, int]:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        sock = writer.get_extra_info("sockname") or ("?", 0)
+        return str(peer[0]), int(sock[1])
+
+    def _track(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle_http(self, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        self._track()
+        peer, port = self._peer(writer)
+        head = b""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(HANDLER_TIMEOUT):
+                while b"\r\n\r\n" not in head and b"\n\n" not in head and len(head) < 16384:
+                    chunk = await reader.read(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+            nonces = self._record(head, "http", port, peer)
+            body = f"relayguard-canary {' '.join(nonces) or '-'}\n".encode()
+            reply = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                     b"X-Relayguard-Canary: 1\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n")
+            if not head.startswith(b"HEAD "):
+                reply += body
+            writer.write(reply)
+            async with asyncio.timeout(2):
+                await writer.drain()
+        writer.close()
+
+    async def _handle_raw(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        self._track()
+        peer, port = self._peer(writer)
+        data = b""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(HANDLER_TIMEOUT):
+                while b"\n" not in data and len(data) < 4096:
+                    chunk = await reader.read(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            nonces = self._record(data, "raw", port, peer)
+            writer.write(f"relayguard-canary {' '.join(nonces) or '-'}\r\n".encode())
+            async with asyncio.timeout(2):
+                await writer.drain()
+        writer.close()
+
+    async def _handle_smtp(self, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        """Just enough SMTP for a tunnel check (EHLO nonce) or one delivered message."""
+        self._track()
+        peer, port = self._peer(writer)
+        total = 0
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(HANDLER_TIMEOUT):
+                writer.write(b"220 relayguard-canary ESMTP\r\n")
+                await writer.drain()
+                while total < HANDLER_MAX:
+                    line = await reader.readline()
+                    if not line:
+                        break
+                    total += len(line)
+                    nonces = self._record(line, "smtp", port, peer)
+                    tag = (" " + " ".join(nonces)) if nonces else ""
+                    verb = line[:4].upper()
+                    if verb in (b"EHLO", b"HELO"):
+                        reply = f"250 relayguard-canary{tag}\r\n"
+                    elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                        reply = f"250 ok{tag}\r\n"
+                    elif verb == b"DATA":
+                        writer.write(b"354 go ahead\r\n")
+                        await writer.drain()
+                        body = b""
+                        while not body.endswith(b"\r\n.\r\n") and len(body) < HANDLER_MAX:
+                            chunk = await reader.readline()
+                            if not chunk:
+                                break
+                            body += chunk
+                        total += len(body)
+                        nonces = self._record(body, "smtp", port, peer)
+                        reply = f"250 accepted{' ' + ' '.join(nonces) if nonces else ''}\r\n"
+                    elif verb == b"QUIT":
+                        writer.write(b"221 bye\r\n")
+                        await writer.drain()
+                        break
+                    elif re.match(rb"^[A-Z]+ \S+ HTTP/\d", line):
+                        # An HTTP request relayed to an SMTP port: recorded; end it now.
+                        writer.write(f"502 relayguard-canary{tag}\r\n".encode())
+                        await writer.drain()
+                        break
+                    else:
+                        reply = f"502 relayguard-canary{tag}\r\n"
+                    writer.write(reply.encode())
+                    await writer.drain()
+        writer.close()

@@ -1,0 +1,136 @@
+"""What every check shares: options, the canary, connection limits, and its results.
+
+`ProbeContext.connection()` is the only way checks open sockets, so the global concurrency
+cap, the per-host cap, the connection rate and the source address apply to all of them.
+`PortResult` collects what one host:port produced: findings, errors, notes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from relayguard.findings import Confidence, ErrorEntry, Evidence, Finding, Location
+from relayguard.probe.canary import Canary, CanaryHit
+from relayguard.probe.net import Conn, Transcript, open_conn
+
+CANARY_GRACE = 0.3  # seconds to wait for a canary hit after the target's reply
+
+DEFAULT_PORTS: tuple[int, ...] = (
+    25, 80, 81, 443, 465, 587, 1080, 2525, 3128, 3129, 8000, 8008, 8080, 8081, 8118, 8123,
+    8888, 9050,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeOptions:
+    """Everything `relayguard probe` lets the user tune; defaults are polite and bounded."""
+
+    ports: tuple[int, ...] = DEFAULT_PORTS
+    timeout: float = 5.0  # per step: connect, one reply
+    banner_wait: float = 0.5  # silence after connect before a port counts as client-first
+    concurrency: int = 64  # connections open at once, in total
+    per_host: int = 4  # connections open at once to one host
+    rate: float = 0.0  # new connections per second, in total (0 = no limit)
+    source: str | None = None  # bind outgoing connections to this address
+    canary_host: str | None = None  # address targets use to reach the canary
+    canary_http_port: int = 80
+    canary_raw_port: int = 443
+    canary_smtp_ports: tuple[int, ...] = (25, 465, 587)
+    smtp_check_target: tuple[str, int] | None = None  # a real MTA, when no SMTP canary port
+    confirm_delivery: bool = False  # send one tiny message through an accepting relay
+    target_time: float = 120.0  # deadline for all checks of one host:port
+    max_time: float = 1800.0  # deadline for the whole run
+    allow_large: bool = False
+
+
+@dataclass
+class PortResult:
+    """What one host:port produced."""
+
+    host: str
+    port: int
+    service: str = "closed"  # closed, smtp, http, socks5, socks4, silent, unknown, error
+    findings: list[Finding] = field(default_factory=list)
+    errors: list[ErrorEntry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        return str(Location(host=self.host, port=self.port))
+
+    def error(self, message: str) -> None:
+        self.errors.append(ErrorEntry(source=self.where, message=message))
+
+    def note(self, message: str) -> None:
+        self.notes.append(f"{self.where}: {message}")
+
+
+class RateLimiter:
+    """At most `rate` acquisitions per second overall (simple spacing, no bursts)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if not self.interval:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            wait = self._next - now
+            self._next = max(now, self._next) + self.interval
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+class ProbeContext:
+    """Shared state of one run: options, canary, limits."""
+
+    def __init__(self, options: ProbeOptions, canary: Canary) -> None:
+        self.options = options
+        self.canary = canary
+        self._global = asyncio.Semaphore(max(1, options.concurrency))
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._rate = RateLimiter(options.rate)
+        self.connections = 0
+
+    @contextlib.asynccontextmanager
+    async def connection(self, host: str, port: int, transcript: Transcript, *,
+                         tls: bool = False) -> AsyncIterator[Conn]:
+        """An open connection counted against every limit; closed on exit."""
+        per_host = self._hosts.setdefault(host, asyncio.Semaphore(max(1, self.options.per_host)))
+        async with per_host, self._global:
+            await self._rate.acquire()
+            self.connections += 1
+            transcript.note(f"connect {Location(host=host, port=port)}"
+                            + (" (TLS)" if tls else ""))
+            conn = await open_conn(host, port, source=self.options.source,
+                                   timeout=self.options.timeout, transcript=transcript,
+                                   tls=tls)
+            try:
+                yield conn
+            finally:
+                await conn.close()
+
+    async def canary_hits(self, nonce: str) -> list[CanaryHit]:
+        """Hits for `nonce`. A relaying target connects to the canary before it answers us,
+        so by the time its reply is read the hit is in; a short grace covers the rest."""
+        return await self.canary.wait(nonce, min(CANARY_GRACE, self.options.timeout))
+
+
+def transcript_evidence(result: PortResult, transcript: Transcript,
+                        hits: list[CanaryHit]) -> tuple[Evidence, ...]:
+    """The full transcript plus what the canary saw, as a finding's evidence."""
+    where = Location(host=result.host, port=result.port)
+    out = [Evidence(kind="transcript", text=transcript.render(), location=where)]
+    out += [Evidence(kind="note", text=h.describe()) for h in hits]
+    return tuple(out)
+
+
+def confidence_for(hits: list[CanaryHit]) -> Confidence:
+    return Confidence.CONFIRMED if hits else Confidence.LIKELY

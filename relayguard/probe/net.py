@@ -1,0 +1,242 @@
+"""Bounded socket I/O for probes: every read has a byte cap and a deadline, every byte is logged.
+
+Targets may be hostile (slow drip, endless headers, garbage, resets), so `Conn` never reads
+more than `max_read` bytes per reply and never waits past the step deadline; failures raise
+`NetError` subclasses that the checks turn into error entries. Each connection keeps a
+transcript of what went each way, which becomes a finding's evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+
+MAX_READ = 64 * 1024  # per reply: enough for any proxy error page, bounded against tarpits
+TRANSCRIPT_BYTES = 2048  # per direction chunk kept in evidence; the rest is summarised
+
+
+class NetError(Exception):
+    """A network step that did not complete; `kind` is stable text for reports."""
+
+    kind = "error"
+
+
+class StepTimeout(NetError):
+    kind = "timeout"
+
+
+class Closed(NetError):
+    """The peer closed cleanly (FIN) before the expected reply was complete."""
+
+    kind = "closed"
+
+
+class Reset(NetError):
+    kind = "reset"
+
+
+class TooLarge(NetError):
+    kind = "too-large"
+
+
+class Refused(NetError):
+    kind = "refused"
+
+
+def printable(data: bytes, limit: int = TRANSCRIPT_BYTES) -> str:
+    """Bytes as readable text: CRLF kept as line breaks, other controls escaped, capped."""
+    shown = data[:limit]
+    out = []
+    for b in shown:
+        if b in (10, 13) or 32 <= b < 127:
+            out.append(chr(b))
+        else:
+            out.append(f"\\x{b:02x}")
+    text = "".join(out).replace("\r\n", "\n").replace("\r", "\\r\n")
+    if len(data) > limit:
+        text += f"\n… ({len(data) - limit} more bytes)"
+    return text
+
+
+@dataclass
+class Transcript:
+    """What went each way on one or more connections, in order, for evidence."""
+
+    entries: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        self.entries.append(("#", text.encode("utf-8", "replace")))
+
+    def sent(self, data: bytes) -> None:
+        self.entries.append((">", data))
+
+    def received(self, data: bytes) -> None:
+        if self.entries and self.entries[-1][0] == "<":
+            self.entries[-1] = ("<", self.entries[-1][1] + data)
+        else:
+            self.entries.append(("<", data))
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for direction, data in self.entries:
+            if direction == "#":
+                lines.append(f"# {data.decode('utf-8', 'replace')}")
+                continue
+            body = printable(data).rstrip("\n")
+            lines.extend(f"{direction} {line}" for line in body.split("\n"))
+        return "\n".join(lines)
+
+
+class Conn:
+    """One TCP connection with capped, deadline-bounded reads and a transcript."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 transcript: Transcript, timeout: float) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.transcript = transcript
+        self.timeout = timeout
+        self.buffer = b""  # bytes read but not yet consumed
+
+    @property
+    def local_address(self) -> str:
+        sock = self.writer.get_extra_info("sockname")
+        return str(sock[0]) if sock else "?"
+
+    async def send(self, data: bytes) -> None:
+        self.transcript.sent(data)
+        try:
+            self.writer.write(data)
+            async with asyncio.timeout(self.timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            raise StepTimeout(f"send blocked for {self.timeout:g}s") from None
+        except ConnectionResetError:
+            raise Reset("connection reset by peer while sending") from None
+        except (BrokenPipeError, ConnectionError, OSError) as exc:
+            raise Closed(f"cannot send: {exc}") from None
+
+    async def _fill(self, deadline: float, what: str) -> None:
+        """Read one more chunk into the buffer, or raise on timeout/close/cap."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise StepTimeout(f"no complete {what} within {self.timeout:g}s "
+                              f"({len(self.buffer)} bytes received)")
+        if len(self.buffer) >= MAX_READ:
+            raise TooLarge(f"{what} exceeds {MAX_READ // 1024} KiB")
+        try:
+            async with asyncio.timeout(remaining):
+                chunk = await self.reader.read(MAX_READ - len(self.buffer))
+        except TimeoutError:
+            raise StepTimeout(f"no complete {what} within {self.timeout:g}s "
+                              f"({len(self.buffer)} bytes received)") from None
+        except ConnectionResetError:
+            raise Reset(f"connection reset while reading {what}") from None
+        except (ssl.SSLError, OSError) as exc:
+            raise Reset(f"connection failed while reading {what}: {exc}") from None
+        if not chunk:
+            raise Closed(f"connection closed before a complete {what} "
+                         f"({len(self.buffer)} bytes received)")
+        self.transcript.received(chunk)
+        self.buffer += chunk
+
+    async def read_until(self, marker: bytes, what: str = "reply") -> bytes:
+        """Bytes up to and including `marker`, within the step deadline and MAX_READ."""
+        deadline = time.monotonic() + self.timeout
+        while marker not in self.buffer:
+            if len(self.buffer) >= MAX_READ:
+                raise TooLarge(f"{what} exceeds {MAX_READ // 1024} KiB without end marker")
+            await self._fill(deadline, what)
+        end = self.buffer.index(marker) + len(marker)
+        out, self.buffer = self.buffer[:end], self.buffer[end:]
+        return out
+
+    async def read_exact(self, n: int, what: str = "reply") -> bytes:
+        deadline = time.monotonic() + self.timeout
+        while len(self.buffer) < n:
+            await self._fill(deadline, what)
+        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        return out
+
+    async def read_some(self, wait: float | None = None, what: str = "reply") -> bytes:
+        """Whatever arrives first (at least one byte), or b'' when `wait` passes silently.
+
+        Without `wait`, silence until the step deadline raises StepTimeout.
+        """
+        if self.buffer:
+            out, self.buffer = self.buffer, b""
+            return out
+        deadline = time.monotonic() + (self.timeout if wait is None else wait)
+        try:
+            await self._fill(deadline, what)
+        except StepTimeout:
+            if wait is not None:
+                return b""
+            raise
+        out, self.buffer = self.buffer, b""
+        return out
+
+    async def read_to_eof(self, limit: int = MAX_READ, what: str = "reply") -> bytes:
+        """Everything until the peer closes (bounded); a timeout returns what arrived."""
+        deadline = time.monotonic() + self.timeout
+        while len(self.buffer) < limit:
+            try:
+                await self._fill(deadline, what)
+            except (Closed, StepTimeout, TooLarge):
+                break
+        out, self.buffer = self.buffer, b""
+        return out
+
+    async def start_tls(self, server_hostname: str | None = None) -> None:
+        """Upgrade to TLS without verifying (we probe behaviour, not identity)."""
+        ctx = unverified_tls_context()
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.writer.start_tls(ctx, server_hostname=server_hostname)
+        except TimeoutError:
+            raise StepTimeout("TLS handshake timed out") from None
+        except (ssl.SSLError, OSError) as exc:
+            raise Reset(f"TLS handshake failed: {exc}") from None
+        self.transcript.note("TLS established")
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+            async with asyncio.timeout(1.0):
+                await self.writer.wait_closed()
+
+
+def unverified_tls_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    with contextlib.suppress(ssl.SSLError):
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return ctx
+
+
+async def open_conn(host: str, port: int, *, source: str | None, timeout: float,
+                    transcript: Transcript, tls: bool = False) -> Conn:
+    """Connect (bound to `source` when given) within `timeout`; map failures to NetError."""
+    local = (source, 0) if source else None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                host, port, local_addr=local, family=family, limit=MAX_READ,
+                ssl=unverified_tls_context() if tls else None,
+                server_hostname="" if tls else None)
+    except TimeoutError:
+        raise StepTimeout(f"connect to {host}:{port} timed out after {timeout:g}s") from None
+    except ConnectionRefusedError:
+        raise Refused(f"connection to {host}:{port} refused") from None
+    except ssl.SSLError as exc:
+        raise Reset(f"TLS handshake with {host}:{port} failed: {exc}") from None
+    except OSError as exc:
+        raise Refused(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+    return Conn(reader, writer, transcript, timeout)

@@ -1,0 +1,237 @@
+"""Scheduling for `relayguard probe`: identify each port by handshake, run its checks, report.
+
+For each host:port: connect and listen briefly — a 3-digit banner means SMTP; silence means a
+client-first service, tried as HTTP (the first proxy check doubles as identification), then
+as SOCKS5 and SOCKS4. Everything runs under asyncio with a global connection cap, a per-host
+cap, an optional connection rate, a deadline per host:port and one for the whole run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from relayguard.findings import ErrorEntry, Finding, Report
+from relayguard.probe import http, socks
+from relayguard.probe.canary import Canary
+from relayguard.probe.context import PortResult, ProbeContext, ProbeOptions
+from relayguard.probe.net import (
+    Closed,
+    NetError,
+    Refused,
+    Reset,
+    StepTimeout,
+    Transcript,
+    printable,
+)
+from relayguard.probe.smtp import Smtp
+from relayguard.probe.targets import Target
+
+Progress = Callable[[int, int], None]
+_SMTP_BANNER = re.compile(rb"^[2-5]\d\d[ -]")
+
+
+def route_local_address(dest: str) -> str:
+    """The local address the kernel would use to reach `dest` (no packet is sent)."""
+    family = socket.AF_INET6 if ":" in dest else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.connect((dest, 9))
+        return str(s.getsockname()[0])
+
+
+async def resolve(host: str) -> str:
+    """An address for `host` (literals as they are, names via the system resolver)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return str(infos[0][4][0])
+
+
+async def _probe_port(ctx: ProbeContext, result: PortResult) -> None:
+    """Identify the service on one open port and run the checks that fit it."""
+    host, port = result.host, result.port
+    t = Transcript()
+    first = b""
+    try:
+        async with ctx.connection(host, port, t) as conn:
+            first = await conn.read_some(wait=ctx.options.banner_wait, what="banner")
+            if first and b"\n" not in first and len(first) < 512:
+                first += await conn.read_until(b"\n", "banner line")
+    except Refused:
+        result.service = "closed"
+        return
+    except StepTimeout as exc:
+        if not first and "connect" in str(exc):
+            result.service = "filtered"
+            return
+        result.service = "error"
+        result.error(f"banner: {exc.kind}: {exc}")
+        return
+    except Closed:
+        first = b""
+        closed_at_once = True
+    except NetError as exc:
+        result.service = "error"
+        result.error(f"{exc.kind}: {exc}")
+        return
+    else:
+        closed_at_once = False
+
+    if first:
+        if _SMTP_BANNER.match(first):
+            result.service = "smtp"
+            await Smtp(ctx, result).check()
+            return
+        result.service = "unknown"
+        result.error("unrecognised service (not HTTP, SOCKS or SMTP); it sent first: "
+                     f"{printable(first[:80], 80)!r}")
+        return
+
+    failures: list[NetError] = []
+    try:
+        resp, outcome = await http.identify(ctx, result)
+    except http.NotHttp as exc:
+        if _SMTP_BANNER.match(exc.data):  # a slow SMTP banner arrived after our request
+            result.service = "smtp"
+            await Smtp(ctx, result).check()
+            return
+        failures.append(exc)
+    except NetError as exc:
+        failures.append(exc)
+    else:
+        result.service = "http"
+        await http.check_http(ctx, result, resp, outcome)
+        return
+
+    try:
+        versions = await socks.check_socks(ctx, result)
+    except NetError as exc:
+        failures.append(exc)
+    else:
+        result.service = "+".join(versions)
+        return
+
+    if closed_at_once or all(isinstance(f, Closed) and "(0 bytes" in str(f) for f in failures):
+        result.service = "refuses"
+        result.note("accepts connections but closes them without any reply to HTTP or SOCKS "
+                    "(access denied at connect time?)")
+        return
+    result.service = "error"
+    kinds = {type(f) for f in failures}
+    what = "; ".join(f"{f.kind}: {f}" for f in failures)
+    if kinds <= {Reset}:
+        result.error(f"connection reset on every probe: {what}")
+    else:
+        result.error(f"no HTTP proxy, SOCKS or SMTP service recognised: {what}")
+
+
+async def _guarded(ctx: ProbeContext, result: PortResult) -> PortResult:
+    try:
+        async with asyncio.timeout(ctx.options.target_time):
+            await _probe_port(ctx, result)
+    except TimeoutError:
+        result.error(f"checks did not finish within {ctx.options.target_time:g}s")
+    except NetError as exc:
+        result.error(f"{exc.kind}: {exc}")
+    except Exception as exc:  # a bug must not lose the other targets' results
+        result.error(f"internal error ({type(exc).__name__}: {exc}); please report it")
+    return result
+
+
+async def run_probe(targets: list[Target], options: ProbeOptions,
+                    progress: Progress | None = None) -> Report:
+    """Probe every target (each on its explicit port or on `options.ports`); one Report."""
+    started = time.monotonic()
+    errors: list[ErrorEntry] = []
+    notes: list[str] = []
+    jobs: list[tuple[str, int]] = []
+    seen: set[tuple[str, int]] = set()
+    for target in targets:
+        try:
+            address = await resolve(target.host)
+        except OSError as exc:
+            errors.append(ErrorEntry(target.host, f"cannot resolve: {exc}"))
+            continue
+        for port in (target.port,) if target.port else options.ports:
+            if (address, port) not in seen:
+                seen.add((address, port))
+                jobs.append((address, port))
+
+    canary_host = options.canary_host or options.source
+    if canary_host is None and jobs:
+        canary_host = route_local_address(jobs[0][0])
+    canary = Canary(canary_host or "127.0.0.1", options.canary_http_port,
+                    options.canary_raw_port, options.canary_smtp_ports)
+    try:
+        await canary.start()
+    except OSError as exc:
+        errors.append(ErrorEntry("canary", str(exc)))
+        return Report("probe", (), tuple(errors), {"targets": len(targets)}, tuple(notes))
+    notes += canary.problems
+    if not canary.bound_smtp:
+        if options.smtp_check_target is None:
+            errors.append(ErrorEntry("canary", "no SMTP canary port (25/465/587) could be "
+                                     "bound, so SMTP-through-proxy checks cannot be confirmed; "
+                                     "run as root or give --smtp-check-target HOST:PORT"))
+        else:
+            notes.append("SMTP-through-proxy checks use --smtp-check-target "
+                         f"{options.smtp_check_target[0]}:{options.smtp_check_target[1]} "
+                         "(its banner coming back is `likely`, not canary-confirmed)")
+    ctx = ProbeContext(options, canary)
+    results: list[PortResult] = []
+    done = 0
+    queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+    for job in jobs:
+        queue.put_nowait(job)
+
+    async def worker() -> None:
+        nonlocal done
+        while True:
+            try:
+                host, port = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            results.append(await _guarded(ctx, PortResult(host, port)))
+            done += 1
+            if progress is not None:
+                progress(done, len(jobs))
+
+    workers = [asyncio.create_task(worker())
+               for _ in range(max(1, min(len(jobs), options.concurrency)))]
+    try:
+        async with asyncio.timeout(options.max_time):
+            await asyncio.gather(*workers)
+    except TimeoutError:
+        for w in workers:
+            w.cancel()
+        errors.append(ErrorEntry("probe", f"run stopped at --max-time {options.max_time:g}s; "
+                                 f"{len(jobs) - done} host:port checks were not finished"))
+    finally:
+        await canary.stop()
+
+    findings: list[Finding] = []
+    services: Counter[str] = Counter()
+    for r in sorted(results, key=lambda r: (r.host, r.port)):
+        findings += r.findings
+        errors += r.errors
+        notes += r.notes
+        services[r.service] += 1
+    stats = {
+        "targets": len(targets),
+        "ports_probed": len(jobs),
+        "services": dict(sorted(services.items())),
+        "connections": ctx.connections,
+        "duration_s": round(time.monotonic() - started, 3),
+        "canary": {"host": canary.host, "http_port": canary.http_port,
+                   "raw_port": canary.raw_port,
+                   "smtp_ports": sorted(canary.bound_smtp)},
+    }
+    return Report("probe", tuple(findings), tuple(errors), stats, tuple(notes))

@@ -1,0 +1,221 @@
+"""SOCKS checks: SOCKS5 (no-auth offered), SOCKS4 and SOCKS4a, tunnelled to the canary.
+
+A granted reply is not proof (many proxies say "granted" before connecting), so each tunnel
+must carry a nonce to the canary: an HTTP request to its HTTP port, `EHLO <nonce>` to its
+SMTP port. A SOCKS5 server that wants credentials is closed for strangers: noted, no finding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import struct
+
+from relayguard.probe import rules
+from relayguard.probe.canary import new_nonce
+from relayguard.probe.context import PortResult, ProbeContext
+from relayguard.probe.http import (
+    USER_AGENT,
+    NotHttp,
+    Outcome,
+    emit_findings,
+    hostport,
+    read_response,
+    tunnel_smtp_hello,
+)
+from relayguard.probe.net import Conn, NetError, Transcript
+
+SOCKS5_REPLIES = {
+    1: "general failure", 2: "not allowed by ruleset", 3: "network unreachable",
+    4: "host unreachable", 5: "connection refused", 6: "TTL expired",
+    7: "command not supported", 8: "address type not supported",
+}
+SOCKS5_METHODS = {0: "no authentication", 1: "GSSAPI", 2: "username/password",
+                  0xFF: "no acceptable method"}
+
+
+class NotSocks(NetError):
+    kind = "not-socks"
+
+    def __init__(self, message: str, data: bytes) -> None:
+        super().__init__(message)
+        self.data = data
+
+
+def _dest5(host: str, port: int) -> bytes:
+    try:
+        addr = ipaddress.ip_address(host)
+        atyp = b"\x01" if addr.version == 4 else b"\x04"
+        dst = atyp + addr.packed
+    except ValueError:
+        dst = b"\x03" + bytes([len(host)]) + host.encode()
+    return dst + struct.pack("!H", port)
+
+
+async def socks5_greet(conn: Conn) -> int:
+    """Offer only 'no authentication'; return the method the server chose."""
+    await conn.send(b"\x05\x01\x00")
+    reply = await conn.read_exact(2, "SOCKS5 method reply")
+    if reply[0] != 5:
+        raise NotSocks(f"not a SOCKS5 reply: {reply!r}", reply)
+    return reply[1]
+
+
+async def socks5_connect(conn: Conn, host: str, port: int) -> int:
+    await conn.send(b"\x05\x01\x00" + _dest5(host, port))
+    head = await conn.read_exact(4, "SOCKS5 CONNECT reply")
+    if head[0] != 5:
+        raise NotSocks(f"not a SOCKS5 reply: {head!r}", head)
+    if head[1] == 0:
+        size = {1: 4, 4: 16}.get(head[3])
+        if size is None:
+            size = (await conn.read_exact(1, "SOCKS5 bound address"))[0]
+        await conn.read_exact(size + 2, "SOCKS5 bound address")
+    return head[1]
+
+
+async def socks4_connect(conn: Conn, host: str, port: int, use_4a: bool) -> int:
+    """SOCKS4 (IPv4 literal) or SOCKS4a (destination sent as a name); the reply code."""
+    if use_4a:
+        req = (b"\x04\x01" + struct.pack("!H", port) + b"\x00\x00\x00\x01" + b"relayguard\x00"
+               + host.encode() + b"\x00")
+    else:
+        req = (b"\x04\x01" + struct.pack("!H", port) + ipaddress.IPv4Address(host).packed
+               + b"relayguard\x00")
+    await conn.send(req)
+    reply = await conn.read_exact(8, "SOCKS4 reply")
+    if reply[0] != 0 or not 0x5A <= reply[1] <= 0x5D:
+        raise NotSocks(f"not a SOCKS4 reply: {reply!r}", reply)
+    return reply[1]
+
+
+async def _through(conn: Conn, ctx: ProbeContext, nonce: str, smtp: bool) -> None:
+    """Speak to the canary through an open tunnel so it records the nonce."""
+    c = ctx.canary
+    if smtp:
+        await tunnel_smtp_hello(conn, nonce)
+        return
+    dest = hostport(c.host, c.http_port)
+    await conn.send(f"GET /{nonce} HTTP/1.1\r\nHost: {dest}\r\nUser-Agent: {USER_AGENT}\r\n"
+                    "Connection: close\r\n\r\n".encode())
+    with contextlib.suppress(NotHttp):
+        await read_response(conn)
+
+
+async def _socks5_check(ctx: ProbeContext, result: PortResult, dest_port: int,
+                        smtp: bool) -> Outcome | str:
+    """One SOCKS5 tunnel attempt; a string says why there was no tunnel (auth, refusal)."""
+    nonce = new_nonce()
+    t = Transcript()
+    c = ctx.canary
+    rule = rules.SOCKS_SMTP if smtp else rules.SOCKS5
+    label = f"SOCKS5 CONNECT {hostport(c.host, dest_port)}"
+    recognised = False
+    try:
+        async with ctx.connection(result.host, result.port, t) as conn:
+            method = await socks5_greet(conn)
+            recognised = True
+            if method != 0:
+                return (f"SOCKS5 requires authentication: offered only 'no authentication', "
+                        f"server chose {method:#04x} "
+                        f"({SOCKS5_METHODS.get(method, 'unknown method')})")
+            code = await socks5_connect(conn, c.host, dest_port)
+            if code != 0:
+                return f"{label} refused: {code:#04x} ({SOCKS5_REPLIES.get(code, 'unknown')})"
+            await _through(conn, ctx, nonce, smtp)
+    except NetError as exc:
+        if not recognised:  # no SOCKS reply at all: the caller classifies the port
+            raise
+        hits = await ctx.canary_hits(nonce)
+        return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
+    hits = await ctx.canary_hits(nonce)
+    if not hits:
+        result.note(f"{label} was granted but nothing reached the canary")
+    return Outcome(rule, label, t, hits)
+
+
+async def _socks4_check(ctx: ProbeContext, result: PortResult, dest_port: int, smtp: bool,
+                        use_4a: bool) -> Outcome | str:
+    nonce = new_nonce()
+    t = Transcript()
+    c = ctx.canary
+    rule = rules.SOCKS_SMTP if smtp else rules.SOCKS4
+    version = "SOCKS4a" if use_4a else "SOCKS4"
+    label = f"{version} CONNECT {hostport(c.host, dest_port)}"
+    recognised = False
+    try:
+        async with ctx.connection(result.host, result.port, t) as conn:
+            code = await socks4_connect(conn, c.host, dest_port, use_4a)
+            recognised = True
+            if code != 0x5A:
+                return f"{label} refused: {code:#04x}"
+            await _through(conn, ctx, nonce, smtp)
+    except NetError as exc:
+        if not recognised:  # no SOCKS reply at all: the caller classifies the port
+            raise
+        hits = await ctx.canary_hits(nonce)
+        return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
+    hits = await ctx.canary_hits(nonce)
+    if not hits:
+        result.note(f"{label} was granted but nothing reached the canary")
+    return Outcome(rule, label, t, hits)
+
+
+def _smtp_port(ctx: ProbeContext) -> int | None:
+    return next(iter(ctx.canary.bound_smtp.values()), None)
+
+
+async def check_socks(ctx: ProbeContext, result: PortResult) -> list[str]:
+    """Try SOCKS5 then SOCKS4/4a; fill `result`; return the versions the port speaks.
+
+    Raises NetError (NotSocks, Closed, Reset, timeout) when neither version answers, so the
+    caller can classify the port.
+    """
+    outcomes: list[Outcome] = []
+    versions: list[str] = []
+    smtp_port = _smtp_port(ctx)
+    first_error: NetError | None = None
+
+    try:
+        first = await _socks5_check(ctx, result, ctx.canary.http_port, smtp=False)
+        versions.append("socks5")
+        if isinstance(first, str):
+            result.note(first)
+        else:
+            outcomes.append(first)
+            if smtp_port is not None:
+                more = await _socks5_check(ctx, result, smtp_port, smtp=True)
+                if isinstance(more, str):
+                    result.note(more)
+                else:
+                    outcomes.append(more)
+    except NetError as exc:
+        first_error = exc
+
+    if ":" not in ctx.canary.host:
+        try:
+            for use_4a in (False, True):
+                got = await _socks4_check(ctx, result, ctx.canary.http_port, False, use_4a)
+                if "socks4" not in versions:
+                    versions.append("socks4")
+                if isinstance(got, str):
+                    result.note(got)
+                    continue
+                outcomes.append(got)
+                if got.hits and smtp_port is not None and not use_4a:
+                    more = await _socks4_check(ctx, result, smtp_port, True, False)
+                    if isinstance(more, str):
+                        result.note(more)
+                    else:
+                        outcomes.append(more)
+        except NetError as exc:
+            if first_error is None:
+                first_error = exc
+
+    if not versions:
+        raise first_error or NotSocks("no SOCKS reply", b"")
+    for o in outcomes:
+        if o.error:
+            result.error(f"{o.label}: {o.error}")
+    emit_findings(result, outcomes)
+    return versions
