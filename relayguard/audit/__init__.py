@@ -17,8 +17,11 @@ from relayguard.findings import ErrorEntry, Report
 def auditors() -> tuple[Auditor, ...]:
     """Every supported server family, in the order they are reported."""
     from relayguard.audit.apache import ApacheAuditor
+    from relayguard.audit.exim import EximAuditor
+    from relayguard.audit.nginx import NginxAuditor
+    from relayguard.audit.postfix import PostfixAuditor
 
-    return (ApacheAuditor(),)
+    return (ApacheAuditor(), NginxAuditor(), PostfixAuditor(), EximAuditor())
 
 
 def auditor_named(name: str) -> Auditor:
@@ -59,7 +62,9 @@ def audit_paths(paths: list[Path], *, server_type: str | None = None,
             for path in found:
                 notes.append(f"{a.name}: auditing {path}")
                 results.append(_run(a, path, options, errors))
-    findings = [f for r in results for f in r.findings]
+    from relayguard.audit.cross import cross_findings
+
+    findings = [f for r in results for f in r.findings] + cross_findings(results)
     for r in results:
         errors.extend(r.errors)
     stats = {

@@ -1,0 +1,176 @@
+"""nginx rules: proxy targets a stranger steers (Host header, request line, captures) and the
+third-party CONNECT module. Evaluation lives in `relayguard.audit.nginx`; this module judges.
+"""
+
+from __future__ import annotations
+
+from relayguard.audit.base import IPAddress
+from relayguard.audit.nginx import SMTP_PORTS, ProxyPath, acl_edit, listener_reachable
+from relayguard.catalogue import Rule
+from relayguard.findings import Category, Confidence, Edit, Evidence, Finding, Location, Severity
+
+_MINI = """\
+pid nginx.pid;
+error_log error.log;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path tmp;
+    proxy_temp_path tmp;
+    server {{
+        listen 127.0.8.10:8080 default_server;
+        server_name _;
+{body}
+    }}
+}}
+"""
+
+OPEN_PROXY_HTTP_HOST = Rule(
+    id="NGINX-OPEN-PROXY-HTTP-HOST",
+    server="nginx",
+    category=Category.SMTP_VIA_PROXY,
+    severity=Severity.CRITICAL,
+    title="proxy_pass target taken from a client-controlled variable",
+    description="A `proxy_pass` (or fastcgi/uwsgi/grpc/scgi_pass) whose host or port part is "
+    "built from `$http_host`, another `$http_*` header, `$arg_*`, `$cookie_*`, the URI or a "
+    "regex capture of it. The client names the host and port nginx connects to.",
+    why="Anybody can make nginx connect to any host and port, including port 25 of a mail "
+    "server: an open proxy for spam and SSRF. `$http_host` is open even in a non-default "
+    "server, because `GET http://your.site/` selects the server while the `Host:` header feeds "
+    "`$http_host`. Not having a `resolver` is no protection: IP literals need no DNS.",
+    fix="Proxy to a fixed backend (`proxy_pass http://backend;` with an `upstream backend {}`), "
+    "or whitelist hosts with a `map` whose default is a dead end; if a forward proxy is really "
+    "wanted, restrict it with `allow <LAN>; deny all;`.",
+    reference="https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_pass",
+    bad=_MINI.format(body="        location / { proxy_pass http://$http_host$request_uri; }"),
+    good=_MINI.format(body="        location / { proxy_pass http://127.0.8.11:8081; }"),
+)
+
+OPEN_PROXY_HOST = Rule(
+    id="NGINX-OPEN-PROXY-HOST",
+    server="nginx",
+    category=Category.OPEN_HTTP_PROXY,
+    severity=Severity.HIGH,
+    title="proxy_pass to $host in a server that receives arbitrary hosts",
+    description="`proxy_pass http://$host…` in the default server of its listen socket (or a "
+    "server whose `server_name` regex matches anything). `$host` is the host from the request "
+    "line, else the Host header: requests for hosts nobody configured land in this server.",
+    why="Any client can use the server as an open HTTP proxy to third-party hosts (on the port "
+    "written in the config; on any port if the port is request-derived too).",
+    fix="Proxy to a fixed backend, or move the `$host` proxy into a server with literal "
+    "`server_name`s and a separate default server that answers `return 444;`, or restrict "
+    "it with `allow <LAN>; deny all;`.",
+    reference="https://nginx.org/en/docs/http/ngx_http_core_module.html#var_host",
+    bad=_MINI.format(body="        location / { proxy_pass http://$host$request_uri; }"),
+    good=_MINI.format(body="        location / { proxy_pass http://$host$request_uri; }\n"
+                      "        allow 127.0.0.1;\n        deny all;"),
+)
+
+PROXY_CONNECT = Rule(
+    id="NGINX-PROXY-CONNECT",
+    server="nginx",
+    category=Category.OPEN_CONNECT_PROXY,
+    severity=Severity.HIGH,
+    title="proxy_connect (third-party CONNECT module) enabled without an ACL",
+    description="The ngx_http_proxy_connect_module's `proxy_connect;` turns the server into a "
+    "CONNECT tunnel; without `allow/deny` or auth at server level anyone may tunnel. "
+    "`proxy_connect_allow all` or a list with 25/465/587 opens SMTP ports as well.",
+    why="An open CONNECT proxy hides the real client behind this host; with SMTP ports it is "
+    "exactly how spam gets relayed and the host blocklisted.",
+    fix="`allow <LAN>; deny all;` in that server and `proxy_connect_allow 443;`.",
+    reference="https://github.com/chobits/ngx_http_proxy_connect_module#proxy_connect",
+    bad=_MINI.format(body="        proxy_connect;\n        proxy_connect_allow all;"),
+    good=_MINI.format(body="        proxy_connect;\n        proxy_connect_allow 443;\n"
+                      "        allow 127.0.0.1;\n        deny all;"),
+)
+
+STREAM_SMTP = Rule(
+    id="NGINX-STREAM-OPEN-TARGET",
+    server="nginx",
+    category=Category.SMTP_VIA_PROXY,
+    severity=Severity.CRITICAL,
+    title="stream proxy_pass target taken from client data",
+    description="A `stream {}` server whose `proxy_pass` is built from a client-controlled "
+    "variable (`$ssl_preread_server_name`, a map fed by it) with no `allow/deny`: the client "
+    "chooses where the TCP connection goes.",
+    why="A raw TCP relay that the client points anywhere, including SMTP ports.",
+    fix="Whitelist with `map $ssl_preread_server_name $up { a.example 10.0.0.2:443; default "
+    "127.0.0.1:1; }` and `allow <LAN>; deny all;`.",
+    reference="https://nginx.org/en/docs/stream/ngx_stream_ssl_preread_module.html",
+    bad="load_module /usr/lib/nginx/modules/ngx_stream_module.so;\npid nginx.pid;\n"
+    "error_log error.log;\nevents {}\nstream {\n    server {\n        listen 127.0.8.10:8443;\n"
+    "        ssl_preread on;\n        resolver 127.0.0.1;\n"
+    "        proxy_pass $ssl_preread_server_name:443;\n    }\n}\n",
+    good="load_module /usr/lib/nginx/modules/ngx_stream_module.so;\npid nginx.pid;\n"
+    "error_log error.log;\nevents {}\nstream {\n    server {\n        listen 127.0.8.10:8443;\n"
+    "        proxy_pass 127.0.8.11:443;\n    }\n}\n",
+)
+
+RULES: tuple[Rule, ...] = (OPEN_PROXY_HTTP_HOST, OPEN_PROXY_HOST, PROXY_CONNECT, STREAM_SMTP)
+
+
+def _ev(p: ProxyPath) -> list[Evidence]:
+    out = [Evidence("config", f"{p.directive.where}: {p.directive.render()}",
+                    Location(p.directive.path, p.directive.line))]
+    for d in p.extra:
+        out.append(Evidence("config", f"{d.where}: {d.render()}", Location(d.path, d.line)))
+    srv = p.server
+    role = (f"default server for {', '.join(srv.default_for)}" if srv.default_for
+            else "server_name " + " ".join(srv.names or ["(none)"]))
+    out.append(Evidence("config", f"{srv.node.where}: server {{ listen "
+                        f"{', '.join(x.socket for x in srv.listens) or '-'}; {role} }}",
+                        Location(srv.node.path, srv.node.line)))
+    return out
+
+
+def _ports_text(ports: list[int] | None) -> str:
+    return "any port" if ports is None else "port " + ", ".join(str(x) for x in ports)
+
+
+def findings_for(paths: list[ProxyPath], client: IPAddress,
+                 lines: dict[str, list[str]]) -> list[Finding]:
+    """Findings for the proxy paths the client can use."""
+    out: list[Finding] = []
+    for p in paths:
+        if not p.open_to_client:
+            continue
+        reachable = listener_reachable(p.server.listens, client)
+        smtp = p.ports is None or any(x in SMTP_PORTS for x in p.ports)
+        edit = acl_edit(p, lines)
+        edits: list[Edit] = [edit] if edit else []
+        if p.kind == "http-host":
+            rule = OPEN_PROXY_HTTP_HOST
+            sev = Severity.CRITICAL if smtp else Severity.HIGH
+            cat = Category.SMTP_VIA_PROXY if smtp else Category.OPEN_HTTP_PROXY
+            title = (f"proxy_pass target from ${', $'.join(p.vars)}: any client picks host and "
+                     f"{_ports_text(p.ports)}")
+        elif p.kind == "host":
+            rule = OPEN_PROXY_HOST
+            sev = Severity.CRITICAL if smtp else Severity.HIGH
+            cat = Category.SMTP_VIA_PROXY if smtp else Category.OPEN_HTTP_PROXY
+            title = f"open HTTP proxy: proxy_pass to $host in a server receiving any host " \
+                    f"({_ports_text(p.ports)})"
+        elif p.kind == "connect":
+            rule = PROXY_CONNECT
+            sev = Severity.CRITICAL if smtp else Severity.HIGH
+            cat = Category.SMTP_VIA_PROXY if smtp else Category.OPEN_CONNECT_PROXY
+            title = f"open CONNECT proxy (proxy_connect) to {_ports_text(p.ports)}"
+            allow = p.extra[-1] if p.extra else None
+            if smtp and allow is not None and allow.path in lines:
+                old = lines[allow.path][allow.line - 1]
+                indent = old[: len(old) - len(old.lstrip())]
+                edits.append(Edit(allow.path, allow.line, (old,),
+                                  (f"{indent}proxy_connect_allow 443;",)))
+        else:
+            if not p.vars:
+                continue  # fixed stream target to an SMTP port: the cross-service rule judges
+            rule = STREAM_SMTP
+            sev, cat = Severity.CRITICAL, Category.SMTP_VIA_PROXY
+            title = f"stream proxy_pass target from ${', $'.join(p.vars)}: any host, any port"
+        if not reachable:
+            sev = Severity.LOW
+            title += " (listener bound to loopback only)"
+        out.append(rule.finding(title, location=Location(p.directive.path, p.directive.line),
+                                evidence=_ev(p), severity=sev, category=cat,
+                                confidence=Confidence.LIKELY, edits=edits))
+    return out

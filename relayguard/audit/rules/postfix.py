@@ -1,0 +1,435 @@
+"""Postfix rules: who is trusted (`mynetworks`), what lets an outside client past the relay
+check, and master.cf overrides that open one listener. `relayguard.audit.postfix` parses and
+evaluates; this module judges and proposes the least edit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any
+
+from relayguard.audit.base import IPAddress
+from relayguard.audit.postfix import (
+    Networks,
+    Params,
+    PostfixConfig,
+    RelayDecision,
+    Service,
+    Setting,
+    decide,
+    default_networks,
+    parse_networks,
+    service_listen,
+    split_list,
+)
+from relayguard.catalogue import Rule
+from relayguard.findings import Category, Confidence, Edit, Evidence, Finding, Location, Severity
+
+_REF = "https://www.postfix.org/postconf.5.html"
+# Examples are main.cf text; where a master.cf matters it follows this line (`split_example`).
+MASTER_MARK = "#--- master.cf\n"
+
+
+def split_example(text: str) -> tuple[str, str | None]:
+    """A rule example → (main.cf, master.cf or None)."""
+    main, mark, master = text.partition(MASTER_MARK)
+    return main, (master if mark else None)
+
+_BASE = """\
+compatibility_level = 3.6
+myhostname = mx.relayguard.test
+mydestination = $myhostname, localhost
+inet_interfaces = loopback-only
+alias_maps =
+alias_database =
+"""
+
+MYNETWORKS_OPEN = Rule(
+    id="POSTFIX-MYNETWORKS-OPEN",
+    server="postfix",
+    category=Category.OPEN_SMTP_RELAY,
+    severity=Severity.CRITICAL,
+    title="mynetworks trusts the whole Internet (or the outside client)",
+    description="`mynetworks` (directly, through a file or a table) includes `0.0.0.0/0`, "
+    "`::/0` or a large public range. `permit_mynetworks` then accepts mail for any "
+    "destination from those clients.",
+    why="Every client in mynetworks may relay: with a world-wide range the server is an open "
+    "relay and will be blocklisted within hours.",
+    fix="List only loopback, the host's own addresses and real LANs: "
+    "`mynetworks = 127.0.0.0/8 [::1]/128 192.0.2.0/24`.",
+    reference=f"{_REF}#mynetworks",
+    bad=_BASE + "mynetworks = 127.0.0.0/8 0.0.0.0/0\n",
+    good=_BASE + "mynetworks = 127.0.0.0/8 [::1]/128\n",
+)
+
+IMPLICIT_SUBNET = Rule(
+    id="POSTFIX-MYNETWORKS-IMPLICIT-SUBNET",
+    server="postfix",
+    category=Category.OPEN_SMTP_RELAY,
+    severity=Severity.HIGH,
+    title="mynetworks unset: Postfix trusts every host on the attached subnets",
+    description="With no `mynetworks`, Postfix computes it from `mynetworks_style`: `subnet` "
+    "(the default below compatibility_level 2, i.e. when compatibility_level is absent) or "
+    "`class` trusts every host on the networks the machine is attached to.",
+    why="On a hosting network that is every other customer on the same /20 (or, with "
+    "`class`, the whole provider): they may all relay through this server.",
+    fix="Set `mynetworks` explicitly (`mynetworks = 127.0.0.0/8 [::1]/128`), and "
+    "`compatibility_level = 3.6`.",
+    reference=f"{_REF}#mynetworks_style",
+    bad="myhostname = mx.relayguard.test\nmydestination = $myhostname, localhost\n"
+    "inet_interfaces = loopback-only\nalias_maps =\nalias_database =\n",
+    good=_BASE + "mynetworks = 127.0.0.0/8 [::1]/128\n",
+)
+
+PERMIT_BEFORE = Rule(
+    id="POSTFIX-PERMIT-BEFORE-UNAUTH-DEST",
+    server="postfix",
+    category=Category.OPEN_SMTP_RELAY,
+    severity=Severity.CRITICAL,
+    title="a restriction permits outside clients before reject_unauth_destination",
+    description="In the lists that decide relaying (`smtpd_relay_restrictions`, "
+    "`smtpd_recipient_restrictions`), something an outside client satisfies returns OK "
+    "before `reject_unauth_destination`: `check_sender_access`/`check_helo_access` with OK "
+    "(the client forges sender and HELO), a `check_client_access` table that says OK to "
+    "everyone, `permit_mx_backup` without `permit_mx_backup_networks`, or a plain `permit`.",
+    why="OK ends the list, so the relay check never runs: strangers relay mail to any domain.",
+    fix="Keep the relay decision in `smtpd_relay_restrictions = permit_mynetworks, "
+    "permit_sasl_authenticated, reject_unauth_destination` and put other permits after "
+    "`reject_unauth_destination`.",
+    reference="https://www.postfix.org/SMTPD_ACCESS_README.html#danger",
+    bad=_BASE + "mynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions =\n"
+    "smtpd_recipient_restrictions = permit_mynetworks,\n"
+    "    check_sender_access inline:{localhost=OK}, reject_unauth_destination\n",
+    good=_BASE + "mynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions =\n"
+    "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination,\n"
+    "    check_sender_access inline:{localhost=OK}\n",
+)
+
+MASTER_OVERRIDE = Rule(
+    id="POSTFIX-MASTER-OVERRIDE",
+    server="postfix",
+    category=Category.OPEN_SMTP_RELAY,
+    severity=Severity.CRITICAL,
+    title="a master.cf -o override opens one smtpd listener",
+    description="A service in master.cf overrides a relay parameter with `-o` "
+    "(`smtpd_relay_restrictions`, `smtpd_recipient_restrictions`, `mynetworks`, …) so that "
+    "this listener relays for outside clients although main.cf looks safe.",
+    why="main.cf reviews miss it: `postconf -n` does not show per-service overrides, but the "
+    "extra port (often submission or a custom port) is an open relay.",
+    fix="Remove the `-o` line or make it restrictive (the stock submission example "
+    "`-o smtpd_relay_restrictions=permit_sasl_authenticated,reject`). `postconf -P` lists them.",
+    reference="https://www.postfix.org/master.5.html",
+    bad=_BASE + "mynetworks = 127.0.0.0/8\n" + MASTER_MARK
+    + "smtp inet n - n - - smtpd\n2525 inet n - n - - smtpd\n"
+    "  -o { smtpd_relay_restrictions = permit_mynetworks,\n"
+    "       check_client_access cidr:{{0.0.0.0/0 OK}}, reject_unauth_destination }\n",
+    good=_BASE + "mynetworks = 127.0.0.0/8\n" + MASTER_MARK
+    + "smtp inet n - n - - smtpd\n2525 inet n - n - - smtpd\n"
+    "  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n",
+)
+
+SASL_CLEARTEXT = Rule(
+    id="POSTFIX-SASL-CLEARTEXT",
+    server="postfix",
+    category=Category.OPEN_SMTP_RELAY,
+    severity=Severity.MEDIUM,
+    title="SASL AUTH offered without TLS: relay passwords travel in clear",
+    description="`smtpd_sasl_auth_enable = yes` while `smtpd_tls_auth_only` is `no` and TLS "
+    "is not mandatory, and `permit_sasl_authenticated` gates relaying.",
+    why="Sniffed or guessed accounts are the most common way spammers relay through a "
+    "correctly configured Postfix.",
+    fix="`smtpd_tls_auth_only = yes`.",
+    reference=f"{_REF}#smtpd_tls_auth_only",
+    bad=_BASE + "mynetworks = 127.0.0.0/8\nsmtpd_sasl_auth_enable = yes\n",
+    good=_BASE + "mynetworks = 127.0.0.0/8\nsmtpd_sasl_auth_enable = yes\n"
+    "smtpd_tls_auth_only = yes\n",
+)
+
+RELAY_DOMAINS_WILDCARD = Rule(
+    id="POSTFIX-RELAY-DOMAINS-WILDCARD",
+    server="postfix",
+    category=Category.OPEN_SMTP_RELAY,
+    severity=Severity.CRITICAL,
+    title="relay_domains matches any domain",
+    description="`relay_domains` contains `*`, `.`, a bare top-level domain (`com`, `.com`) "
+    "or a `static:` table: `reject_unauth_destination` then treats those recipients as "
+    "authorised destinations.",
+    why="Anyone can relay to every address in those domains.",
+    fix="List only the domains this server is a backup MX or gateway for.",
+    reference=f"{_REF}#relay_domains",
+    bad=_BASE + "mynetworks = 127.0.0.0/8\nrelay_domains = example.org, com\n",
+    good=_BASE + "mynetworks = 127.0.0.0/8\nrelay_domains = example.org\n",
+)
+
+RULES: tuple[Rule, ...] = (MYNETWORKS_OPEN, IMPLICIT_SUBNET, PERMIT_BEFORE, MASTER_OVERRIDE,
+                           SASL_CLEARTEXT, RELAY_DOMAINS_WILDCARD)
+
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
+TRUSTED_LIST = "127.0.0.1/32 [::1]/128"
+
+
+def networks_for(params: Params, cfg: PostfixConfig, root: Path | None) -> Networks:
+    setting = params.setting("mynetworks")
+    if setting is None:
+        return default_networks(params.get("mynetworks_style").strip() or "host")
+    return parse_networks(params.get("mynetworks"), setting, root, cfg.errors, cfg.files)
+
+
+def _open_net(net: ipaddress.IPv4Network | ipaddress.IPv6Network, client: IPAddress) -> bool:
+    if client in net:
+        return True
+    if net.prefixlen == 0:
+        return True
+    limit = 16 if net.version == 4 else 32
+    return net.prefixlen <= limit and not (net.is_private or net.is_loopback
+                                           or net.is_link_local)
+
+
+def _ev(setting: Setting | None, text: str | None = None) -> Evidence:
+    if setting is None:
+        return Evidence("note", text or "(built-in default)")
+    return Evidence("config", f"{setting.where}: {text or setting.render()}",
+                    Location(setting.path, setting.line))
+
+
+def _lines_of(cfg: PostfixConfig, path: str) -> list[str]:
+    if path == str(cfg.directory / "main.cf") or path == next(iter(cfg.files), ""):
+        return cfg.main_text
+    if path == cfg.master_path:
+        return cfg.master_text
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    except OSError:
+        return []
+
+
+def rewrite_setting(cfg: PostfixConfig, setting: Setting, items: list[str]) -> Edit | None:
+    """An Edit that replaces the setting's line(s) with the new list value."""
+    lines = _lines_of(cfg, setting.path)
+    if setting.line < 1 or setting.end_line > len(lines):
+        return None
+    old = tuple(lines[setting.line - 1: setting.end_line])
+    if setting.service is not None:
+        # Dropping the override falls back to main.cf (judged on its own).
+        if not lines[setting.line - 1].strip().startswith("-o"):
+            return None
+        return Edit(setting.path, setting.line, old, ())
+    return Edit(setting.path, setting.line, old, (f"{setting.name} = {join_list(items)}",))
+
+
+def join_list(items: list[str]) -> str:
+    """Restriction tokens joined as people write them: `check_x_access type:table` together."""
+    out: list[str] = []
+    for item in items:
+        if out and re.match(r"^[a-z]+:", item) and out[-1].split()[-1].startswith("check_"):
+            out[-1] += f" {item}"
+        else:
+            out.append(item)
+    return ", ".join(out)
+
+
+def _append(cfg: PostfixConfig, text: str) -> Edit:
+    main = str(cfg.directory / "main.cf") if cfg.files else ""
+    return Edit(cfg.files[0] if cfg.files else main, len(cfg.main_text) + 1, (), (text,))
+
+
+def _rule(base: Rule, setting: Setting | None) -> Rule:
+    return MASTER_OVERRIDE if setting is not None and setting.service is not None else base
+
+
+def audit_config(cfg: PostfixConfig, client: IPAddress,
+                 root: Path | None) -> tuple[list[Finding], list[dict[str, Any]]]:
+    """All findings for the config and the `mta` facts (one entry per smtpd service)."""
+    findings: dict[tuple[str, str], Finding] = {}
+    facts: list[dict[str, Any]] = []
+
+    def add(f: Finding) -> None:
+        findings.setdefault((f.rule, str(f.location) + f.title), f)
+
+    services = cfg.smtpd_services()
+    for svc in services:
+        params = Params(cfg.main, svc.overrides)
+        nets = networks_for(params, cfg, root)
+        trusted, _ = nets.contains(client)
+        decision = decide(params, trusted, client, root, cfg.errors, cfg.files)
+        trusted_decision = decide(params, True, LOOPBACK, root, cfg.errors, cfg.files)
+        listen = service_listen(svc, params, cfg.services)
+        label = f"service {svc.name} ({svc.path}:{svc.line})"
+        _check_mynetworks(cfg, svc, params, nets, client, trusted_decision, label, add)
+        _check_permit(cfg, svc, params, decision, trusted, label, add)
+        _check_relay_domains(cfg, params, add)
+        _check_sasl(cfg, svc, params, add)
+        facts.append(_mta_fact(svc, params, nets, trusted_decision, listen))
+    _check_implicit(cfg, add)
+    return list(findings.values()), facts
+
+
+def _mta_fact(svc: Service, params: Params, nets: Networks, td: RelayDecision,
+              listen: list[str]) -> dict[str, Any]:
+    setting = params.setting("mynetworks")
+    forbidden = {w.upper() for w in split_list(params.get("smtpd_forbidden_commands"))}
+    ev = []
+    if setting is not None:
+        ev.append({"path": setting.path, "line": setting.line, "text": setting.render()})
+    else:
+        ev.append({"path": "", "line": 0, "text": "mynetworks unset: mynetworks_style = "
+                   f"{params.get('mynetworks_style')} (trusts {' '.join(nets.strings())})"})
+    return {
+        "server": "postfix",
+        "service": svc.name,
+        "listen": listen,
+        "trusted_networks": nets.strings(),
+        "trusts_loopback": nets.contains(LOOPBACK)[0],
+        "relays_for_trusted": td.accepted and not td.fatal,
+        "forbids_http_commands": {"GET", "POST", "CONNECT"} <= forbidden,
+        "evidence": ev,
+    }
+
+
+def _check_mynetworks(cfg: PostfixConfig, svc: Service, params: Params, nets: Networks,
+                      client: IPAddress, td: RelayDecision, label: str, add) -> None:
+    setting = params.setting("mynetworks")
+    if setting is None:
+        return
+    bad = [(n, p, ln) for n, p, ln, neg in nets.nets if not neg and _open_net(n, client)]
+    if not bad:
+        return
+    rule = _rule(MYNETWORKS_OPEN, setting)
+    sev = Severity.CRITICAL if (td.accepted and not td.fatal) else Severity.MEDIUM
+    for net, path, line in bad:
+        edits: list[Edit] = []
+        if path == setting.path and line == setting.line:
+            keep = [i for i in split_list(setting.value)
+                    if not any(_item_is(x, net) for x in split_list(params.expand(i, 0)))]
+            e = rewrite_setting(cfg, setting, keep or split_list(TRUSTED_LIST))
+            if e:
+                edits.append(e)
+            where = Location(setting.path, setting.line)
+            ev = [_ev(setting)]
+        else:
+            lines = _lines_of(cfg, path)
+            if 0 < line <= len(lines):
+                edits.append(Edit(path, line, (lines[line - 1],), ()))
+            where = Location(path, line)
+            ev = [_ev(setting), Evidence("config", f"{path}:{line}: "
+                                         f"{lines[line - 1] if 0 < line <= len(lines) else net}",
+                                         where)]
+        who = f"the outside client {client}" if client in net else "the whole Internet" \
+            if net.prefixlen == 0 else f"the public range {net}"
+        prefix = f"{label}: " if setting.service else ""
+        add(rule.finding(f"{prefix}mynetworks includes {net}: {who} may relay",
+                         location=where, evidence=ev, severity=sev,
+                         category=Category.OPEN_SMTP_RELAY, confidence=Confidence.LIKELY,
+                         edits=edits, fix=MYNETWORKS_OPEN.fix))
+
+
+def _item_is(item: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    cleaned = item.replace("[", "").replace("]", "")
+    try:
+        return ipaddress.ip_network(cleaned, strict=False) == net
+    except ValueError:
+        return False
+
+
+def _check_permit(cfg: PostfixConfig, svc: Service, params: Params, decision: RelayDecision,
+                  trusted: bool, label: str, add) -> None:
+    if trusted or not decision.accepted or decision.fatal:
+        return
+    opener = decision.opener
+    if opener is None:
+        return
+    list_name, verdict = opener
+    setting = params.setting(list_name)
+    rule = _rule(PERMIT_BEFORE, setting)
+    ev = [_ev(setting, None)]
+    if verdict.entry is not None:
+        e = verdict.entry
+        ev.append(Evidence("config", f"{e.path}:{e.line}: {e.key} {e.result}" if e.line else
+                           f"{e.path}: {e.key}={e.result}",
+                           Location(e.path, e.line) if e.line else None))
+    for other, v in decision.verdicts.items():
+        if other != list_name and v.outcome == "pass" and params.setting(other) is not None:
+            ev.append(_ev(params.setting(other), None))
+    why = "the client forges it" if verdict.forgeable else "it matches every client"
+    edits: list[Edit] = []
+    if setting is not None:
+        items = split_list(params.raw(list_name))
+        if 0 <= verdict.index < len(items) and "$" not in params.raw(list_name):
+            items.insert(verdict.index, "reject_unauth_destination")
+            e2 = rewrite_setting(cfg, setting, items)
+            if e2:
+                edits.append(e2)
+    prefix = f"{label}: " if setting is not None and setting.service else ""
+    title = (f"{prefix}{list_name}: '{verdict.item}' permits outside clients before "
+             f"reject_unauth_destination ({why}): open relay")
+    loc = Location(setting.path, setting.line) if setting else Location(cfg.files[0])
+    add(rule.finding(title, location=loc, evidence=ev, confidence=Confidence.LIKELY,
+                     severity=Severity.CRITICAL, category=Category.OPEN_SMTP_RELAY,
+                     edits=edits, fix=PERMIT_BEFORE.fix))
+
+
+def _check_relay_domains(cfg: PostfixConfig, params: Params, add) -> None:
+    setting = params.setting("relay_domains")
+    if setting is None:
+        return
+    items = split_list(params.get("relay_domains"))
+    bad = [i for i in items if i in ("*", ".") or i.startswith("static:")
+           or ("." not in i.strip(".") and ":" not in i and "/" not in i and i.strip("."))]
+    # Single-label names are TLDs (com, .net) unless they are the local host name.
+    bad = [b for b in bad if b.lower() not in ("localhost",)]
+    if not bad:
+        return
+    keep = [i for i in split_list(setting.value) if i not in bad]
+    e = rewrite_setting(cfg, setting, keep)
+    add(_rule(RELAY_DOMAINS_WILDCARD, setting).finding(
+        f"relay_domains contains {', '.join(bad)}: mail to any such domain is relayed",
+        location=Location(setting.path, setting.line), evidence=[_ev(setting)],
+        severity=Severity.CRITICAL, category=Category.OPEN_SMTP_RELAY,
+        edits=[e] if e else [], fix=RELAY_DOMAINS_WILDCARD.fix))
+
+
+def _check_sasl(cfg: PostfixConfig, svc: Service, params: Params, add) -> None:
+    if params.get("smtpd_sasl_auth_enable").strip().lower() != "yes":
+        return
+    if params.get("smtpd_tls_auth_only").strip().lower() == "yes":
+        return
+    if params.get("smtpd_tls_security_level").strip().lower() == "encrypt":
+        return
+    if svc.name in ("smtps", "submissions", "465") and \
+            params.get("smtpd_tls_wrappermode").strip().lower() == "yes":
+        return
+    gate = split_list(params.get("smtpd_relay_restrictions")) + \
+        split_list(params.get("smtpd_recipient_restrictions"))
+    if "permit_sasl_authenticated" not in gate:
+        return
+    setting = params.setting("smtpd_sasl_auth_enable")
+    add(SASL_CLEARTEXT.finding(
+        f"service {svc.name}: AUTH without mandatory TLS (smtpd_tls_auth_only = no)",
+        location=Location(setting.path, setting.line) if setting else Location(cfg.files[0]),
+        evidence=[_ev(setting)], confidence=Confidence.LIKELY,
+        edits=[_append(cfg, "smtpd_tls_auth_only = yes")]))
+
+
+def _check_implicit(cfg: PostfixConfig, add) -> None:
+    params = Params(cfg.main)
+    if params.setting("mynetworks") is not None:
+        return
+    style = params.get("mynetworks_style").strip()
+    if style not in ("subnet", "class"):
+        return
+    st = params.setting("mynetworks_style")
+    compat = params.setting("compatibility_level")
+    ev = [_ev(st) if st else Evidence("note", f"mynetworks_style = {style} is the built-in "
+                                      "default because compatibility_level is "
+                                      f"{params.get('compatibility_level') or '0'} (< 2)")]
+    if compat is not None:
+        ev.append(_ev(compat))
+    loc = Location(st.path, st.line) if st else (
+        Location(compat.path, compat.line) if compat else Location(cfg.files[0]))
+    add(IMPLICIT_SUBNET.finding(
+        f"mynetworks unset and mynetworks_style = {style}: every host on the attached "
+        f"{'networks (whole class A/B/C)' if style == 'class' else 'subnets'} may relay",
+        location=loc, evidence=ev, confidence=Confidence.LIKELY,
+        edits=[_append(cfg, f"mynetworks = {TRUSTED_LIST}")]))
