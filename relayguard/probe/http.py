@@ -15,7 +15,7 @@ from relayguard.findings import Confidence, Location
 from relayguard.probe import rules
 from relayguard.probe.canary import CanaryHit, new_nonce
 from relayguard.probe.context import PortResult, ProbeContext, transcript_evidence
-from relayguard.probe.net import MAX_READ, Conn, NetError, Transcript
+from relayguard.probe.net import MAX_READ, Conn, NetError, TooLarge, Transcript
 
 SCANNER_NAME = "relayguard.invalid"
 USER_AGENT = "relayguard-probe"
@@ -59,15 +59,17 @@ async def read_head(conn: Conn) -> HttpResponse:
     except (IndexError, ValueError):
         raise NotHttp(f"malformed HTTP status line: {first[:60]!r}", first) from None
     headers: dict[str, str] = {}
-    for _ in range(1000):
+    size = len(first)
+    while True:
         line = await conn.read_until(b"\n", "HTTP reply head")
+        size += len(line)
+        if size > MAX_READ:
+            raise TooLarge(f"HTTP reply head exceeds {MAX_READ // 1024} KiB")
         if line in (b"\r\n", b"\n"):
             break
         name, sep, value = line.decode("latin-1").partition(":")
         if sep:
             headers[name.strip().lower()] = value.strip()
-    else:
-        raise NetError("HTTP reply head has more than 1000 header lines")
     return HttpResponse(status, " ".join(parts), headers)
 
 
@@ -142,6 +144,8 @@ async def _connect_check(ctx: ProbeContext, result: PortResult, rule: rules.Rule
     dest = hostport(dest_host, dest_port)
     t = Transcript()
     label = f"CONNECT {dest}"
+    granted = False
+    why = ""
     try:
         async with ctx.connection(result.host, result.port, t) as conn:
             await conn.send(f"CONNECT {dest} HTTP/1.1\r\nHost: {dest}\r\n"
@@ -149,6 +153,11 @@ async def _connect_check(ctx: ProbeContext, result: PortResult, rule: rules.Rule
             resp = await read_head(conn)
             if not 200 <= resp.status < 300:
                 return Outcome(rule, label, t, [])
+            if _has_body(resp):
+                result.note(f"{label} answered {resp.status} with a page, not a tunnel "
+                            "(not counted)")
+                return Outcome(rule, label, t, [])
+            granted = True
             if smtp:
                 await tunnel_smtp_hello(conn, nonce)
             else:
@@ -156,12 +165,20 @@ async def _connect_check(ctx: ProbeContext, result: PortResult, rule: rules.Rule
                 await conn.read_until(b"\n", "tunnel echo")
     except NetError as exc:
         hits = await ctx.canary_hits(nonce)
-        return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
+        if hits or not granted:
+            return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
+        why = f" ({exc.kind})"
     hits = await ctx.canary_hits(nonce)
     if not hits:
-        result.note(f"{label} was granted but nothing reached the canary "
+        result.note(f"{label} was granted but nothing reached the canary{why} "
                     "(a tunnel that does not connect is not counted)")
     return Outcome(rule, label, t, hits)
+
+
+def _has_body(resp: HttpResponse) -> bool:
+    """A CONNECT reply with a body is an error page or a portal, never a tunnel (RFC 9110)."""
+    length = resp.headers.get("content-length", "0").strip()
+    return (length.isdigit() and int(length) > 0) or "transfer-encoding" in resp.headers
 
 
 async def tunnel_smtp_hello(conn: Conn, nonce: str) -> bytes:

@@ -110,7 +110,8 @@ async def _socks5_check(ctx: ProbeContext, result: PortResult, dest_port: int,
     c = ctx.canary
     rule = rules.SOCKS_SMTP if smtp else rules.SOCKS5
     label = f"SOCKS5 CONNECT {hostport(c.host, dest_port)}"
-    recognised = False
+    recognised = granted = False
+    why = ""
     try:
         async with ctx.connection(result.host, result.port, t) as conn:
             method = await socks5_greet(conn)
@@ -122,15 +123,18 @@ async def _socks5_check(ctx: ProbeContext, result: PortResult, dest_port: int,
             code = await socks5_connect(conn, c.host, dest_port)
             if code != 0:
                 return f"{label} refused: {code:#04x} ({SOCKS5_REPLIES.get(code, 'unknown')})"
+            granted = True
             await _through(conn, ctx, nonce, smtp)
     except NetError as exc:
         if not recognised:  # no SOCKS reply at all: the caller classifies the port
             raise
         hits = await ctx.canary_hits(nonce)
-        return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
+        if hits or not granted:
+            return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
+        why = f" ({exc.kind})"
     hits = await ctx.canary_hits(nonce)
     if not hits:
-        result.note(f"{label} was granted but nothing reached the canary")
+        result.note(f"{label} was granted but nothing reached the canary{why}")
     return Outcome(rule, label, t, hits)
 
 
@@ -142,22 +146,26 @@ async def _socks4_check(ctx: ProbeContext, result: PortResult, dest_port: int, s
     rule = rules.SOCKS_SMTP if smtp else rules.SOCKS4
     version = "SOCKS4a" if use_4a else "SOCKS4"
     label = f"{version} CONNECT {hostport(c.host, dest_port)}"
-    recognised = False
+    recognised = granted = False
+    why = ""
     try:
         async with ctx.connection(result.host, result.port, t) as conn:
             code = await socks4_connect(conn, c.host, dest_port, use_4a)
             recognised = True
             if code != 0x5A:
                 return f"{label} refused: {code:#04x}"
+            granted = True
             await _through(conn, ctx, nonce, smtp)
     except NetError as exc:
         if not recognised:  # no SOCKS reply at all: the caller classifies the port
             raise
         hits = await ctx.canary_hits(nonce)
-        return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
+        if hits or not granted:
+            return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
+        why = f" ({exc.kind})"
     hits = await ctx.canary_hits(nonce)
     if not hits:
-        result.note(f"{label} was granted but nothing reached the canary")
+        result.note(f"{label} was granted but nothing reached the canary{why}")
     return Outcome(rule, label, t, hits)
 
 

@@ -1,0 +1,177 @@
+"""Hostile and broken servers cost a bounded time and end as error entries, never a hang.
+
+These fake servers are the one place a mock is right: no real daemon drips bytes, sends
+endless headers or lies about tunnels on purpose. Each listens on its own 127.0.4.x address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from relayguard.findings import Report
+from relayguard.probe.context import ProbeOptions
+from relayguard.probe.runner import run_probe
+from relayguard.probe.targets import Target
+
+SCANNER = "127.0.4.99"
+CANARY = "127.0.4.3"
+TIMEOUT = 0.5
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def slow_drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A valid-looking HTTP reply, one byte every 0.1 s, forever."""
+    for b in b"HTTP/1.1 200 OK\r\nX-Drip: " + b"a" * 100_000:
+        writer.write(bytes([b]))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+
+
+async def endless_headers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(1024)
+    writer.write(b"HTTP/1.1 200 OK\r\n")
+    for i in range(1_000_000):
+        writer.write(f"X-Header-{i}: {'v' * 50}\r\n".encode())
+        await writer.drain()
+
+
+async def garbage_reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(1024)
+    writer.write(bytes(range(256)) * 4)
+    await writer.drain()
+    writer.close()
+
+
+async def garbage_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"\x00\xff\xfe garbage \x01\x02\r\n")
+    await writer.drain()
+    await asyncio.sleep(5)
+
+
+async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def tarpit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Accept, read everything, never answer."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(30):
+            while await reader.read(1024):
+                pass
+
+
+async def endless_smtp_banner(reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> None:
+    for _ in range(1_000_000):
+        writer.write(b"220-still greeting you\r\n")
+        await writer.drain()
+
+
+async def says_200_to_everything(reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter) -> None:
+    """A captive portal / fake proxy: the same 200 page whatever is asked (even CONNECT)."""
+    await reader.read(4096)
+    body = b"<html>Welcome to the airport wifi</html>"
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+    writer.close()
+
+
+async def socks_liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """SOCKS5 that grants every CONNECT and connects nowhere."""
+    data = await reader.read(3)
+    if data[:1] != b"\x05":
+        writer.close()
+        return
+    writer.write(b"\x05\x00")
+    await reader.read(300)
+    writer.write(b"\x05\x00\x00\x01\x7f\x00\x00\x01\x00\x50")
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+
+
+# handler, address, whether it must end as an error entry
+HOSTILE: dict[str, tuple[Handler, str, bool]] = {
+    "slow-drip": (slow_drip, "127.0.4.50", True),
+    "endless-headers": (endless_headers, "127.0.4.51", True),
+    "garbage-reply": (garbage_reply, "127.0.4.52", True),
+    "garbage-first": (garbage_first, "127.0.4.53", True),
+    "reset": (reset, "127.0.4.54", True),
+    "tarpit": (tarpit, "127.0.4.55", True),
+    "endless-smtp-banner": (endless_smtp_banner, "127.0.4.56", True),
+    "says-200": (says_200_to_everything, "127.0.4.57", False),
+    "socks-liar": (socks_liar, "127.0.4.58", False),
+}
+PORT = 18080
+
+
+async def _probe_hostile() -> tuple[Report, float]:
+    servers = []
+    for handler, addr, _ in HOSTILE.values():
+        async def guarded(r: asyncio.StreamReader, w: asyncio.StreamWriter,
+                          h: Handler = handler) -> None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await h(r, w)
+            with contextlib.suppress(Exception):
+                w.close()
+        servers.append(await asyncio.start_server(guarded, addr, PORT))
+    try:
+        options = ProbeOptions(timeout=TIMEOUT, banner_wait=0.3, source=SCANNER,
+                               canary_host=CANARY, target_time=20)
+        started = time.monotonic()
+        report = await run_probe([Target(a, PORT) for _, a, _ in HOSTILE.values()], options)
+        return report, time.monotonic() - started
+    finally:
+        for s in servers:
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def hostile() -> tuple[Report, float]:
+    return asyncio.run(_probe_hostile())
+
+
+def test_hostile_servers_cost_bounded_time(hostile: tuple[Report, float]) -> None:
+    report, elapsed = hostile
+    # Every port runs in parallel; the worst needs a few steps of TIMEOUT each.
+    assert elapsed < 10 * TIMEOUT + 3, elapsed
+    assert report.findings == ()
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_each_hostile_server_is_an_error_entry_or_a_note(hostile: tuple[Report, float],
+                                                         name: str) -> None:
+    report, _ = hostile
+    _, addr, must_error = HOSTILE[name]
+    errors = [e.message for e in report.errors if e.source == f"{addr}:{PORT}"]
+    assert bool(errors) is must_error, (name, errors)
+
+
+def test_error_messages_say_what_happened(hostile: tuple[Report, float]) -> None:
+    report, _ = hostile
+    by = {e.source.split(":")[0]: e.message for e in report.errors}
+    assert "timeout" in by["127.0.4.50"]
+    assert "64 KiB" in by["127.0.4.51"]
+    assert "reset" in by["127.0.4.54"]
+    assert "unrecognised service" in by["127.0.4.53"]
+    assert "64 KiB" in by["127.0.4.56"] or "lines" in by["127.0.4.56"]
+
+
+def test_fake_proxies_are_noted_not_reported(hostile: tuple[Report, float]) -> None:
+    report, _ = hostile
+    says200 = [n for n in report.notes if n.startswith(f"127.0.4.57:{PORT}")]
+    assert any("does not answer" in n and "same body" in n for n in says200), says200
+    assert any("CONNECT" in n and "with a page, not a tunnel" in n for n in says200), says200
+    liar = [n for n in report.notes if n.startswith(f"127.0.4.58:{PORT}")]
+    assert any("SOCKS5 CONNECT" in n and "nothing reached the canary" in n for n in liar), liar
