@@ -36,6 +36,8 @@ CONFIG_NAME = {
     "exim": "exim4.conf",
 }
 AUDIT_RULES = [r for r in RULES if r.server in CONFIG_NAME]
+# Rules judged from other evidence; their examples (if any) are tested by their own modules.
+OTHER_SERVERS = {"probe", "logs", "blocklist", "cross"}
 FILE_HEADER = re.compile(r"\A#\s*(?:file|path):\s*(\S+)\s*\n")
 NEXT_FILE = re.compile(r"^#---\s*(\S+)\s*\n", re.M)
 
@@ -60,6 +62,10 @@ def test_rule_metadata(rule: Rule) -> None:
     url = urlsplit(rule.reference)
     assert url.scheme == "https" and url.netloc and not re.search(r"\s", rule.reference), (
         f"{rule.id}: reference must be an https URL, got {rule.reference!r}")
+    # A misspelt family ("Squid", "postfix3") would silently skip the example test below.
+    assert rule.server in CONFIG_NAME or rule.server in OTHER_SERVERS, (
+        f"{rule.id}: unknown server {rule.server!r}; add it to CONFIG_NAME or OTHER_SERVERS "
+        "in tests/test_catalogue.py")
     assert isinstance(rule.severity, Severity)
     assert isinstance(rule.category, Category)
     assert rule_by_id(rule.id.lower()) is rule
