@@ -327,11 +327,10 @@ def entry_points(cfg: ApacheConfig, main: Server, vhosts: list[Server]) -> list[
     covered = {_port_of(a) for a in groups}
     listens = [n.args[0] for n in main.directives if n.key == "listen" and n.args]
     listen_ports = {_port_of(a) or a for a in listens}
-    if not vhosts or None in covered or any(p not in covered for p in listen_ports):
-        if not vhosts:
-            entries.append(Entry(main, "no <VirtualHost>: the main server answers every request"))
-        elif listen_ports - covered:
-            entries.append(Entry(main, "the main server answers on Listen ports no vhost covers"))
+    if not vhosts:
+        entries.append(Entry(main, "no <VirtualHost>: the main server answers every request"))
+    elif None not in covered and listen_ports - covered:  # `<VirtualHost *>` covers every port
+        entries.append(Entry(main, "the main server answers on Listen ports no vhost covers"))
     seen: set[int] = set()
     for addr, vh in groups.items():
         if id(vh) not in seen:
