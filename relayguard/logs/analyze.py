@@ -74,7 +74,7 @@ class _Stats:
     overlong_lines: int = 0
     files: list[dict[str, Any]] = field(default_factory=list)
 
-    def sample(self, path: str, line: int, text: bytes | str) -> None:
+    def sample(self, path: str, line: int | None, text: bytes | str) -> None:
         if len(self.unparsed_samples) < MAX_UNPARSED_SAMPLES:
             if isinstance(text, bytes):
                 text = text.decode("utf-8", "surrogateescape")
@@ -99,23 +99,22 @@ class LogAnalysis:
         return self.report()
 
     def analyse_path(self, path: str) -> None:
+        problems = ReadProblems()
         try:
-            stream = open_binary(path)
+            stream = open_binary(path, problems)
         except OSError as exc:
             self.errors.append(ErrorEntry(path, f"cannot read: {exc.strerror or exc}"))
             return
-        problems = ReadProblems()
         try:
             head = self._peek(stream, path, problems)
             detected = self._format_for(path, head)
+            before = self.stats.lines
             if detected is None:
                 if head.strip():
                     self.errors.append(ErrorEntry(path, "not a log format relayguard knows "
                                                   "(use --log-format)"))
                 self._count_unknown(path, head, stream, problems)
-                return
-            before = self.stats.lines
-            if detected.kind == "mail":
+            elif detected.kind == "mail":
                 self._mail(path, head, stream, problems)
             elif isinstance(detected.access, AccessFormat) and detected.access.fast_ok \
                     and self.opt.fast:
@@ -123,7 +122,8 @@ class LogAnalysis:
             else:
                 assert detected.access is not None
                 self._access_slow(path, head, stream, problems, detected.access)
-            self.stats.files.append({"path": path, "format": detected.name,
+            self.stats.files.append({"path": path,
+                                     "format": detected.name if detected else None,
                                      "lines": self.stats.lines - before})
         except OSError as exc:
             self.errors.append(ErrorEntry(path, f"read error: {exc.strerror or exc}"))
@@ -138,17 +138,7 @@ class LogAnalysis:
 
     def _peek(self, stream: Any, path: str, problems: ReadProblems) -> bytes:
         """The first bytes (whole lines where possible) for format detection."""
-        try:
-            head = stream.read(SNIFF_BYTES)
-        except (EOFError, ValueError) as exc:
-            problems.truncated = f"compressed stream unreadable ({exc})"
-            return b""
-        except OSError as exc:
-            if "gzip" in str(exc).lower() or "compressed" in str(exc).lower():
-                problems.truncated = f"compressed stream is corrupt ({exc})"
-                return b""
-            raise
-        return head
+        return stream.read(SNIFF_BYTES)
 
     def _format_for(self, path: str, head: bytes) -> Detected | None:
         spec = self.opt.log_format or self.opt.formats_by_path.get(os.path.abspath(path)) \

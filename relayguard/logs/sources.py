@@ -32,7 +32,7 @@ class ReadProblems:
 
     truncated: str | None = None  # message when a compressed stream ended early / is corrupt
     overlong: int = 0
-    overlong_samples: list[tuple[int, bytes]] = field(default_factory=list)
+    overlong_samples: list[tuple[int | None, bytes]] = field(default_factory=list)
 
 
 def compression_of(head: bytes) -> str | None:
@@ -46,11 +46,16 @@ def compression_of(head: bytes) -> str | None:
     return None
 
 
-def open_binary(path: str) -> BinaryIO:
+def open_binary(path: str, problems: ReadProblems | None = None) -> SafeReader:
     """Open a path (or `-` for stdin) for streaming, decompressing as its magic says.
 
     Raises OSError for files that cannot be opened; the caller turns it into an error entry.
     """
+    stream, compressed = _open_raw(path)
+    return SafeReader(stream, problems or ReadProblems(), compressed)
+
+
+def _open_raw(path: str) -> tuple[BinaryIO, bool]:
     if path == "-":
         raw: BinaryIO = sys.stdin.buffer
         peek = getattr(raw, "peek", None)
@@ -61,12 +66,12 @@ def open_binary(path: str) -> BinaryIO:
         raw.seek(0)
     kind = compression_of(head)
     if kind == "gz":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=raw, mode="rb"), True  # type: ignore[return-value]
     if kind == "bz2":
-        return bz2.BZ2File(raw, "rb")  # type: ignore[return-value]
+        return bz2.BZ2File(raw, "rb"), True  # type: ignore[return-value]
     if kind == "xz":
-        return lzma.LZMAFile(raw, "rb")  # type: ignore[return-value]
-    return raw
+        return lzma.LZMAFile(raw, "rb"), True  # type: ignore[return-value]
+    return raw, False
 
 
 def is_plain_file(path: str) -> bool:
@@ -81,28 +86,76 @@ def is_plain_file(path: str) -> bool:
 
 
 _DECODE_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
+PIECE = 64 * 1024
 
 
-def iter_chunks(stream: BinaryIO, problems: ReadProblems,
+class SafeReader:
+    """Reads a (decompressing) stream in 64 KiB pieces; a truncated or corrupt stream ends
+    the data instead of raising, loses at most the piece being decoded, and is recorded in
+    `problems`. Errors of the underlying file itself (EIO) are re-raised."""
+
+    def __init__(self, stream: BinaryIO, problems: ReadProblems, compressed: bool) -> None:
+        self.stream = stream
+        self.problems = problems
+        self.compressed = compressed
+        self.done = False
+
+    def read(self, n: int = -1) -> bytes:
+        if self.done:
+            return b""
+        if not self.compressed:
+            return self.stream.read(n)
+        out: list[bytes] = []
+        want = n if n > 0 else 1 << 62
+        got = 0
+        while got < want:
+            try:
+                piece = self.stream.read(min(PIECE, want - got))
+            except _DECODE_ERRORS as exc:
+                if type(exc) is OSError and "gzip" not in str(exc).lower() and \
+                        "compressed" not in str(exc).lower() and exc.errno is not None:
+                    raise
+                self.problems.truncated = _truncation_message(exc)
+                self.done = True
+                break
+            if not piece:
+                break
+            out.append(piece)
+            got += len(piece)
+        return b"".join(out)
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def iter_chunks(stream: SafeReader | BinaryIO, problems: ReadProblems,
                 size: int = CHUNK) -> Iterator[bytes]:
-    """Blocks of whole lines (each ends with b'\\n' except perhaps the very last)."""
+    """Blocks of whole lines (each ends with b'\\n' except perhaps the very last).
+
+    A line longer than 4 x MAX_LINE is cut to MAX_LINE bytes (counted in `problems`) and the
+    rest of it is skipped as it streams by, so no line is ever held whole in memory.
+    """
     rest = b""
+    skipping = False
     while True:
-        try:
-            block = stream.read(size)
-        except _DECODE_ERRORS as exc:
-            problems.truncated = _truncation_message(exc)
-            block = b""
+        block = stream.read(size)
         if not block:
             if rest:
                 yield rest
             return
+        if skipping:
+            nl = block.find(b"\n")
+            if nl < 0:
+                continue
+            block = block[nl:]
+            skipping = False
         block = rest + block
         cut = block.rfind(b"\n")
         if cut < 0:
-            if len(block) > MAX_LINE * 4:  # one huge line: hand it on, the reader cuts it
-                yield block
-                rest = b""
+            if len(block) > MAX_LINE * 4:
+                _overlong(problems, None, block)
+                rest = block[:MAX_LINE]
+                skipping = True
             else:
                 rest = block
             continue
@@ -159,7 +212,7 @@ def iter_lines(stream: BinaryIO, problems: ReadProblems) -> Iterator[bytes]:
         yield partial[:MAX_LINE]
 
 
-def _overlong(problems: ReadProblems, lineno: int, piece: bytes) -> None:
+def _overlong(problems: ReadProblems, lineno: int | None, piece: bytes) -> None:
     problems.overlong += 1
     if len(problems.overlong_samples) < 3:
         problems.overlong_samples.append((lineno, piece[:200]))

@@ -1,0 +1,87 @@
+"""Real third-party logs (shared/data/real-logs, see its SOURCES.md): quiet where nothing
+happened, the two refused relay attempts found, inbound RBL rejects never read as "we are
+blocklisted", and the secrepo site's own absolute-URI request not reported for its own name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from relayguard.logs.analyze import LogOptions, analyse
+
+DATA = Path("/work/shared/data/real-logs")
+if not DATA.is_dir():  # the repository's own copy, when the shared tree is not mounted
+    DATA = Path(__file__).resolve().parents[1] / "data" / "real-logs"
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="real-logs data set not present")
+
+
+def test_elastic_apache_log_is_quiet_and_fully_parsed() -> None:
+    report = analyse([str(DATA / "apache-elastic-2015" / "apache_logs.gz")])
+    assert report.findings == () and report.errors == ()
+    assert report.stats["lines"] == 10000
+    assert report.stats["parsed"] == 10000 and report.stats["unparsed"] == 0
+    assert report.stats["by_format"] == {"combined": 10000}
+    assert report.stats["incidents"] == []
+    # 17-20 May 2015: the per-minute timeline covers exactly that span despite disorder
+    points = report.stats["requests_timeline"]["points"]
+    assert points[0][0].startswith("2015-05-17") and points[-1][0].startswith("2015-05-20")
+    assert sum(n for _, n in points) == 10000
+
+
+def test_elastic_line_by_line_agrees_with_fast_path() -> None:
+    path = str(DATA / "apache-elastic-2015" / "apache_logs.gz")
+    fast = analyse([path])
+    slow = analyse([path], LogOptions(fast=False))
+    assert slow.findings == ()
+    assert fast.stats["requests_timeline"] == slow.stats["requests_timeline"]
+    assert slow.stats["parsed"] == 10000
+
+
+def test_secrepo_own_absolute_uri_is_not_reported_with_server_name() -> None:
+    path = str(DATA / "apache-secrepo-2018" / "access-2018-12-15.log.gz")
+    named = analyse([path], LogOptions(server_names=frozenset({"www.secrepo.com"})))
+    assert named.findings == () and named.stats["incidents"] == []
+    assert named.stats["own_host_absolute_requests"] == 1
+    assert named.stats["lines"] == 4961 and named.stats["unparsed"] == 0
+    # without the name it is at most informational: its size matches the local icon
+    anon = analyse([path])
+    assert [(f.rule, f.severity.label) for f in anon.findings] == [("LOGS-PROXY-SCAN", "info")]
+    (inc,) = anon.stats["incidents"]
+    assert inc["verdict"] == "probably served locally" and inc["events"] == 1
+    assert inc["samples"][0]["line"] == 493
+
+
+def test_kdent_postfix_two_refused_relay_attempts_no_blocklisting() -> None:
+    files = [str(DATA / "postfix-kdent-2015" / n) for n in ("mail.log.gz", "mail2.log.gz",
+                                                            "mail3.log.gz")]
+    report = analyse(files, LogOptions(year=2015))
+    assert report.errors == ()
+    assert report.stats["lines"] == 6646 + 11061 + 5222 and report.stats["unparsed"] == 0
+    # ten days apart: two incidents, one refused attempt each
+    assert [(f.rule, f.category.value) for f in report.findings] == \
+        [("LOGS-SMTP-RELAY-DENIED", "relay-abuse")] * 2
+    first, second = report.stats["incidents"]
+    assert (first["events"], first["clients"]) == (1, [("1.163.31.151", 1)])
+    assert (second["events"], second["clients"]) == (1, [("104.208.28.248", 1)])
+    assert first["first_seen"].startswith("2015-10-22")
+    assert second["first_seen"].startswith("2015-11-01")
+    assert first["statuses"] == {"554": 1}
+    mail = report.stats["mail"]
+    assert mail["inbound_blocklist_rejects"] == 1009 and mail["rejects"] == 1715
+    assert mail["bounced"] == 8 and mail["sent"] == 1724
+    assert not [f for f in report.findings if f.category.value == "blocklisted"]
+
+
+def test_spb_amavis_open_relay_keyword_is_not_a_relay() -> None:
+    report = analyse([str(DATA / "postfix-spb-2024" / "mail.log")], LogOptions(year=2024))
+    assert report.findings == () and report.stats["lines"] == 100
+    assert report.stats["unparsed"] == 0
+
+
+def test_sendmail_bulk_from_localhost_is_not_relay_abuse() -> None:
+    report = analyse([str(DATA / "postfix-sendmail-2014" / "maillog.gz")], LogOptions(year=2014))
+    assert report.findings == ()
+    top = report.stats["mail"]["top_senders"]
+    assert top[0][0] == "no-reply@grooveshark.com"
+    assert report.stats["mail"]["deferred"] == 151 and report.stats["mail"]["bounced"] == 2

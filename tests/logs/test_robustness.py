@@ -1,0 +1,332 @@
+"""Inputs that break naive log tools: compression, rotation, truncation, huge and binary lines,
+attacker-written text in reports, and parsers under hypothesis."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relayguard.findings import Report
+from relayguard.logs.analyze import LogOptions, analyse
+from relayguard.logs.counting import Timeline, TopK
+from relayguard.logs.detect import MailDetector, ProxyDetector
+from relayguard.logs.fastpath import scan_chunk
+from relayguard.logs.formats import (
+    APACHE_FORMATS,
+    YearGuesser,
+    compile_apache,
+    compile_nginx,
+    parse_syslog,
+)
+from relayguard.logs.sources import MAX_LINE, order_rotated
+from relayguard.report import OutputFormat, render
+
+FUZZ = settings(max_examples=200, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+def line(client: str, req: str, status: int, size: str = "100", minute: int = 0,
+         sec: int = 0) -> str:
+    return (f'{client} - - [01/Mar/2026:10:{minute:02d}:{sec:02d} +0000] "{req}" {status} {size} '
+            '"-" "ua"\n')
+
+
+VISIT = [line("192.0.2.1", "GET / HTTP/1.1", 200, "900", m) for m in range(3)]
+SPAM = [line("198.51.100.7", "CONNECT mx.example.net:25 HTTP/1.0", 200, "-", 5, s)
+        for s in range(4)]
+
+
+def write(path: Path, text: str, opener=open) -> str:
+    with opener(path, "wb") as fh:
+        fh.write(text.encode())
+    return str(path)
+
+
+def smtp_incident(report: Report) -> dict:
+    (inc,) = [i for i in report.stats["incidents"] if i["kind"] == "proxy-smtp"]
+    return inc
+
+
+def test_every_compression_and_rotation_order(tmp_path: Path) -> None:
+    # access.log.3.xz (oldest) .. access.log (newest), each with one CONNECT at its own minute
+    names = [("access.log.3.xz", lzma.open), ("access.log.2.gz", gzip.open),
+             ("access.log.1", open), ("access.log", open), ("access.log.4.bz2", bz2.open)]
+    paths = []
+    for i, (name, opener) in enumerate(names):
+        minute = {"access.log.4.bz2": 1, "access.log.3.xz": 2, "access.log.2.gz": 3,
+                  "access.log.1": 4, "access.log": 5}[name]
+        paths.append(write(tmp_path / name, "".join(VISIT) + line(
+            f"198.51.100.{i}", "CONNECT mx.example.net:25 HTTP/1.0", 200, "-", minute), opener))
+    ordered = order_rotated(paths)
+    assert [os.path.basename(p) for p in ordered] == [
+        "access.log.4.bz2", "access.log.3.xz", "access.log.2.gz", "access.log.1", "access.log"]
+    report = analyse(paths)
+    assert report.errors == ()
+    assert report.stats["lines"] == 20 and report.stats["unparsed"] == 0
+    inc = smtp_incident(report)
+    assert inc["events"] == 5 and inc["outcomes"] == {"relayed": 5}
+    assert inc["first_seen"] == "2026-03-01T10:01:00Z" and inc["last_seen"] == \
+        "2026-03-01T10:05:00Z"
+    assert inc["samples"][0]["path"].endswith("access.log.4.bz2")
+    dated = order_rotated(["x/a.log", "x/a.log-20260301.gz", "x/a.log-20260215"])
+    assert dated == ["x/a.log-20260215", "x/a.log-20260301.gz", "x/a.log"]
+
+
+def test_gzip_truncated_mid_stream_keeps_what_it_holds(tmp_path: Path) -> None:
+    import random
+
+    rnd = random.Random(5)
+    body = "".join([line(f"10.{rnd.randrange(256)}.{rnd.randrange(256)}.{rnd.randrange(256)}",
+                         f"GET /{rnd.randrange(10**9)} HTTP/1.1", 200, str(rnd.randrange(10**6)),
+                         m % 60) for m in range(5000)] + SPAM)
+    full = gzip.compress(body.encode())
+    cut = tmp_path / "access.log.1.gz"
+    cut.write_bytes(full[: len(full) * 2 // 3])
+    report = analyse([str(cut)])
+    assert len(report.errors) == 1
+    assert "truncated" in report.errors[0].message
+    assert 1000 < report.stats["lines"] < 5004
+    assert report.stats["unparsed"] <= 1  # at most the line cut in half
+    corrupt = tmp_path / "corrupt.gz"
+    corrupt.write_bytes(full[:20] + b"\x00" * 200 + full[220:])
+    report = analyse([str(corrupt), str(tmp_path / "missing.log")])
+    assert {e.source for e in report.errors} == {str(corrupt), str(tmp_path / "missing.log")}
+
+
+def test_ten_megabyte_line_is_cut_counted_and_memory_bounded(tmp_path: Path) -> None:
+    huge = '192.0.2.1 - - [01/Mar/2026:10:00:00 +0000] "GET /' + "A" * (10 * 1024 * 1024) + \
+        ' HTTP/1.1" 414 0 "-" "-"\n'
+    text = "".join(VISIT) + huge + "".join(SPAM)
+    plain = write(tmp_path / "big.log", text)
+    gz = write(tmp_path / "big.log.gz", text, gzip.open)
+    for path in (plain, gz):
+        for fast in (True, False):
+            report = analyse([path], LogOptions(fast=fast))
+            assert report.stats["lines"] == 8, (path, fast)
+            inc = smtp_incident(report)
+            assert inc["events"] == 4 and inc["samples"][0]["line"] == 5
+            if not fast:
+                assert report.stats["overlong_lines"] == 1
+                assert any(len(s["text"]) <= 300 for s in report.stats["unparsed_samples"])
+
+
+def test_binary_and_empty_lines_are_counted_not_fatal(tmp_path: Path) -> None:
+    text = "".join(VISIT) + "\n\x00\xff\xfe garbage \x1b[31m\n\n" + "".join(SPAM)
+    path = tmp_path / "access.log"
+    path.write_bytes(text.encode("latin-1"))
+    for fast in (True, False):
+        report = analyse([str(path)], LogOptions(fast=fast))
+        assert report.stats["lines"] == 10
+        assert report.stats["parsed"] == 7 and report.stats["unparsed"] == 3
+        assert smtp_incident(report)["events"] == 4
+        assert any("garbage" in s["text"] for s in report.stats["unparsed_samples"])
+
+
+def test_unknown_file_is_an_error_not_silence(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello\nworld\n")
+    report = analyse([str(path)])
+    assert [e.message for e in report.errors] == [
+        "not a log format relayguard knows (use --log-format)"]
+    assert report.stats["unparsed"] == 2
+
+
+def test_html_and_text_escape_attacker_text(tmp_path: Path) -> None:
+    evil = line("198.51.100.7", "CONNECT <script>alert(1)</script>:25 HTTP/1.0", 200, "-")
+    path = write(tmp_path / "access.log", evil)
+    report = analyse([path])
+    out = render(report, OutputFormat.HTML)
+    assert "<script>" not in out and "&lt;script&gt;alert(1)&lt;/script&gt;" in out
+    assert out.startswith("<!DOCTYPE html>") and "<svg" in out
+    assert "http://" not in out.replace("http://www.w3.org/2000/svg", "")
+    js = json.loads(render(report, OutputFormat.JSON))
+    assert js["stats"]["incidents"][0]["destinations"][0][0] == "<script>alert(1)</script>:25"
+
+
+def run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "relayguard", "logs", *args], input=stdin,
+                          capture_output=True, timeout=60, check=False)
+
+
+def test_cli_json_contract_stdin_and_exit_codes(tmp_path: Path) -> None:
+    proc = run_cli("-", "--format", "json", stdin="".join(VISIT + SPAM).encode())
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["command"] == "logs" and doc["errors"] == []
+    assert {"lines", "parsed", "unparsed", "by_format", "incidents"} <= set(doc["stats"])
+    assert doc["stats"]["by_format"] == {"combined": 7}
+    (f,) = doc["findings"]
+    assert (f["rule"], f["category"], f["confidence"]) == ("LOGS-PROXY-SMTP", "proxy-abuse",
+                                                          "likely")
+    assert f["evidence"][1]["kind"] == "log" and f["evidence"][1]["location"]["line"] == 4
+    quiet = write(tmp_path / "quiet.log", "".join(VISIT))
+    assert run_cli(quiet).returncode == 0
+    proc = run_cli(quiet, str(tmp_path / "nope.log"), "--format", "json")
+    assert proc.returncode == 2 and b"Traceback" not in proc.stderr
+    proc = run_cli(quiet, "--since", "yesterday")
+    assert proc.returncode == 2 and b"Traceback" not in proc.stderr
+    out = tmp_path / "r.html"
+    assert run_cli(quiet, "--format", "html", "-o", str(out)).returncode == 0
+    assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_since_until_select_events(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.log", "".join(VISIT + SPAM))
+    from datetime import datetime
+
+    def ts(s: str) -> float:
+        return datetime.fromisoformat(s).timestamp()
+
+    for fast in (True, False):
+        none = analyse([path], LogOptions(until=ts("2026-03-01T10:04:00+00:00"), fast=fast))
+        assert none.findings == ()
+        some = analyse([path], LogOptions(since=ts("2026-03-01T10:05:02+00:00"), fast=fast))
+        assert smtp_incident(some)["events"] == 2
+
+
+def test_log_format_override_and_nginx(tmp_path: Path) -> None:
+    text = ('192.0.2.1 [2026-03-01T10:00:05+00:00] "CONNECT foo.com:25 HTTP/1.1" 400 "x.example"'
+            "\n")
+    path = write(tmp_path / "nginx.log", text)
+    report = analyse([path], LogOptions(
+        log_format='$remote_addr [$time_iso8601] "$request" $status "$http_host"'))
+    inc = smtp_incident(report)
+    assert inc["outcomes"] == {"refused": 1} and inc["statuses"] == {"400": 1}
+
+
+def test_watch_style_incremental_feed_matches_batch(tmp_path: Path) -> None:
+    """feed() one line at a time with snapshot() after each gives the batch answer at the end."""
+    fmt = compile_apache(APACHE_FORMATS["combined"])
+    det = ProxyDetector()
+    lines = VISIT + SPAM
+    path = write(tmp_path / "w.log", "".join(lines))
+    for i, text in enumerate(lines, 1):
+        rec = fmt.parse(text.rstrip("\n"))
+        assert rec is not None
+        det.feed(rec, path, i, text.rstrip("\n"))
+        snap = det.snapshot()
+        if i <= 3:
+            assert snap == []
+        else:
+            assert snap[0].events == i - 3 and snap[0].verdict == "relayed"
+    batch = analyse([path], LogOptions(fast=False)).stats["incidents"]
+    assert [i.to_dict() for i in det.snapshot()] == batch
+
+
+def test_bounded_structures() -> None:
+    top = TopK(8)
+    for i in range(10000):
+        top.add(f"client-{i % 50}")
+    top.add("heavy", 5000)
+    assert len(top) == 8 and top.approximate and top.top(1)[0][0] == "heavy"
+    tl = Timeline(cap=100)
+    for minute in range(100000):
+        tl.add(minute * 60.0)
+    assert len(tl.buckets) <= 100 and sum(tl.buckets.values()) == 100000
+    mail = MailDetector()
+    mail.max_msgs = 50
+    years = YearGuesser(year=2026)
+    for i in range(500):
+        rec = parse_syslog(f"Mar  1 10:00:05 mx postfix/smtpd[1]: Q{i:06d}: client=x[192.0.2.9]",
+                           years)
+        assert rec is not None
+        mail.feed(rec, "m", i, "")
+    assert len(mail.msgs) == 50
+
+
+# ---------------------------------------------------------------------------------------------
+# hypothesis
+
+ACCESS_FORMATS = [compile_apache(f) for f in APACHE_FORMATS.values()] + [
+    compile_nginx('$remote_addr - [$time_local] "$request" $status $body_bytes_sent "$http_host"')]
+text_lines = st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=300)
+log_like = st.builds(
+    lambda c, m, t, s, z, tail: f'{c} - - [01/Mar/2026:10:00:00 +0000] "{m} {t} HTTP/1.1" '
+                                f"{s} {z}{tail}",
+    st.sampled_from(["1.2.3.4", "::1", "-", ""]),
+    st.sampled_from(["GET", "CONNECT", "POST", "", "\\x05"]),
+    text_lines, st.integers(0, 999), st.sampled_from(["-", "0", "123", "x"]), text_lines)
+
+
+@FUZZ
+@given(st.one_of(text_lines, log_like))
+def test_fuzz_access_parsers_never_raise(s: str) -> None:
+    det = ProxyDetector(frozenset({"www.example.com"}))
+    for fmt in ACCESS_FORMATS:
+        rec = fmt.parse(s)
+        if rec is not None:
+            det.feed(rec, "f", 1, s)
+    for inc in det.snapshot():
+        inc.to_dict()
+
+
+@FUZZ
+@given(st.one_of(text_lines, st.builds(
+    lambda p, m: f"Mar  1 10:00:05 mx {p}[1]: {m}",
+    st.sampled_from(["postfix/smtpd", "postfix/smtp", "postfix/qmgr", "exim", "postfix/x/smtp"]),
+    text_lines)))
+def test_fuzz_syslog_and_mail_detector_never_raise(s: str) -> None:
+    mail = MailDetector()
+    rec = parse_syslog(s, YearGuesser(year=2026))
+    if rec is not None:
+        mail.feed(rec, "f", 1, s)
+    for inc in mail.snapshot():
+        inc.to_dict()
+
+
+@FUZZ
+@given(st.lists(st.one_of(log_like, text_lines,
+                          st.binary(max_size=200).map(lambda b: b.decode("latin-1"))),
+                max_size=30))
+def test_fuzz_fast_path_counts_every_line(lines: list[str]) -> None:
+    data = ("\n".join(x.replace("\n", " ").replace("\r", " ") for x in lines) + "\n").encode(
+        "utf-8", "surrogatepass")
+    if not lines:
+        data = b""
+    res = scan_chunk(data)
+    assert res.lines == (len(lines) if lines else 0)
+    assert 0 <= res.unparsed <= res.lines
+    assert sum(res.minutes.values()) == res.lines - res.unparsed
+    assert len(data) < MAX_LINE * 64
+
+
+event = st.tuples(
+    st.sampled_from(["192.0.2.1", "192.0.2.2", "198.51.100.7", "203.0.113.5"]),
+    st.sampled_from(["GET / HTTP/1.1", "GET /a.png HTTP/1.1", "CONNECT mx.example.net:25 HTTP/1.0",
+                     "CONNECT www.example.org:443 HTTP/1.1", "GET http://x.example/ HTTP/1.1",
+                     "GET http://y.example/a.png HTTP/1.1", "POST http://x.example:25/ HTTP/1.0",
+                     "\\x05\\x01"]),
+    st.sampled_from([200, 200, 403, 404, 405, 502]),
+    st.sampled_from(["-", "0", "900", "1234", "77"]),
+    st.integers(0, 130),  # minute offset: > 60 splits incidents
+    st.booleans(),  # garbage line instead
+)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(event, max_size=40))
+def test_fuzz_fast_and_line_paths_agree(tmp_path_factory, events) -> None:
+    out = []
+    for client, req, status, size, minute, garbage in sorted(events, key=lambda e: e[4]):
+        if garbage:
+            out.append("junk \x01 line\n")
+            continue
+        out.append(f'{client} - - [01/Mar/2026:{10 + minute // 60:02d}:{minute % 60:02d}:00 '
+                   f'+0000] "{req}" {status} {size} "-" "-"\n')
+    path = tmp_path_factory.mktemp("agree") / "access.log"
+    path.write_text("".join(out), encoding="utf-8")
+    fast = analyse([str(path)])
+    slow = analyse([str(path)], LogOptions(fast=False))
+    for key in ("lines", "parsed", "unparsed", "incidents", "requests_timeline"):
+        assert fast.stats[key] == slow.stats[key], key
+    assert [f.to_dict() for f in fast.findings] == [f.to_dict() for f in slow.findings]
