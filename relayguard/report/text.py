@@ -46,8 +46,10 @@ def _finding_panel(n: int, f: Finding) -> Panel:
 def render_text(report: Report, *, color: bool = False, width: int = 100) -> str:
     """Render for a person; `color` adds ANSI styles (only when writing to a terminal)."""
     buf = io.StringIO()
-    console = Console(file=buf, force_terminal=color, no_color=not color, width=width,
-                      highlight=False, soft_wrap=False)
+    # no_color=None when colour is wanted lets rich honour the NO_COLOR convention (styles
+    # such as bold stay, colours go); without colour no escape sequence is written at all.
+    console = Console(file=buf, force_terminal=color, no_color=None if color else True,
+                      width=width, highlight=False, soft_wrap=False)
     findings = report.sorted_findings()
     if findings:
         counts = {s: sum(1 for f in findings if f.severity is s) for s in Severity}

@@ -120,3 +120,12 @@ def test_any_text_renders_without_escapes_leaking(title: str, ev: str, path: str
         # Only rich's own SGR style sequences: ESC [ digits/; m, nothing else.
         assert not re.search(r"\x1b(?!\[[0-9;]*m)", out)
     assert "\x07" not in out and "\u202e" not in out
+
+
+def test_no_color_convention_keeps_styles_drops_colours(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert "\x1b[1;31m" in text(make_report(), color=True)  # HIGH is bold red
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = text(make_report(), color=True)
+    assert "\x1b[1m" in out
+    assert not re.search(r"\x1b\[[0-9;]*(3[0-7]|4[0-7]|38;|48;)[0-9;]*m", out), out[:300]
