@@ -22,7 +22,9 @@ from relayguard.blocklist.names import (
     TargetKind,
     domain_query_name,
     ip_query_name,
+    reversed_labels,
     skip_reason,
+    to_alabel,
 )
 from relayguard.blocklist.zones import (
     ERROR_CODES,
@@ -188,6 +190,12 @@ def _codes_for(zone: Zone, addr: ipaddress.IPv4Address) -> list[Code]:
                  "not decoded)", CodeClass.OTHER)]
 
 
+def _stem(value: str, family: Family) -> str:
+    if family is Family.DOMAIN:
+        return to_alabel(value)
+    return reversed_labels(ipaddress.ip_address(value))
+
+
 def _applies(zone: Zone, family: Family) -> bool:
     if family is Family.DOMAIN:
         return zone.kind is ZoneKind.DOMAIN
@@ -281,16 +289,19 @@ class Checker:
                    f"{neg.status.value}{': ' + neg.detail if neg.detail else ''}")
 
     # -- per target ----------------------------------------------------------------------
-    async def check_one(self, value: str, family: Family, zone: Zone) -> ListResult:
-        """Ask one list about one address or domain, after its self-test passed."""
+    async def check_one(self, value: str, family: Family, zone: Zone,
+                        stem: str | None = None) -> ListResult:
+        """Ask one list about one address or domain, after its self-test passed.
+
+        `stem` is the query name without the zone (computed once per target by the caller).
+        """
         health = await self.health(zone, family)
         if not health.usable:
             return ListResult(zone, State.UNUSABLE, detail=f"{health.reason}: {health.detail}",
                               remedy=REFUSAL_REMEDY if health.reason == "refused" else "")
-        if family is Family.DOMAIN:
-            qname = domain_query_name(value, zone.name)
-        else:
-            qname = ip_query_name(ipaddress.ip_address(value), zone.name)
+        if stem is None:
+            stem = _stem(value, family)
+        qname = f"{stem}.{zone.name}"
         answer = await self.client.query(qname, "A", bucket=zone.name)
         if answer.status is Status.NXDOMAIN:
             return ListResult(zone, State.NOT_LISTED, answer=answer)
@@ -323,8 +334,9 @@ class Checker:
             zones = [z for z, h in zip(zones, healths, strict=True)
                      if z.catalogued or h.reason != "empty"]
         target.applicable = len(zones)
+        stem = _stem(target.value, family)
         target.lists = list(await asyncio.gather(
-            *(self.check_one(target.value, family, z) for z in zones)))
+            *(self.check_one(target.value, family, z, stem) for z in zones)))
         target.answered = sum(1 for r in target.lists
                               if r.state in (State.LISTED, State.NOT_LISTED))
         target.required = self.min_lists if self.min_lists else max(1, math.ceil(len(zones) / 2))
@@ -375,6 +387,12 @@ class Checker:
         self._health_tasks.clear()
         self._used_health.clear()
         self.client.start()
+        try:
+            return await self._run(targets, start)
+        finally:
+            self.client.close()
+
+    async def _run(self, targets: list[Target], start: float) -> CheckResult:
         result = CheckResult(zones=self.zones)
         expanded = await asyncio.gather(*(self.expand(t, result) for t in targets))
         seen: set[tuple[str, Family]] = set()
@@ -399,4 +417,11 @@ def check(targets: list[Target], zones: tuple[Zone, ...], client: DnsClient, *,
     """Synchronous entry point for the CLI: run the whole check in a fresh event loop."""
     checker = Checker(client, zones, min_lists=min_lists, health_cache=health_cache,
                       resolve_names=resolve_names)
-    return asyncio.run(checker.run(targets))
+    # Not asyncio.run: on 3.11 its SIGINT bookkeeping reprs the finished main task, and with
+    # it the whole result (seconds for thousands of targets).
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(checker.run(targets))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

@@ -1,4 +1,4 @@
-"""A polite async DNS client for blocklist queries, on dnspython's asyncio query layer.
+"""A polite async DNS client for blocklist queries: asyncio UDP, dnspython messages.
 
 It talks only to the nameservers it is given (`--resolver`), caps concurrency, paces each
 zone to a query rate, retries timeouts and SERVFAIL a bounded number of times, caches answers
@@ -9,9 +9,14 @@ value (answer, NXDOMAIN, NODATA, SERVFAIL, REFUSED, timeout); nothing raises to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import os
+import random
+import socket
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, cast
 
 import dns.asyncquery
 import dns.exception
@@ -114,6 +119,8 @@ class DnsClient:
         self.sent = 0
         self.cache_hits = 0
         self._turn = 0
+        self._muxes: dict[Nameserver, list[_UdpMux]] = {}
+        self._open_locks: dict[Nameserver, asyncio.Lock] = {}
 
     def start(self) -> None:
         """Begin the total deadline (call inside the running event loop)."""
@@ -135,7 +142,7 @@ class DnsClient:
         if hit is not None and hit[0] > loop.time():
             self.cache_hits += 1
             return hit[1]
-        if not await self._pace(bucket):
+        if (self.rate > 0 or self._remaining() <= 0) and not await self._pace(bucket):
             return DnsAnswer(qname, rdtype, Status.TIMEOUT, detail="total deadline reached "
                              "before the query could be sent")
         if self._sem is None:
@@ -185,20 +192,135 @@ class DnsClient:
         self.sent += 1
         where = str(server)
         try:
-            request = dns.message.make_query(qname, rdtype)
-            response = await dns.asyncquery.udp(request, server.host, timeout=timeout,
-                                                port=server.port, source=self.source,
-                                                ignore_unexpected=True)
+            wanted = _RDTYPES.get(rdtype) or dns.rdatatype.from_text(rdtype)
+            pool = self._muxes.get(server) or await self._open(server)
+            mux = pool[_RANDOM.randrange(len(pool))] if len(pool) > 1 else pool[0]
+            data = await mux.ask(qname, wanted, timeout)
+            # Fast path for the common answer: NXDOMAIN with nothing else to read.
+            if data[3] & 0x0F == dns.rcode.NXDOMAIN and data[6:12] == b"\x00" * 6:
+                return DnsAnswer(qname, rdtype, Status.NXDOMAIN, ttl=DEFAULT_NEGATIVE_TTL,
+                                 server=where)
+            response = dns.message.from_wire(data)
             if response.flags & dns.flags.TC:
+                request = dns.message.make_query(qname, rdtype)
                 response = await dns.asyncquery.tcp(request, server.host, timeout=timeout,
                                                     port=server.port, source=self.source)
-        except dns.exception.Timeout:
+        except TimeoutError:
             return DnsAnswer(qname, rdtype, Status.TIMEOUT, server=where,
                              detail=f"no answer within {timeout:.1f}s")
         except (OSError, dns.exception.DNSException, ValueError) as exc:
             return DnsAnswer(qname, rdtype, Status.ERROR, server=where,
                              detail=f"{type(exc).__name__}: {exc}")
         return _classify(qname, rdtype, response, where)
+
+    async def _open(self, server: Nameserver) -> list[_UdpMux]:
+        """One small pool of connected UDP sockets per nameserver, shared by all queries."""
+        lock = self._open_locks.setdefault(server, asyncio.Lock())
+        async with lock:
+            if server in self._muxes:
+                return self._muxes[server]
+            loop = asyncio.get_running_loop()
+            pool: list[_UdpMux] = []
+            family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+            local = (self.source, 0) if self.source else None
+            for _ in range(_SOCKETS_PER_SERVER):
+                transport, mux = await loop.create_datagram_endpoint(
+                    _UdpMux, remote_addr=(server.host, server.port), local_addr=local,
+                    family=family)
+                sock = transport.get_extra_info("socket")
+                if sock is not None:  # bursts of answers must not overflow the default buffer
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+                pool.append(mux)
+            self._muxes[server] = pool
+            return pool
+
+    def close(self) -> None:
+        """Close the UDP sockets (the event loop that made them must still be running)."""
+        for pool in self._muxes.values():
+            for mux in pool:
+                mux.close()
+        self._muxes.clear()
+        self._open_locks.clear()
+
+
+_SOCKETS_PER_SERVER = 4
+_RDTYPES = {"A": dns.rdatatype.A, "AAAA": dns.rdatatype.AAAA, "TXT": dns.rdatatype.TXT}
+# Query IDs only need to be unpredictable to off-path spoofers (the sockets are connected):
+# a PRNG seeded from the OS is enough and much cheaper than a urandom call per query.
+_RANDOM = random.Random(int.from_bytes(os.urandom(16), "big"))
+
+
+class _UdpMux(asyncio.DatagramProtocol):
+    """Many queries in flight over one connected UDP socket, matched by ID and question.
+
+    dnspython's asyncquery opens a socket per query; sharing a few sockets is what makes
+    thousands of DNSBL lookups cheap. The socket is connected, so the kernel drops
+    datagrams from anyone but the nameserver; ID and question bytes are checked as well.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.waiting: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if len(data) < 12 or not data[2] & 0x80:  # too short, or a query rather than a reply
+            return
+        item = self.waiting.get(int.from_bytes(data[:2], "big"))
+        if item is None:
+            return
+        question, fut = item
+        if data[12:12 + len(question)].lower() == question and not fut.done():
+            fut.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        # e.g. ICMP port unreachable: nothing listens there, so nothing in flight will answer
+        for _question, fut in self.waiting.values():
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    async def ask(self, qname: str, rdtype: int, timeout: float) -> bytes:
+        if self.transport is None or self.transport.is_closing():
+            raise OSError("socket closed")
+        loop = asyncio.get_running_loop()
+        qid = _RANDOM.randrange(65536)
+        while qid in self.waiting:
+            qid = _RANDOM.randrange(65536)
+        question = _question_wire(qname, rdtype)
+        fut: asyncio.Future[bytes] = loop.create_future()
+        self.waiting[qid] = (question, fut)
+        timer = loop.call_later(timeout, _expire, fut)
+        try:
+            # header: ID, flags RD, 1 question
+            self.transport.sendto(qid.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00"
+                                  b"\x00\x00\x00\x00" + question)
+            return await fut
+        finally:
+            timer.cancel()
+            self.waiting.pop(qid, None)
+
+
+def _expire(fut: asyncio.Future[bytes]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+def _question_wire(qname: str, rdtype: int) -> bytes:
+    """The question section for an ASCII name (lower-case, so answers compare directly)."""
+    labels = qname.rstrip(".").lower().encode("ascii").split(b".")
+    if not all(0 < len(label) < 64 for label in labels):
+        raise ValueError(f"bad label in {qname!r}")
+    wire = b"".join([bytes((len(label),)) + label for label in labels])
+    if len(wire) > 254:
+        raise ValueError(f"name too long: {qname!r}")
+    return wire + b"\x00" + rdtype.to_bytes(2, "big") + b"\x00\x01"
 
 
 def _classify(qname: str, rdtype: str, response: dns.message.Message, where: str) -> DnsAnswer:

@@ -96,11 +96,14 @@ def ip_query_name(addr: IPAddress, zone: str) -> str:
     An IPv4-mapped IPv6 address is asked in nibble form here (the RFC's IPv6 test points
     are mapped addresses); map real targets to IPv4 before calling (parse_target does).
     """
+    return f"{reversed_labels(addr)}.{zone}"
+
+
+def reversed_labels(addr: IPAddress) -> str:
+    """The zone-independent part of an RFC 5782 name: `4.3.2.1` or 32 reversed nibbles."""
     if addr.version == 4:
-        rev = ".".join(reversed(str(addr).split(".")))
-    else:
-        rev = ".".join(reversed(addr.exploded.replace(":", "")))
-    return f"{rev}.{zone}"
+        return ".".join(reversed(str(addr).split(".")))
+    return ".".join(reversed(addr.exploded.replace(":", "")))
 
 
 def domain_query_name(domain: str, zone: str) -> str:
