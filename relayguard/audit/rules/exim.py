@@ -147,11 +147,14 @@ def _wild_domains(value: str) -> list[str]:
     return out
 
 
-def _origin(src: Source, list_line: Line, debconf_key: str) -> tuple[str, int, str] | None:
-    """Where a named list's value was written: the debconf line, a macro line, or itself."""
+def _origin(src: Source, list_line: Line, debconf_key: str,
+            bad: list[str]) -> tuple[str, int, str]:
+    """Where the offending items were written: the debconf line, a macro line, or the list."""
     raw_value = list_line.raw.partition("=")[2].strip()
-    macro = src.macros.get(raw_value)
-    if macro is not None:
+    for name in re.findall(r"(?<![A-Za-z0-9_])[A-Z][A-Za-z0-9_]*", raw_value):
+        macro = src.macros.get(name)
+        if macro is None or not any(b in split_exim_list(macro.value) for b in bad):
+            continue
         if debconf_key in src.debconf and macro.path.endswith("update-exim4.conf.conf"):
             value, line, path = src.debconf[debconf_key]
             return path, line, value
@@ -217,7 +220,7 @@ def audit_source(src: Source, client: IPAddress) -> tuple[list[Finding], list[di
         n == "hosts" and "+relay_from_hosts" in v for n, v, _ in decider.conditions)
 
     if named_hosts and broad:
-        path, line, value = _origin(src, named_hosts[2], "dc_relay_nets")
+        path, line, value = _origin(src, named_hosts[2], "dc_relay_nets", broad)
         edit = _remove_items_edit(path, line, broad)
         sev = Severity.CRITICAL if via_hosts else Severity.MEDIUM
         ev = [_ev(path, line, _file_line(path, line) or value),
@@ -231,7 +234,7 @@ def audit_source(src: Source, client: IPAddress) -> tuple[list[Finding], list[di
             confidence=Confidence.LIKELY, edits=[edit] if edit else []))
 
     if named_doms and wild:
-        path, line, value = _origin(src, named_doms[2], "dc_relay_domains")
+        path, line, value = _origin(src, named_doms[2], "dc_relay_domains", wild)
         edit = _remove_items_edit(path, line, wild)
         relays = verdict.accepted and domain_in(named_doms[1], FOREIGN, cfg)
         findings.append(RELAY_TO_DOMAINS_WILDCARD.finding(
@@ -244,7 +247,9 @@ def audit_source(src: Source, client: IPAddress) -> tuple[list[Finding], list[di
     if decider is not None and not via_hosts and verdict.acl_name:
         check = _relay_check_after(cfg, verdict.acl_name, decider)
         wild_used = named_doms is not None and domain_in(named_doms[1], FOREIGN, cfg)
-        if check is not None or not wild_used:
+        via_wildcard = wild_used and any(n == "domains" and "relay_to_domains" in v
+                                         for n, v, _ in decider.conditions)
+        if (check is not None or not wild_used) and not via_wildcard:
             findings.append(_accept_finding(cfg, verdict.acl_name, decider, check))
 
     return findings, [_fact(cfg, src)]

@@ -1,0 +1,93 @@
+"""Agreement with reality: a real Postfix (tests/servers/postfix.py) on 127.0.8.21 with each
+fixture; the untrusted 127.0.8.250 asks RCPT TO a foreign domain. A finding must exist
+exactly when Postfix answers 250; after applying the finding's edits and restarting, Postfix
+says `Relay access denied`."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+from pathlib import Path
+
+import pytest
+
+from relayguard.audit.base import AuditOptions
+from relayguard.audit.postfix import PostfixAuditor
+from tests.audit.relay_helpers import STRANGER, apply_edits, rcpt
+from tests.servers.postfix import main_cf_base, postfix
+
+pytestmark = [pytest.mark.server,
+              pytest.mark.skipif(shutil.which("postfix") is None
+                                 and not Path("/usr/sbin/postfix").exists(),
+                                 reason="postfix not installed")]
+
+HOST, PORT = "127.0.8.21", 2526
+OPTIONS = AuditOptions(outside_client=ipaddress.ip_address(STRANGER))
+
+# (id, main.cf lines, map files, sender, rule or None)
+CASES = [
+    ("mynetworks_world", "mynetworks = 127.0.0.1/32 0.0.0.0/0\n", {}, "a@outside.example",
+     "POSTFIX-MYNETWORKS-OPEN"),
+    ("forged_sender_ok", "mynetworks = 127.0.0.1/32\nsmtpd_relay_restrictions =\n"
+     "smtpd_recipient_restrictions = permit_mynetworks,\n"
+     "    check_sender_access inline:{localhost=OK}, reject_unauth_destination\n", {},
+     "user@localhost", "POSTFIX-PERMIT-BEFORE-UNAUTH-DEST"),
+    ("client_map_ok_for_all", "mynetworks = 127.0.0.1/32\n"
+     "smtpd_relay_restrictions = permit_mynetworks,\n"
+     "    check_client_access cidr:{dir}/clients.cidr, reject_unauth_destination\n",
+     {"clients.cidr": "192.168.0.0/16 OK\n0.0.0.0/0 OK\n"}, "a@outside.example",
+     "POSTFIX-PERMIT-BEFORE-UNAUTH-DEST"),
+    ("style_class", "mynetworks_style = class\n", {}, "a@outside.example",
+     "POSTFIX-MYNETWORKS-IMPLICIT-SUBNET"),
+    ("stock_relay_list_protects", "mynetworks = 127.0.0.1/32\n"
+     "smtpd_recipient_restrictions = permit\n", {}, "a@outside.example", None),
+    ("client_map_lan_only", "mynetworks = 127.0.0.1/32\n"
+     "smtpd_relay_restrictions = permit_mynetworks,\n"
+     "    check_client_access cidr:{dir}/clients.cidr, reject_unauth_destination\n",
+     {"clients.cidr": "192.168.0.0/16 OK\n"}, "a@outside.example", None),
+    ("forged_sender_after_check", "mynetworks = 127.0.0.1/32\nsmtpd_relay_restrictions =\n"
+     "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination,\n"
+     "    check_sender_access inline:{localhost=OK}\n", {}, "user@localhost", None),
+]
+
+
+def _conf_text(main: str, workdir: Path) -> str:
+    return main.replace("{dir}", str(workdir / "conf"))
+
+
+@pytest.mark.parametrize(("name", "main", "files", "sender", "rule"), CASES,
+                         ids=[c[0] for c in CASES])
+def test_verdict_matches_real_postfix(tmp_path: Path, name: str, main: str,
+                                      files: dict[str, str], sender: str,
+                                      rule: str | None) -> None:
+    workdir = Path("/tmp") / f"rg-audit-pf-{name}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        with postfix(HOST, PORT, _conf_text(main, workdir), files=files,
+                     workdir=workdir) as mta:
+            code, text = rcpt(HOST, PORT, sender=sender)
+            conf_dir = Path(str(mta.extra["conf_dir"]))
+            result = PostfixAuditor().audit(conf_dir, OPTIONS)
+            diag = f"{code} {text}\n{mta.diagnostics()}"
+            assert result.errors == [], diag
+            assert [f.rule for f in result.findings] == ([rule] if rule else []), diag
+            assert (code == 250) is (rule is not None), diag
+            if rule is None:
+                assert code in (454, 554) and "Relay access denied" in text, diag
+            main_cf = (conf_dir / "main.cf").read_text()
+            fixed = result.findings
+        if not fixed:
+            return
+        apply_edits(fixed)
+        patched = (conf_dir / "main.cf").read_text()
+        base = main_cf_base(HOST, workdir)
+        assert patched != main_cf and patched.startswith(base)
+        body = patched[len(base):]  # the launcher writes its base again on restart
+        with postfix(HOST, PORT, body, files=files, workdir=workdir) as mta2:
+            code, text = rcpt(HOST, PORT, sender=sender)
+            assert code in (454, 554) and "Relay access denied" in text, \
+                f"{code} {text}\n{mta2.diagnostics()}"
+            assert PostfixAuditor().audit(Path(str(mta2.extra["conf_dir"])),
+                                          OPTIONS).findings == []
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
