@@ -27,7 +27,11 @@ from relayguard.findings import (
 )
 from relayguard.report import OutputFormat
 
-ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+# Plain output to a pipe whatever the caller's environment forces (FORCE_COLOR would make rich
+# write ANSI styles even into a pipe, as users who set it ask).
+ENV = {**{k: v for k, v in os.environ.items()
+          if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "CLICOLOR_FORCE")},
+       "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
