@@ -65,9 +65,9 @@ def render_text(report: Report, *, color: bool = False, width: int = 100) -> str
         console.print(Text(f"{len(report.errors)} check(s) could not be completed "
                            "(the result is incomplete, not clean):", style="bold red"))
         for e in report.errors:
-            console.print(Text(_clean(f"  error: {e}")))
+            console.print(Text(_clean(f"  error: {e}")), soft_wrap=True)
     for note in report.notes:
-        console.print(Text(_clean(f"note: {note}"), style="dim"))
+        console.print(Text(_clean(f"note: {note}"), style="dim"), soft_wrap=True)
     for key, value in report.stats.items():
         if isinstance(value, (int, float, str)):
             console.print(Text(_clean(f"{key}: {value}"), style="dim"))
