@@ -20,8 +20,9 @@ def auditors() -> tuple[Auditor, ...]:
     from relayguard.audit.exim import EximAuditor
     from relayguard.audit.nginx import NginxAuditor
     from relayguard.audit.postfix import PostfixAuditor
+    from relayguard.audit.proxies import PROXY_AUDITORS
 
-    return (ApacheAuditor(), NginxAuditor(), PostfixAuditor(), EximAuditor())
+    return (ApacheAuditor(), NginxAuditor(), PostfixAuditor(), EximAuditor(), *PROXY_AUDITORS)
 
 
 def auditor_named(name: str) -> Auditor:

@@ -1,0 +1,150 @@
+"""Squid audit: every rule's fixtures (exact rule and line, accepted by `squid -k parse`,
+closed by its own edits), the stock Debian config, includes and conditionals, bad input."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relayguard.audit import audit_paths
+from relayguard.audit.base import AuditOptions
+from relayguard.audit.rules.squid import RULES
+from relayguard.audit.squid import SquidAuditor, parse
+from relayguard.errors import InputError
+from relayguard.findings import Category, Severity
+from tests.audit.proxytools import OUTSIDE, check_fixture, fixture_files, no_finding_above_info
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REAL = Path(__file__).resolve().parents[3].parent / "shared/data/real-configs/squid/squid.conf"
+AUDITOR = SquidAuditor()
+OUT = AuditOptions(outside_client=ipaddress.ip_address(OUTSIDE))
+
+
+@pytest.mark.parametrize("fixture", fixture_files(FIXTURES), ids=lambda p: p.name)
+def test_fixture(fixture: Path, tmp_path: Path) -> None:
+    check_fixture(AUDITOR, fixture, tmp_path, "squid.conf")
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.id)
+def test_every_rule_has_both_fixtures_and_runnable_examples(rule, tmp_path: Path) -> None:
+    stem = rule.id.lower()
+    assert (FIXTURES / f"{stem}.conf").is_file()
+    assert (FIXTURES / f"{stem}_fp.conf").is_file()
+    for kind, fires in (("bad", True), ("good", False)):
+        conf = tmp_path / kind / "squid.conf"
+        conf.parent.mkdir()
+        conf.write_text(getattr(rule, kind), encoding="utf-8")
+        result = AUDITOR.audit(conf, AuditOptions())
+        assert result.errors == []
+        assert (rule.id in {f.rule for f in result.findings}) is fires, (kind, result.findings)
+        verdict = AUDITOR.config_test(conf)
+        assert verdict is None or verdict[0], verdict
+
+
+@pytest.mark.parametrize("path", [REAL, Path("/etc/squid/squid.conf")], ids=str)
+def test_stock_debian_config_has_nothing_above_info(path: Path) -> None:
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    result = AUDITOR.audit(path, AuditOptions())
+    no_finding_above_info(result)
+    assert [f.rule for f in result.findings] == ["SQUID-PORT-EXPOSURE"]
+    (p,) = result.facts["proxy_paths"]
+    assert p["open_to_outside"] is False and p["clients"] == "loopback"
+    assert 25 not in p["loopback_ports"]  # Safe_ports keeps the local MTA out
+
+
+def test_open_proxy_reaching_smtp_is_critical_with_categories(tmp_path: Path) -> None:
+    conf = tmp_path / "squid.conf"
+    conf.write_text("http_port 127.0.7.1:3128\nhttp_access allow all\n", encoding="utf-8")
+    result = AUDITOR.audit(conf, OUT)
+    by_rule = {f.rule: f for f in result.findings}
+    assert by_rule["SQUID-OPEN-HTTP-ACCESS"].category is Category.OPEN_HTTP_PROXY
+    assert by_rule["SQUID-OPEN-CONNECT"].category is Category.OPEN_CONNECT_PROXY
+    smtp = by_rule["SQUID-SAFE-PORTS-SMTP"]
+    assert smtp.category is Category.SMTP_VIA_PROXY and smtp.severity is Severity.CRITICAL
+    assert smtp.location.line == 2
+    assert result.facts["outside_verdicts"]["CONNECT 25"] is True
+    (p,) = result.facts["proxy_paths"]
+    assert p["open_to_outside"] and p["loopback_ports"] == [25, 80, 443, 465, 587]
+
+
+def test_include_glob_and_conditionals_are_followed(tmp_path: Path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "10-open.conf").write_text("http_access allow all\n")
+    (tmp_path / "conf.d" / "20-never.conf").write_text("http_access deny all\n")
+    conf = tmp_path / "squid.conf"
+    conf.write_text(
+        "http_port 127.0.7.1:3128\n"
+        "if ${process_number} = 2\n"
+        "http_access deny all\n"
+        "else\n"
+        f"include {tmp_path}/conf.d/*.conf\n"
+        "endif\n", encoding="utf-8")
+    result = AUDITOR.audit(conf, OUT)
+    assert result.errors == []
+    f = next(f for f in result.findings if f.rule == "SQUID-OPEN-HTTP-ACCESS")
+    assert (f.location.path, f.location.line) == (str(tmp_path / "conf.d/10-open.conf"), 1)
+    assert len(result.files) == 3
+
+
+def test_multiline_acl_and_values_file(tmp_path: Path) -> None:
+    (tmp_path / "nets.txt").write_text("# trusted\n10.0.0.0/8\n0.0.0.0/0\n")
+    conf = tmp_path / "squid.conf"
+    conf.write_text("http_port 3128\nacl lan src \\\n  192.168.0.0/16\n"
+                    f'acl lan src "{tmp_path}/nets.txt"\n'
+                    "http_access allow lan\nhttp_access deny all\n", encoding="utf-8")
+    result = AUDITOR.audit(conf, AuditOptions())
+    broad = [f for f in result.findings if f.rule == "SQUID-LOCALNET-BROAD"]
+    assert [f.location.line for f in broad] == [4]
+    assert any(f.rule == "SQUID-OPEN-HTTP-ACCESS" for f in result.findings)
+
+
+@pytest.mark.parametrize(("text", "line", "needle"), [
+    ("http_access allow nosuchacl\n", 1, "undefined acl"),
+    ("acl x\n", 1, "name and a type"),
+    ("http_access permit all\n", 1, "allow or deny"),
+    ("http_port nope\n", 1, "not a valid port"),
+    ("include /nonexistent/relayguard/*.conf\n", 1, "no such file"),
+    ("endif\n", 1, "without a matching"),
+    ("acl a src 10.0.0.0/8\nacl a port 80\n", 2, "already has type"),
+])
+def test_bad_input_is_an_error_entry_with_its_line(tmp_path: Path, text: str, line: int,
+                                                    needle: str) -> None:
+    conf = tmp_path / "squid.conf"
+    conf.write_text(text, encoding="utf-8")
+    result = AUDITOR.audit(conf, AuditOptions())
+    assert any(e.line == line and needle in e.message and e.source == str(conf)
+               for e in result.errors), result.errors
+
+
+def test_unreadable_input_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError):
+        parse(tmp_path / "missing.conf")
+    binary = tmp_path / "squid.conf"
+    binary.write_bytes(b"http_port 3128\x00\xff")
+    report = audit_paths([binary], server_type="squid")
+    assert report.findings == () and "NUL" in report.errors[0].message
+
+
+_WORDS = ["http_access", "allow", "deny", "all", "!all", "acl", "src", "port", "CONNECT",
+          "localhost", "http_port", "3128", "if", "else", "endif", "include", "\\", "#",
+          "0.0.0.0/0", "10.0.0.0/8", "1-65535", "method", "dstdomain", "follow_x_forwarded_for",
+          "intercept", "x", '"', "::/0", "-i", "to_localhost", "proxy_auth", "REQUIRED"]
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.one_of(st.sampled_from(_WORDS), st.text(max_size=6)), max_size=6)
+                .map(" ".join), max_size=12))
+def test_fuzz_parser_never_crashes(tmp_path: Path, lines: list[str]) -> None:
+    conf = tmp_path / "squid.conf"
+    conf.write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
+    report = audit_paths([conf], server_type="squid")  # never raises: errors are entries
+    for f in report.findings:
+        assert f.location.line is None or f.location.line >= 1
+    for e in report.errors:
+        assert e.source.endswith("squid.conf") or "include" in e.message
