@@ -20,6 +20,7 @@ NONCE_RE = re.compile(rb"rg[0-9a-f]{32}")
 HANDLER_TIMEOUT = 10.0  # a relaying target gets this long to say its piece
 HANDLER_MAX = 64 * 1024
 SMTP_PORTS = (25, 465, 587)
+STOP_GRACE = 2.0  # seconds for a relaying MTA to finish its delivery when the run ends
 
 
 def _unused_port(host: str) -> int:
@@ -99,8 +100,11 @@ class Canary:
         self.closed_port = _unused_port(self.host)
 
     async def stop(self) -> None:
+        """Stop listening; let conversations in flight finish (bounded), then cut them."""
         for server in self._servers:
             server.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=STOP_GRACE)
         for task in list(self._tasks):
             task.cancel()
         for server in self._servers:
@@ -157,7 +161,7 @@ class Canary:
         self._track()
         peer, port = self._peer(writer)
         head = b""
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             async with asyncio.timeout(HANDLER_TIMEOUT):
                 while b"\r\n\r\n" not in head and b"\n\n" not in head and len(head) < 16384:
                     chunk = await reader.read(4096)
@@ -181,7 +185,7 @@ class Canary:
         self._track()
         peer, port = self._peer(writer)
         data = b""
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             async with asyncio.timeout(HANDLER_TIMEOUT):
                 while b"\n" not in data and len(data) < 4096:
                     chunk = await reader.read(4096)
@@ -200,7 +204,7 @@ class Canary:
         self._track()
         peer, port = self._peer(writer)
         total = 0
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             async with asyncio.timeout(HANDLER_TIMEOUT):
                 writer.write(b"220 relayguard-canary ESMTP\r\n")
                 await writer.drain()

@@ -214,7 +214,6 @@ def unverified_tls_context() -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.TLSv1
     with contextlib.suppress(ssl.SSLError):
         ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     return ctx

@@ -57,13 +57,13 @@ def parse_target(text: str, allow_large: bool = False) -> list[Target]:
         raise UsageError("empty target")
     if "/" in t:
         return _expand_network(t, allow_large)
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", t)
+    m = re.fullmatch(r"\[([^\]]*)\](?::(.*))?", t)
     if m:
         try:
             addr = ipaddress.IPv6Address(m.group(1))
         except ValueError:
             raise UsageError(f"target {text!r}: not an IPv6 address") from None
-        return [Target(str(addr), _port(m.group(2), text) if m.group(2) else None)]
+        return [Target(str(addr), _port(m.group(2), text) if m.group(2) is not None else None)]
     if t.count(":") > 1:
         try:
             return [Target(str(ipaddress.IPv6Address(t)))]

@@ -1,0 +1,88 @@
+"""SMTP relay probing beyond RCPT: opt-in delivery to the canary, and relaying behind STARTTLS.
+
+Real Postfix instances on 127.0.4.4x; the probe comes from 127.0.4.99. With
+`confirm_delivery` the relay is `confirmed` only when Postfix really delivered the one test
+message to the canary's port 25 (127.0.4.5:25).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from relayguard.findings import Confidence, Report
+from relayguard.probe.context import ProbeOptions
+from relayguard.probe.runner import run_probe
+from relayguard.probe.targets import Target
+from tests.servers.postfix import postfix
+
+pytestmark = pytest.mark.server
+
+SCANNER = "127.0.4.99"
+OPEN = "mynetworks = 127.0.0.0/8\n"
+
+
+def probe(host: str, port: int, canary: str, **kw: object) -> Report:
+    options = ProbeOptions(timeout=3.0, source=SCANNER, canary_host=canary, **kw)  # type: ignore[arg-type]
+    return asyncio.run(run_probe([Target(host, port)], options))
+
+
+def test_confirm_delivery_sends_one_message_and_the_canary_receives_it() -> None:
+    with postfix("127.0.4.43", 2525, OPEN) as mta:
+        report = probe("127.0.4.43", 2525, "127.0.4.5", confirm_delivery=True)
+        (f,) = report.findings
+        assert f.rule == "PROBE-SMTP-RELAY"
+        assert f.confidence is Confidence.CONFIRMED, (f, mta.log("mail"))
+        assert "a test message reached the canary" in f.title
+        notes = [e.text for e in f.evidence if e.kind == "note"]
+        assert any("canary smtp listener on port 25 received nonce" in n for n in notes)
+        # Exactly one message was queued and it went to the canary.
+        log = mta.log("mail")
+        assert log.count("status=sent") == 1, log
+        assert "relay=127.0.4.5[127.0.4.5]:25" in log
+
+
+def test_without_confirm_delivery_no_data_is_ever_sent() -> None:
+    with postfix("127.0.4.44", 2525, OPEN) as mta:
+        report = probe("127.0.4.44", 2525, "127.0.4.6")
+        (f,) = report.findings
+        assert f.confidence is Confidence.LIKELY
+        assert "status=sent" not in mta.log("mail")
+        assert "data=" not in mta.log("mail")  # Postfix logs data=N/M only if DATA came
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    d: Path = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=mx.relayguard.test", "-keyout", str(d / "key.pem"),
+                    "-out", str(d / "cert.pem")], check=True, capture_output=True, timeout=60)
+    return {"key.pem": (d / "key.pem").read_text(), "cert.pem": (d / "cert.pem").read_text()}
+
+
+def test_relay_behind_mandatory_starttls_is_found_inside_tls(tls_files: dict[str, str]) -> None:
+    conf = (OPEN + "smtpd_tls_cert_file = ${config_directory}/cert.pem\n"
+            "smtpd_tls_key_file = ${config_directory}/key.pem\n"
+            "smtpd_tls_security_level = encrypt\n")
+    with postfix("127.0.4.45", 2525, conf, files=tls_files) as mta:
+        report = probe("127.0.4.45", 2525, "127.0.4.7")
+        assert report.errors == (), (report.errors, mta.diagnostics())
+        (f,) = report.findings
+        assert f.category.value == "open-smtp-relay"
+        assert "(inside STARTTLS)" in f.title
+        transcripts = "\n".join(e.text for e in f.evidence if e.kind == "transcript")
+        assert "TLS established" in transcripts
+        assert "530" in transcripts  # plaintext MAIL was refused: STARTTLS first
+
+
+def test_stock_postfix_behind_starttls_is_not_a_relay(tls_files: dict[str, str]) -> None:
+    conf = ("smtpd_tls_cert_file = ${config_directory}/cert.pem\n"
+            "smtpd_tls_key_file = ${config_directory}/key.pem\n"
+            "smtpd_tls_security_level = may\n")
+    with postfix("127.0.4.46", 2525, conf, files=tls_files):
+        report = probe("127.0.4.46", 2525, "127.0.4.8")
+        assert report.findings == ()
+        assert report.errors == ()
