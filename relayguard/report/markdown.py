@@ -25,7 +25,7 @@ _SPECIAL = frozenset("\\`*_[]<>#|&!~")
 _BLOCK_START = re.compile(r"^(\d{1,9})([.)])|^([-+=])")
 
 
-def _inline(text: str) -> str:
+def escape_inline(text: str) -> str:
     """Text for one line of Markdown (table cell, heading, list item) that renders literally.
 
     Evidence is written by attackers (log lines, request targets), so nothing in it may open a
@@ -62,29 +62,30 @@ def render_markdown(report: Report) -> str:
         for f in findings:
             lines.append(
                 f"| {f.severity.label} | {f.confidence.label} | {f.category.value} | "
-                f"{_inline(f.rule)} | {_inline(str(f.location))} | {_inline(f.title)} |"
+                f"{escape_inline(f.rule)} | {escape_inline(str(f.location))} | "
+                f"{escape_inline(f.title)} |"
             )
         lines.append("")
     for n, f in enumerate(findings, 1):
-        lines += [f"## {n}. {_inline(f.title)}", "",
-                  f"- rule: {_inline(f.rule)}, category: {f.category.value}",
+        lines += [f"## {n}. {escape_inline(f.title)}", "",
+                  f"- rule: {escape_inline(f.rule)}, category: {f.category.value}",
                   f"- severity: **{f.severity.label}**, confidence: {f.confidence.label}",
-                  f"- where: {_inline(str(f.location))}", ""]
+                  f"- where: {escape_inline(str(f.location))}", ""]
         for ev in f.evidence:
-            where = f" ({_inline(str(ev.location))})" if ev.location else ""
+            where = f" ({escape_inline(str(ev.location))})" if ev.location else ""
             body = _block(ev.text)
             fence = _fence(body)
-            lines += [f"Evidence, {_inline(ev.kind)}{where}:", "", fence, body, fence, ""]
+            lines += [f"Evidence, {escape_inline(ev.kind)}{where}:", "", fence, body, fence, ""]
         if f.fix:
             body = _block(f.fix)
             fence = _fence(body)
             lines += ["Fix:", "", fence, body, fence, ""]
     if report.errors:
         lines += ["## Checks that could not be completed", ""]
-        lines += [f"- {_inline(str(e))}" for e in report.errors]
+        lines += [f"- {escape_inline(str(e))}" for e in report.errors]
         lines.append("")
     if report.notes:
         lines += ["## Notes", ""]
-        lines += [f"- {_inline(n)}" for n in report.notes]
+        lines += [f"- {escape_inline(n)}" for n in report.notes]
         lines.append("")
     return "\n".join(lines)

@@ -190,3 +190,28 @@ def test_rules_listing_prints_titles_literally(monkeypatch: pytest.MonkeyPatch) 
     assert fake.id in result.output  # never folded, even on a narrow terminal
     assert "RewriteRule [P]" in flat(result.output)
     assert "[bold]" in result.output and "[/]" in result.output
+
+
+def test_rules_json_for_scripts() -> None:
+    proc = run("rules", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    listed = json.loads(proc.stdout)
+    assert [r["id"] for r in listed] == [r.id for r in all_rules()]
+    first = all_rules()[0]
+    assert listed[0] == {"id": first.id, "server": first.server,
+                         "category": first.category.value, "severity": first.severity.label,
+                         "title": first.title, "description": first.description,
+                         "why": first.why, "fix": first.fix, "reference": first.reference,
+                         "bad": first.bad, "good": first.good}
+    proc = run("rules", first.id, "-f", "json")
+    assert (proc.returncode, json.loads(proc.stdout)) == (0, listed[0])
+
+
+def test_rules_markdown_and_unsupported_sarif() -> None:
+    proc = run("rules", "--format", "markdown")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[:2] == ["| id | server | category | severity | title |", "|---|---|---|---|---|"]
+    assert len(lines) == 2 + len(all_rules())
+    proc = run("rules", "--format", "sarif")
+    assert proc.returncode == 2 and "use json or markdown" in proc.stderr
