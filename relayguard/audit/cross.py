@@ -63,11 +63,11 @@ PROXY_TO_LOCAL_MTA = Rule(
     bad="# nginx.conf (with the stock Postfix main.cf: mynetworks = 127.0.0.0/8 …)\n"
     "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\npid nginx.pid;\n"
     "error_log error.log;\nevents {}\nstream {\n    server {\n"
-    "        listen 127.0.8.30:2525;\n        proxy_pass 127.0.0.1:25;\n    }\n}\n",
+    "        listen 2525;\n        proxy_pass 127.0.0.1:25;\n    }\n}\n",
     good="# nginx.conf (with the stock Postfix main.cf: mynetworks = 127.0.0.0/8 …)\n"
     "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\npid nginx.pid;\n"
     "error_log error.log;\nevents {}\nstream {\n    server {\n"
-    "        listen 127.0.8.30:2525;\n        allow 127.0.0.1;\n        deny all;\n"
+    "        listen 2525;\n        allow 127.0.0.1;\n        deny all;\n"
     "        proxy_pass 127.0.0.1:25;\n    }\n}\n",
 )
 
