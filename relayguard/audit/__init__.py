@@ -37,6 +37,12 @@ def auditor_named(name: str) -> Auditor:
 def audit_paths(paths: list[Path], *, server_type: str | None = None,
                 options: AuditOptions | None = None) -> Report:
     """Audit the given configs (or discover them when `paths` is empty) into one Report."""
+    return run_audit(paths, server_type=server_type, options=options)[0]
+
+
+def run_audit(paths: list[Path], *, server_type: str | None = None,
+              options: AuditOptions | None = None) -> tuple[Report, list[AuditResult]]:
+    """Like `audit_paths`, also returning each server's result (`--fix` re-audits those)."""
     options = options or AuditOptions()
     results: list[AuditResult] = []
     errors: list[ErrorEntry] = []
@@ -73,8 +79,9 @@ def audit_paths(paths: list[Path], *, server_type: str | None = None,
         "files_read": sum(len(r.files) for r in results),
         "servers": sorted({r.server for r in results}),
     }
-    return Report(command="audit", findings=tuple(findings), errors=tuple(errors),
-                  stats=stats, notes=tuple(notes))
+    report = Report(command="audit", findings=tuple(findings), errors=tuple(errors),
+                    stats=stats, notes=tuple(notes))
+    return report, results
 
 
 def _run(auditor: Auditor, path: Path, options: AuditOptions,
@@ -86,4 +93,4 @@ def _run(auditor: Auditor, path: Path, options: AuditOptions,
         return AuditResult(server=auditor.name, config=str(path))
 
 
-__all__ = ["AuditOptions", "AuditResult", "Auditor", "audit_paths", "auditors"]
+__all__ = ["AuditOptions", "AuditResult", "Auditor", "audit_paths", "auditors", "run_audit"]
