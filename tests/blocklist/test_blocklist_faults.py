@@ -150,3 +150,28 @@ def test_uncatalogued_list_without_ipv6_test_entry_is_not_used_for_ipv6(faults: 
     assert ("nodata.faults.test has no IPv6 test entry: not used for IPv6 targets"
             in run.doc["notes"])
     assert run.code == 0
+
+
+def test_self_test_verdicts_are_cached_for_their_ttl(faults: Faults) -> None:
+    from relayguard.blocklist.check import HealthCache, check
+    from relayguard.blocklist.names import parse_target
+    from relayguard.blocklist.zones import Zone
+
+    zone = Zone.generic("good.faults.test")
+    probe = "2.0.0.127.good.faults.test."
+    server = Nameserver.parse(faults.resolver)
+
+    def run(cache: HealthCache) -> None:
+        client = DnsClient([server], rate=0, timeout=0.4, source=CLIENT_IP)
+        result = check([parse_target("11.22.33.45")], (zone,), client, health_cache=cache)
+        assert result.targets[0].verdict.value == "clean"
+
+    before = faults.handler.hits[probe]
+    shared = HealthCache(ttl=600)
+    run(shared)
+    run(shared)
+    assert faults.handler.hits[probe] - before == 1  # second run trusted the cached verdict
+    expired = HealthCache(ttl=0)
+    run(expired)
+    run(expired)
+    assert faults.handler.hits[probe] - before == 3  # ttl 0: every run tests again

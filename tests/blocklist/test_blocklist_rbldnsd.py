@@ -232,7 +232,7 @@ def test_text_output_explains_inconclusive(rbl_bad: Rbldnsd) -> None:
 
 
 def test_every_output_format_renders(rbl_good: Rbldnsd) -> None:
-    for fmt in ("text", "json", "sarif", "markdown"):
+    for fmt in ("text", "json", "sarif", "markdown", "html"):
         run = run_cli("11.22.33.44", "--resolver", rbl_good.resolver, "-f", fmt)
         assert run.code == 1, (fmt, run.stderr)
         assert "11.22.33.44" in run.stdout
