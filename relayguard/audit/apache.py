@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -476,11 +477,19 @@ class ApacheAuditor:
         env = dict(os.environ)
         env.update({k: v for k, v in read_envvars(root_file.parent / "envvars").items()
                     if k != "SUFFIX"})
-        try:
-            proc = subprocess.run(
-                [binary, "-t", "-f", str(root_file.resolve()),
-                 "-d", str(default_server_root(root_file).resolve())],
-                capture_output=True, text=True, timeout=60, env=env, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return False, f"{binary} -t could not run: {exc}"
+        with tempfile.TemporaryDirectory(prefix="relayguard-httpd-t-") as scratch:
+            # A syntax check must not depend on run-time dirs a never-started httpd lacks
+            # (Debian's /var/run/apache2 is made by apache2ctl at start).
+            for var in ("APACHE_RUN_DIR", "APACHE_LOCK_DIR", "APACHE_LOG_DIR"):
+                if var in env and not Path(env[var]).is_dir():
+                    env[var] = scratch
+            if "APACHE_PID_FILE" in env and not Path(env["APACHE_PID_FILE"]).parent.is_dir():
+                env["APACHE_PID_FILE"] = f"{scratch}/apache2.pid"
+            try:
+                proc = subprocess.run(
+                    [binary, "-t", "-f", str(root_file.resolve()),
+                     "-d", str(default_server_root(root_file).resolve())],
+                    capture_output=True, text=True, timeout=60, env=env, check=False)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return False, f"{binary} -t could not run: {exc}"
         return proc.returncode == 0, (proc.stdout + proc.stderr).strip()

@@ -1,0 +1,194 @@
+"""`relayguard audit --fix`: patches that close the holes, offered only once proven.
+
+A finding's `edits` are applied to a scratch copy of its server's config directory; the
+patch is offered only when re-auditing the copy shows the finding gone **and** the server's
+own config test (`apache2 -t`, `nginx -t`, `squid -k parse`, `postfix check`, …) accepts it,
+when that binary is installed. `--write` then applies the same edits to the real files,
+keeping a backup of each.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from relayguard.audit.base import AuditOptions, Auditor, AuditResult
+from relayguard.catalogue import rule_by_id
+from relayguard.findings import Edit, Finding
+
+MAX_COPY_FILES = 5000
+
+
+@dataclass
+class FixPlan:
+    """What `--fix` found it can do for one server config."""
+
+    server: str
+    config: str
+    offered: list[Finding] = field(default_factory=list)
+    edits: list[Edit] = field(default_factory=list)
+    refused: list[tuple[Finding, str]] = field(default_factory=list)  # finding, why not
+    config_test: str = ""  # what the server's own test said about the combined patch
+
+    def diff(self) -> str:
+        """The combined unified diff of every offered edit (for `patch -p0`)."""
+        return unified_diff(self.edits)
+
+
+def apply_edits(text: str, edits: Iterable[Edit]) -> str:
+    """Apply edits to one file's text (bottom-up so line numbers stay valid)."""
+    lines = text.splitlines()
+    trailing = text.endswith("\n")
+    for e in sorted(edits, key=lambda e: e.line, reverse=True):
+        start = e.line - 1
+        if tuple(lines[start:start + len(e.old)]) != e.old:
+            raise ValueError(f"{e.path}:{e.line}: the file no longer reads {e.old!r}")
+        lines[start:start + len(e.old)] = list(e.new)
+    return "\n".join(lines) + ("\n" if trailing or not lines else "")
+
+
+def _by_path(edits: Iterable[Edit]) -> dict[str, list[Edit]]:
+    out: dict[str, list[Edit]] = {}
+    for e in edits:
+        if e not in out.setdefault(e.path, []):
+            out[e.path].append(e)
+    return out
+
+
+def unified_diff(edits: Iterable[Edit]) -> str:
+    """A unified diff of the edits against the files as they are now."""
+    chunks: list[str] = []
+    for path, group in sorted(_by_path(edits).items()):
+        old = Path(path).read_text(encoding="utf-8", errors="replace")
+        new = apply_edits(old, group)
+        chunks += difflib.unified_diff(old.splitlines(keepends=True),
+                                       new.splitlines(keepends=True),
+                                       fromfile=f"{path}", tofile=f"{path}")
+    return "".join(chunks)
+
+
+def _config_dir(result: AuditResult) -> Path:
+    p = Path(result.config)
+    return p if p.is_dir() else p.parent
+
+
+def _scratch_copy(src: Path, dest: Path) -> None:
+    """Copy a config dir so it is self-contained: absolute references to `src` (an
+    `Include /etc/apache2/x.conf`, a `ServerRoot`) are rewritten to point into the copy."""
+    count = sum(len(files) for _, _, files in os.walk(src))
+    if count > MAX_COPY_FILES:
+        raise ValueError(f"{src} holds {count} files; too many to verify a fix in a copy")
+    shutil.copytree(src, dest, symlinks=True)
+    old, new = str(src.resolve()), str(dest)
+    for dirpath, _, files in os.walk(dest):
+        for name in files:
+            f = Path(dirpath) / name
+            if f.is_symlink() or f.stat().st_size > 4 * 1024 * 1024:
+                continue
+            data = f.read_bytes()
+            if old.encode() in data and b"\x00" not in data:
+                f.write_bytes(data.replace(old.encode(), new.encode()))
+
+
+def _apply_in_copy(copy: Path, origin: Path, edits: list[Edit]) -> None:
+    for path, group in _by_path(edits).items():
+        rel = Path(path).relative_to(origin)  # ValueError when outside: cannot verify
+        target = copy / rel
+        resolved = target.resolve()
+        if resolved.is_relative_to(copy.resolve()):
+            text = resolved.read_text(encoding="utf-8", errors="replace")
+        else:  # an absolute symlink would lead back to the real file: break it
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+            target.unlink()
+            resolved = target
+        resolved.write_text(apply_edits(text, group), encoding="utf-8")
+
+
+def _same_hole(f: Finding, g: Finding) -> bool:
+    return f.rule == g.rule and f.category == g.category
+
+
+def _verify(auditor: Auditor, result: AuditResult, edits: list[Edit],
+            targets: list[Finding], options: AuditOptions) -> tuple[list[Finding], str, str]:
+    """(findings still present, refusal reason or "", config-test output) for these edits."""
+    origin = _config_dir(result)
+    with tempfile.TemporaryDirectory(prefix="relayguard-fix-") as tmp:
+        copy = Path(tmp) / origin.name
+        try:
+            _scratch_copy(origin, copy)
+            _apply_in_copy(copy, origin, edits)
+        except (OSError, ValueError) as exc:
+            return targets, f"cannot verify in a copy: {exc}", ""
+        config = Path(result.config)
+        copied_config = copy / config.relative_to(origin) if config != origin else copy
+        after = auditor.audit(copied_config, options)
+        remaining = [t for t in targets if any(_same_hole(t, a) for a in after.findings)]
+        tested = auditor.config_test(copied_config)
+        if tested is None:
+            return remaining, "", f"{auditor.name}: its config test is not installed here"
+        ok, out = tested
+        if not ok:
+            return remaining, f"the server's own config test rejects the patch: {out}", out
+        return remaining, "", out or "config test passed"
+
+
+def plan_fixes(auditor: Auditor, result: AuditResult, findings: list[Finding],
+               options: AuditOptions) -> FixPlan:
+    """Verify each finding's edits alone, then the combination, and keep what holds."""
+    plan = FixPlan(server=result.server, config=result.config)
+    for f in findings:
+        if not f.edits:
+            plan.refused.append((f, "no automatic fix for this rule; see its fix text"))
+            continue
+        remaining, why, _ = _verify(auditor, result, list(f.edits), [f], options)
+        if why:
+            plan.refused.append((f, why))
+        elif remaining:
+            plan.refused.append((f, "the patched config still has this hole"))
+        else:
+            plan.offered.append(f)
+            plan.edits += [e for e in f.edits if e not in plan.edits]
+    if plan.edits:
+        remaining, why, out = _verify(auditor, result, plan.edits, plan.offered, options)
+        plan.config_test = out
+        if why or remaining:
+            plan.refused += [(f, why or "the combined patch leaves it open")
+                             for f in plan.offered]
+            plan.offered, plan.edits = [], []
+    return plan
+
+
+def write_fixes(plan: FixPlan) -> list[str]:
+    """Apply a verified plan to the real files; returns the backup paths written."""
+    backups: list[str] = []
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    for path, group in _by_path(plan.edits).items():
+        real = Path(path).resolve()
+        text = real.read_text(encoding="utf-8", errors="replace")
+        new = apply_edits(text, group)
+        backup = real.with_name(f"{real.name}.relayguard-{stamp}.bak")
+        shutil.copy2(real, backup)
+        tmp = real.with_name(f".{real.name}.relayguard-tmp")
+        tmp.write_text(new, encoding="utf-8")
+        shutil.copymode(real, tmp)
+        os.replace(tmp, real)
+        backups.append(str(backup))
+    return backups
+
+
+def findings_for(result: AuditResult, findings: Iterable[Finding]) -> list[Finding]:
+    """The report's findings that belong to this server result (by rule family)."""
+    mine = {id(f) for f in result.findings}
+    out = [f for f in findings if id(f) in mine]
+    for f in findings:
+        rule = rule_by_id(f.rule)
+        if id(f) not in mine and f.edits and rule is not None and rule.server == result.server \
+                and all(Path(e.path).is_relative_to(_config_dir(result)) for e in f.edits):
+            out.append(f)
+    return out
