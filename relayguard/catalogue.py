@@ -70,7 +70,8 @@ class Rule:
             self.why,
             "",
             "## How to fix",
-            self.fix,
+            # multi-line fixes are config snippets: fenced, so `<Proxy>` is not read as HTML
+            f"```\n{self.fix.rstrip()}\n```" if "\n" in self.fix.strip() else self.fix,
         ]
         if self.bad:
             parts += ["", "## Example that is flagged", "```", self.bad.rstrip(), "```"]

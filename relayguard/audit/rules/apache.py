@@ -35,7 +35,9 @@ SMTP_PORTS = (25, 465, 587)
 VICTIM = "victim.example"
 
 _HEADER = (
-    "ServerRoot /etc/apache2\nLoadModule proxy_module /usr/lib/apache2/modules/mod_proxy.so\n"
+    "ServerRoot /etc/apache2\nServerName www.example.com\nErrorLog /dev/null\n"
+    "LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so\n"
+    "LoadModule proxy_module /usr/lib/apache2/modules/mod_proxy.so\n"
     "LoadModule proxy_http_module /usr/lib/apache2/modules/mod_proxy_http.so\n"
     "LoadModule proxy_connect_module /usr/lib/apache2/modules/mod_proxy_connect.so\n"
     "LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so\n"
@@ -154,7 +156,7 @@ ACL_OTHER_VHOST = Rule(
     "main server) but the `<Proxy>` access control is only inside a different `<VirtualHost>`.",
     why="Sections in one vhost do not apply to requests answered by another.",
     fix='Move the `<Proxy "*">` block next to `ProxyRequests On`, or into the main server '
-    'config (outside every <VirtualHost>) so all vhosts inherit it.',
+    'config (outside every `<VirtualHost>`) so all vhosts inherit it.',
     reference=DOCS + "mod_proxy.html#proxy",
     bad=_HEADER + "ProxyRequests On\n<VirtualHost *:8080>\n    ServerName a.example\n"
     "</VirtualHost>\n<VirtualHost *:8080>\n    ServerName b.example\n    <Proxy \"*\">\n"
@@ -239,7 +241,8 @@ MODULES_UNUSED = Rule(
     fix="`a2dismod proxy_connect proxy_http proxy` (Debian) or remove the LoadModule lines.",
     reference="https://manpages.debian.org/bookworm/apache2/a2enmod.8.en.html",
     bad=_HEADER,
-    good="ServerRoot /etc/apache2\nListen 8080\n",
+    good="ServerRoot /etc/apache2\nServerName www.example.com\nErrorLog /dev/null\n"
+    "LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so\nListen 8080\n",
 )
 
 RULES: tuple[Rule, ...] = (

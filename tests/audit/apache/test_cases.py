@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from relayguard.audit import AuditOptions, audit_paths
+from relayguard.audit.rules.apache import RULES as APACHE_RULES
+from relayguard.catalogue import Rule
 from relayguard.findings import Category
 from tests.servers import PROXY_MODULES, apache, free_port, http_canary, http_request, tcp_canary
 from tests.servers.apache import preamble
@@ -152,3 +154,14 @@ def test_audit_agrees_with_real_httpd(case: Path, canaries) -> None:
         live = live_verdicts(httpd, web, tls, smtp, wanted)
     assert live == live_expect, f"httpd itself did not behave as the case says:\n{live}"
     assert audit_verdicts(found, wanted) == live, found
+
+
+@pytest.mark.skipif(not HAVE_APACHE, reason="apache2 is not installed")
+@pytest.mark.parametrize("rule", APACHE_RULES, ids=[r.id for r in APACHE_RULES])
+@pytest.mark.parametrize("kind", ["bad", "good"])
+def test_rule_examples_are_configs_httpd_accepts(rule: Rule, kind: str, tmp_path: Path) -> None:
+    conf = tmp_path / "httpd.conf"
+    conf.write_text(getattr(rule, kind), encoding="utf-8")
+    proc = subprocess.run(["apache2", "-t", "-f", str(conf)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
