@@ -196,15 +196,13 @@ class DnsClient:
             pool = self._muxes.get(server) or await self._open(server)
             mux = pool[_RANDOM.randrange(len(pool))] if len(pool) > 1 else pool[0]
             data = await mux.ask(qname, wanted, timeout)
-            # Fast path for the common answer: NXDOMAIN with nothing else to read.
-            if data[3] & 0x0F == dns.rcode.NXDOMAIN and data[6:12] == b"\x00" * 6:
-                return DnsAnswer(qname, rdtype, Status.NXDOMAIN, ttl=DEFAULT_NEGATIVE_TTL,
-                                 server=where)
-            response = dns.message.from_wire(data)
-            if response.flags & dns.flags.TC:
-                request = dns.message.make_query(qname, rdtype)
-                response = await dns.asyncquery.tcp(request, server.host, timeout=timeout,
-                                                    port=server.port, source=self.source)
+            answer = parse_reply(data, qname, rdtype, where)
+            if answer is not None:
+                return answer
+            # Truncated: ask again over TCP.
+            request = dns.message.make_query(qname, rdtype)
+            response = await dns.asyncquery.tcp(request, server.host, timeout=timeout,
+                                                port=server.port, source=self.source)
         except TimeoutError:
             return DnsAnswer(qname, rdtype, Status.TIMEOUT, server=where,
                              detail=f"no answer within {timeout:.1f}s")
@@ -321,6 +319,24 @@ def _question_wire(qname: str, rdtype: int) -> bytes:
     if len(wire) > 254:
         raise ValueError(f"name too long: {qname!r}")
     return wire + b"\x00" + rdtype.to_bytes(2, "big") + b"\x00\x01"
+
+
+def parse_reply(data: bytes, qname: str, rdtype: str, where: str) -> DnsAnswer | None:
+    """A reply datagram as a DnsAnswer; None when truncated (ask over TCP).
+
+    The bytes come from the network, so any parse failure becomes an ERROR answer.
+    """
+    # Fast path for the common answer: NXDOMAIN with nothing else to read.
+    if len(data) >= 12 and data[3] & 0x0F == dns.rcode.NXDOMAIN and data[6:12] == bytes(6):
+        return DnsAnswer(qname, rdtype, Status.NXDOMAIN, ttl=DEFAULT_NEGATIVE_TTL, server=where)
+    try:
+        response = dns.message.from_wire(data)
+        if response.flags & dns.flags.TC:
+            return None
+        return _classify(qname, rdtype, response, where)
+    except Exception as exc:  # outside input: every failure is a malformed reply
+        return DnsAnswer(qname, rdtype, Status.ERROR, server=where,
+                         detail=f"malformed reply ({type(exc).__name__}: {exc})")
 
 
 def _classify(qname: str, rdtype: str, response: dns.message.Message, where: str) -> DnsAnswer:

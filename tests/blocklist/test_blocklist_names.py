@@ -152,3 +152,16 @@ def test_private_target_is_an_error_not_clean() -> None:
     assert run.doc["errors"] == [{"source": "10.1.2.3", "message": "private address: public "
                                   "blocklists do not list it, so it cannot be checked"}]
     assert run.doc["stats"]["targets"]["10.1.2.3"]["verdict"] == "skipped"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=120), st.sampled_from(["A", "TXT", "AAAA"]))
+def test_reply_parser_fuzz(tail: bytes, rdtype: str) -> None:
+    """Whatever a server sends after a plausible header is an answer value, never a crash."""
+    from relayguard.blocklist.dnsclient import DnsAnswer, parse_reply
+
+    for data in (tail, b"\x12\x34\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + tail):
+        answer = parse_reply(data, "2.0.0.127.z.test", rdtype, "127.0.6.1:53")
+        assert answer is None or isinstance(answer, DnsAnswer)
+        if answer is not None and answer.status.value == "answer":
+            assert answer.values
