@@ -355,8 +355,8 @@ class Checker:
             reason = skip_reason(target.address)
             if reason:
                 out.verdict, out.skipped = Verdict.SKIPPED, reason
-                result.errors.append((target.text, f"{reason} address: public blocklists do not "
-                                      "list it, so it cannot be checked"))
+                result.notes.append(f"{target.text}: skipped, a {reason} address: public "
+                                    "blocklists do not list it")
             return [out]
         found: list[TargetResult] = [TargetResult(target.value, Family.DOMAIN, target.text)]
         if not self.resolve_names:

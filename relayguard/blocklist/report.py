@@ -57,6 +57,9 @@ def build_report(result: CheckResult, resolvers: list[str],
                 out_notes.append(f"{target.value}: {r.zone.name} {r.state.value}: {r.detail}")
         out_notes.append(f"{target.value}: {target.verdict.value} ({target.answered} of "
                          f"{target.applicable} lists answered, {target.required} needed)")
+    if result.targets and all(t.verdict is Verdict.SKIPPED for t in result.targets):
+        errors.append(ErrorEntry("blocklist", "nothing was checked: every target is a private "
+                                 "or reserved address that public blocklists cannot list"))
     if refusal_seen:
         out_notes.append(f"next step: {REFUSAL_REMEDY}")
     return Report(command="blocklist", findings=tuple(findings), errors=tuple(errors),

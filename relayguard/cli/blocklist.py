@@ -41,7 +41,9 @@ def blocklist_command(
     concurrency: Annotated[int, typer.Option(help="Queries in flight at most.")] = 64,
     rate: Annotated[float, typer.Option(help="Queries per second per zone (0: no limit).")
                     ] = 20.0,
-    deadline: Annotated[float, typer.Option(help="Total seconds for the whole check.")] = 60.0,
+    deadline: Annotated[float, typer.Option(
+        help="Total seconds for the whole check; what is unanswered by then is `unknown` "
+        "(raise it, or --rate, for hundreds of targets).")] = 60.0,
     min_lists: Annotated[int | None, typer.Option(
         "--min-lists", help="Usable lists that must answer for `clean` (default: half of "
         "the applicable lists).")] = None,

@@ -146,12 +146,16 @@ def test_cli_bad_input_exits_2_with_a_message(args: list[str]) -> None:
     assert "Traceback" not in run.stderr + run.stdout
 
 
-def test_private_target_is_an_error_not_clean() -> None:
-    run = run_cli("10.1.2.3", "--resolver", "127.0.6.1:9", "-f", "json")
+def test_private_targets_are_skipped_and_nothing_checked_is_an_error() -> None:
+    run = run_cli("10.1.2.3", "fe80::1", "--resolver", "127.0.6.1:9", "-f", "json")
     assert run.code == 2
-    assert run.doc["errors"] == [{"source": "10.1.2.3", "message": "private address: public "
-                                  "blocklists do not list it, so it cannot be checked"}]
-    assert run.doc["stats"]["targets"]["10.1.2.3"]["verdict"] == "skipped"
+    assert run.doc["errors"] == [{"source": "blocklist", "message": "nothing was checked: "
+                                  "every target is a private or reserved address that public "
+                                  "blocklists cannot list"}]
+    assert "10.1.2.3: skipped, a private address: public blocklists do not list it" in \
+        run.doc["notes"]
+    assert run.doc["stats"]["targets"]["fe80::1"] == {
+        "kind": "ipv6", "from": "fe80::1", "verdict": "skipped", "skipped": "link-local"}
 
 
 @settings(max_examples=200, deadline=None)

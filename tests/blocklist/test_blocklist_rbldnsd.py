@@ -70,7 +70,7 @@ def test_policy_listing_is_low_and_below_default_fail_on(rbl_good: Rbldnsd) -> N
 
 
 def test_clean_needs_answers_and_says_so(rbl_good: Rbldnsd) -> None:
-    run = run_cli("8.8.4.5", "--resolver", rbl_good.resolver, "-f", "json")
+    run = run_cli("8.8.4.5", "192.168.1.1", "--resolver", rbl_good.resolver, "-f", "json")
     assert run.code == 0
     doc = run.doc
     assert doc["findings"] == [] and doc["errors"] == []
@@ -78,6 +78,9 @@ def test_clean_needs_answers_and_says_so(rbl_good: Rbldnsd) -> None:
     assert target["verdict"] == "clean" and target["answered"] == 7
     assert {v["state"] for v in target["lists"].values()} == {"not-listed"}
     assert "8.8.4.5: clean (7 of 7 lists answered, 4 needed)" in doc["notes"]
+    assert doc["stats"]["targets"]["192.168.1.1"]["verdict"] == "skipped"
+    assert "192.168.1.1: skipped, a private address: public blocklists do not list it" in \
+        doc["notes"]
 
 
 def test_refusal_code_for_one_target_is_refused_not_listed(rbl_good: Rbldnsd) -> None:
