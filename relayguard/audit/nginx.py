@@ -12,6 +12,7 @@ import ipaddress
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -642,18 +643,47 @@ def _proxy_bind(chain: list[Directive]) -> str | None:
 
 
 def config_test(path: Path) -> tuple[bool, str] | None:
-    """`nginx -t -c CONF -p DIR`: nginx's own syntax check (None when nginx is absent)."""
+    """`nginx -t -c CONF -p DIR`: nginx's own syntax check (None when nginx is absent).
+
+    A copy of a Debian tree (e.g. --fix's scratch copy) still names `/etc/nginx/...` in its
+    includes; nginx would then test the live files, so the check runs on a copy whose
+    `include /etc/nginx/` lines point into the copy.
+    """
     exe = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
                                     else None)
     if exe is None:
         return None
     if path.is_dir():
         path = path / "nginx.conf"
-    try:
-        proc = subprocess.run([exe, "-t", "-q", "-c", str(path.resolve()),
-                               "-p", str(path.resolve().parent) + "/",
-                               "-g", "error_log stderr;"],
-                              capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, str(exc)
+    conf_dir = path.resolve().parent
+    with tempfile.TemporaryDirectory(prefix="relayguard-nginx-t-") as tmp:
+        if conf_dir != Path("/etc/nginx") and _names_etc_nginx(conf_dir):
+            copy = Path(tmp) / "conf"
+            shutil.copytree(conf_dir, copy, symlinks=False, ignore_dangling_symlinks=True)
+            for f in copy.rglob("*"):
+                if f.is_file() and f.stat().st_size < MAX_TEST_FILE:
+                    text = f.read_text(encoding="utf-8", errors="surrogateescape")
+                    new = re.sub(r"(^|[;{\s])include(\s+)/etc/nginx/",
+                                 lambda m: f"{m.group(1)}include{m.group(2)}{copy}/", text,
+                                 flags=re.M)
+                    if new != text:
+                        f.write_text(new, encoding="utf-8", errors="surrogateescape")
+            conf_dir, path = copy, copy / path.name
+        try:
+            proc = subprocess.run([exe, "-t", "-q", "-c", str(conf_dir / path.name),
+                                   "-p", f"{conf_dir}/", "-g", "error_log stderr;"],
+                                  capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, str(exc)
     return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+
+
+MAX_TEST_FILE = 4 * 1024 * 1024
+
+
+def _names_etc_nginx(conf_dir: Path) -> bool:
+    try:
+        return any("/etc/nginx/" in f.read_text(encoding="utf-8", errors="replace")
+                   for f in conf_dir.rglob("*.conf") if f.is_file())
+    except OSError:
+        return False

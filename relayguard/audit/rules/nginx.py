@@ -18,7 +18,7 @@ http {{
     client_body_temp_path tmp;
     proxy_temp_path tmp;
     server {{
-        listen 127.0.8.10:8080 default_server;
+        listen 8080 default_server;
         server_name _;
 {body}
     }}
@@ -98,11 +98,11 @@ STREAM_SMTP = Rule(
     "127.0.0.1:1; }` and `allow <LAN>; deny all;`.",
     reference="https://nginx.org/en/docs/stream/ngx_stream_ssl_preread_module.html",
     bad="load_module /usr/lib/nginx/modules/ngx_stream_module.so;\npid nginx.pid;\n"
-    "error_log error.log;\nevents {}\nstream {\n    server {\n        listen 127.0.8.10:8443;\n"
+    "error_log error.log;\nevents {}\nstream {\n    server {\n        listen 8443;\n"
     "        ssl_preread on;\n        resolver 127.0.0.1;\n"
     "        proxy_pass $ssl_preread_server_name:443;\n    }\n}\n",
     good="load_module /usr/lib/nginx/modules/ngx_stream_module.so;\npid nginx.pid;\n"
-    "error_log error.log;\nevents {}\nstream {\n    server {\n        listen 127.0.8.10:8443;\n"
+    "error_log error.log;\nevents {}\nstream {\n    server {\n        listen 8443;\n"
     "        proxy_pass 127.0.8.11:443;\n    }\n}\n",
 )
 

@@ -252,13 +252,15 @@ def audit_config(cfg: PostfixConfig, client: IPAddress,
     for svc in services:
         params = Params(cfg.main, svc.overrides)
         nets = networks_for(params, cfg, root)
-        trusted, _ = nets.contains(client)
-        decision = decide(params, trusted, client, root, cfg.errors, cfg.files)
+        # Judge the restriction lists for a client mynetworks does not cover, even when this
+        # one is covered: an open mynetworks is its own finding, and fixing it must not
+        # uncover a second hole only on the next run.
+        decision = decide(params, False, client, root, cfg.errors, cfg.files)
         trusted_decision = decide(params, True, LOOPBACK, root, cfg.errors, cfg.files)
         listen = service_listen(svc, params, cfg.services)
         label = f"service {svc.name} ({svc.path}:{svc.line})"
         _check_mynetworks(cfg, svc, params, nets, client, trusted_decision, label, add)
-        _check_permit(cfg, svc, params, decision, trusted, label, add)
+        _check_permit(cfg, svc, params, decision, False, label, add)
         _check_relay_domains(cfg, params, add)
         _check_sasl(cfg, svc, params, add)
         facts.append(_mta_fact(svc, params, nets, trusted_decision, listen))

@@ -278,3 +278,19 @@ def test_fuzz_parser_never_crashes(text: str) -> None:
             return
         for f in result.findings:
             assert f.location.path is not None
+
+
+@pytest.mark.skipif(not HAVE_NGINX, reason="nginx not installed")
+def test_config_test_of_a_copied_debian_tree_checks_the_copy(tmp_path: Path) -> None:
+    shutil.copy(REAL / "nginx.conf", tmp_path / "nginx.conf")
+    (tmp_path / "sites-enabled").mkdir()
+    shutil.copy(REAL / "sites-available-default", tmp_path / "sites-enabled" / "default")
+    shutil.copy("/etc/nginx/mime.types", tmp_path / "mime.types")
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "modules-enabled").mkdir()
+    ok, out = AUDITOR.config_test(tmp_path) or (False, "")
+    assert ok, out
+    # nginx itself would read the live /etc/nginx/sites-enabled; the check reads the copy.
+    (tmp_path / "sites-enabled" / "default").write_text("server { bogus_directive; }\n")
+    ok, out = AUDITOR.config_test(tmp_path) or (True, "")
+    assert not ok and "bogus_directive" in out
