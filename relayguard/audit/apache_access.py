@@ -105,11 +105,7 @@ class Req:
     children: list[Req] = field(default_factory=list)
 
     def applies(self, method: str) -> bool:
-        if self.methods is None:
-            return True
-        only, names = self.methods
-        hit = method in names or (method == "HEAD" and "GET" in names)
-        return hit if only else not hit
+        return _scope_applies(self.methods, method)
 
 
 def _limit_scope(node: Node) -> tuple[bool, frozenset[str]]:
@@ -217,31 +213,39 @@ def _pathname_fnmatch(pattern: str, text: str) -> bool:
     return re.fullmatch(rx, text) is not None
 
 
-def proxy_section_matches(section: Node, url: str) -> bool:
-    """Does `<Proxy>`/`<ProxyMatch>` cover this proxy URL (mod_proxy's proxy_walk)?"""
+def _section_pattern(section: Node, regex_key: str) -> tuple[bool, str] | None:
+    """(is a regex, pattern) of `<X pattern>`, `<X ~ regex>` or `<XMatch regex>`."""
     args = section.args
     if not args:
-        return False
-    if section.key == "proxymatch":
-        return _regex_search(args[0], url)
+        return None
+    if section.key == regex_key:
+        return True, args[0]
     if args[0] == "~" and len(args) > 1:
-        return _regex_search(args[1], url)
-    pattern = args[0]
+        return True, args[1]
+    return False, args[0]
+
+
+def proxy_section_matches(section: Node, url: str) -> bool:
+    """Does `<Proxy>`/`<ProxyMatch>` cover this proxy URL (mod_proxy's proxy_walk)?"""
+    found = _section_pattern(section, "proxymatch")
+    if found is None:
+        return False
+    is_regex, pattern = found
+    if is_regex:
+        return _regex_search(pattern, url)
     if any(c in pattern for c in "*?["):
-        return fnmatch.fnmatchcase(url, pattern)
+        return fnmatch.fnmatchcase(url, pattern)  # no FNM_PATHNAME: `*` matches `/` too
     return url.startswith(pattern)
 
 
 def location_section_matches(section: Node, uri: str) -> bool:
     """Does `<Location>`/`<LocationMatch>` cover this r->uri (httpd's location_walk)?"""
-    args = section.args
-    if not args:
+    found = _section_pattern(section, "locationmatch")
+    if found is None:
         return False
-    if section.key == "locationmatch":
-        return _regex_search(args[0], uri)
-    if args[0] == "~" and len(args) > 1:
-        return _regex_search(args[1], uri)
-    pattern = args[0]
+    is_regex, pattern = found
+    if is_regex:
+        return _regex_search(pattern, uri)
     if any(c in pattern for c in "*?["):
         return _pathname_fnmatch(pattern, uri)
     if not uri.startswith(pattern):
