@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from relayguard.audit.addresses import proxy_path
 from relayguard.audit.apache import ApacheConfig
 from relayguard.audit.apache_access import (
     Decision,
@@ -32,6 +33,7 @@ from relayguard.findings import Category, Confidence, Edit, Evidence, Finding, L
 
 DOCS = "https://httpd.apache.org/docs/2.4/mod/"
 SMTP_PORTS = (25, 465, 587)
+ALL_PORTS = (25, 80, 443, 465, 587)  # the ports cross-service facts speak about
 VICTIM = "victim.example"
 
 _HEADER = (
@@ -523,17 +525,16 @@ def _check_forward_proxy(ctx: _Ctx, entry: Entry, proxy_http: bool, proxy_connec
             connect_decisions[port] = decide_for(server, main, req, client, cfg)
     other_vhost_acl = [s for vh in ctx.vhosts if vh is not server for s in vh.sections
                        if s.key in ("proxy", "proxymatch") and has_authz(s)]
-    ctx.proxy_paths.append({
-        "server": "apache", "listen": [n.args[0] for n in main.directives
-                                       if n.key == "listen" and n.args],
-        "open_to_outside": bool(d_get and d_get.granted) or any(
-            d.granted for p, d in connect_decisions.items() if _port_allowed(ranges, p)),
-        "reaches_ports": sorted({25, 465, 587, 80, 443} if d_get and d_get.granted else
-                                {p for p, d in connect_decisions.items()
-                                 if d.granted and _port_allowed(ranges, p)}),
-        "reaches_loopback": True,
-        "location": enabled_by.where,
-    })
+    granted_ports = {p for p, d in connect_decisions.items()
+                     if d.granted is not False and _port_allowed(ranges, p)}
+    http_granted = d_get is not None and d_get.granted is not False
+    _publish(ctx, [enabled_by, *modules], "forward-proxy",
+             open_=http_granted or bool(granted_ports),
+             reach=(set(ALL_PORTS) if http_granted else set()) | granted_ports,
+             tunnel=granted_ports,
+             # clients the ACL does admit can still point the proxy at 127.0.0.1
+             loopback=set(ALL_PORTS) if d_get is not None else
+             {p for p in ALL_PORTS if _port_allowed(ranges, p)})
     confidence = Confidence.LIKELY
     http_open = d_get is not None and d_get.granted is not False
     if d_get is not None and http_open:
@@ -596,6 +597,23 @@ def _check_forward_proxy(ctx: _Ctx, entry: Entry, proxy_http: bool, proxy_connec
             edits=_acl_edits(cfg, enabled_by)))
     if d_get is not None and d_get.granted is False:
         _check_restricted(ctx, server, enabled_by, d_get, where)
+
+
+def _publish(ctx: _Ctx, nodes: list[Node], kind: str, *, open_: bool, reach: set[int],
+             tunnel: set[int], loopback: set[int]) -> None:
+    """Record a proxy path for cross-service rules, one fact per Listen address."""
+    listens = [n.args[0] for n in ctx.main.directives if n.key == "listen" and n.args] or ["*:80"]
+    for listen in listens:
+        fact = proxy_path("apache", str(ctx.cfg.root_file),
+                          listen if ":" in listen else f"*:{listen}",
+                          open_to_outside=open_, reaches_ports=reach, loopback_ports=loopback,
+                          clients="outside" if open_ else "trusted", tunnel_ports=tunnel)
+        fact["kind"] = kind
+        # raw bytes reach an SMTP port only through CONNECT to an allowed SMTP port; plain
+        # HTTP proxying sends request lines an MTA (Postfix) rejects as bogus commands
+        fact["tunnel"] = bool(tunnel & set(SMTP_PORTS))
+        fact["evidence"] = [{"path": n.path, "line": n.line, "text": n.render()} for n in nodes]
+        ctx.proxy_paths.append(fact)
 
 
 def _ranges_text(ranges: list[tuple[int, int]]) -> str:
@@ -731,9 +749,9 @@ def _rewrite_finding(ctx: _Ctx, server: Server, rule_node: Node,
     if d.granted is False:
         return None
     smtp = "" if port_fixed else " — the client also picks the port (`Host: mx.victim:25`)"
-    ctx.proxy_paths.append({"server": "apache", "open_to_outside": True,
-                            "reaches_ports": [] if port_fixed else [25, 465, 587],
-                            "reaches_loopback": True, "location": rule_node.where})
+    ports = set() if port_fixed else set(ALL_PORTS)
+    _publish(ctx, [*conds, rule_node], "http-host", open_=True, reach=ports, tunnel=set(),
+             loopback=ports)
     if not port_fixed:
         ctx.findings.append(HTTP_TO_SMTP.finding(
             f"RewriteRule [P] at {rule_node.where} lets any client reach port 25 of any host",
@@ -769,9 +787,9 @@ def _check_proxypassmatch(ctx: _Ctx) -> list[Finding]:
                            ctx.client, ctx.cfg)
             if d.granted is False:
                 continue
-            ctx.proxy_paths.append({"server": "apache", "open_to_outside": True,
-                                    "reaches_ports": [25, 465, 587], "reaches_loopback": True,
-                                    "location": n.where})
+            ports = set() if re.search(r":\d+$", hostport) else set(ALL_PORTS)
+            _publish(ctx, [n], "path-host", open_=True, reach=ports, tunnel=set(),
+                     loopback=ports)
             if not re.search(r":\d+$", hostport):
                 out.append(HTTP_TO_SMTP.finding(
                     f"{n.name} at {n.where} lets any client reach port 25 of any host",
