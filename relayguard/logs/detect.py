@@ -142,11 +142,13 @@ class ProxyDetector:
                 outcome=outcome, status=str(status) if status is not None else "-",
                 nbytes=nbytes, smtp=port in SMTP_PORTS)
         if outcome is None:
-            if method == "CONNECT":
-                inc.add_pending(rec.size, "CONNECT", dest)  # %b: body only, "-" for a tunnel
-            else:
-                size = rec.size if rec.size is not None else rec.bytes_out
-                inc.add_pending(size, req_path or "/", dest)
+            # %b is the body only: "-" for a tunnel
+            size = rec.size if method == "CONNECT" or rec.size is not None else rec.bytes_out
+            key_path = "CONNECT" if method == "CONNECT" else req_path or "/"
+            if not inc.add_pending(size, key_path, dest):
+                self._judge(inc)  # the store is full: settle what it holds
+                inc.settle()
+                inc.add_pending(size, key_path, dest)
         return inc
 
     def _note_origin(self, rec: AccessRecord, target: str) -> None:
@@ -183,7 +185,7 @@ class ProxyDetector:
         judged: dict[str, int] = {}
         groups = inc.pending
         sized = {k: v for k, v in groups.items() if k[0]}
-        distinct_sizes = {k[0] for k in sized}
+        distinct_sizes = {k[0] for k in sized} | inc.seen_sizes
         for (size, path), (count, hosts) in groups.items():
             if not size:
                 verdict = "relayed" if path == "CONNECT" else "unknown"

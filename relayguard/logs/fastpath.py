@@ -25,9 +25,11 @@ PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 _TS = re.compile(rb"\[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d):\d\d ([+-]\d{4})\]")
 _TS_LINE = re.compile(rb"^[^\n\[]*\[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d):\d\d ([+-]\d{4})\]",
                       re.M)
-_CANDIDATE = re.compile(rb'"(?:CONNECT |[A-Z]{3,12} [a-zA-Z][a-zA-Z0-9+.-]{0,15}://)')
+# the request right after the time stamp, with a target that is not origin-form (`/…`, `*`):
+# CONNECT authorities and absolute URIs (and some junk the parser then drops)
+_CANDIDATE = re.compile(rb'\] "[^ "\n]{1,24} [^/* \n]')
 _HOME = re.compile(rb'"GET (/) HTTP/1\.[01]" 2\d\d (\d+)')
-_ABS_PATH = re.compile(rb'"[A-Z]{3,12} [a-zA-Z][a-zA-Z0-9+.-]{0,15}://[^/\s"]*(/[^\s"]*)')
+_ABS_PATH = re.compile(rb'\] "[^ "]{1,24} [a-zA-Z][a-zA-Z0-9+.-]{0,15}://[^/\s"]*(/[^\s"]*)')
 MAX_CANDIDATE_LINE = 64 * 1024
 MAX_UNPARSED_SAMPLES = 5
 
@@ -51,10 +53,23 @@ def _key_epoch(stamp: bytes, tz: bytes) -> int | None:
 
 
 def _minutes_walk(data: bytes, nlines: int) -> dict[int, int] | None:
-    """Per-minute counts by walking distinct stamps; None when the chunk needs the slow way."""
+    """Per-minute counts by walking distinct stamps; None when the chunk needs the slow way.
+
+    For each minute stamp K (as `[dd/Mon/yyyy:HH:MM`) the end of its run of lines is found by
+    galloping then bisecting over line starts, and its lines are counted with one
+    `bytes.count(K)` over the run. If the minutes are not in order (or some line has no
+    stamp) the counts do not add up to the line count and the caller counts per line.
+    """
     counts: dict[bytes, tuple[int, bytes]] = {}
-    pos, n, total = 0, len(data), 0
-    search, rfind, count, find = _TS.search, data.rfind, data.count, data.find
+    n, total = len(data), 0
+    search, count, find = _TS.search, data.count, data.find
+
+    def key_at(ls: int) -> bytes | None:
+        end = find(b"\n", ls)
+        m = search(data, ls, end if end >= 0 else n)
+        return data[m.start(): m.start() + 18] if m is not None else None
+
+    pos, run = 0, 4096
     while pos < n:
         m = search(data, pos)
         if m is None:
@@ -62,15 +77,34 @@ def _minutes_walk(data: bytes, nlines: int) -> dict[int, int] | None:
         key = data[m.start(): m.start() + 18]  # b"[dd/Mon/yyyy:HH:MM"
         if key in counts:
             return None  # minutes out of order: count per line instead
-        first = m.start()
-        last = rfind(key, first)
-        c = count(key, first, last + 18)
+        first = data.rfind(b"\n", 0, m.start()) + 1
+        lo, hi, step = first, n, run
+        while True:  # gallop: lo always starts a line with `key`
+            ls = find(b"\n", lo + step) + 1
+            if ls <= 0 or ls >= n:
+                break
+            if key_at(ls) == key:
+                lo, step = ls, step * 2
+            else:
+                hi = ls
+                break
+        while hi - lo > 2048:  # bisect down to a few lines
+            ls = find(b"\n", (lo + hi) // 2) + 1
+            if ls <= lo or ls >= hi:
+                break
+            if key_at(ls) == key:
+                lo = ls
+            else:
+                hi = ls
+        last = data.rfind(key, lo, hi)  # the run's last line, then the line after it
+        ls = find(b"\n", last) + 1 if last >= 0 else hi
+        if ls <= 0:
+            ls = n
+        run = max(1024, ls - first)
+        c = count(key, first, ls)
         counts[key] = (c, m.group(2))
         total += c
-        nl = find(b"\n", last)
-        if nl < 0:
-            break
-        pos = nl + 1
+        pos = ls
     if total != nlines:
         return None
     out: dict[int, int] = {}

@@ -157,11 +157,12 @@ class AccessFormat:
     time_kind: str  # "clf" | "iso" | "custom" | "epoch" | "none"
     time_parser: object = None
     fields: frozenset[str] = frozenset()
+    request_after_time: bool = False  # `[time] "request` as in common/combined
 
     @property
     def fast_ok(self) -> bool:
-        """True when the bytes-level fast path can scan it: `[%t]` then a quoted request."""
-        return self.time_kind == "clf" and "request" in self.fields and \
+        """True when the bytes-level fast path can scan it: `[%t] "%r"`, no Host field."""
+        return self.time_kind == "clf" and self.request_after_time and \
             "host_header" not in self.fields
 
     def parse(self, line: str) -> AccessRecord | None:
@@ -235,6 +236,7 @@ class _Builder:
         self.time_kind = "none"
         self.time_parser: object = None
         self.core_end: int | None = None  # index after which fields are optional-on-cut
+        self.request_after_time = False
 
     def literal(self, text: str) -> None:
         self.parts.append(re.escape(text).replace("\\ ", " "))
@@ -263,7 +265,7 @@ class _Builder:
         except re.error as exc:
             raise FormatError(f"cannot compile format: {exc}") from None
         return AccessFormat(name, pattern, prefix, self.time_kind, self.time_parser,
-                            frozenset(self.names))
+                            frozenset(self.names), self.request_after_time)
 
 
 _APACHE_TOKEN = re.compile(
@@ -298,6 +300,7 @@ def compile_apache(fmt: str, name: str = "apache") -> AccessFormat:
                 b.time_kind = "custom"
                 b.time_parser = _strftime_to_parser(arg)
         elif code == "r":
+            b.request_after_time = prev.endswith('%t "') and "request" not in b.names
             b.field("request", r".*?" if quoted else r"\S+ \S+(?: \S+)?")
         elif code == "s":
             b.field("status", _FIELD_RE["status"])
@@ -368,6 +371,8 @@ def compile_nginx(fmt: str, name: str = "nginx") -> AccessFormat:
             b.time_kind = "epoch"
             b.time_parser = float
         elif var == "request":
+            b.request_after_time = fmt[:m.start()].endswith('[$time_local] "') and \
+                "request" not in b.names
             b.field("request", r".*?" if quoted else r"\S+ \S+(?: \S+)?")
         elif var in _NGINX_FIELDS:
             fname, regex = _NGINX_FIELDS[var]

@@ -72,6 +72,7 @@ class Incident:
     # (size, path) -> [count, distinct hosts (<= 4)]; judged into `judged` by each snapshot.
     pending: dict[tuple[int | None, str], list[Any]] = field(default_factory=dict)
     judged: Counter[str] = field(default_factory=Counter)
+    seen_sizes: set[int] = field(default_factory=set)  # sizes of settled groups (<= 8)
 
     @property
     def category(self) -> Category | None:
@@ -107,18 +108,28 @@ class Incident:
     def samples(self) -> list[Sample]:
         return [*self.head, *([self.tail] if self.tail else [])]
 
-    def add_pending(self, size: int | None, path: str, host: str) -> None:
-        """A 2xx whose outcome is decided at snapshot time (bounded: 256 size groups)."""
+    def add_pending(self, size: int | None, path: str, host: str) -> bool:
+        """A 2xx whose outcome is decided at snapshot time; False when the bounded store
+        (256 size groups) is full and the caller must settle it first."""
         key = (size, path)
         entry = self.pending.get(key)
         if entry is None:
             if len(self.pending) >= 256:
-                self.outcomes["unknown"] += 1
-                return
+                return False
             entry = self.pending[key] = [0, set()]
         entry[0] += 1
         if len(entry[1]) < 4:
             entry[1].add(host)
+        return True
+
+    def settle(self) -> None:
+        """Make the current judgement of the pending answers final and empty the store."""
+        self.outcomes.update(self.judged)
+        for size, _path in self.pending:
+            if size and len(self.seen_sizes) < 8:
+                self.seen_sizes.add(size)
+        self.pending.clear()
+        self.judged.clear()
 
     @property
     def all_outcomes(self) -> Counter[str]:
