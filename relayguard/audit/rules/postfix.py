@@ -163,8 +163,99 @@ RELAY_DOMAINS_WILDCARD = Rule(
     good=_BASE + "mynetworks = 127.0.0.0/8\nrelay_domains = example.org\n",
 )
 
+XCLIENT_BROAD = Rule(
+    id="POSTFIX-XCLIENT-BROAD",
+    server="postfix",
+    category=Category.OPEN_SMTP_RELAY,
+    severity=Severity.CRITICAL,
+    title="smtpd_authorized_xclient_hosts lets outside clients claim any client address",
+    description="Clients in `smtpd_authorized_xclient_hosts` may send `XCLIENT ADDR=…` and "
+    "be treated as that address. When the list covers outside clients, they claim "
+    "`ADDR=127.0.0.1` and pass `permit_mynetworks`.",
+    why="Every client the list covers becomes a trusted local client: an open relay that "
+    "logs the spam as coming from localhost.",
+    fix="Leave it empty (the default), or list only the content filter or proxy that "
+    "really needs XCLIENT: `smtpd_authorized_xclient_hosts = 127.0.0.1`.",
+    reference=f"{_REF}#smtpd_authorized_xclient_hosts",
+    bad=_BASE + "mynetworks = 127.0.0.0/8\nsmtpd_authorized_xclient_hosts = 0.0.0.0/0\n",
+    good=_BASE + "mynetworks = 127.0.0.0/8\nsmtpd_authorized_xclient_hosts = 127.0.0.1\n",
+)
+
+SASL_ANONYMOUS = Rule(
+    id="POSTFIX-SASL-ANONYMOUS",
+    server="postfix",
+    category=Category.OPEN_SMTP_RELAY,
+    severity=Severity.CRITICAL,
+    title="anonymous SASL logins count as authenticated for relaying",
+    description="`smtpd_sasl_auth_enable = yes` with `smtpd_sasl_security_options` lacking "
+    "`noanonymous`, while `permit_sasl_authenticated` gates relaying: an ANONYMOUS login "
+    "(offered by the SASL backend) passes it.",
+    why="Anybody authenticates without a password and relays.",
+    fix="`smtpd_sasl_security_options = noanonymous` (the default).",
+    reference=f"{_REF}#smtpd_sasl_security_options",
+    bad=_BASE + "mynetworks = 127.0.0.0/8\nsmtpd_sasl_auth_enable = yes\n"
+    "smtpd_tls_auth_only = yes\nsmtpd_sasl_security_options =\n",
+    good=_BASE + "mynetworks = 127.0.0.0/8\nsmtpd_sasl_auth_enable = yes\n"
+    "smtpd_tls_auth_only = yes\nsmtpd_sasl_security_options = noanonymous\n",
+)
+
+UNTRUSTED_ROUTING = Rule(
+    id="POSTFIX-UNTRUSTED-ROUTING",
+    server="postfix",
+    category=Category.OPEN_SMTP_RELAY,
+    severity=Severity.MEDIUM,
+    title="allow_untrusted_routing = yes: sender-specified routing is relayed",
+    description="With `allow_untrusted_routing = yes`, addresses such as "
+    "`user%elsewhere@relaydomain` or `user@elsewhere@relaydomain` sent by untrusted clients "
+    "to a domain in relay_domains are routed onwards.",
+    why="A backup MX or gateway becomes a relay to arbitrary destinations behind it.",
+    fix="`allow_untrusted_routing = no` (the default).",
+    reference=f"{_REF}#allow_untrusted_routing",
+    bad=_BASE + "mynetworks = 127.0.0.0/8\nallow_untrusted_routing = yes\n",
+    good=_BASE + "mynetworks = 127.0.0.0/8\nallow_untrusted_routing = no\n",
+)
+
+FORBIDDEN_CLEARED = Rule(
+    id="POSTFIX-FORBIDDEN-COMMANDS-CLEARED",
+    server="postfix",
+    category=Category.HARDENING,
+    severity=Severity.MEDIUM,
+    title="smtpd_forbidden_commands no longer stops HTTP requests relayed by a proxy",
+    description="`smtpd_forbidden_commands` lacks GET, POST or CONNECT. By default Postfix "
+    "hangs up on those, so a web proxy that forwards a stranger's request to port 25 cannot "
+    "smuggle SMTP commands in its body.",
+    why="Open HTTP proxies (and SSRF bugs) can then speak SMTP to this server, from a "
+    "trusted local address.",
+    fix="Restore the default: remove the setting, or "
+    "`smtpd_forbidden_commands = CONNECT GET POST regexp:{{/^[^A-Z]/ Bogus}}`.",
+    reference=f"{_REF}#smtpd_forbidden_commands",
+    bad=_BASE + "mynetworks = 127.0.0.0/8\nsmtpd_forbidden_commands = CONNECT\n",
+    good=_BASE + "mynetworks = 127.0.0.0/8\nsmtpd_forbidden_commands = CONNECT GET POST\n",
+)
+
+PROXY_PROTOCOL_EXPOSED = Rule(
+    id="POSTFIX-PROXY-PROTOCOL-EXPOSED",
+    server="postfix",
+    category=Category.OPEN_SMTP_RELAY,
+    severity=Severity.CRITICAL,
+    title="smtpd trusts a PROXY protocol header on a listener strangers reach",
+    description="`smtpd_upstream_proxy_protocol = haproxy` makes smtpd take the client "
+    "address from the PROXY header the connecting side sends. On a listener that is not "
+    "bound to the load balancer's private network, anyone sends `PROXY TCP4 127.0.0.1 …`.",
+    why="The forged address passes `permit_mynetworks`: an open relay.",
+    fix="Bind the PROXY-protocol service to a private address only the balancer reaches "
+    "(e.g. a master.cf entry `10.0.0.5:25 inet … smtpd -o "
+    "smtpd_upstream_proxy_protocol=haproxy`).",
+    reference=f"{_REF}#smtpd_upstream_proxy_protocol",
+    bad=_BASE.replace("inet_interfaces = loopback-only", "inet_interfaces = all")
+    + "mynetworks = 127.0.0.0/8\nsmtpd_upstream_proxy_protocol = haproxy\n",
+    good=_BASE + "mynetworks = 127.0.0.0/8\nsmtpd_upstream_proxy_protocol = haproxy\n",
+)
+
 RULES: tuple[Rule, ...] = (MYNETWORKS_OPEN, IMPLICIT_SUBNET, PERMIT_BEFORE, MASTER_OVERRIDE,
-                           SASL_CLEARTEXT, RELAY_DOMAINS_WILDCARD)
+                           SASL_CLEARTEXT, RELAY_DOMAINS_WILDCARD, XCLIENT_BROAD,
+                           SASL_ANONYMOUS, UNTRUSTED_ROUTING, FORBIDDEN_CLEARED,
+                           PROXY_PROTOCOL_EXPOSED)
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 TRUSTED_LIST = "127.0.0.1/32 [::1]/128"
@@ -263,6 +354,8 @@ def audit_config(cfg: PostfixConfig, client: IPAddress,
         _check_permit(cfg, svc, params, decision, False, label, add)
         _check_relay_domains(cfg, params, add)
         _check_sasl(cfg, svc, params, add)
+        _check_xclient(cfg, params, client, trusted_decision, label, add)
+        _check_simple(cfg, svc, params, client, listen, label, add)
         facts.append(_mta_fact(svc, params, nets, trusted_decision, listen))
     _check_implicit(cfg, add)
     return list(findings.values()), facts
@@ -435,3 +528,98 @@ def _check_implicit(cfg: PostfixConfig, add) -> None:
         f"{'networks (whole class A/B/C)' if style == 'class' else 'subnets'} may relay",
         location=loc, evidence=ev, confidence=Confidence.LIKELY,
         edits=[_append(cfg, f"mynetworks = {TRUSTED_LIST}")]))
+
+
+def _remove_line(cfg: PostfixConfig, setting: Setting) -> Edit | None:
+    lines = _lines_of(cfg, setting.path)
+    if setting.line < 1 or setting.end_line > len(lines):
+        return None
+    return Edit(setting.path, setting.line, tuple(lines[setting.line - 1: setting.end_line]), ())
+
+
+def _check_xclient(cfg: PostfixConfig, params: Params, client: IPAddress, td: RelayDecision,
+                   label: str, add) -> None:
+    setting = params.setting("smtpd_authorized_xclient_hosts")
+    if setting is None or not params.get("smtpd_authorized_xclient_hosts").strip():
+        return
+    nets = parse_networks(params.get("smtpd_authorized_xclient_hosts"), setting, None,
+                          cfg.errors, cfg.files)
+    bad = [n for n, _, _, neg in nets.nets if not neg and _open_net(n, client)]
+    if not bad:
+        return
+    keep = [i for i in split_list(setting.value)
+            if not any(_item_is(x, n) for n in bad for x in split_list(params.expand(i, 0)))]
+    edit = rewrite_setting(cfg, setting, keep) if keep else _remove_line(cfg, setting)
+    prefix = f"{label}: " if setting.service else ""
+    sev = Severity.CRITICAL if td.accepted and not td.fatal else Severity.HIGH
+    add(_rule(XCLIENT_BROAD, setting).finding(
+        f"{prefix}smtpd_authorized_xclient_hosts includes {', '.join(map(str, bad))}: those "
+        "clients may claim ADDR=127.0.0.1 and relay", location=Location(setting.path,
+                                                                          setting.line),
+        evidence=[_ev(setting)], severity=sev, category=Category.OPEN_SMTP_RELAY,
+        confidence=Confidence.LIKELY, edits=[edit] if edit else [], fix=XCLIENT_BROAD.fix))
+
+
+def _check_simple(cfg: PostfixConfig, svc: Service, params: Params, client: IPAddress,
+                  listen: list[str], label: str, add) -> None:
+    """Single-parameter rules: anonymous SASL, untrusted routing, forbidden commands,
+    PROXY protocol on a reachable listener."""
+    gate = split_list(params.get("smtpd_relay_restrictions")) + \
+        split_list(params.get("smtpd_recipient_restrictions"))
+
+    def report(rule: Rule, name: str, title: str, edit: Edit | None) -> None:
+        setting = params.setting(name)
+        if setting is None:
+            return
+        prefix = f"{label}: " if setting.service else ""
+        add(_rule(rule, setting).finding(
+            prefix + title, location=Location(setting.path, setting.line),
+            evidence=[_ev(setting)], severity=rule.severity, category=rule.category,
+            confidence=Confidence.LIKELY, edits=[edit] if edit else [], fix=rule.fix))
+
+    def set_to(name: str, value: str) -> Edit | None:
+        setting = params.setting(name)
+        if setting is None:
+            return None
+        if setting.service is not None:
+            return rewrite_setting(cfg, setting, [])
+        lines = _lines_of(cfg, setting.path)
+        if setting.end_line > len(lines):
+            return None
+        return Edit(setting.path, setting.line,
+                    tuple(lines[setting.line - 1: setting.end_line]), (f"{name} = {value}",))
+
+    if params.get("smtpd_sasl_auth_enable").strip().lower() == "yes" and \
+            "permit_sasl_authenticated" in gate and \
+            "noanonymous" not in split_list(params.get("smtpd_sasl_security_options")):
+        report(SASL_ANONYMOUS, "smtpd_sasl_security_options",
+               "smtpd_sasl_security_options lacks noanonymous: anonymous SASL relays",
+               set_to("smtpd_sasl_security_options", "noanonymous"))
+    if params.get("allow_untrusted_routing").strip().lower() == "yes":
+        report(UNTRUSTED_ROUTING, "allow_untrusted_routing",
+               "allow_untrusted_routing = yes: user%elsewhere@relaydomain is relayed",
+               set_to("allow_untrusted_routing", "no"))
+    forbidden = {w.upper() for w in split_list(params.get("smtpd_forbidden_commands"))}
+    missing = [c for c in ("CONNECT", "GET", "POST") if c not in forbidden]
+    if missing:
+        setting = params.setting("smtpd_forbidden_commands")
+        report(FORBIDDEN_CLEARED, "smtpd_forbidden_commands",
+               f"smtpd_forbidden_commands lacks {', '.join(missing)}: HTTP requests relayed "
+               "by a proxy are not cut off",
+               _remove_line(cfg, setting) if setting is not None else None)
+    if params.get("smtpd_upstream_proxy_protocol").strip().lower() == "haproxy" and \
+            any(_reachable(x, client) for x in listen):
+        setting = params.setting("smtpd_upstream_proxy_protocol")
+        report(PROXY_PROTOCOL_EXPOSED, "smtpd_upstream_proxy_protocol",
+               f"service {svc.name} takes the client address from PROXY headers on "
+               f"{', '.join(listen)}, which outside clients reach",
+               _remove_line(cfg, setting) if setting is not None else None)
+
+
+def _reachable(listen: str, client: IPAddress) -> bool:
+    host = listen.rpartition(":")[0].strip("[]")
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return not addr.is_loopback or client.is_loopback

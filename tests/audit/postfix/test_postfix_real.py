@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import smtplib
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,38 @@ def test_verdict_matches_real_postfix(tmp_path: Path, name: str, main: str,
             code, text = rcpt(HOST, PORT, sender=sender)
             assert code in (454, 554) and "Relay access denied" in text, \
                 f"{code} {text}\n{mta2.diagnostics()}"
+            assert PostfixAuditor().audit(Path(str(mta2.extra["conf_dir"])),
+                                          OPTIONS).findings == []
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_xclient_broad_agrees_with_real_postfix() -> None:
+    """Clients allowed XCLIENT claim ADDR=127.0.0.1 and relay; the fix takes that away."""
+    workdir = Path("/tmp/rg-audit-pf-xclient")
+    shutil.rmtree(workdir, ignore_errors=True)
+    main = "mynetworks = 127.0.0.1/32\nsmtpd_authorized_xclient_hosts = 127.0.8.0/24\n"
+
+    def xclient_rcpt() -> tuple[int, int]:
+        with smtplib.SMTP(HOST, PORT, timeout=10, source_address=(STRANGER, 0)) as s:
+            s.ehlo("client.outside.example")
+            x_code, _ = s.docmd("XCLIENT", "ADDR=127.0.0.1")
+            s.ehlo("client.outside.example")
+            s.mail("a@outside.example")
+            code, _ = s.rcpt("victim@relay-target.example")
+            return x_code, code
+
+    try:
+        with postfix(HOST, PORT, main, workdir=workdir) as mta:
+            conf_dir = Path(str(mta.extra["conf_dir"]))
+            result = PostfixAuditor().audit(conf_dir, OPTIONS)
+            assert [f.rule for f in result.findings] == ["POSTFIX-XCLIENT-BROAD"]
+            assert xclient_rcpt() == (220, 250), mta.diagnostics()
+            apply_edits(result.findings)
+            body = (conf_dir / "main.cf").read_text()[len(main_cf_base(HOST, workdir)):]
+        with postfix(HOST, PORT, body, workdir=workdir) as mta2:
+            x_code, code = xclient_rcpt()
+            assert x_code == 550 and code in (454, 554), mta2.diagnostics()
             assert PostfixAuditor().audit(Path(str(mta2.extra["conf_dir"])),
                                           OPTIONS).findings == []
     finally:

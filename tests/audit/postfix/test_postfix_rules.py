@@ -102,7 +102,28 @@ CASES = [
     ("sasl_no_tls", "compatibility_level = 3.6\nmynetworks = 127.0.0.1/32\n"
      "smtpd_sasl_auth_enable = yes\n", {}, "POSTFIX-SASL-CLEARTEXT",
      ("main.cf", "smtpd_sasl_auth_enable")),
+    ("xclient_world", "compatibility_level = 3.6\nmynetworks = 127.0.0.1/32\n"
+     "smtpd_authorized_xclient_hosts = 0.0.0.0/0\n", {}, "POSTFIX-XCLIENT-BROAD",
+     ("main.cf", "smtpd_authorized_xclient_hosts")),
+    ("sasl_anonymous", "compatibility_level = 3.6\nmynetworks = 127.0.0.1/32\n"
+     "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = yes\n"
+     "smtpd_sasl_security_options = noplaintext\n", {}, "POSTFIX-SASL-ANONYMOUS",
+     ("main.cf", "smtpd_sasl_security_options")),
+    ("untrusted_routing", "compatibility_level = 3.6\nmynetworks = 127.0.0.1/32\n"
+     "allow_untrusted_routing = yes\n", {}, "POSTFIX-UNTRUSTED-ROUTING",
+     ("main.cf", "allow_untrusted_routing")),
+    ("forbidden_cleared", "compatibility_level = 3.6\nmynetworks = 127.0.0.1/32\n"
+     "smtpd_forbidden_commands = CONNECT\n", {}, "POSTFIX-FORBIDDEN-COMMANDS-CLEARED",
+     ("main.cf", "smtpd_forbidden_commands")),
+    ("proxy_protocol_reachable", "compatibility_level = 3.6\nmynetworks = 127.0.0.1/32\n"
+     "smtpd_upstream_proxy_protocol = haproxy\n", {}, "POSTFIX-PROXY-PROTOCOL-EXPOSED",
+     ("main.cf", "smtpd_upstream_proxy_protocol")),
     # Must not fire:
+    ("xclient_filter_only", "compatibility_level = 3.6\nmynetworks = 127.0.0.1/32\n"
+     "smtpd_authorized_xclient_hosts = 127.0.0.1\n", {}, None, None),
+    ("routing_default_no", "compatibility_level = 3.6\nmynetworks = 127.0.0.1/32\n"
+     "allow_untrusted_routing = no\nsmtpd_sasl_auth_enable = yes\n"
+     "smtpd_tls_auth_only = yes\n", {}, None, None),
     ("stock_relay_list_protects", "compatibility_level = 3.6\nmynetworks = 127.0.0.1/32\n"
      "smtpd_recipient_restrictions = permit\n", {}, None, None),
     ("client_map_lan_only", "compatibility_level = 3.6\nmynetworks = 127.0.0.1/32\n"
