@@ -43,7 +43,8 @@ def _smtp_through_tunnel(proxy: tuple[str, int], client: str, target: str) -> by
         head = s.recv(4096)
         if b" 200 " not in head.split(b"\r\n")[0] + b" ":
             return head
-        s.recv(4096)  # the MX banner
+        if b"\r\n220 " not in head:
+            s.recv(4096)  # the MX banner, unless it came with the proxy's answer
         s.sendall(b"EHLO spam.test\r\nQUIT\r\n")
         s.recv(4096)
         return head
@@ -289,3 +290,51 @@ def test_web_and_mail_logs_together_tell_one_story(web_logs: dict[str, Any],
     kinds = {i["kind"] for i in report.stats["incidents"]}
     assert kinds == {"proxy-smtp", "proxy-http", "proxy-connect", "smtp-relayed",
                      "smtp-blocklist-bounce"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Squid: a forward proxy by design, so only SMTP targets matter
+
+SQUID_OPEN, SQUID_STOCK = "127.0.5.13", "127.0.5.14"
+SQUID_MX = "127.0.5.64"
+
+
+@pytest.fixture(scope="module")
+def squid_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from tests.servers.squid import STOCK_ACCESS, squid
+
+    out: dict[str, Any] = {}
+    keep = tmp_path_factory.mktemp("squidlogs")
+    with http_canary(WEB) as web, tcp_canary(SQUID_MX, 25) as mx, \
+            squid(SQUID_OPEN, 3128, "http_access allow all\n") as open_sq, \
+            squid(SQUID_STOCK, 3128, STOCK_ACCESS + "") as stock_sq:
+        for sq in (open_sq, stock_sq):
+            for client in SPAMMERS:
+                _smtp_through_tunnel(sq.address, client, f"{SQUID_MX}:25")
+            http_get(sq.host, sq.port, f"http://{WEB}:{web.port}/page-a", source=BROWSER)
+        assert len(mx.hits) == 2  # only the open Squid tunnels to port 25
+        for name, d in (("open", open_sq), ("stock", stock_sq)):
+            _wait_log(lambda d=d: d.log("access"), "\n", 4)
+            dest = keep / f"squid-{name}-access.log"
+            shutil.copy(d.logs["access"], dest)
+            out[name] = dest
+    return out
+
+
+def test_squid_logs_tunnels_to_smtp_and_ignores_ordinary_proxying(
+        squid_logs: dict[str, Any]) -> None:
+    opened = analyse([str(squid_logs["open"])])
+    # + the launcher's readiness probe: `NONE_NONE/000 0 - error:transaction-end-before-headers`
+    assert opened.stats["by_format"] == {"squid": 4}
+    inc = _incidents(opened)
+    assert set(inc) == {"proxy-smtp"}  # browsing through a proxy is its job
+    assert inc["proxy-smtp"]["outcomes"] == {"relayed": 2}
+    assert sorted(c for c, _ in inc["proxy-smtp"]["clients"]) == sorted(SPAMMERS)
+    assert [f.rule for f in opened.findings] == ["LOGS-PROXY-SMTP"]
+    stock = analyse([str(squid_logs["stock"])])
+    assert stock.stats["by_format"] == {"squid": 4}
+    inc = _incidents(stock)
+    assert set(inc) == {"proxy-smtp"}
+    assert inc["proxy-smtp"]["outcomes"] == {"refused": 2}
+    assert inc["proxy-smtp"]["statuses"] == {"403": 2}
+    assert [(f.rule, f.severity.label) for f in stock.findings] == [("LOGS-PROXY-SCAN", "low")]

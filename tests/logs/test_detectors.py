@@ -1,0 +1,178 @@
+"""Detector behaviour on annotated sample lines (each sample states the result it must give),
+and every logs rule's `bad` example fires it while its `good` example does not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from relayguard.logs.analyze import LogOptions, analyse
+from relayguard.logs.detect import blocklist_name, split_hostport
+from relayguard.logs.rules import RULES
+
+
+def run(tmp_path: Path, text: str, name: str = "x.log", **opts: object) -> dict:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    report = analyse([str(path)], LogOptions(**opts))  # type: ignore[arg-type]
+    return {"report": report, "incidents": {i["kind"]: i for i in report.stats["incidents"]},
+            "rules": sorted(f.rule for f in report.findings)}
+
+
+@pytest.mark.parametrize("rule", [r for r in RULES if r.bad], ids=lambda r: r.id)
+def test_rule_examples_fire_and_stay_quiet(rule, tmp_path: Path) -> None:
+    got = run(tmp_path, rule.bad + "\n", year=2026)
+    assert rule.id in got["rules"], got["rules"]
+    if rule.good:
+        assert rule.id not in run(tmp_path, rule.good + "\n", year=2026)["rules"]
+
+
+def test_split_hostport() -> None:
+    assert split_hostport("MX.Example.NET.:25") == ("mx.example.net", 25)
+    assert split_hostport("[2001:db8::1]:587") == ("2001:db8::1", 587)
+    assert split_hostport("2001:db8::1") == ("2001:db8::1", None)
+    assert split_hostport("user:pw@host:99999999") == ("host", None)
+    assert split_hostport("host", 80) == ("host", 80)
+
+
+def test_connect_answered_like_get_is_served_locally(tmp_path: Path) -> None:
+    """Ubuntu Forums 2006: `CONNECT mx:25` -> 200 1383, Apache answering as for GET /."""
+    text = ('192.0.2.1 - - [30/Oct/2006:10:00:00 +0000] "GET / HTTP/1.1" 200 1383 "-" "-"\n'
+            '203.0.113.4 - - [30/Oct/2006:10:01:00 +0000] "CONNECT mx3.mail2000.com.tw:25 '
+            'HTTP/1.0" 200 1383 "-" "-"\n')
+    got = run(tmp_path, text)
+    assert got["incidents"]["proxy-smtp"]["outcomes"] == {"local": 1}
+    assert got["rules"] == ["LOGS-PROXY-SCAN"]
+    assert got["report"].findings[0].severity.label == "info"
+
+
+def test_absolute_uri_same_size_for_different_hosts_is_local(tmp_path: Path) -> None:
+    lines = "".join(f'203.0.113.{i} - - [01/Mar/2026:10:00:0{i} +0000] "GET http://site{i}.'
+                    f'example/ HTTP/1.1" 200 4242 "-" "-"\n' for i in range(4))
+    got = run(tmp_path, lines)
+    assert got["incidents"]["proxy-http"]["outcomes"] == {"local": 4}
+    assert got["incidents"]["proxy-http"]["verdict"] == "probably served locally"
+    single = run(tmp_path, lines.splitlines(keepends=True)[0])
+    assert single["incidents"]["proxy-http"]["verdict"] == "unknown"
+    assert single["rules"] == ["LOGS-PROXY-HTTP"]
+    assert single["report"].findings[0].confidence.label == "possible"
+    assert single["report"].findings[0].severity.label == "medium"
+
+
+def test_host_header_proxying_needs_server_names(tmp_path: Path) -> None:
+    fmt = '%h %l %u %t "%r" %>s %b "%{Host}i"'
+    text = ('192.0.2.1 - - [01/Mar/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 900 '
+            '"www.example.com"\n'
+            '203.0.113.9 - - [01/Mar/2026:10:00:01 +0000] "GET / HTTP/1.1" 200 51234 '
+            '"www.victim.example"\n'
+            '203.0.113.9 - - [01/Mar/2026:10:00:02 +0000] "GET /x HTTP/1.1" 200 777 '
+            '"shop.victim.example"\n')
+    quiet = run(tmp_path, text, log_format=fmt)
+    assert quiet["incidents"] == {}
+    got = run(tmp_path, text, log_format=fmt, server_names=frozenset({"www.example.com"}))
+    inc = got["incidents"]["proxy-host-header"]
+    assert inc["events"] == 2 and inc["outcomes"] == {"relayed": 2}
+    assert got["rules"] == ["LOGS-PROXY-HOST-HEADER"]
+
+
+MAIL_HEAD = "Mar  1 10:00:{s:02d} mx postfix/smtpd[7]: "
+
+
+def test_sasl_burst_only_above_threshold(tmp_path: Path) -> None:
+    def fails(n: int, ip: str) -> str:
+        return "".join(MAIL_HEAD.format(s=i) + f"warning: unknown[{ip}]: SASL LOGIN "
+                       "authentication failed: UGFzc3dvcmQ6\n" for i in range(n))
+
+    few = run(tmp_path, fails(9, "192.0.2.66"), year=2026)
+    assert few["rules"] == [] and few["incidents"]["smtp-sasl-failures"]["events"] == 9
+    burst = run(tmp_path, fails(12, "192.0.2.66") + fails(3, "192.0.2.67"), year=2026)
+    assert burst["rules"] == ["LOGS-SMTP-SASL-BURST"]
+    inc = burst["incidents"]["smtp-sasl-failures"]
+    assert inc["burst_clients"] == ["192.0.2.66"] and inc["events"] == 15
+
+
+def test_outbound_blocklist_bounce_vs_inbound_reject(tmp_path: Path) -> None:
+    inbound = (MAIL_HEAD.format(s=1) + "NOQUEUE: reject: RCPT from x.example[198.51.100.9]: "
+               "554 5.7.1 Service unavailable; Client host [198.51.100.9] blocked using "
+               "zen.spamhaus.org; https://www.spamhaus.org/query/ip/198.51.100.9; "
+               "from=<a@x.example> to=<me@example.com> proto=ESMTP helo=<x>\n")
+    got = run(tmp_path, inbound, year=2026)
+    assert got["rules"] == [] and got["report"].stats["mail"]["inbound_blocklist_rejects"] == 1
+    outbound = (
+        "Mar  1 10:00:02 mx postfix/smtp[9]: 4AB12: to=<u@outlook.example>, "
+        "relay=mx.outlook.example[192.0.2.44]:25, delay=1, delays=0/0/0.5/0.5, dsn=5.7.1, "
+        "status=bounced (host mx.outlook.example[192.0.2.44] said: 550 5.7.1 Unfortunately, "
+        "messages from [203.0.113.1] weren't sent. Please contact your Internet service "
+        "provider since part of their network is on our block list (S3150). (in reply to "
+        "MAIL FROM command))\n"
+        "Mar  1 10:00:03 mx postfix/smtp[9]: 4AB13: to=<v@b.example>, relay=mx.b.example"
+        "[192.0.2.45]:25, delay=1, delays=0/0/0.5/0.5, dsn=4.7.1, status=deferred (host "
+        "mx.b.example[192.0.2.45] said: 450 4.7.1 Client host [203.0.113.1] blocked using "
+        "bl.spamcop.net (in reply to RCPT TO command))\n"
+        "Mar  1 10:00:04 mx postfix/smtp[9]: 4AB14: to=<w@c.example>, relay=mx.c.example"
+        "[192.0.2.46]:25, delay=1, delays=0/0/0.5/0.5, dsn=5.1.1, status=bounced (host "
+        "mx.c.example[192.0.2.46] said: 550 5.1.1 no such user (in reply to RCPT TO command))\n")
+    got = run(tmp_path, outbound, year=2026)
+    assert got["rules"] == ["LOGS-SMTP-BLOCKLISTED"]
+    inc = got["incidents"]["smtp-blocklist-bounce"]
+    assert inc["events"] == 2
+    assert inc["lists"] == {"Microsoft (S3150)": 1, "bl.spamcop.net": 1}
+    assert blocklist_name("listed at b.barracudacentral.org") == "b.barracudacentral.org"
+    assert blocklist_name("Too many spams from your IP") == "unnamed"
+
+
+def test_exim_mainlog_relay_denied_relayed_and_bounce(tmp_path: Path) -> None:
+    text = (
+        "2026-03-01 10:00:00 H=(bot) [198.51.100.3] F=<a@b.example> rejected RCPT "
+        "<x@other.example>: relay not permitted\n"
+        "2026-03-01 10:00:01 1vAbCd-000001-AB <= s@spam.example H=(x) [198.51.100.4] P=esmtp "
+        "S=500\n"
+        + "".join(f"2026-03-01 10:00:0{2 + i} 1vAbCd-000001-AB => u{i}@d{i}.example R=dnslookup "
+                  f"T=remote_smtp H=mx.d{i}.example [192.0.2.{i}]\n" for i in range(3))
+        + "2026-03-01 10:00:06 1vAbCd-000001-AB ** z@blk.example R=dnslookup T=remote_smtp "
+        "H=mx.blk.example [192.0.2.9]: SMTP error from remote mail server after RCPT "
+        "TO:<z@blk.example>: 550 5.7.1 Client host [203.0.113.1] blocked using zen.spamhaus.org\n")
+    got = run(tmp_path, text, name="mainlog")
+    assert got["report"].stats["by_format"] == {"exim": 6}
+    assert got["rules"] == ["LOGS-SMTP-BLOCKLISTED", "LOGS-SMTP-RELAY-DENIED",
+                            "LOGS-SMTP-RELAYED"]
+    relayed = got["incidents"]["smtp-relayed"]
+    assert relayed["client"] == "198.51.100.4" and relayed["foreign_domains"] == 4
+    assert relayed["outcomes"] == {"relayed": 3, "refused": 1}
+
+
+def test_own_domains_and_authenticated_senders_are_not_relay(tmp_path: Path) -> None:
+    def msg(qid: str, client: str, extra: str, rcpts: list[str]) -> str:
+        out = MAIL_HEAD.format(s=1) + f"{qid}: client=h[{client}]{extra}\n"
+        for r in rcpts:
+            out += (f"Mar  1 10:00:02 mx postfix/smtp[9]: {qid}: to=<{r}>, relay=m[192.0.2.1]:25,"
+                    " delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)\n")
+        return out
+
+    rcpts = [f"a@d{i}.example" for i in range(5)]
+    authed = msg("AA1", "198.51.100.5", ", sasl_method=PLAIN, sasl_username=bob", rcpts)
+    assert run(tmp_path, authed, year=2026)["rules"] == []
+    inbound = msg("AA2", "198.51.100.6", "", ["me@example.com", "you@example.com"])
+    assert run(tmp_path, inbound, year=2026, mail_domains=frozenset({"example.com"}))[
+        "rules"] == []
+    two_foreign = msg("AA3", "198.51.100.7", "", ["x@a.example", "y@b.example"])
+    assert run(tmp_path, two_foreign, year=2026)["rules"] == []  # below 3 domains: unknown
+    assert run(tmp_path, two_foreign, year=2026, mail_domains=frozenset({"example.com"}))[
+        "rules"] == ["LOGS-SMTP-RELAYED"]
+    trusted = msg("AA4", "198.51.100.8", "", rcpts)
+    assert run(tmp_path, trusted, year=2026,
+               trusted_clients=frozenset({"198.51.100.8"}))["rules"] == []
+
+
+def test_volume_spike_against_rolling_baseline(tmp_path: Path) -> None:
+    lines = []
+    for minute in range(40):
+        n = 600 if minute == 30 else 5
+        stamp = f"01/Mar/2026:10:{minute:02d}:00 +0000"
+        lines += [f'192.0.2.1 - - [{stamp}] "GET / HTTP/1.1" 200 5 "-" "-"\n'] * n
+    got = run(tmp_path, "".join(lines))
+    spikes = got["report"].stats["volume_spikes"]
+    assert [s["start"] for s in spikes] == ["2026-03-01T10:30:00Z"]
+    assert spikes[0]["per_minute"] == 600 and spikes[0]["baseline_per_minute"] == 5
+    assert got["rules"] == []
