@@ -159,7 +159,8 @@ class TinyproxyAuditor:
     def config_test(self, path: Path) -> tuple[bool, str] | None:
         """tinyproxy has no check-only flag: run `tinyproxy -d -c COPY` briefly on a copy
         whose listener, pid/log files and user lines point at a throw-away loopback port
-        (same line numbers), and call it accepted if it is still running after 1.5 s."""
+        (same line numbers), and call it accepted if it is still running after 0.8 s (it
+        reports syntax errors and exits within milliseconds)."""
         exe = shutil.which("tinyproxy")
         if exe is None:
             return None
@@ -180,7 +181,7 @@ class TinyproxyAuditor:
             proc = subprocess.Popen([exe, "-d", "-c", str(conf)], stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     start_new_session=True)
-            deadline = time.monotonic() + 1.5
+            deadline = time.monotonic() + 0.8
             while time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.05)
             running = proc.poll() is None

@@ -220,7 +220,10 @@ def socks_verdicts(host: str, port: int, c: Canaries, source: str = OUTSIDE,
     for target_port in (443, 25):
         nonce = f"rg{uuid.uuid4().hex[:12]}"
         canary = c.for_port(target_port)
-        code, s = socks5_connect(host, port, c.host, target_port, source=source, **auth)
+        try:
+            code, s = socks5_connect(host, port, c.host, target_port, source=source, **auth)
+        except (OSError, IndexError):  # reset or closed during negotiation: refused
+            code, s = -1, None
         if code == 0 and s is not None:
             with s:
                 s.sendall((f"GET /{nonce} HTTP/1.0\r\n\r\n" if target_port != 25

@@ -7,6 +7,7 @@ With `-1` a source address that authenticated once is trusted from then on.
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
@@ -58,17 +59,16 @@ RULES: tuple[Rule, ...] = (NO_AUTH, AUTH_ONCE)
 
 
 def _edit_listen(inv: Invocation) -> Edit:
-    """Make microsocks listen on 127.0.0.1: change `-i X` or add `-i 127.0.0.1`."""
+    """Make microsocks listen on 127.0.0.1: change a literal `-i X`, else append
+    `-i 127.0.0.1` to the command (microsocks takes the last -i it is given)."""
     d = inv.directive
     lines = list(d.lines)
-    first = lines[0]
-    for tok in (f"-i {inv.listen}", f"-i{inv.listen}"):
-        if tok in first:
-            lines[0] = first.replace(tok, "-i 127.0.0.1", 1)
-            return d.replace(*lines)
-    pos = first.find("microsocks")
-    end = pos + len("microsocks")
-    lines[0] = first[:end] + " -i 127.0.0.1" + first[end:]
+    for n, line in enumerate(lines):
+        for tok in (f"-i {inv.listen}", f"-i{inv.listen}"):
+            if re.search(re.escape(tok) + r"(\s|$)", line):
+                lines[n] = line.replace(tok, "-i 127.0.0.1", 1)
+                return d.replace(*lines)
+    lines[-1] = lines[-1].rstrip() + " -i 127.0.0.1"
     return d.replace(*lines)
 
 

@@ -175,6 +175,7 @@ def check(cfg: PrivoxyConfig, options: AuditOptions) -> tuple[list[Finding], dic
     who = who_uses(is_open, users)
     cports = connect_ports(cfg)
 
+    open_edits: list[Edit] = []
     if is_open:
         spec, d = reachable[0]
         ev = [d.evidence(f"reachable by {stranger}") if d else
@@ -189,6 +190,7 @@ def check(cfg: PrivoxyConfig, options: AuditOptions) -> tuple[list[Finding], dic
                                "may use Privoxy"))
             anchor = (d or (cfg.directives[-1] if cfg.directives else None))
             edits = [anchor.insert_after("permit-access 127.0.0.1/32")] if anchor else []
+        open_edits = edits
         findings.append(OPEN.finding(
             f"Privoxy on {spec} serves an outside client ({stranger})",
             location=d.location if d else None, evidence=ev, confidence=conf, edits=edits))
@@ -221,7 +223,7 @@ def check(cfg: PrivoxyConfig, options: AuditOptions) -> tuple[list[Finding], dic
                     and len(d.args) >= 2 and d.args[1] != ".":
                 findings.append(FORWARD_CHAIN.finding(
                     f"open Privoxy forwards to {d.args[1]}", location=d.location,
-                    evidence=[d.evidence()], confidence=conf))
+                    evidence=[d.evidence()], confidence=conf, edits=open_edits))
 
     tunnel = set(PROBE_PORTS) if cports is None else cports
     paths = []

@@ -242,6 +242,7 @@ def _finding(rule: Rule, cfg: TinyproxyConfig, stranger: IPAddress, conf: Confid
     loc = location_directive.location if location_directive is not None else (
         cfg.port.location if cfg.port else None)
     if rule is BASICAUTH_ONLY:
+        loc = cfg.basic_auth[0].location
         evidence = [*evidence, *(d.evidence("the only barrier") for d in cfg.basic_auth)]
         title = f"only the BasicAuth password keeps {stranger} out of tinyproxy"
     else:
