@@ -358,6 +358,7 @@ class ProxyPath:
     vars: list[str] = field(default_factory=list)
     extra: list[Directive] = field(default_factory=list)
     targets: list[str] | None = None  # fixed "host:port" destinations; None = client picks
+    realip: Directive | None = None  # set_real_ip_from that lets the client fake its address
 
 
 PASS_DIRECTIVES = ("proxy_pass", "fastcgi_pass", "uwsgi_pass", "grpc_pass", "scgi_pass")
@@ -397,11 +398,49 @@ def _closed(chain: list[Directive], client: IPAddress) -> tuple[bool, Directive 
     acl_chain = [c for c in chain if c.name != "if"]
     allowed, decider = access_for(acl_chain, client)
     if not allowed:
+        if _realip_bypass(acl_chain, client) is not None:
+            return False, decider  # the client claims an allowed address (realip)
         return True, decider
     auth = auth_for(acl_chain)
     if auth is not None:
         return True, auth
     return False, None
+
+
+def realip_trust(chain: list[Directive], client: IPAddress) -> list[Directive]:
+    """`set_real_ip_from` lines (innermost level that has any) that trust this client."""
+    for level in reversed(chain):
+        found = [d for d in (level.block or []) if d.name == "set_real_ip_from" and d.args]
+        if found:
+            return [d for d in found if _addr_match(d.args[0], client)]
+    return []
+
+
+def _realip_bypass(chain: list[Directive], client: IPAddress) -> Directive | None:
+    """The trusting `set_real_ip_from` when the client can claim an address the ACL allows."""
+    trusted = realip_trust(chain, client)
+    if not trusted:
+        return None
+    for level in reversed(chain):
+        rules = [d for d in (level.block or []) if d.name in ("allow", "deny")]
+        if rules:
+            for d in rules:
+                if d.name == "allow" and d.args:
+                    rep = _representative(d.args[0])
+                    if rep is not None and access_for(chain, rep)[0]:
+                        return trusted[0]
+            return None
+    return None
+
+
+def _representative(spec: str) -> IPAddress | None:
+    if spec == "all":
+        return DEFAULT_OUTSIDE
+    try:
+        net = ipaddress.ip_network(spec, strict=False)
+    except ValueError:
+        return None
+    return net.network_address + 1 if net.num_addresses > 2 else net.network_address
 
 
 def _http_path(srv: Server, chain: list[Directive], d: Directive, taint: Taint,
@@ -410,19 +449,20 @@ def _http_path(srv: Server, chain: list[Directive], d: Directive, taint: Taint,
     used = [v for v in variables_in(hostport)]
     controlled = [v for v in used if taint.controlled(v)]
     closed, guard = _closed(chain, client)
+    realip = _realip_bypass([c for c in chain if c.name != "if"], client) if guard else None
     extra = [taint.origin[v] for v in controlled if v in taint.origin]
     if controlled:
         port_fixed = _port_literal(hostport) and not any(
             v in controlled for v in variables_in(hostport.rpartition(":")[2]))
         return ProxyPath("http-host", d, srv, chain, not closed,
                          [_port_literal(hostport) or 80] if port_fixed else None, True, False,
-                         guard, controlled, extra)
+                         guard, controlled, extra, realip=realip)
     if "host" in used and srv.arbitrary_hosts:
         port_part = hostport.rpartition(":")[2] if ":" in hostport.replace("$host", "") else ""
         any_port = bool(port_part) and any(taint.controlled(v) for v in variables_in(port_part))
         ports = None if any_port else [_port_literal(hostport) or 80]
         return ProxyPath("host", d, srv, chain, not closed, ports, True, False, guard, ["host"],
-                         extra)
+                         extra, realip=realip)
     return None
 
 
@@ -434,12 +474,13 @@ def _port_literal(hostport: str) -> int | None:
 def _connect_path(srv: Server, base: list[Directive], d: Directive,
                   client: IPAddress) -> ProxyPath:
     closed, guard = _closed(base, client)
+    realip = _realip_bypass(base, client) if guard else None
     allow = [x for x in srv.node.children("proxy_connect_allow")]
     ports: list[int] | None = [443, 563]
     if allow:
         ports = connect_ports(allow[-1].args)
     return ProxyPath("connect", d, srv, base, not closed, ports, True, True, guard,
-                     extra=allow[-1:])
+                     extra=allow[-1:], realip=realip)
 
 
 def connect_ports(args: list[str]) -> list[int] | None:
@@ -462,7 +503,8 @@ def connect_ports(args: list[str]) -> list[int] | None:
 def _stream_paths(srv: Server, base: list[Directive], taint: Taint,
                   client: IPAddress) -> list[ProxyPath]:
     out: list[ProxyPath] = []
-    closed, guard = _closed(base, client)
+    allowed, guard = access_for(base, client)
+    closed = not allowed
     for d in srv.node.children("proxy_pass"):
         if not d.args:
             continue
@@ -568,7 +610,7 @@ class NginxAuditor:
             bool(re.search(r"^\s*(server|worker_processes|events)\b", head, re.M))
 
     def audit(self, path: Path, options: AuditOptions) -> AuditResult:
-        from relayguard.audit.rules.nginx import findings_for
+        from relayguard.audit.rules.nginx import findings_for, header_findings
 
         if path.is_dir():
             path = path / "nginx.conf"
@@ -577,7 +619,9 @@ class NginxAuditor:
         paths = evaluate(cfg, client)
         result = AuditResult(server=self.name, config=str(path), files=list(cfg.files),
                              errors=list(cfg.errors))
-        result.findings.extend(findings_for(paths, client, read_lines(cfg.files)))
+        lines = read_lines(cfg.files)
+        result.findings.extend(findings_for(paths, client, lines))
+        result.findings.extend(header_findings(cfg.tree, lines))
         result.facts["proxy_paths"] = [f for p in paths for f in facts_for(p, client, str(path))]
         return result
 

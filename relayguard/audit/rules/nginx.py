@@ -106,7 +106,49 @@ STREAM_SMTP = Rule(
     "        proxy_pass 127.0.8.11:443;\n    }\n}\n",
 )
 
-RULES: tuple[Rule, ...] = (OPEN_PROXY_HTTP_HOST, OPEN_PROXY_HOST, PROXY_CONNECT, STREAM_SMTP)
+REALIP_TRUST_ALL = Rule(
+    id="NGINX-REALIP-TRUST-ALL",
+    server="nginx",
+    category=Category.SMTP_VIA_PROXY,
+    severity=Severity.CRITICAL,
+    title="set_real_ip_from trusts everyone, so allow/deny in front of a proxy is void",
+    description="`set_real_ip_from 0.0.0.0/0` (or another range covering outside clients) "
+    "makes nginx replace the client address with the `X-Real-IP` (or `real_ip_header`) value "
+    "the client sends; the `allow`/`deny` list guarding an open proxy_pass then judges an "
+    "address the client chose.",
+    why="A stranger sends `X-Real-IP: 127.0.0.1` and is let through the ACL into a proxy that "
+    "reaches any host and port.",
+    fix="Trust only the load balancers in front of nginx: `set_real_ip_from 192.0.2.10;`.",
+    reference="https://nginx.org/en/docs/http/ngx_http_realip_module.html#set_real_ip_from",
+    bad=_MINI.format(body="        set_real_ip_from 0.0.0.0/0;\n        allow 127.0.0.1;\n"
+                     "        deny all;\n"
+                     "        location / { proxy_pass http://$http_host$request_uri; }"),
+    good=_MINI.format(body="        set_real_ip_from 192.0.2.10;\n        allow 127.0.0.1;\n"
+                      "        deny all;\n"
+                      "        location / { proxy_pass http://$http_host$request_uri; }"),
+)
+
+HOST_HEADER_FORWARD = Rule(
+    id="NGINX-HOST-HEADER-FORWARD",
+    server="nginx",
+    category=Category.HARDENING,
+    severity=Severity.LOW,
+    title="proxy_set_header Host $http_host forwards the client's raw Host header",
+    description="`proxy_set_header Host $http_host` passes the Host header exactly as the "
+    "client sent it, even when an absolute request line selected the server for another "
+    "host. Not a relay by itself, but backends that build URLs or route by Host can be "
+    "steered (gixy: host_spoofing).",
+    why="Backend-side host routing and generated links follow a value the client chose.",
+    fix="`proxy_set_header Host $host;` (what Debian's proxy_params does).",
+    reference="https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_set_header",
+    bad=_MINI.format(body="        location / {\n            proxy_set_header Host $http_host;\n"
+                     "            proxy_pass http://127.0.8.11:8081;\n        }"),
+    good=_MINI.format(body="        location / {\n            proxy_set_header Host $host;\n"
+                      "            proxy_pass http://127.0.8.11:8081;\n        }"),
+)
+
+RULES: tuple[Rule, ...] = (OPEN_PROXY_HTTP_HOST, OPEN_PROXY_HOST, PROXY_CONNECT, STREAM_SMTP,
+                           REALIP_TRUST_ALL, HOST_HEADER_FORWARD)
 
 
 def _ev(p: ProxyPath) -> list[Evidence]:
@@ -120,6 +162,51 @@ def _ev(p: ProxyPath) -> list[Evidence]:
     out.append(Evidence("config", f"{srv.node.where}: server {{ listen "
                         f"{', '.join(x.socket for x in srv.listens) or '-'}; {role} }}",
                         Location(srv.node.path, srv.node.line)))
+    return out
+
+
+def _realip_edits(p: ProxyPath, lines: dict[str, list[str]]) -> list[Edit]:
+    out: list[Edit] = []
+    assert p.realip is not None
+    for level in reversed([c for c in p.chain if c.name != "if"]):
+        found = [d for d in (level.block or []) if d.name == "set_real_ip_from" and d.args]
+        if not found:
+            continue
+        for d in found:
+            text = lines.get(d.path)
+            broad = d.args[0] == "all" or d.args[0].endswith("/0") or d is p.realip
+            if text and broad and 0 < d.line <= len(text) and \
+                    text[d.line - 1].strip() == f"set_real_ip_from {d.args[0]};":
+                old = text[d.line - 1]
+                indent = old[: len(old) - len(old.lstrip())]
+                out.append(Edit(d.path, d.line, (old,), (f"{indent}set_real_ip_from 127.0.0.1;",)))
+        break
+    return out
+
+
+def header_findings(tree, lines: dict[str, list[str]]) -> list[Finding]:
+    """NGINX-HOST-HEADER-FORWARD for every `proxy_set_header Host $http_host`."""
+    out: list[Finding] = []
+    stack = list(tree)
+    seen = []
+    while stack:
+        d = stack.pop(0)
+        if d.block:
+            stack[0:0] = d.block
+        if d.name == "proxy_set_header" and len(d.args) >= 2 and d.args[0].lower() == "host" \
+                and "$http_host" in d.args[1]:
+            seen.append(d)
+    for d in seen:
+        edits: list[Edit] = []
+        text = lines.get(d.path)
+        if text and 0 < d.line <= len(text) and "$http_host" in text[d.line - 1]:
+            old = text[d.line - 1]
+            edits.append(Edit(d.path, d.line, (old,), (old.replace("$http_host", "$host", 1),)))
+        out.append(HOST_HEADER_FORWARD.finding(
+            "proxy_set_header Host $http_host: the backend sees the client's raw Host header",
+            location=Location(d.path, d.line),
+            evidence=[Evidence("config", f"{d.where}: {d.render()}", Location(d.path, d.line))],
+            confidence=Confidence.LIKELY, edits=edits))
     return out
 
 
@@ -167,6 +254,11 @@ def findings_for(paths: list[ProxyPath], client: IPAddress,
             rule = STREAM_SMTP
             sev, cat = Severity.CRITICAL, Category.SMTP_VIA_PROXY
             title = f"stream proxy_pass target from ${', $'.join(p.vars)}: any host, any port"
+        if p.realip is not None:
+            edits = _realip_edits(p, lines)
+            title = (f"{title}, behind allow/deny that set_real_ip_from {p.realip.args[0]} "
+                     "lets the client bypass with X-Real-IP")
+            rule = REALIP_TRUST_ALL
         if not reachable:
             sev = Severity.LOW
             title += " (listener bound to loopback only)"

@@ -60,6 +60,22 @@ CASES = [
         location / { proxy_pass http://$host:8081$request_uri; }
     }
 """, "host-header", None),
+    ("realip_bypasses_acl", """    server {
+        listen 127.0.8.10:8080;
+        set_real_ip_from 0.0.0.0/0;
+        allow 127.0.0.1;
+        deny all;
+        location / { proxy_pass http://$http_host$request_uri; }
+    }
+""", "host-header+x-real-ip", "NGINX-REALIP-TRUST-ALL"),
+    ("realip_narrow_keeps_acl", """    server {
+        listen 127.0.8.10:8080;
+        set_real_ip_from 192.0.2.10;
+        allow 127.0.0.1;
+        deny all;
+        location / { proxy_pass http://$http_host$request_uri; }
+    }
+""", "host-header+x-real-ip", None),
     ("http_host_acl", """    server {
         listen 127.0.8.10:8080;
         allow 127.0.0.1;
@@ -82,7 +98,9 @@ def stranger_relayed(canary: HttpCanary, how: str) -> bool:
         raw = (f"GET http://www.example.test/{nonce} HTTP/1.1\r\n"
                f"Host: {CANARY}:{CANARY_PORT}\r\nConnection: close\r\n\r\n")
     else:
-        raw = f"GET /{nonce} HTTP/1.1\r\nHost: {CANARY}:{CANARY_PORT}\r\nConnection: close\r\n\r\n"
+        extra = "X-Real-IP: 127.0.0.1\r\n" if how.endswith("x-real-ip") else ""
+        raw = (f"GET /{nonce} HTTP/1.1\r\nHost: {CANARY}:{CANARY_PORT}\r\n{extra}"
+               "Connection: close\r\n\r\n")
     reply = http_request(NGX, NGX_PORT, raw, source=STRANGER)
     return bool(canary.wait_for(nonce, timeout=1.0)) and b"canary" in reply.body
 
@@ -98,8 +116,12 @@ def test_verdict_matches_real_nginx(canary: HttpCanary, name: str, servers: str,
         assert relayed is (rule is not None), d.diagnostics()
 
 
-def test_edits_close_the_hole_for_real(canary: HttpCanary) -> None:
-    _name, servers, how, _rule = CASES[1]
+FIRING = [c for c in CASES if c[3] is not None]
+
+
+@pytest.mark.parametrize(("name", "servers", "how", "rule"), FIRING, ids=[c[0] for c in FIRING])
+def test_edits_close_the_hole_for_real(canary: HttpCanary, name: str, servers: str, how: str,
+                                       rule: str) -> None:
     text = HEAD + servers + "}\n"
     with nginx(text, NGX, NGX_PORT) as d:
         assert stranger_relayed(canary, how)

@@ -83,7 +83,23 @@ CASES = [
         location / { proxy_pass http://$host; }
     }
 """), "NGINX-OPEN-PROXY-HOST", 13),
+    ("realip_trusts_everyone", conf("""    server {
+        listen 127.0.8.10:8080;
+        set_real_ip_from 0.0.0.0/0;
+        allow 127.0.0.1;
+        deny all;
+        location / { proxy_pass http://$http_host$request_uri; }
+    }
+"""), "NGINX-REALIP-TRUST-ALL", 0),
     # Must not fire:
+    ("realip_trusts_the_balancer", conf("""    server {
+        listen 127.0.8.10:8080;
+        set_real_ip_from 192.0.2.10;
+        allow 127.0.0.1;
+        deny all;
+        location / { proxy_pass http://$http_host$request_uri; }
+    }
+"""), None, 0),
     ("host_named_server", conf("""    server {
         listen 127.0.8.10:8080 default_server;
         return 404;
@@ -294,3 +310,19 @@ def test_config_test_of_a_copied_debian_tree_checks_the_copy(tmp_path: Path) -> 
     (tmp_path / "sites-enabled" / "default").write_text("server { bogus_directive; }\n")
     ok, out = AUDITOR.config_test(tmp_path) or (True, "")
     assert not ok and "bogus_directive" in out
+
+
+def test_host_header_forward_is_low_hardening_with_an_edit(tmp_path: Path) -> None:
+    text = conf("""    server {
+        listen 127.0.8.10:8080;
+        location / {
+            proxy_set_header Host $http_host;
+            proxy_pass http://127.0.8.11:8081;
+        }
+    }
+""")
+    path = write(tmp_path, text)
+    [f] = AUDITOR.audit(path, OUTSIDE).findings
+    assert (f.rule, f.severity, f.category.value, f.location.line) == (
+        "NGINX-HOST-HEADER-FORWARD", Severity.LOW, "hardening", 9)
+    assert f.edits[0].new == ("            proxy_set_header Host $host;",)
