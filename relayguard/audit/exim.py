@@ -272,10 +272,13 @@ class EximConfig:
     named_lists: dict[str, tuple[str, str, Line]]  # name → (kind, value, line)
     acls: dict[str, list[Statement]]
     acl_lines: dict[str, Line]
+    # authenticator name → (its `name:` line, option → line)
+    authenticators: dict[str, tuple[Line, dict[str, Line]]] = field(default_factory=dict)
 
 
 def model(src: Source) -> EximConfig:
     cfg = EximConfig({}, {}, {}, {})
+    auth: dict[str, Line] | None = None
     section = "main"
     current: list[Statement] | None = None
     for ln in src.lines:
@@ -293,6 +296,16 @@ def model(src: Source) -> EximConfig:
             name, eq, _ = s.partition("=")
             if eq:
                 cfg.main[name.strip()] = ln
+            continue
+        if section == "authenticators":
+            m = re.match(r"^([\w.-]+):\s*$", s)
+            if m:
+                auth = {}
+                cfg.authenticators[m.group(1)] = (ln, auth)
+            elif auth is not None:
+                name, eq, _ = s.partition("=")
+                if eq:
+                    auth[name.strip()] = ln
             continue
         if section != "acl":
             continue

@@ -111,7 +111,54 @@ RELAY_TO_DOMAINS_WILDCARD = Rule(
     good=_conf(_STOCK_ACL, relay_domains="example.org"),
 )
 
-RULES: tuple[Rule, ...] = (ACCEPT_BEFORE, RELAY_FROM_HOSTS_BROAD, RELAY_TO_DOMAINS_WILDCARD)
+_AUTH = """begin authenticators
+plain_server:
+  driver = plaintext
+  public_name = PLAIN
+  server_condition = ${if eq{$auth3}{secret}}
+  server_set_id = $auth2
+  server_prompts = :
+"""
+
+AUTH_CLEARTEXT = Rule(
+    id="EXIM-AUTH-CLEARTEXT",
+    server="exim",
+    category=Category.OPEN_SMTP_RELAY,
+    severity=Severity.MEDIUM,
+    title="a plaintext authenticator is offered without TLS",
+    description="A server-side `plaintext` authenticator (PLAIN/LOGIN) has no "
+    "`server_advertise_condition` requiring TLS (Debian: `AUTH_SERVER_ALLOW_NOTLS_PASSWORDS` "
+    "defined), so passwords cross the network in clear; `accept authenticated = *` then "
+    "relays for whoever sniffed one.",
+    why="Stolen SMTP accounts are the most common way a correctly closed relay ends up "
+    "sending spam.",
+    fix="`server_advertise_condition = ${if eq{$tls_in_cipher}{}{}{*}}` in each plaintext "
+    "authenticator (remove AUTH_SERVER_ALLOW_NOTLS_PASSWORDS on Debian).",
+    reference="https://www.exim.org/exim-html-current/doc/html/spec_html/ch-smtp_authentication.html",
+    bad=_conf(_STOCK_ACL).replace("begin routers", _AUTH + "begin routers"),
+    good=_conf(_STOCK_ACL).replace("begin routers", _AUTH.replace(
+        "  public_name = PLAIN\n", "  public_name = PLAIN\n"
+        "  server_advertise_condition = ${if eq{$tls_in_cipher}{}{}{*}}\n") + "begin routers"),
+)
+
+RCPT_ACL_UNSET = Rule(
+    id="EXIM-RCPT-ACL-UNSET",
+    server="exim",
+    category=Category.OPEN_SMTP_RELAY,
+    severity=Severity.INFO,
+    title="acl_smtp_rcpt is unset: Exim refuses every recipient over SMTP",
+    description="Without `acl_smtp_rcpt`, Exim rejects all RCPT commands from remote hosts. "
+    "Not open, but mail for local domains is refused too — usually a broken edit.",
+    why="A configuration that looks closed only because it is broken tends to be 'fixed' "
+    "in a hurry, e.g. with a bare `accept`.",
+    fix="Restore `acl_smtp_rcpt = acl_check_rcpt` with the stock ACL.",
+    reference="https://www.exim.org/exim-html-current/doc/html/spec_html/ch-access_control_lists.html",
+    bad=_conf(_STOCK_ACL).replace("acl_smtp_rcpt = acl_check_rcpt\n", ""),
+    good=_conf(_STOCK_ACL),
+)
+
+RULES: tuple[Rule, ...] = (ACCEPT_BEFORE, RELAY_FROM_HOSTS_BROAD, RELAY_TO_DOMAINS_WILDCARD,
+                           AUTH_CLEARTEXT, RCPT_ACL_UNSET)
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
@@ -252,7 +299,45 @@ def audit_source(src: Source, client: IPAddress) -> tuple[list[Finding], list[di
         if (check is not None or not wild_used) and not via_wildcard:
             findings.append(_accept_finding(cfg, verdict.acl_name, decider, check))
 
+    findings += _auth_findings(cfg, src)
+    if option(cfg, "acl_smtp_rcpt") is None:
+        first = src.lines[0] if src.lines else None
+        findings.append(RCPT_ACL_UNSET.finding(
+            "acl_smtp_rcpt is unset: every RCPT over SMTP is refused (closed, but broken)",
+            location=Location(first.path if first else None),
+            evidence=[Evidence("note", "no acl_smtp_rcpt in the main section")],
+            confidence=Confidence.LIKELY))
     return findings, [_fact(cfg, src)]
+
+
+def _auth_findings(cfg: EximConfig, src: Source) -> list[Finding]:
+    out: list[Finding] = []
+    for name, (head, opts) in cfg.authenticators.items():
+        driver = opts.get("driver")
+        if driver is None or driver.text.partition("=")[2].strip() != "plaintext":
+            continue
+        if "server_condition" not in opts:
+            continue  # a client-side authenticator (smarthost login)
+        cond = opts.get("server_advertise_condition")
+        if cond is not None and "tls" in cond.text:
+            continue
+        edits: list[Edit] = []
+        macro = src.macros.get("AUTH_SERVER_ALLOW_NOTLS_PASSWORDS")
+        old_macro = _file_line(macro.path, macro.line) if macro and macro.line else None
+        if macro is not None and old_macro is not None:
+            edits.append(Edit(macro.path, macro.line, (old_macro,), ()))
+        elif cond is None and _file_line(head.path, head.line) is not None:
+            edits.append(Edit(head.path, head.line + 1, (), (
+                "  server_advertise_condition = ${if eq{$tls_in_cipher}{}{}{*}}",)))
+        ev = [_ev(head.path, head.line, head.raw),
+              _ev(driver.path, driver.line, driver.raw)]
+        if macro is not None and macro.line:
+            ev.append(_ev(macro.path, macro.line, f"{macro.name} = {macro.value}"))
+        out.append(AUTH_CLEARTEXT.finding(
+            f"authenticator {name} (plaintext) is offered without TLS: passwords in clear",
+            location=Location(head.path, head.line), evidence=ev,
+            confidence=Confidence.LIKELY, edits=edits))
+    return out
 
 
 def _accept_finding(cfg: EximConfig, acl: str, st: Statement,

@@ -40,6 +40,14 @@ class Exim:
         rc = finals[3]
         return int(rc[:3]), rc[4:]
 
+    def ehlo(self, conf: Path, client: str) -> list[str]:
+        """`exim -C conf -bh client`: the EHLO reply lines (what is advertised)."""
+        proc = subprocess.run([*self.argv, "-C", str(conf), "-bh", client],
+                              input="EHLO client.outside.example\r\nQUIT\r\n",
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **self.env}, check=False)
+        return [ln for ln in proc.stdout.splitlines() if ln.startswith("250")]
+
     def check(self, conf: Path) -> tuple[bool, str]:
         proc = subprocess.run([*self.argv, "-C", str(conf), "-bV"], capture_output=True,
                               text=True, timeout=60, env={**os.environ, **self.env},

@@ -71,8 +71,11 @@ def test_catalogue_examples_static(tmp_path: Path, rule) -> None:
         assert [f.rule for f in result.findings] == ([rule.id] if fires else [])
 
 
+RELAY_RULES = [r for r in RULES if r.severity >= Severity.HIGH]
+
+
 @pytest.mark.server
-@pytest.mark.parametrize("rule", RULES, ids=[r.id for r in RULES])
+@pytest.mark.parametrize("rule", RELAY_RULES, ids=[r.id for r in RELAY_RULES])
 def test_catalogue_examples_agree_with_exim(tmp_path: Path, rule, exim: Exim) -> None:
     for kind in ("bad", "good"):
         p = tmp_path / f"{kind}.conf"
@@ -89,6 +92,38 @@ def test_catalogue_examples_agree_with_exim(tmp_path: Path, rule, exim: Exim) ->
             assert ok, out
             code, text = exim.rcpt(p, STRANGER)
             assert code == 550 and "relay not permitted" in text, (code, text)
+
+
+@pytest.mark.server
+def test_auth_cleartext_agrees_with_exim_advertising_auth(tmp_path: Path, exim: Exim) -> None:
+    from relayguard.audit.rules.exim import AUTH_CLEARTEXT
+
+    for kind in ("bad", "good"):
+        p = tmp_path / f"{kind}.conf"
+        p.write_text(getattr(AUTH_CLEARTEXT, kind))
+        ok, out = exim.check(p)
+        assert ok, out
+        findings = AUDITOR.audit(p, OPTIONS).findings
+        advertised = any("AUTH PLAIN" in ln for ln in exim.ehlo(p, STRANGER))  # no TLS here
+        assert advertised is (kind == "bad")
+        assert [f.rule for f in findings] == (["EXIM-AUTH-CLEARTEXT"] if kind == "bad" else [])
+        if findings:
+            apply_edits(findings)
+            assert AUDITOR.audit(p, OPTIONS).findings == []
+            assert not any("AUTH PLAIN" in ln for ln in exim.ehlo(p, STRANGER))
+
+
+@pytest.mark.server
+def test_rcpt_acl_unset_is_info_and_exim_refuses_everyone(tmp_path: Path, exim: Exim) -> None:
+    from relayguard.audit.rules.exim import RCPT_ACL_UNSET
+
+    p = tmp_path / "exim.conf"
+    p.write_text(RCPT_ACL_UNSET.bad)
+    [f] = AUDITOR.audit(p, OPTIONS).findings
+    assert (f.rule, f.severity) == ("EXIM-RCPT-ACL-UNSET", Severity.INFO)
+    for client in (STRANGER, "127.0.0.1"):
+        code, _ = exim.rcpt(p, client)
+        assert code == 550
 
 
 # (dc_relay_nets, dc_relay_domains, rule or None)
