@@ -174,25 +174,46 @@ class LogAnalysis:
             return False
         return not (self.opt.until is not None and t > self.opt.until)
 
-    def _access_slow(self, path: str, head: bytes, stream: Any, problems: ReadProblems,
-                     fmt: AccessFormat | SquidFormat) -> None:
+    def feed_access_line(self, fmt: AccessFormat | SquidFormat, path: str, lineno: int,
+                         raw: bytes) -> None:
+        """Account one access-log line (the line-by-line path; `watch` calls this too)."""
         st = self.stats
-        name = fmt.name
-        for lineno, raw in enumerate(iter_lines(_Chain(head, stream), problems), 1):
-            st.lines += 1
-            text = raw.decode("utf-8", "surrogateescape")
-            rec = fmt.parse(text) if text else None
-            if rec is None:
-                st.unparsed += 1
-                if raw.strip():
-                    st.sample(path, lineno, raw)
-                continue
-            st.parsed += 1
-            st.by_format[name] = st.by_format.get(name, 0) + 1
-            if not self._in_range(rec.time):
-                continue
+        st.lines += 1
+        text = raw.decode("utf-8", "surrogateescape")
+        rec = fmt.parse(text) if text else None
+        if rec is None:
+            st.unparsed += 1
+            if raw.strip():
+                st.sample(path, lineno, raw)
+            return
+        st.parsed += 1
+        st.by_format[fmt.name] = st.by_format.get(fmt.name, 0) + 1
+        if self._in_range(rec.time):
             self.volume.feed_time(rec.time)
             self.proxy.feed(rec, path, lineno, text)
+
+    def feed_mail_line(self, years: YearGuesser, path: str, lineno: int, raw: bytes) -> None:
+        """Account one mail-log line (syslog, maillog_file or Exim mainlog)."""
+        st = self.stats
+        st.lines += 1
+        text = raw.decode("utf-8", "surrogateescape")
+        rec = parse_syslog(text, years) if text else None
+        if rec is None:
+            st.unparsed += 1
+            if raw.strip():
+                st.sample(path, lineno, raw)
+            return
+        st.parsed += 1
+        fam = "exim" if rec.program.startswith("exim") else (
+            "postfix" if "postfix" in rec.program or "/" in rec.program else "syslog")
+        st.by_format[fam] = st.by_format.get(fam, 0) + 1
+        if self._in_range(rec.time):
+            self.mail.feed(rec, path, lineno, text)
+
+    def _access_slow(self, path: str, head: bytes, stream: Any, problems: ReadProblems,
+                     fmt: AccessFormat | SquidFormat) -> None:
+        for lineno, raw in enumerate(iter_lines(_Chain(head, stream), problems), 1):
+            self.feed_access_line(fmt, path, lineno, raw)
 
     def _access_fast(self, path: str, head: bytes, stream: Any, problems: ReadProblems,
                      fmt: AccessFormat) -> None:
@@ -233,31 +254,13 @@ class LogAnalysis:
 
     # -- mail logs ---------------------------------------------------------------------------
     def _mail(self, path: str, head: bytes, stream: Any, problems: ReadProblems) -> None:
-        st = self.stats
         try:
             mtime = os.stat(path).st_mtime if path != "-" else None
         except OSError:
             mtime = None
         years = YearGuesser(reference=mtime, year=self.opt.year)
-        by_name: dict[str, int] = {}
         for lineno, raw in enumerate(iter_lines(_Chain(head, stream), problems), 1):
-            st.lines += 1
-            text = raw.decode("utf-8", "surrogateescape")
-            rec = parse_syslog(text, years) if text else None
-            if rec is None:
-                st.unparsed += 1
-                if raw.strip():
-                    st.sample(path, lineno, raw)
-                continue
-            st.parsed += 1
-            fam = "exim" if rec.program.startswith("exim") else (
-                "postfix" if "postfix" in rec.program or "/" in rec.program else "syslog")
-            by_name[fam] = by_name.get(fam, 0) + 1
-            if not self._in_range(rec.time):
-                continue
-            self.mail.feed(rec, path, lineno, text)
-        for fam, n in by_name.items():
-            st.by_format[fam] = st.by_format.get(fam, 0) + n
+            self.feed_mail_line(years, path, lineno, raw)
 
     # -- results -----------------------------------------------------------------------------
     def incidents(self) -> list[Incident]:
@@ -280,10 +283,13 @@ class LogAnalysis:
             "volume_spikes": volume,
             "requests_timeline": self.volume.timeline.to_dict(),
             "mail": {**self.mail.counts, "top_senders": self.mail.senders.top(10),
+                     **self.mail.volume(),
                      "deferred_bounced_timeline": self.mail.outcome_timeline.to_dict()},
             "own_host_absolute_requests": self.proxy.own_host_absolute,
         }
-        notes = []
+        notes = [story(i) for i in incidents[:12]]
+        if len(incidents) > 12:
+            notes.append(f"... and {len(incidents) - 12} more incident(s) in stats.incidents")
         if self.stats.by_format.get("postfix") or self.stats.by_format.get("exim"):
             notes.append("syslog timestamps carry no zone: mail times are shown as written "
                          "(marked Z but in the log's local time)")
@@ -329,6 +335,42 @@ def _summary(inc: Incident) -> str:
             f"statuses {d['statuses']}; clients: {clients}; destinations: {dests}; "
             f"SMTP destinations: {d['smtp_destinations']}; bytes: {d['bytes']}; "
             f"peak {d['peak_per_minute']:.0f}/min")
+
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(inc: Incident, width: int = 40) -> str:
+    """The incident's events over its own span as a one-line bar chart (empty if one bucket):
+    each column holds the same number of timeline buckets."""
+    series = inc.timeline.series()
+    if len(series) < 2:
+        return ""
+    step = inc.timeline.width
+    t0 = series[0][0]
+    spanned = (series[-1][0] - t0) // step + 1
+    per_col = -(-spanned // width)
+    cols = [0] * (-(-spanned // per_col))
+    for t, n in series:
+        cols[(t - t0) // step // per_col] += n
+    top = max(cols)
+    return "".join(_BARS[min(7, n * 8 // (top + 1))] if n else " " for n in cols)
+
+
+def story(inc: Incident) -> str:
+    """One line a person reads first: what, when, how many, who, where to, did it work."""
+    d = inc.to_dict()
+    clients = ", ".join(f"{c} ({n})" for c, n in d["clients"][:3])
+    more = f" +{d['clients_distinct'] - 3} more" if d["clients_distinct"] > 3 else ""
+    dests = ", ".join(f"{c} ({n})" for c, n in d["destinations"][:3]) or "-"
+    outcomes = ", ".join(f"{k} {v}" for k, v in d["outcomes"].items())
+    line = (f"{d['kind']}: {d['events']} event(s) {d['first_seen']} .. {d['last_seen']}, "
+            f"{d['verdict']} ({outcomes}); from {clients or '-'}{more}; to {dests}")
+    if d["smtp_destinations"]:
+        line += f"; {d['smtp_destinations']} SMTP destination(s)"
+    line += f"; peak {d['peak_per_minute']:.0f}/min"
+    spark = sparkline(inc)
+    return f"{line} [{spark}]" if spark else line
 
 
 def incident_finding(inc: Incident, analysis: LogAnalysis) -> Finding | None:

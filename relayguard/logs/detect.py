@@ -283,7 +283,8 @@ class _Msg:
     client_host: str | None = None
     user: str | None = None
     sender: str | None = None
-    seen_rcpts: set[str] = field(default_factory=set)
+    seen_rcpts: set[str] = field(default_factory=set)  # <= 100: retries are not new mail
+    relay_counted: bool = False
 
 
 @dataclass
@@ -292,7 +293,7 @@ class _ClientRelay:
 
     incident: Incident
     domains: Distinct = field(default_factory=lambda: Distinct(1000))
-    messages: set[str] = field(default_factory=set)
+    messages: int = 0
 
 
 class MailDetector:
@@ -312,6 +313,8 @@ class MailDetector:
         self.counts: dict[str, int] = {"inbound_blocklist_rejects": 0, "rejects": 0,
                                        "sent": 0, "deferred": 0, "bounced": 0}
         self.senders = TopK(64)
+        self.outbound_senders = TopK(64)  # outbound deliveries per envelope sender
+        self.sasl_users: dict[str, list[Any]] = {}  # user -> [deliveries, Distinct domains]
         self.outcome_timeline = Timeline(cap=2048)  # deferred+bounced per minute
 
     def _msg(self, qid: str, create: bool = True) -> _Msg | None:
@@ -417,21 +420,31 @@ class MailDetector:
             said = text.split(" said: ", 1)[0].removeprefix("host ")
             inc.add(rec.time, None, said, sample, outcome="refused", status=status)
         st = self._msg(qid, create=False)
+        if st is not None and status != "deferred":
+            self.outbound_senders.add(st.sender or "<>" if st.sender is not None else "?")
+            if st.user:
+                entry = self.sasl_users.get(st.user)
+                if entry is None and len(self.sasl_users) < 200:
+                    entry = self.sasl_users[st.user] = [0, Distinct(500)]
+                if entry is not None:
+                    entry[0] += 1
+                    entry[1].add(domain)
         if st is None or st.client_ip is None or st.user or st.client_ip in self.trusted:
             return
-        key = f"{qid}\x00{to}"
-        if key in st.seen_rcpts:
+        if to in st.seen_rcpts:
             return  # a retry of the same recipient is not a new relayed message
-        if len(st.seen_rcpts) < 1000:
-            st.seen_rcpts.add(key)
+        if len(st.seen_rcpts) < 100:
+            st.seen_rcpts.add(to)
         cr = self.relay_clients.get(st.client_ip)
         if cr is None:
             if len(self.relay_clients) >= 1000:
                 return
-            cr = self.relay_clients[st.client_ip] = _ClientRelay(Incident("smtp-relayed"))
+            cr = self.relay_clients[st.client_ip] = _ClientRelay(
+                Incident("smtp-relayed", timeline=Timeline(cap=256)))
         cr.domains.add(domain)
-        if len(cr.messages) < 100000:
-            cr.messages.add(qid)
+        if not st.relay_counted:
+            st.relay_counted = True
+            cr.messages += 1
         outcome = "relayed" if status == "sent" else ("refused" if status == "bounced"
                                                       else "unknown")
         cr.incident.add(rec.time, st.client_ip, domain or None, sample, outcome=outcome,
@@ -473,6 +486,16 @@ class MailDetector:
             self._sasl_failure(rec, m["ip"], sample)
 
     # -- snapshot ------------------------------------------------------------------------------
+    def volume(self) -> dict[str, Any]:
+        """Outbound volume per sender and per authenticated user, and bounce/defer spikes."""
+        users = sorted(((u, n, d.describe()) for u, (n, d) in self.sasl_users.items()),
+                       key=lambda x: -x[1])[:10]
+        spikes = VolumeDetector.spikes(self.outcome_timeline, floor=30.0)
+        return {"outbound_by_sender": self.outbound_senders.top(10),
+                "authenticated_users": [{"user": u, "deliveries": n, "domains": d}
+                                        for u, n, d in users],
+                "deferred_bounced_spikes": spikes}
+
     def own_domains(self) -> set[str]:
         return set(self.given_domains) | self.local_domains.keys
 
@@ -491,7 +514,7 @@ class MailDetector:
                 continue
             inc = cr.incident
             inc.extra["client"] = ip
-            inc.extra["messages"] = len(cr.messages)
+            inc.extra["messages"] = cr.messages
             inc.extra["foreign_domains"] = len(foreign)
             out.append(inc)
         return sorted(out, key=lambda i: (i.first or 0.0, i.kind))
@@ -513,14 +536,19 @@ class VolumeDetector:
     def feed_minutes(self, counts: dict[int, int]) -> None:
         self.timeline.add_minutes(counts)
 
-    def snapshot(self, window: int = 60, factor: float = 10.0,
-                 floor: float = 300.0) -> list[dict[str, Any]]:
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Request-rate spikes so far (see `spikes`)."""
+        return self.spikes(self.timeline)
+
+    @staticmethod
+    def spikes(timeline: Timeline, window: int = 60, factor: float = 10.0,
+               floor: float = 300.0) -> list[dict[str, Any]]:
         """Buckets whose rate is >= factor x the median of the previous `window` buckets (gaps
-        count as zero) and at least `floor` requests per minute."""
-        series = self.timeline.series()
+        count as zero) and at least `floor` events per minute."""
+        series = timeline.series()
         if not series:
             return []
-        width = self.timeline.width
+        width = timeline.width
         spikes: list[dict[str, Any]] = []
         history: list[int] = []
         prev: int | None = None

@@ -136,6 +136,9 @@ def test_open_apache_proxy_incidents_exact(web_logs: dict[str, Any]) -> None:
     rules = sorted((f.rule, f.severity.label, f.confidence.label) for f in report.findings)
     assert rules == [("LOGS-PROXY-HTTP", "high", "likely"), ("LOGS-PROXY-SCAN", "low", "likely"),
                      ("LOGS-PROXY-SMTP", "critical", "likely")]
+    story = next(n for n in report.notes if n.startswith("proxy-smtp:"))
+    assert "5 event(s)" in story and "relayed (relayed 5)" in story
+    assert "127.0.5.31 (3), 127.0.5.32 (2)" in story and "1 SMTP destination(s)" in story
     smtp_finding = next(f for f in report.findings if f.rule == "LOGS-PROXY-SMTP")
     assert smtp_finding.category.value == "proxy-abuse"
     assert smtp_finding.location.path == str(web_logs["open"])
@@ -266,6 +269,10 @@ def test_open_postfix_relay_and_blocklist_bounces_exact(mail_logs: dict[str, Any
     bounce = inc["smtp-blocklist-bounce"]
     assert bounce["events"] == 2 and bounce["lists"] == {"zen.spamhaus.org": 2}
     assert [tuple(d) for d in bounce["destinations"]] == [(f"{SINK_BLOCK}[{SINK_BLOCK}]", 2)]
+    mail = report.stats["mail"]
+    # 3 sent + 2 bounced for the spammer, 2 non-delivery notices (to spam.test, unresolvable)
+    assert [tuple(x) for x in mail["outbound_by_sender"]] == [("bulk@spam.test", 5), ("<>", 2)]
+    assert mail["inbound_blocklist_rejects"] == 0 and mail["authenticated_users"] == []
     got = sorted((f.rule, f.category.value, f.confidence.label) for f in report.findings)
     assert got == [("LOGS-SMTP-BLOCKLISTED", "blocklisted", "likely"),
                    ("LOGS-SMTP-RELAYED", "relay-abuse", "confirmed")]

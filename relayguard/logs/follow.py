@@ -1,0 +1,396 @@
+"""Following log files like `tail -F`, across rotation, truncation and restarts.
+
+A followed path has one *current* file identity (device, inode, a hash of its first bytes) and
+may have *retired* ones: after a rename rotation the old inode stays open and is drained for a
+grace period, because a daemon keeps writing to it until it reopens its log (Apache only after
+`graceful`). Copytruncate is seen as a shrunken file or a changed head; the tail written
+before the copy is then read from the rotated copy, found by its head hash. Only whole lines
+are consumed, so a `Position` is always a line boundary and can be persisted with the state it
+produced; `FileFollower.resume` finds a saved identity again (also among rotated siblings)
+after a restart. Compressed rotated files are never read. Scheme after fail2ban's
+(path, first-line md5, offset) plus the inode, as research/logs.md §2 suggests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import hashlib
+import os
+import select
+import struct
+import time
+from dataclasses import dataclass, field, replace
+
+HEAD_BYTES = 1024  # the file identity hash covers up to this many first bytes
+MAX_LINE = 64 * 1024  # a longer "line" without a newline is consumed as it is
+READ_BYTES = 4 * 1024 * 1024  # at most this much per read
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z", ".zip")
+_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
+
+
+@dataclass
+class Position:
+    """Where reading stands in one file identity; `offset` is always just after a newline."""
+
+    path: str  # the followed path (as configured)
+    dev: int
+    ino: int
+    offset: int = 0
+    head: str = ""  # sha1 hex of the first `head_len` bytes
+    head_len: int = 0
+    lineno: int = 0  # lines consumed from this identity
+    retired_at: float | None = None  # set once a newer identity took over the path
+
+    @property
+    def ident(self) -> tuple[int, int]:
+        return (self.dev, self.ino)
+
+
+@dataclass
+class Batch:
+    """Whole lines read from one file identity, and the position after them."""
+
+    path: str  # the followed path
+    source: str  # the file the bytes came from (a rotated sibling when recovering)
+    data: bytes
+    first_lineno: int  # 1-based line number of the first line within its identity
+    lines: int
+    position: Position
+
+
+@dataclass
+class _Handle:
+    fd: int
+    pos: Position
+    source: str
+    last_data: float = field(default_factory=time.monotonic)
+    once: bool = False  # a copytruncate copy: read to its end, then close
+
+
+def _hash(data: bytes) -> str:
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
+
+
+def is_compressed(path: str) -> bool:
+    """Rotated files compressed by logrotate are skipped (by name and by magic bytes)."""
+    if path.endswith(COMPRESSED_SUFFIXES):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError:
+        return True
+    return any(head.startswith(m) for m in _MAGIC)
+
+
+def rotated_siblings(path: str) -> list[str]:
+    """Uncompressed files beside `path` whose names extend it (`.1`, `-20260101`), newest first."""
+    directory, base = os.path.split(path)
+    directory = directory or "."
+    out: list[tuple[float, str]] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    for name in names:
+        if name == base or not name.startswith(base) or len(name) == len(base):
+            continue
+        if name[len(base)] not in ".-_":
+            continue
+        full = os.path.join(directory, name)
+        try:
+            st = os.stat(full)
+        except OSError:
+            continue
+        if not os.path.isfile(full) or is_compressed(full):
+            continue
+        out.append((st.st_mtime, full))
+    return [p for _, p in sorted(out, reverse=True)]
+
+
+class FileFollower:
+    """One followed path: its current file, retired ones still being drained, and positions.
+
+    `linger` is how long a rotated-away file keeps being read after its last new data.
+    """
+
+    def __init__(self, path: str, *, start_at_end: bool = False, linger: float = 30.0) -> None:
+        self.path = path
+        self.start_at_end = start_at_end
+        self.linger = linger
+        self.current: _Handle | None = None
+        self.retired: list[_Handle] = []
+        self.events: list[str] = []  # human notes: rotated, truncated, appeared, lost position
+
+    # -- life cycle --------------------------------------------------------------------------
+    def resume(self, saved: list[Position]) -> None:
+        """Reopen saved identities: the current file at its offset, rotated ones by inode,
+        a copytruncated one through its copy (matched by head hash)."""
+        current = [p for p in saved if p.retired_at is None]
+        for pos in (p for p in saved if p.retired_at is not None):
+            found = self._find_identity(pos)
+            if found is not None:
+                self.retired.append(found)
+        if not current:
+            self._open_current(first_run=not saved)
+            return
+        pos = current[0]
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            found = self._find_identity(pos)
+            if found is not None:
+                self.retired.append(found)
+            self.events.append(f"{self.path}: missing; waiting for it to appear")
+            return
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == pos.ident and self._head_ok(fd, pos, st.st_size):
+            self.current = _Handle(fd, pos, self.path)
+            return
+        os.close(fd)
+        # rotated (other inode) or copytruncated (same inode, other head) while we were away
+        found = self._find_identity(pos)
+        if found is not None:
+            self.retired.append(found)
+            self.events.append(f"{self.path}: rotated while stopped; reading the rest of "
+                               f"{found.source}")
+        else:
+            self.events.append(f"{self.path}: saved position not found (rotated and compressed "
+                               f"or removed while stopped); lines after offset {pos.offset} of "
+                               f"the old file are lost")
+        self._open_current(first_run=False)
+
+    def close(self) -> None:
+        for h in [*self.retired, *([self.current] if self.current else [])]:
+            with contextlib.suppress(OSError):
+                os.close(h.fd)
+        self.retired.clear()
+        self.current = None
+
+    def positions(self) -> list[Position]:
+        """Every identity still being followed (to persist)."""
+        out = [replace(h.pos) for h in self.retired]
+        if self.current is not None:
+            out.append(replace(self.current.pos))
+        return out
+
+    def lag_bytes(self) -> int:
+        """Bytes written but not yet consumed."""
+        total = 0
+        for h in [*self.retired, *([self.current] if self.current else [])]:
+            with contextlib.suppress(OSError):
+                total += max(0, os.fstat(h.fd).st_size - h.pos.offset)
+        return total
+
+    # -- reading -----------------------------------------------------------------------------
+    def poll(self, max_bytes: int = READ_BYTES) -> list[Batch]:
+        """Whatever whole lines are available now (retired files first: older data first)."""
+        out: list[Batch] = []
+        now = time.monotonic()
+        for h in list(self.retired):
+            b = self._read(h, max_bytes)
+            if b is not None:
+                out.append(b)
+                h.last_data = now
+            elif h.once or now - h.last_data >= self.linger:
+                os.close(h.fd)
+                self.retired.remove(h)
+        if self.current is None:
+            self._open_current(first_run=False)
+            if self.current is None:
+                return out
+        h = self.current
+        try:
+            st = os.fstat(h.fd)
+        except OSError:
+            return out
+        if st.st_size < h.pos.offset or not self._head_ok(h.fd, h.pos, st.st_size):
+            self._truncated(h)
+        b = self._read(h, max_bytes)
+        if b is not None:
+            out.append(b)
+            return out
+        # at the end of the current file: has the path moved on to another file?
+        try:
+            pst = os.stat(self.path)
+        except OSError:
+            return out
+        if (pst.st_dev, pst.st_ino) != h.pos.ident:
+            h.pos.retired_at = time.time()
+            h.last_data = now
+            self.retired.append(h)
+            self.current = None
+            self.events.append(f"{self.path}: rotated (new file); draining the old one")
+            self._open_current(first_run=False)
+            if self.current is not None:
+                b = self._read(self.current, max_bytes)
+                if b is not None:
+                    out.append(b)
+        return out
+
+    def _read(self, h: _Handle, max_bytes: int) -> Batch | None:
+        try:
+            data = os.pread(h.fd, max_bytes, h.pos.offset)
+        except OSError:
+            return None
+        if not data:
+            return None
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            if len(data) < MAX_LINE and not (h.once and len(data) < max_bytes):
+                return None  # a line still being written
+            cut = len(data)  # an over-long line, or the unterminated end of a copy
+        data = data[:cut]
+        lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        first = h.pos.lineno + 1
+        h.pos.offset += cut
+        h.pos.lineno += lines
+        if h.pos.head_len < HEAD_BYTES and h.pos.offset > h.pos.head_len:
+            head = os.pread(h.fd, min(HEAD_BYTES, h.pos.offset), 0)
+            h.pos.head, h.pos.head_len = _hash(head), len(head)
+        return Batch(self.path, h.source, data, first, lines, replace(h.pos))
+
+    # -- identities --------------------------------------------------------------------------
+    @staticmethod
+    def _head_ok(fd: int, pos: Position, size: int) -> bool:
+        if pos.head_len == 0:
+            return True
+        if size < pos.head_len:
+            return False
+        try:
+            return _hash(os.pread(fd, pos.head_len, 0)) == pos.head
+        except OSError:
+            return False
+
+    def _open_current(self, first_run: bool) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return
+        st = os.fstat(fd)
+        for h in self.retired:
+            if h.pos.ident == (st.st_dev, st.st_ino) and not h.once:
+                os.close(fd)  # still the old file (the rename has not happened yet)
+                return
+        pos = Position(self.path, st.st_dev, st.st_ino)
+        if first_run and self.start_at_end and st.st_size:
+            tail = os.pread(fd, min(st.st_size, MAX_LINE), max(0, st.st_size - MAX_LINE))
+            nl = tail.rfind(b"\n")
+            pos.offset = st.st_size - (len(tail) - nl - 1) if nl >= 0 else 0
+            pos.lineno = -1  # line numbers unknown when starting at the end
+            head = os.pread(fd, min(HEAD_BYTES, pos.offset), 0)
+            pos.head, pos.head_len = _hash(head), len(head)
+        elif not first_run:
+            self.events.append(f"{self.path}: following new file (inode {st.st_ino})")
+        self.current = _Handle(fd, pos, self.path)
+
+    def _truncated(self, h: _Handle) -> None:
+        """Copytruncate: read what the copy holds past our offset, then restart at 0."""
+        old = replace(h.pos)
+        copy = self._find_copy(old)
+        if copy is not None:
+            self.retired.append(copy)
+            self.events.append(f"{self.path}: truncated (copytruncate); reading the rest of "
+                               f"{copy.source}")
+        else:
+            self.events.append(f"{self.path}: truncated; no uncompressed copy with our head "
+                               f"found, reading from the start")
+        h.pos = Position(self.path, old.dev, old.ino)
+
+    def _find_copy(self, pos: Position) -> _Handle | None:
+        for sib in rotated_siblings(self.path):
+            try:
+                fd = os.open(sib, os.O_RDONLY)
+            except OSError:
+                continue
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != pos.ident and st.st_size >= pos.offset and \
+                    self._head_ok(fd, pos, st.st_size):
+                copy = replace(pos, dev=st.st_dev, ino=st.st_ino, retired_at=time.time())
+                return _Handle(fd, copy, sib, once=True)
+            os.close(fd)
+        return None
+
+    def _find_identity(self, pos: Position) -> _Handle | None:
+        """A saved identity after a restart: same inode (renamed), else a copy by head hash."""
+        candidates = [self.path, *rotated_siblings(self.path)]
+        for name in candidates:
+            try:
+                fd = os.open(name, os.O_RDONLY)
+            except OSError:
+                continue
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == pos.ident and st.st_size >= pos.offset and \
+                    self._head_ok(fd, pos, st.st_size):
+                if name == self.path:
+                    os.close(fd)  # still current: not a retired identity
+                    continue
+                retired = replace(pos, retired_at=pos.retired_at or time.time())
+                return _Handle(fd, retired, name)
+            os.close(fd)
+        copy = self._find_copy(pos)
+        return copy
+
+
+# ---------------------------------------------------------------------------------------------
+# waking up: inotify where the kernel has it, plain sleeping otherwise
+
+_IN_FLAGS = (0x00000002 | 0x00000004 | 0x00000040 | 0x00000080 | 0x00000100 | 0x00000200
+             | 0x00000008)  # MODIFY ATTRIB MOVED_FROM MOVED_TO CREATE DELETE CLOSE_WRITE
+
+
+class Waker:
+    """Sleeps until a watched directory changes or `timeout` passes.
+
+    inotify (through libc with ctypes: no dependency for a 30-line binding) only shortens the
+    wait; every wake-up re-checks files by `stat`, so a missed or absent event costs at most one
+    poll interval, never a line.
+    """
+
+    def __init__(self, paths: list[str], use_inotify: bool = True) -> None:
+        self.fd: int | None = None
+        self.kind = "polling"
+        if not use_inotify:
+            return
+        name = ctypes.util.find_library("c")
+        try:
+            libc = ctypes.CDLL(name or "libc.so.6", use_errno=True)
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        except (OSError, AttributeError):
+            return
+        if fd < 0:
+            return
+        dirs = {os.path.dirname(os.path.abspath(p)) for p in paths}
+        added = 0
+        for d in dirs:
+            if libc.inotify_add_watch(fd, os.fsencode(d), _IN_FLAGS) >= 0:
+                added += 1
+        if not added:
+            os.close(fd)
+            return
+        self.fd, self.kind = fd, "inotify"
+
+    def wait(self, timeout: float) -> None:
+        if self.fd is None:
+            time.sleep(timeout)
+            return
+        with contextlib.suppress(InterruptedError, OSError):
+            ready, _, _ = select.select([self.fd], [], [], timeout)
+            if ready:
+                self._drain()
+
+    def _drain(self) -> None:
+        assert self.fd is not None
+        with contextlib.suppress(BlockingIOError, OSError):
+            while True:
+                buf = os.read(self.fd, 65536)
+                if len(buf) < struct.calcsize("iIII"):
+                    return
+
+    def close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
