@@ -291,7 +291,7 @@ def _walk(tree: list[Directive]):
 
 def split_target(url: str) -> tuple[str, str, str]:
     """`http://$host:8080/x` → ("http", "$host:8080", "/x"); stream targets have no scheme."""
-    m = re.match(r"^([a-z]+)://(.*)$", url)
+    m = re.match(r"^([a-z]+|\$\{?\w+\}?)://(.*)$", url)
     scheme, rest = (m.group(1), m.group(2)) if m else ("", url)
     cut = _PATH_START.search(rest)
     if cut is None:

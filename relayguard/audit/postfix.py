@@ -417,7 +417,7 @@ def _is_reject_result(result: str) -> bool:
 def client_matches(key: str, client: IPAddress, kind: str) -> bool:
     """Does a client-access key (CIDR, IP, hash octet prefix) match this client address?"""
     key = key.strip("[]")
-    if kind == "cidr" or "/" in key:
+    if kind == "cidr":
         try:
             return client in ipaddress.ip_network(key.replace("[", "").replace("]", ""),
                                                   strict=False)

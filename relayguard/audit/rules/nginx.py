@@ -156,6 +156,10 @@ def _ev(p: ProxyPath) -> list[Evidence]:
                     Location(p.directive.path, p.directive.line))]
     for d in p.extra:
         out.append(Evidence("config", f"{d.where}: {d.render()}", Location(d.path, d.line)))
+    if p.kind in ("http-host", "host") and not any(
+            c.name == "resolver" for level in p.chain for c in (level.block or [])):
+        out.append(Evidence("note", "no `resolver` is set: that is no protection, an IP "
+                            "literal as host needs no DNS lookup"))
     srv = p.server
     role = (f"default server for {', '.join(srv.default_for)}" if srv.default_for
             else "server_name " + " ".join(srv.names or ["(none)"]))

@@ -73,6 +73,13 @@ CASES = [
         location / { proxy_pass http://$host:8081$request_uri; }
     }
 """), "NGINX-OPEN-PROXY-HOST", 8),
+    # The classic forward-proxy recipe (gixy and gixy-ng miss it).
+    ("scheme_host_forward_proxy", conf("""    server {
+        listen 127.0.8.10:8080 default_server;
+        resolver 127.0.0.53;
+        location / { proxy_pass $scheme://$host$request_uri; }
+    }
+"""), "NGINX-OPEN-PROXY-HOST", 0),
     ("host_regex_catch_all", conf("""    server {
         listen 127.0.8.10:8080 default_server;
         return 404;
