@@ -30,55 +30,68 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _svg_timeline(series: list[tuple[str, list[list[Any]]]], width: int = 1000,
-                  height: int = 220) -> str:
-    """One polyline per series of [iso time, count] points on a shared time axis."""
+def _epoch(text: str) -> float:
     from datetime import datetime
 
-    def epoch(s: str) -> float:
-        return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
-    pts = [(name, [(epoch(t), n) for t, n in points]) for name, points in series if points]
-    if not pts:
-        return "<p class=meta>no timed events</p>"
-    t0 = min(p[0] for _, ps in pts for p in ps)
-    t1 = max(p[0] for _, ps in pts for p in ps)
-    ymax = max(p[1] for _, ps in pts for p in ps) or 1
-    span = max(t1 - t0, 60.0)
-    left, bottom = 50, 30
-    w, h = width - left - 10, height - bottom - 10
 
-    def x(t: float) -> float:
-        return left + (t - t0) / span * w
-
-    def y(n: float) -> float:
-        return 10 + h - n / ymax * h
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'role="img" aria-label="events per minute">']
-    out.append(f'<line x1="{left}" y1="{10 + h}" x2="{left + w}" y2="{10 + h}" '
-               'stroke="#999"/>')
-    out.append(f'<line x1="{left}" y1="10" x2="{left}" y2="{10 + h}" stroke="#999"/>')
-    out.append(f'<text x="4" y="16" font-size="11">{_e(ymax)}</text>')
-    out.append(f'<text x="4" y="{10 + h}" font-size="11">0</text>')
+def _svg_timelines(series: list[tuple[str, int, list[list[Any]]]], width: int = 1000,
+                   window: tuple[float, float] | None = None) -> str:
+    """One small bar chart per series (own y scale), all on one shared time axis, so an
+    incident of 16 requests/min stays visible next to 200 requests/min of ordinary traffic."""
     from relayguard.logs.counting import iso
 
-    out.append(f'<text x="{left}" y="{height - 8}" font-size="11">{_e(iso(t0))}</text>')
-    out.append(f'<text x="{left + w - 150}" y="{height - 8}" font-size="11">'
-               f'{_e(iso(t1))}</text>')
-    for i, (name, ps) in enumerate(pts):
+    lo, hi = window if window else (float("-inf"), float("inf"))
+    pts = [(name, bucket, [(t, n) for t, n in ((_epoch(t), n) for t, n in points)
+                           if lo <= t <= hi])
+           for name, bucket, points in series]
+    pts = [p for p in pts if p[2]]
+    if not pts:
+        return "<p class=meta>no timed events</p>"
+    t0 = min(p[0] for _, _, ps in pts for p in ps)
+    t1 = max(p[0] + b for _, b, ps in pts for p in ps)
+    span = max(t1 - t0, 60.0)
+    left, h, gap = 60, 60, 26
+    w = width - left - 10
+    height = len(pts) * (h + gap) + 24
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'role="img" aria-label="events per time bucket">']
+    for i, (name, bucket, ps) in enumerate(pts):
+        top = 18 + i * (h + gap)
+        ymax = max(n for _, n in ps) or 1
         color = _COLORS[i % len(_COLORS)]
-        if len(ps) == 1:
-            t, n = ps[0]
-            out.append(f'<circle cx="{x(t):.1f}" cy="{y(n):.1f}" r="3" fill="{color}"/>')
-        else:
-            coords = " ".join(f"{x(t):.1f},{y(n):.1f}" for t, n in ps)
-            out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" '
-                       f'points="{coords}"/>')
-        out.append(f'<text x="{left + 8}" y="{24 + 13 * i}" font-size="11" fill="{color}">'
-                   f'{_e(name)}</text>')
+        bar = max(1.0, bucket / span * w)
+        out.append(f'<text x="{left}" y="{top - 4}" font-size="12" fill="{color}">{_e(name)} '
+                   f'(max {_e(ymax)} per {_e(bucket // 60)} min)</text>')
+        out.append(f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" '
+                   'stroke="#bbb"/>')
+        for t, n in ps:
+            x = left + (t - t0) / span * w
+            bh = max(1.0, n / ymax * h)
+            out.append(f'<rect x="{x:.1f}" y="{top + h - bh:.1f}" width="{bar:.1f}" '
+                       f'height="{bh:.1f}" fill="{color}"><title>{_e(iso(t))}: {_e(n)}'
+                       f'</title></rect>')
+    out.append(f'<text x="{left}" y="{height - 4}" font-size="11">{_e(iso(t0))}</text>')
+    out.append(f'<text x="{left + w - 130}" y="{height - 4}" font-size="11">{_e(iso(t1))}'
+               '</text>')
     out.append("</svg>")
     return "".join(out)
+
+
+def _incident_window(incidents: list[dict[str, Any]],
+                     timeline: dict[str, Any] | None) -> tuple[float, float] | None:
+    """The incidents' span with a margin, when it is a small part of the whole log."""
+    spans = [(_epoch(i["first_seen"]), _epoch(i["last_seen"])) for i in incidents
+             if i.get("first_seen") and i.get("last_seen")]
+    if not spans or not timeline or not timeline.get("points"):
+        return None
+    a, b = min(s for s, _ in spans), max(e for _, e in spans)
+    t0, t1 = _epoch(timeline["points"][0][0]), _epoch(timeline["points"][-1][0])
+    if (b - a) > 0.5 * (t1 - t0):
+        return None
+    pad = max(600.0, (b - a) * 0.25)
+    return a - pad, b + pad
 
 
 def render_html(report: Report) -> str:
@@ -92,13 +105,18 @@ def render_html(report: Report) -> str:
     incidents = stats.get("incidents") if isinstance(stats, dict) else None
     timeline = stats.get("requests_timeline") if isinstance(stats, dict) else None
     if incidents is not None:
-        series: list[tuple[str, list[list[Any]]]] = []
+        series: list[tuple[str, int, list[list[Any]]]] = []
         if timeline and timeline.get("points"):
-            series.append(("all requests", timeline["points"]))
-        for inc in incidents[:6]:
-            series.append((f"{inc['kind']} ({inc['verdict']})", inc["timeline"]["points"]))
-        parts.append("<h2>Timeline (events per bucket)</h2>")
-        parts.append(_svg_timeline(series))
+            series.append(("all requests", timeline["bucket_seconds"], timeline["points"]))
+        for inc in incidents[:8]:
+            series.append((f"{inc['kind']} ({inc['verdict']}, {inc['events']} events)",
+                           inc["timeline"]["bucket_seconds"], inc["timeline"]["points"]))
+        parts.append("<h2>Timeline</h2>")
+        parts.append(_svg_timelines(series))
+        window = _incident_window(incidents, timeline)
+        if window is not None:
+            parts.append("<h2>Around the incidents</h2>")
+            parts.append(_svg_timelines(series, window=window))
         parts.append("<h2>Incidents</h2>")
         if not incidents:
             parts.append("<p>No incident.</p>")
