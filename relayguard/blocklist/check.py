@@ -378,7 +378,8 @@ class Checker:
             elif ans.status not in (Status.NXDOMAIN, Status.NODATA):
                 why = f"{ans.status.value}{': ' + ans.detail if ans.detail else ''}"
                 result.errors.append((target.text, f"could not resolve {ans.rdtype} records "
-                                      f"({why}); its addresses were not checked"))
+                                      f"({why}); its addresses were not checked (pass "
+                                      "--no-resolve to check only the name)"))
         return found
 
     async def run(self, targets: list[Target]) -> CheckResult:
