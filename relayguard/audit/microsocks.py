@@ -1,6 +1,7 @@
 """microsocks has no config file: its options are its command line. This module finds that
 command line where a system keeps it — systemd units (`ExecStart=`, with `Environment=` and
-`EnvironmentFile=` variables substituted), init scripts and /etc/default files — and reads
+`EnvironmentFile=` variables substituted), init scripts, /etc/default files and, on the live
+system (root `/`), the `/proc/PID/cmdline` of a running microsocks — and reads
 microsocks' own options from it (`-i` listen address, default 0.0.0.0; `-p` port, default
 1080; `-u`/`-P` user and password; `-1` auth-once; `-b` bind address; `-w` whitelist).
 """
@@ -62,10 +63,38 @@ def _mentions(path: Path) -> bool:
         return False
 
 
+def _proc_cmdline(path: Path) -> list[str] | None:
+    """argv of a running process from /proc/PID/cmdline (NUL-separated), None if not one."""
+    if path.name != "cmdline" or not path.parent.name.isdigit():
+        return None
+    try:
+        data = path.read_bytes()[: 1 << 16]
+    except OSError:
+        return []
+    argv: list[str] = []
+    for a in data.split(b"\x00"):
+        if a:
+            argv.append(a.decode("utf-8", "replace"))
+        elif argv and argv[-1] in ("-u", "-P"):
+            argv.append("<hidden>")  # microsocks zeroes its user and password in argv
+    return argv
+
+
 def parse(path: Path, root: Path | None = None) -> MicrosocksConfig:
-    """Every microsocks invocation in a unit file or script at `path`."""
+    """Every microsocks invocation in a unit file, script or /proc/PID/cmdline at `path`."""
     shown = str(path)
     cfg = MicrosocksConfig(path=shown)
+    argv = _proc_cmdline(path)
+    if argv is not None:
+        cfg.files.append(shown)
+        command = shlex.join(argv)
+        d = Directive(shown, 1, "cmdline", (command,), command)
+        inv = _invocation(cfg, d, command, {}) if argv else None
+        if inv is None:
+            cfg.errors.append(ErrorEntry(shown, "not a running microsocks process"))
+        else:
+            cfg.invocations.append(inv)
+        return cfg
     lines = read_lines(path, shown)
     cfg.files.append(shown)
     env: dict[str, str] = {}
@@ -199,6 +228,21 @@ def _invocation(cfg: MicrosocksConfig, d: Directive, command: str,
                       tuple(unresolved))
 
 
+def running_processes(proc: Path = Path("/proc")) -> list[Path]:
+    """/proc/PID/cmdline of every running microsocks (the live system's real options)."""
+    out = []
+    try:
+        entries = sorted((p for p in proc.iterdir() if p.name.isdigit()),
+                         key=lambda p: int(p.name))
+    except OSError:
+        return []
+    for p in entries[:MAX_SCAN_FILES]:
+        argv = _proc_cmdline(p / "cmdline")
+        if argv and os.path.basename(argv[0]) == "microsocks":
+            out.append(p / "cmdline")
+    return out
+
+
 class MicrosocksAuditor:
     """microsocks (its command line in systemd units and init scripts)."""
 
@@ -222,9 +266,14 @@ class MicrosocksAuditor:
                 if not p.name.endswith(".wants") and _mentions(p) and p.resolve() not in [
                         f.resolve() for f in found]:
                     found.append(p)
+        if root == Path("/"):
+            found += running_processes()
         return found
 
     def recognise(self, path: Path) -> bool:
+        argv = _proc_cmdline(path)
+        if argv is not None:
+            return bool(argv) and os.path.basename(argv[0]) == "microsocks"
         if not path.is_file():
             return False
         try:

@@ -149,7 +149,7 @@ INTERCEPT_EXPOSED = Rule(
                                                                   "http_access deny all\n",
 )
 TO_LOCALHOST = Rule(
-    id="SQUID-TO-LOCALHOST", server="squid", category=Category.OPEN_HTTP_PROXY,
+    id="SQUID-TO-LOCALHOST", server="squid", category=Category.HARDENING,
     severity=Severity.MEDIUM,
     title="Clients of Squid reach services on the proxy host's loopback",
     description="No `http_access deny to_localhost` precedes the allow that non-loopback "

@@ -150,6 +150,13 @@ def test_audit_verdict_matches_real_microsocks(auth: bool, canary: Canaries,
         assert audited_verdicts(result, KEYS) == real
         assert real == {"SOCKS 443": not auth, "SOCKS 25": not auth}
         assert {f.rule for f in result.findings} == (set() if auth else {"MICROSOCKS-NO-AUTH"})
+        # The running process itself is audited too (a live system: /proc/PID/cmdline).
+        cmdline = Path(f"/proc/{d.proc.pid}/cmdline") if d.proc is not None else None
+        assert cmdline in AUDITOR.candidates(Path("/"))
+        live = AUDITOR.audit(cmdline, OUT)
+        assert [(f.rule, f.location.line) for f in live.findings] == \
+            ([] if auth else [("MICROSOCKS-NO-AUTH", 1)])
+        assert audited_verdicts(live, KEYS) == real
         if auth:  # the credentials really work: the audit is right that they are the barrier
             assert socks_verdicts(HOST, port, canary, user="relay",
                                   password="long-random-passphrase") == {
