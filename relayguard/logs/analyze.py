@@ -91,6 +91,7 @@ class LogAnalysis:
         self.volume = VolumeDetector()
         self.stats = _Stats()
         self.errors: list[ErrorEntry] = []
+        self.skipped: list[str] = []
 
     # -- inputs ----------------------------------------------------------------------------
     def run(self, paths: list[str]) -> Report:
@@ -114,6 +115,8 @@ class LogAnalysis:
                     self.errors.append(ErrorEntry(path, "not a log format relayguard knows "
                                                   "(use --log-format)"))
                 self._count_unknown(path, head, stream, problems)
+            elif detected.kind == "skip":
+                self.skipped.append(f"{path}: {detected.name} log, not analysed")
             elif detected.kind == "mail":
                 self._mail(path, head, stream, problems)
             elif isinstance(detected.access, AccessFormat) and detected.access.fast_ok \
@@ -287,7 +290,7 @@ class LogAnalysis:
                      "deferred_bounced_timeline": self.mail.outcome_timeline.to_dict()},
             "own_host_absolute_requests": self.proxy.own_host_absolute,
         }
-        notes = [story(i) for i in incidents[:12]]
+        notes = [story(i) for i in incidents[:12]] + self.skipped
         if len(incidents) > 12:
             notes.append(f"... and {len(incidents) - 12} more incident(s) in stats.incidents")
         if self.stats.by_format.get("postfix") or self.stats.by_format.get("exim"):
@@ -390,8 +393,10 @@ def incident_finding(inc: Incident, analysis: LogAnalysis) -> Finding | None:
                 location=loc, evidence=_evidence(inc, _summary(inc)),
                 confidence=Confidence.LIKELY)
         if verdict == "unknown":
+            what = ("the server tried to forward them (upstream errors)"
+                    if o["failed"] and not o["unknown"] else "outcome unknown from the log")
             return rule.finding(
-                f"{rule.title}? {inc.events} request(s), outcome unknown from the log",
+                f"{rule.title}? {inc.events} request(s), {what}",
                 location=loc, evidence=_evidence(inc, _summary(inc)),
                 confidence=Confidence.POSSIBLE, severity=Severity(rule.severity - 1))
         sev = Severity.LOW if o["refused"] or o["failed"] else Severity.INFO

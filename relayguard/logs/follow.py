@@ -58,6 +58,7 @@ class Batch:
     first_lineno: int  # 1-based line number of the first line within its identity
     lines: int
     position: Position
+    start: int = 0  # offset of the first byte
 
 
 @dataclass
@@ -243,6 +244,7 @@ class FileFollower:
                 return None  # a line still being written
             cut = len(data)  # an over-long line, or the unterminated end of a copy
         data = data[:cut]
+        start = h.pos.offset
         lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
         first = h.pos.lineno + 1
         h.pos.offset += cut
@@ -250,7 +252,15 @@ class FileFollower:
         if h.pos.head_len < HEAD_BYTES and h.pos.offset > h.pos.head_len:
             head = os.pread(h.fd, min(HEAD_BYTES, h.pos.offset), 0)
             h.pos.head, h.pos.head_len = _hash(head), len(head)
-        return Batch(self.path, h.source, data, first, lines, replace(h.pos))
+        return Batch(self.path, h.source, data, first, lines, replace(h.pos), start)
+
+    def rewind(self, batch: Batch) -> None:
+        """Un-read the last batch of its file (its lines will be returned again)."""
+        for h in [*self.retired, *([self.current] if self.current else [])]:
+            if h.pos.ident == batch.position.ident and h.pos.offset == batch.position.offset:
+                h.pos.offset = batch.start
+                h.pos.lineno = batch.first_lineno - 1
+                return
 
     # -- identities --------------------------------------------------------------------------
     @staticmethod

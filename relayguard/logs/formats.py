@@ -494,7 +494,7 @@ def parse_syslog(line: str, years: YearGuesser) -> SyslogLine | None:
 class Detected:
     """What a file holds: `access` (with its format) or `mail`."""
 
-    kind: str  # "access" | "mail"
+    kind: str  # "access" | "mail" | "skip" (recognised, nothing to analyse)
     name: str
     access: AccessFormat | SquidFormat | None = None
 
@@ -509,11 +509,19 @@ def candidate_formats() -> list[AccessFormat | SquidFormat]:
     ]
 
 
+_APACHE_ERROR = re.compile(r"^\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \d{4}\] \[")
+
+
 def detect_format(sample: Iterable[str]) -> Detected | None:
-    """Pick the format that parses most of the sample lines (ties go to the more specific)."""
+    """Pick the format that parses most of the sample lines (ties go to the more specific).
+
+    An Apache error log is recognised as such (kind "skip"): it names no relayed request.
+    """
     lines = [s for s in sample if s.strip()][:200]
     if not lines:
         return None
+    if sum(1 for s in lines if _APACHE_ERROR.match(s)) * 2 > len(lines):
+        return Detected("skip", "apache-error")
     years = YearGuesser(year=2000)
     mail = sum(1 for s in lines if parse_syslog(s, years) is not None)
     best: tuple[int, AccessFormat | SquidFormat] | None = None

@@ -330,3 +330,29 @@ def test_fuzz_fast_and_line_paths_agree(tmp_path_factory, events) -> None:
     for key in ("lines", "parsed", "unparsed", "incidents", "requests_timeline"):
         assert fast.stats[key] == slow.stats[key], key
     assert [f.to_dict() for f in fast.findings] == [f.to_dict() for f in slow.findings]
+
+
+def test_cli_apache_config_formats_and_gzip_on_stdin(tmp_path: Path) -> None:
+    log = tmp_path / "proxy_access.log"
+    log.write_text('mx-front 198.51.100.7 [01/Mar/2026:10:05:00 +0000] "CONNECT mx.example.net:25 '
+                   'HTTP/1.0" 200\n', encoding="utf-8")
+    conf = tmp_path / "httpd.conf"
+    conf.write_text(f'LogFormat "%v %h %t \\"%r\\" %>s" short\nCustomLog "{log}" short\n',
+                    encoding="utf-8")
+    proc = run_cli(str(log), "--apache-config", str(conf), "--format", "json")
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 1 and doc["stats"]["by_format"] == {"custom": 1}
+    assert doc["findings"][0]["rule"] == "LOGS-PROXY-SMTP"
+    assert run_cli(str(log), "--format", "json").returncode == 2  # unknown without the config
+    proc = run_cli("-", "--format", "json", stdin=gzip.compress("".join(VISIT + SPAM).encode()))
+    assert json.loads(proc.stdout)["stats"]["lines"] == 7
+
+
+def test_apache_error_log_is_recognised_and_skipped(tmp_path: Path) -> None:
+    err = tmp_path / "error.log"
+    err.write_text("[Wed Mar 01 10:00:00.123456 2026] [proxy:error] [pid 1:tid 2] AH00940: "
+                   "HTTP: disabled connection for (x)\n[Wed Mar 01 10:00:01.5 2026] [core:notice] "
+                   "[pid 1] AH00094: Command line: 'apache2'\n", encoding="utf-8")
+    report = analyse([str(err)])
+    assert report.errors == () and report.findings == ()
+    assert report.notes == (f"{err}: apache-error log, not analysed",)
