@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -763,9 +764,13 @@ class PostfixAuditor:
         if exe is None:
             return None
         directory = path if path.is_dir() else path.parent
+        # Postfix reports through syslog/its tty; `script` gives it a tty so errors show.
+        cmd = [exe, "-c", str(directory), "check"]
+        if shutil.which("script"):
+            cmd = ["script", "-qec", shlex.join(cmd), "/dev/null"]
         try:
-            proc = subprocess.run(["script", "-qec", f"{exe} -c {directory} check", "/dev/null"],
-                                  capture_output=True, text=True, timeout=60, check=False)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return False, str(exc)
         out = (proc.stdout + proc.stderr).strip()
