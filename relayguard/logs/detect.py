@@ -239,6 +239,11 @@ _EXIM_DELIVERY = re.compile(
 _EXIM_RELAY_DENIED = re.compile(
     r"H=(?:\S+ )?(?:\([^)]*\) )?\[(?P<ip>[^\]]+)\].*?rejected RCPT <?(?P<to>[^>\s:]*)>?: "
     r"relay not permitted")
+_SENDMAIL_RELAY_DENIED = re.compile(
+    r"ruleset=check_rcpt, arg1=<?(?P<to>[^>,\s]*)>?, relay=(?:\S+ )?\[(?:IPv6:)?"
+    r"(?P<ip>[^\]]+)\].*?reject=\d{3} [\d.]+ .*?Relaying denied")
+_EXIM_SYSLOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?(?: [+-]\d{4})?"
+                                 r"(?: \[\d+\])? ")
 _EXIM_AUTH_FAIL = re.compile(
     r"authenticator failed for .*?\[(?P<ip>[^\]]+)\].*?: 535 Incorrect authentication data")
 
@@ -330,6 +335,12 @@ class MailDetector:
         prog = rec.program
         if prog == "exim" or prog.startswith("exim"):
             self._feed_exim(rec, path, lineno, line)
+            return
+        if prog.startswith("sendmail") or prog.startswith("sm-mta"):
+            m = _SENDMAIL_RELAY_DENIED.search(rec.message)
+            if m is not None:
+                self._reject(rec, m["ip"], "relay not permitted", m["to"],
+                             Sample(path, lineno, line))
             return
         if "postfix" not in prog and "/" not in prog:
             return
@@ -453,6 +464,8 @@ class MailDetector:
     # -- Exim ----------------------------------------------------------------------------------
     def _feed_exim(self, rec: SyslogLine, path: str, lineno: int, line: str) -> None:
         msg = rec.message
+        if rec.program != "exim" or msg[:2].isdigit():  # via syslog: drop Exim's own stamp
+            msg = _EXIM_SYSLOG_PREFIX.sub("", msg, count=1)
         sample = Sample(path, lineno, line)
         m = _EXIM_ARRIVAL.match(msg)
         if m is not None:

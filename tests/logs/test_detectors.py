@@ -176,3 +176,16 @@ def test_volume_spike_against_rolling_baseline(tmp_path: Path) -> None:
     assert [s["start"] for s in spikes] == ["2026-03-01T10:30:00Z"]
     assert spikes[0]["per_minute"] == 600 and spikes[0]["baseline_per_minute"] == 5
     assert got["rules"] == []
+
+
+def test_sendmail_and_exim_through_syslog(tmp_path: Path) -> None:
+    text = ("Mar  1 10:00:01 web sendmail[99]: t1ABC: ruleset=check_rcpt, arg1=<x@far.example>, "
+            "relay=bad.example [198.51.100.20], reject=550 5.7.1 <x@far.example>... Relaying "
+            "denied. IP name lookup failed [198.51.100.20]\n"
+            "Mar  1 10:00:02 mx exim[5]: 2026-03-01 10:00:02 H=(bot) [198.51.100.21] "
+            "F=<a@b.example> rejected RCPT <y@far.example>: relay not permitted\n")
+    got = run(tmp_path, text, year=2026)
+    assert got["rules"] == ["LOGS-SMTP-RELAY-DENIED"]
+    inc = got["incidents"]["smtp-relay-denied"]
+    assert sorted(c for c, _ in inc["clients"]) == ["198.51.100.20", "198.51.100.21"]
+    assert inc["destinations"] == [("far.example", 2)]
