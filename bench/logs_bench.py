@@ -143,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     assert best is not None
     doc = json.loads(report.read_text())
     incs = {i["kind"]: (i["events"], i["outcomes"]) for i in doc["stats"]["incidents"]}
-    ok = incs.get("proxy-smtp", (0, {}))[0] == truth["connect_smtp"] + truth["refused"] * 0
+    ok = incs.get("proxy-smtp") == (truth["connect_smtp"], {"relayed": truth["connect_smtp"]}) \
+        and incs.get("proxy-http") == (truth["absolute_relayed"],
+                                       {"relayed": truth["absolute_relayed"]}) \
+        and incs.get("proxy-connect") == (truth["refused"], {"refused": truth["refused"]})
     print(f"relayguard found: {incs} (truth CONNECT:25 {truth['connect_smtp']}, "
           f"absolute-URI {truth['absolute_relayed']}, refused CONNECT:22 {truth['refused']})"
           f"{'' if ok else '  <-- MISMATCH'}")

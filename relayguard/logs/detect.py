@@ -45,6 +45,15 @@ def _close(a: int, b: int) -> bool:
     return abs(a - b) <= max(16, max(a, b) // 50)
 
 
+def _distinct_sizes(sizes: list[int]) -> list[int]:
+    """Sizes that are not `_close` to one another (greedy, in sorted order)."""
+    out: list[int] = []
+    for s in sorted(sizes):
+        if not out or not _close(out[-1], s):
+            out.append(s)
+    return out
+
+
 @dataclass
 class LocalPages:
     """Sizes of the site's own 2xx pages per path (bounded), to recognise a local answer."""
@@ -64,16 +73,22 @@ class LocalPages:
             known.append(size)
 
     def matches(self, path: str, size: int) -> bool:
+        """The size is one the site itself answered for this path (or `/` for the home page);
+        for a page whose size varies a lot (8 sizes seen), anything within its range."""
         sizes = list(self.sizes.get(path, ()))
         if path in ("/", "") or path.startswith("/?"):
             sizes += self.sizes.get("/", [])
-        return any(_close(s, size) for s in sizes)
+        if any(_close(s, size) for s in sizes):
+            return True
+        return len(sizes) >= 8 and min(sizes) <= size <= max(sizes)
 
     def home_matches(self, size: int) -> bool:
         return any(_close(s, size) for s in self.sizes.get("/", ()))
 
-    def knows(self, path: str) -> bool:
-        return path in self.sizes
+    def informative(self, path: str) -> bool:
+        """Known with a stable size: a different size for it is not the local page."""
+        key = "/" if path in ("", "/") or path.startswith("/?") else path
+        return 0 < len(self.sizes.get(key, ())) < 4
 
 
 class ProxyDetector:
@@ -153,7 +168,7 @@ class ProxyDetector:
 
     def _note_origin(self, rec: AccessRecord, target: str) -> None:
         if rec.status is not None and 200 <= rec.status < 300 and rec.size and \
-                rec.method in ("GET", "HEAD") and rec.method == "GET":
+                rec.method == "GET":
             self.local.note(target, rec.size)
 
     @staticmethod
@@ -181,27 +196,45 @@ class ProxyDetector:
 
     # -- judging ------------------------------------------------------------------------------
     def _judge(self, inc: Incident) -> None:
-        """Decide the pending 2xx answers: local page, relayed, or unknown."""
+        """Decide the pending 2xx answers: local page, relayed, or unknown.
+
+        Local: the size is the site's own page for that path (or the home page), or one size
+        came back for several different sites. Relayed: the path is a local page with a
+        stable size and this is not it; or one path came back with different sizes; or at
+        least 3 sites answered with at least 3 different sizes. A local server answering from
+        its DocumentRoot gives none of these; anything else stays unknown.
+        """
         judged: dict[str, int] = {}
-        groups = inc.pending
-        sized = {k: v for k, v in groups.items() if k[0]}
-        distinct_sizes = {k[0] for k in sized} | inc.seen_sizes
-        for (size, path), (count, hosts) in groups.items():
-            if not size:
-                verdict = "relayed" if path == "CONNECT" else "unknown"
-            elif path == "CONNECT":
+        undecided: list[tuple[int, str, int]] = []
+        path_sizes: dict[str, list[int]] = {}
+        hosts_all: set[str] = set(inc.seen_hosts)
+        for path, size in inc.seen:
+            path_sizes.setdefault(path, []).append(size)
+        for (size, path), (count, hosts) in inc.pending.items():
+            if path == "CONNECT":
                 # mod_proxy_connect answers 200 with no body once the tunnel is up (%b "-");
                 # a 200 with a body is a server answering CONNECT like `GET /` (its home page).
-                verdict = "local" if self.local.home_matches(size) else "unknown"
+                verdict = "relayed" if not size else \
+                    "local" if self.local.home_matches(size) else "unknown"
+            elif not size:
+                verdict = "unknown"
             elif self.local.matches(path, size):
                 verdict = "local"
-            elif len(hosts) > 1:
+            elif len(hosts) > 1 and size >= 200:
                 verdict = "local"  # one size for different sites: the same local page
-            elif self.local.knows(path) or len(distinct_sizes) > 1 or \
-                    (path in ("/", "") and self.local.knows("/")):
+            elif self.local.informative(path):
                 verdict = "relayed"
             else:
-                verdict = "unknown"
+                undecided.append((size, path, count))
+                path_sizes.setdefault(path, []).append(size)
+                hosts_all |= hosts
+                continue
+            judged[verdict] = judged.get(verdict, 0) + count
+        all_sizes = [s for sizes in path_sizes.values() for s in sizes]
+        many = len(hosts_all) >= 3 and len(_distinct_sizes(all_sizes)) >= 3
+        for _size, path, count in undecided:
+            varied = len(_distinct_sizes(path_sizes[path])) > 1
+            verdict = "relayed" if varied or many else "unknown"
             judged[verdict] = judged.get(verdict, 0) + count
         inc.judged.clear()
         inc.judged.update(judged)

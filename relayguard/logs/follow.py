@@ -208,7 +208,11 @@ class FileFollower:
         except OSError:
             return out
         if st.st_size < h.pos.offset or not self._head_ok(h.fd, h.pos, st.st_size):
-            self._truncated(h)
+            copy = self._truncated(h)
+            if copy is not None:  # the copy holds the older lines: they go first
+                b = self._read(copy, max_bytes)
+                if b is not None:
+                    out.append(b)
         b = self._read(h, max_bytes)
         if b is not None:
             out.append(b)
@@ -296,7 +300,7 @@ class FileFollower:
             self.events.append(f"{self.path}: following new file (inode {st.st_ino})")
         self.current = _Handle(fd, pos, self.path)
 
-    def _truncated(self, h: _Handle) -> None:
+    def _truncated(self, h: _Handle) -> _Handle | None:
         """Copytruncate: read what the copy holds past our offset, then restart at 0."""
         old = replace(h.pos)
         copy = self._find_copy(old)
@@ -308,6 +312,7 @@ class FileFollower:
             self.events.append(f"{self.path}: truncated; no uncompressed copy with our head "
                                f"found, reading from the start")
         h.pos = Position(self.path, old.dev, old.ino)
+        return copy
 
     def _find_copy(self, pos: Position) -> _Handle | None:
         for sib in rotated_siblings(self.path):

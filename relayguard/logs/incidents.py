@@ -72,7 +72,8 @@ class Incident:
     # (size, path) -> [count, distinct hosts (<= 4)]; judged into `judged` by each snapshot.
     pending: dict[tuple[int | None, str], list[Any]] = field(default_factory=dict)
     judged: Counter[str] = field(default_factory=Counter)
-    seen_sizes: set[int] = field(default_factory=set)  # sizes of settled groups (<= 8)
+    seen: set[tuple[str, int]] = field(default_factory=set)  # settled (path, size), <= 64
+    seen_hosts: set[str] = field(default_factory=set)  # hosts of settled groups, <= 16
 
     @property
     def category(self) -> Category | None:
@@ -125,9 +126,12 @@ class Incident:
     def settle(self) -> None:
         """Make the current judgement of the pending answers final and empty the store."""
         self.outcomes.update(self.judged)
-        for size, _path in self.pending:
-            if size and len(self.seen_sizes) < 8:
-                self.seen_sizes.add(size)
+        for (size, path), (_count, hosts) in self.pending.items():
+            if size and path != "CONNECT" and len(self.seen) < 64:
+                self.seen.add((path, size))
+            for h in hosts:
+                if len(self.seen_hosts) < 16:
+                    self.seen_hosts.add(h)
         self.pending.clear()
         self.judged.clear()
 

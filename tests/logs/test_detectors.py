@@ -72,7 +72,8 @@ def test_host_header_proxying_needs_server_names(tmp_path: Path) -> None:
     assert quiet["incidents"] == {}
     got = run(tmp_path, text, log_format=fmt, server_names=frozenset({"www.example.com"}))
     inc = got["incidents"]["proxy-host-header"]
-    assert inc["events"] == 2 and inc["outcomes"] == {"relayed": 2}
+    # "/" is a local page of a stable size (900): 51234 is not it. "/x" is unknown locally.
+    assert inc["events"] == 2 and inc["outcomes"] == {"relayed": 1, "unknown": 1}
     assert got["rules"] == ["LOGS-PROXY-HOST-HEADER"]
 
 
@@ -189,3 +190,43 @@ def test_sendmail_and_exim_through_syslog(tmp_path: Path) -> None:
     inc = got["incidents"]["smtp-relay-denied"]
     assert sorted(c for c, _ in inc["clients"]) == ["198.51.100.20", "198.51.100.21"]
     assert inc["destinations"] == [("far.example", 2)]
+
+
+def _abs(i: int, host: str, path: str, size: int, status: int = 200) -> str:
+    return (f'203.0.113.{i % 200} - - [01/Mar/2026:10:00:{i % 60:02d} +0000] "GET http://{host}'
+            f'{path} HTTP/1.1" {status} {size} "-" "-"\n')
+
+
+def _local(path: str, size: int, n: int = 1) -> str:
+    return "".join(f'192.0.2.1 - - [01/Mar/2026:09:59:{i:02d} +0000] "GET {path} HTTP/1.1" 200 '
+                   f'{size} "-" "-"\n' for i in range(n))
+
+
+@pytest.mark.parametrize(("text", "outcomes"), [
+    # a local server answers from its DocumentRoot: the local sizes come back
+    (_local("/robots.txt", 120) + _abs(1, "a.example", "/robots.txt", 120), {"local": 1}),
+    # one path, two sites, two sizes: not one local page
+    (_abs(1, "a.example", "/", 5000) + _abs(2, "b.example", "/", 9000), {"relayed": 2}),
+    # three sites, three sizes, three paths
+    (_abs(1, "a.example", "/x", 5000) + _abs(2, "b.example", "/y", 9000)
+     + _abs(3, "c.example", "/z", 700), {"relayed": 3}),
+    # two sites, different paths and sizes: a local server could do that too
+    (_abs(1, "a.example", "/x", 5000) + _abs(2, "b.example", "/y", 9000), {"unknown": 2}),
+    # a 43-byte pixel from several ad servers is not "the same local page"
+    (_abs(1, "ads1.example", "/p.gif", 43) + _abs(2, "ads2.example", "/p.gif", 43),
+     {"unknown": 2}),
+    # a dynamic home page (sizes all over the place) answered in its range: local
+    ("".join(_local("/", 3000 + 400 * i) for i in range(9)) + _abs(1, "a.example", "/", 4111),
+     {"local": 1}),
+])
+def test_absolute_uri_2xx_judgement(tmp_path: Path, text: str, outcomes: dict) -> None:
+    got = run(tmp_path, text)
+    assert got["incidents"]["proxy-http"]["outcomes"] == outcomes
+
+
+def test_judgement_survives_settling_a_full_store(tmp_path: Path) -> None:
+    """300 different sizes overflow the 256-group store; settled groups still count."""
+    text = "".join(_abs(i, f"shop{i % 7}.example", f"/item/{i}", 1000 + 37 * i)
+                   for i in range(300))
+    got = run(tmp_path, text)
+    assert got["incidents"]["proxy-http"]["outcomes"] == {"relayed": 300}

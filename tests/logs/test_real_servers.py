@@ -30,6 +30,7 @@ SPAMMERS = {"127.0.5.31": 3, "127.0.5.32": 2}  # CONNECT-to-25 sessions each
 BROWSER = "127.0.5.41"
 SCANNER = "127.0.5.51"
 INDEX = "<html>" + "relayguard origin page " * 40 + "</html>\n"
+ORIGIN_INDEX = "<html>another site's own home page</html>\n"
 
 
 def _iso(t: float) -> str:
@@ -71,8 +72,9 @@ def web_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         RESTRICTED, 18081,
         "ProxyRequests On\nAllowCONNECT 25 443\n<Proxy \"*\">\n    Require ip 10.9.9.9\n"
         "</Proxy>\n", modules=PROXY_MODULES, index_html=INDEX,
-    ) as restricted, apache(ORIGIN, 18082, "", index_html=INDEX) as origin:
+    ) as restricted, apache(ORIGIN, 18082, "", index_html=ORIGIN_INDEX) as origin:
         out["t0"] = time.time()
+        out["web_port"] = web.port
         for proxy in (open_proxy, restricted, origin):
             for v in VISITORS:
                 for path in ("/", "/index.html", "/"):
@@ -86,19 +88,22 @@ def web_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 _smtp_through_tunnel(origin.address, client, f"{MX}:25")
         out["smtp_last"] = time.time()
         assert len(mx.hits) == sum(SPAMMERS.values()), "only the open proxy may reach the MX"
-        # proxy browsing: two foreign pages of different sizes
+        # proxy browsing through the open proxy: the home pages of two other sites
+        for url in (f"http://{WEB}:{web.port}/", f"http://{ORIGIN}:18082/"):
+            reply = http_get(open_proxy.host, open_proxy.port, url, source=BROWSER)
+            assert reply.status == 200 and reply.body != INDEX.encode()
+        # the same kind of requests against the restricted proxy and the plain Apache
         for page in ("/page-a", "/a-much-longer-page-name-b"):
             url = f"http://{WEB}:{web.port}{page}"
-            http_get(open_proxy.host, open_proxy.port, url, source=BROWSER)
             http_get(restricted.host, restricted.port, url, source=BROWSER)
             http_get(origin.host, origin.port, url, source=BROWSER)
         http_get(origin.host, origin.port, f"http://{WEB}:{web.port}/", source=BROWSER)
-        assert len(web.hits) == 2, "only the open proxy may reach the web canary"
+        assert len(web.hits) == 1, "only the open proxy may reach the web canary"
         # a refused CONNECT to a port outside AllowCONNECT
         _smtp_through_tunnel(open_proxy.address, SCANNER, f"{MX}:22")
         out["t1"] = time.time()
         for name, d, n in (("open", open_proxy, 14), ("restricted", restricted, 13),
-                           ("origin", origin, 14)):
+                           ("origin", origin, 15)):
             _wait_log(lambda d=d: d.log("access"), "\n", n)
             dest = keep / f"{name}-access.log"
             shutil.copy(d.logs["access"], dest)
@@ -128,8 +133,11 @@ def test_open_apache_proxy_incidents_exact(web_logs: dict[str, Any]) -> None:
     assert _iso(web_logs["smtp_first"]) <= smtp["first_seen"] <= smtp["last_seen"] \
         <= _iso(web_logs["smtp_last"] + 1)
     http = inc["proxy-http"]
+    # both home pages differ from the proxy's own home page: relayed
     assert http["events"] == 2 and http["outcomes"] == {"relayed": 2}
     assert [tuple(c) for c in http["clients"]] == [(BROWSER, 2)]
+    assert sorted(d for d, _ in http["destinations"]) == sorted(
+        [f"{ORIGIN}:18082", f"{WEB}:{web_logs['web_port']}"])
     refused = inc["proxy-connect"]
     assert refused["events"] == 1 and refused["outcomes"] == {"refused": 1}
     assert refused["statuses"] == {"403": 1}
@@ -160,6 +168,7 @@ def test_restricted_apache_proxy_is_a_refused_scan(web_logs: dict[str, Any]) -> 
 def test_plain_apache_answering_absolute_uri_is_served_locally(web_logs: dict[str, Any]) -> None:
     """Apache without mod_proxy: `GET http://other/` -> its own index (200, local size)."""
     report = analyse([str(web_logs["origin"])])
+    assert report.stats["lines"] == 15  # + the open proxy's relayed GET /
     inc = _incidents(report)
     assert inc["proxy-http"]["events"] == 3
     # "/" answered 200 with the local index; the other two paths 404 locally
