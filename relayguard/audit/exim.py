@@ -22,6 +22,7 @@ from relayguard.findings import ErrorEntry
 DEFAULT_OUTSIDE = ipaddress.ip_address("198.51.100.77")
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_INCLUDE_DEPTH = 10
+MAX_LINE = 1 << 20
 SPLIT_SECTIONS = ("main", "acl", "router", "transport", "retry", "rewrite", "auth")
 VERBS = ("accept", "deny", "require", "drop", "defer", "discard", "warn")
 
@@ -248,11 +249,34 @@ def _expand(text: str, src: Source) -> str:
     pattern = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, names)) +
                          r")(?![A-Za-z0-9_])")
     for _ in range(10):
-        new = pattern.sub(lambda m: src.macros[m.group(1)].value, text)
+        try:
+            new = pattern.sub(_Substitute(src, len(text)), text)
+        except _TooLong:
+            return text
         if new == text:
             break
         text = new
     return text
+
+
+class _TooLong(Exception):
+    """A macro expansion grew past MAX_LINE."""
+
+
+class _Substitute:
+    """Replacement function for one pass that stops a line growing past MAX_LINE (macros
+    doubling themselves line after line would otherwise exhaust memory)."""
+
+    def __init__(self, src: Source, start: int) -> None:
+        self.src = src
+        self.total = start
+
+    def __call__(self, m: re.Match[str]) -> str:
+        value = self.src.macros[m.group(1)].value
+        self.total += len(value)
+        if self.total > MAX_LINE:
+            raise _TooLong
+        return value
 
 
 # --------------------------------------------------------------------------------------------

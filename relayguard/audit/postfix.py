@@ -26,6 +26,8 @@ from relayguard.findings import ErrorEntry
 
 DEFAULT_OUTSIDE = ipaddress.ip_address("198.51.100.77")
 MAX_EXPAND_DEPTH = 25
+MAX_EXPANSIONS = 20000  # per parameter lookup
+MAX_VALUE = 1 << 20
 MAX_FILE_BYTES = 8 * 1024 * 1024
 
 
@@ -246,10 +248,14 @@ class Params:
 
     def get(self, name: str) -> str:
         """Expanded value, as Postfix sees it."""
+        self._budget = MAX_EXPANSIONS
         return self.expand(self.raw(name), 0)
 
     def expand(self, text: str, depth: int) -> str:
-        if depth > MAX_EXPAND_DEPTH or "$" not in text:
+        if depth > MAX_EXPAND_DEPTH or "$" not in text or len(text) > MAX_VALUE:
+            return text
+        self._budget = getattr(self, "_budget", MAX_EXPANSIONS) - 1
+        if self._budget < 0:  # $a = $b $b, $b = $c $c, …: stop instead of exploding
             return text
         out: list[str] = []
         i, n = 0, len(text)
@@ -397,9 +403,6 @@ def load_table(spec: str, root: Path | None, errors: list[ErrorEntry],
         return table
     table.readable = False
     return table
-
-
-PERMIT_RESULTS = re.compile(r"^(ok|relay|permit\w*|2\d\d\b.*|\d+)$", re.I)
 
 
 def _is_permit_result(result: str) -> bool:

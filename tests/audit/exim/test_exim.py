@@ -237,3 +237,11 @@ def test_fuzz_parser_never_crashes(text: str) -> None:
         p.write_text("acl_smtp_rcpt = acl_check_rcpt\nbegin acl\nacl_check_rcpt:\n" + text)
         with contextlib.suppress(InputError):
             AUDITOR.audit(p, OPTIONS)
+
+
+def test_exponential_macro_growth_is_bounded(tmp_path: Path) -> None:
+    lines = ["A0 = x"] + [f"A{i} = A{i - 1} A{i - 1}" for i in range(1, 40)]
+    p = tmp_path / "exim.conf"
+    p.write_text("\n".join([*lines, "hostlist relay_from_hosts = A39", ""]))
+    result = AUDITOR.audit(p, OPTIONS)
+    assert [f.rule for f in result.findings] == ["EXIM-RCPT-ACL-UNSET"]

@@ -325,3 +325,10 @@ def test_fuzz_parser_never_crashes(main: str, master: str) -> None:
         (Path(d) / "master.cf").write_text(master)
         with contextlib.suppress(InputError):
             AUDITOR.audit(Path(d), OPTIONS)
+
+
+def test_exponential_variable_expansion_is_bounded(tmp_path: Path) -> None:
+    lines = ["v0 = 0.0.0.0/0"] + [f"v{i} = $v{i - 1} $v{i - 1}" for i in range(1, 40)]
+    (tmp_path / "main.cf").write_text("\n".join([*lines, "mynetworks = $v39", ""]))
+    result = AUDITOR.audit(tmp_path, OPTIONS)  # returns (quickly) instead of exhausting memory
+    assert result.errors == []
