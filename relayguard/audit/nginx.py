@@ -26,6 +26,7 @@ from relayguard.findings import Edit, ErrorEntry
 DEFAULT_OUTSIDE = ipaddress.ip_address("198.51.100.77")  # TEST-NET-2: "somebody on the Internet"
 SMTP_PORTS = (25, 465, 587)
 MAX_INCLUDE_DEPTH = 20
+MAX_FILES_READ = 2000  # includes re-reading a directory from every file fan out fast
 
 
 @dataclass(slots=True)
@@ -76,6 +77,10 @@ def load(path: Path, root: Path | None = None) -> Config:
 def _load_file(path: Path, prefix: Path, root: Path | None, cfg: Config, depth: int,
                seen: tuple[str, ...]) -> list[Directive]:
     key = str(path.resolve())
+    if len(cfg.files) >= MAX_FILES_READ:
+        cfg.errors.append(ErrorEntry(str(path), f"more than {MAX_FILES_READ} includes; "
+                                     "stopped reading"))
+        return []
     if key in seen or depth > MAX_INCLUDE_DEPTH:
         cfg.errors.append(ErrorEntry(str(path), "include loop or nesting too deep; not followed"))
         return []

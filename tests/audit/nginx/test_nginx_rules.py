@@ -333,3 +333,12 @@ def test_host_header_forward_is_low_hardening_with_an_edit(tmp_path: Path) -> No
     assert (f.rule, f.severity, f.category.value, f.location.line) == (
         "NGINX-HOST-HEADER-FORWARD", Severity.LOW, "hardening", 9)
     assert f.edits[0].new == ("            proxy_set_header Host $host;",)
+
+
+def test_include_loops_and_fan_out_are_bounded(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    for i in range(8):
+        (tmp_path / "d" / f"{i}.conf").write_text("include d/*.conf;\n")
+    path = write(tmp_path, HEAD + "    include d/*.conf;\n}\n")
+    result = AUDITOR.audit(path, OUTSIDE)
+    assert result.errors and len(result.files) <= 2001

@@ -1,0 +1,88 @@
+"""`relayguard watch`: follow logs live, alert on relaying within a second, optionally block."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from relayguard.cli import app, fail
+
+
+@app.command("watch")
+def watch_command(
+    files: Annotated[list[str] | None, typer.Argument(
+        help="Log files to follow (like tail -F: rotation, truncation, files created "
+             "later). Default: [watch] files from --config.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="watch.toml: alerts, response, blocklist re-checks "
+                               "(see contrib/watch.toml).")] = None,
+    state: Annotated[str | None, typer.Option(
+        "--state", help="SQLite state file (positions, detector state, alert outbox). "
+                        "Default: [watch] state, else /var/lib/relayguard/watch.sqlite.")] = None,
+    metrics: Annotated[str | None, typer.Option(
+        "--metrics", help="Serve Prometheus metrics on ADDR:PORT.")] = None,
+    from_beginning: Annotated[bool, typer.Option(
+        "--from-beginning", help="Read files seen for the first time from their start "
+                                 "(default: from their end, like tail -F).")] = False,
+    once: Annotated[bool, typer.Option(
+        "--once", help="Read what is there, deliver alerts, and exit.")] = False,
+    show_status: Annotated[bool, typer.Option(
+        "--status", help="Print what the state file holds (JSON) and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+) -> None:
+    """Follow logs, raise incidents live, alert through every configured channel, respond."""
+    from relayguard.errors import InputError
+    from relayguard.watch.config import DEFAULT_STATE, WatchConfig, load_config
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="relayguard watch: %(levelname)s %(message)s")
+    try:
+        cfg = load_config(str(config)) if config is not None else WatchConfig()
+    except InputError as exc:
+        fail(str(exc))
+        return
+    if show_status:
+        from relayguard.watch.daemon import status
+
+        try:
+            doc = status(state or cfg.state or DEFAULT_STATE)
+        except InputError as exc:
+            fail(str(exc))
+            return
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        return
+    overrides: dict[str, Any] = {}
+    if state:
+        overrides["state"] = state
+    if metrics:
+        overrides["metrics"] = metrics
+    if from_beginning:
+        overrides["start"] = "beginning"
+    from relayguard.watch.daemon import Watcher
+
+    try:
+        watcher = Watcher(cfg, config_path=str(config) if config else None,
+                          cli_files=tuple(files or ()), cli_overrides=overrides)
+    except InputError as exc:
+        fail(str(exc))
+        return
+
+    def _stop(signum: int, _frame: object) -> None:
+        watcher.stop()
+
+    def _reload(signum: int, _frame: object) -> None:
+        watcher.request_reload()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _reload)
+    try:
+        watcher.run(once=once)
+    except InputError as exc:
+        fail(str(exc))

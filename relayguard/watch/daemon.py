@@ -1,0 +1,278 @@
+"""The `watch` main loop: follow, feed, review incidents, checkpoint, alert, respond.
+
+One thread reads and decides; alert channels, the metrics server and blocklist re-checks run
+in their own threads and talk to the main loop only through the state database (outbox) and
+a wake-up event. A checkpoint (positions + detector state + new alerts, one transaction) is
+taken at once when a batch produced alerts — so an alert is never sent for lines a crash could
+make the watcher count again — and otherwise every `checkpoint_interval` seconds while lines
+flow. SIGTERM finishes the current batch, checkpoints and gives channels a last try; SIGHUP
+re-reads the config (alerts, response, pacing, files; detector options apply on restart).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from dataclasses import replace
+from typing import Any, TextIO
+
+from relayguard.errors import InputError
+from relayguard.logs.analyze import LogOptions
+from relayguard.logs.follow import FileFollower, Waker
+from relayguard.watch.alerts import Dispatcher
+from relayguard.watch.config import WatchConfig, load_config
+from relayguard.watch.engine import Alert, Engine
+from relayguard.watch.metrics import Metrics, MetricsServer
+from relayguard.watch.recheck import Rechecker
+from relayguard.watch.respond import Responder, ResponseError
+from relayguard.watch.state import StateDB
+
+log = logging.getLogger("relayguard.watch")
+
+IDLE_REVIEW = 1.0  # review incidents (updates, closes) at least this often when idle
+
+
+def options_of(cfg: WatchConfig) -> LogOptions:
+    return LogOptions(server_names=cfg.server_names, mail_domains=cfg.mail_domains,
+                      trusted_clients=cfg.trusted_clients)
+
+
+def load_engine(db: StateDB, cfg: WatchConfig) -> Engine:
+    saved = db.load_detectors()
+    if isinstance(saved, Engine):
+        saved.forced = dict(cfg.formats)
+        saved.line_digest = cfg.line_digest
+        return saved
+    return Engine(options_of(cfg), dict(cfg.formats), cfg.line_digest)
+
+
+class Watcher:
+    """Everything one `relayguard watch` process runs."""
+
+    def __init__(self, cfg: WatchConfig, *, config_path: str | None = None,
+                 cli_files: tuple[str, ...] = (), cli_overrides: dict[str, Any] | None = None,
+                 stdout: TextIO | None = None) -> None:
+        self.config_path = config_path
+        self.cli_files = cli_files
+        self.cli_overrides = dict(cli_overrides or {})
+        self.cfg = self._effective(cfg)
+        if not self.cfg.files:
+            raise InputError("watch", "no file to follow (give FILE arguments or "
+                                      "[watch] files)")
+        self.stdout = stdout or sys.stdout
+        self.metrics = Metrics()
+        self.db = StateDB(self.cfg.state)
+        self.engine = load_engine(self.db, self.cfg)
+        self.followers: dict[str, FileFollower] = {}
+        self.dispatcher = Dispatcher(self.cfg.alerts, self.cfg.state, self.metrics, self.stdout)
+        self.responder = Responder(self.cfg.respond, self.db, self.metrics)
+        self.rechecker: Rechecker | None = None
+        self.server: MetricsServer | None = None
+        self.waker: Waker | None = None
+        self.stopping = False
+        self.reload_requested = False
+        self.pending: list[Alert] = []
+        self.dirty = False
+        self.last_checkpoint = 0.0
+        self.last_review = 0.0
+        self.caught_up_at = time.time()
+
+    def _effective(self, cfg: WatchConfig) -> WatchConfig:
+        if self.cli_files:
+            cfg = replace(cfg, files=self.cli_files)
+        if self.cli_overrides:
+            cfg = replace(cfg, **self.cli_overrides)
+        return replace(cfg, files=tuple(dict.fromkeys(cfg.files)))
+
+    # -- life cycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        saved = self.db.load_positions()
+        for path in self.cfg.files:
+            self._follow(path, saved.get(path, []))
+        self.waker = Waker(list(self.cfg.files), self.cfg.inotify)
+        log.info("following %d file(s) (%s); state %s", len(self.followers), self.waker.kind,
+                 self.cfg.state)
+        self.checkpoint()  # positions exist from the first moment: a crash loses nothing
+        self.dispatcher.start()
+        if self.cfg.metrics:
+            self.server = MetricsServer(self.metrics, self.cfg.metrics)
+            self.server.start()
+        self._start_rechecker()
+        if self.responder.active and not self.cfg.respond.dry_run:
+            try:
+                self.responder.ensure()
+            except ResponseError as exc:
+                log.error("response disabled until nft works: %s", exc)
+
+    def _follow(self, path: str, saved: list[Any]) -> None:
+        f = FileFollower(path, start_at_end=self.cfg.start == "end", linger=self.cfg.linger)
+        f.resume(saved)
+        self.followers[path] = f
+
+    def _start_rechecker(self) -> None:
+        if self.cfg.blocklist.targets:
+            self.rechecker = Rechecker(self.cfg.blocklist, self.cfg.state,
+                                       self.dispatcher.channels, self.metrics,
+                                       self.dispatcher.notify)
+            self.rechecker.start()
+
+    def stop(self) -> None:
+        """Ask the loop to finish (signal-safe: only sets a flag)."""
+        self.stopping = True
+
+    def request_reload(self) -> None:
+        self.reload_requested = True
+
+    def run(self, once: bool = False) -> None:
+        """Follow until stopped (or, with `once`, until every file is read to its end)."""
+        self.start()
+        try:
+            while not self.stopping:
+                if self.reload_requested:
+                    self.reload()
+                fed = self.step()
+                if once and not fed:
+                    break
+                if not fed and self.waker is not None:
+                    self.waker.wait(self.cfg.poll_interval)
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            self.review(time.time(), force=True)
+        self.checkpoint()
+        self.dispatcher.notify()
+        self.dispatcher.stop()
+        if self.rechecker is not None:
+            self.rechecker.stopping.set()
+        if self.server is not None:
+            self.server.stop()
+        for f in self.followers.values():
+            f.close()
+        if self.waker is not None:
+            self.waker.close()
+        self.db.close()
+        log.info("stopped after %d line(s)", self.engine.counters.lines)
+
+    def reload(self) -> None:
+        self.reload_requested = False
+        if self.config_path is None:
+            log.info("SIGHUP: no --config file to re-read")
+            return
+        try:
+            new = self._effective(load_config(self.config_path))
+        except InputError as exc:
+            log.error("SIGHUP: keeping the old configuration: %s", exc)
+            return
+        self.checkpoint()
+        old = self.cfg
+        self.cfg = replace(new, state=old.state)
+        if new.alerts != old.alerts:
+            self.dispatcher.stop()
+            self.dispatcher = Dispatcher(self.cfg.alerts, self.cfg.state, self.metrics,
+                                         self.stdout)
+            self.dispatcher.start()
+        self.responder = Responder(self.cfg.respond, self.db, self.metrics)
+        if new.blocklist != old.blocklist or new.alerts != old.alerts:
+            if self.rechecker is not None:
+                self.rechecker.stopping.set()
+                self.rechecker = None
+            self._start_rechecker()
+        saved = self.db.load_positions()
+        for path in self.cfg.files:
+            if path not in self.followers:
+                self._follow(path, saved.get(path, []))
+        for path in list(self.followers):
+            if path not in self.cfg.files:
+                self.followers.pop(path).close()
+        if self.waker is not None:
+            self.waker.close()
+        self.waker = Waker(list(self.cfg.files), self.cfg.inotify)
+        self.engine.forced = dict(self.cfg.formats)
+        log.info("SIGHUP: configuration reloaded (%d file(s), channels: %s)",
+                 len(self.followers), ", ".join(self.dispatcher.channels) or "none")
+
+    # -- the loop body -----------------------------------------------------------------------
+    def step(self) -> int:
+        """Read what is there, feed it, review incidents; returns the lines fed."""
+        fed = 0
+        for f in self.followers.values():
+            for batch in f.poll():
+                fmt = self.engine.format_for(batch)
+                if fmt is None:
+                    f.rewind(batch)
+                    continue
+                self.engine.feed(batch, fmt)
+                fed += batch.lines
+                self.dirty = True
+            for event in f.events:
+                log.info("%s", event)
+            f.events.clear()
+        for err in self.engine.errors:
+            log.error("%s", err)
+        self.engine.errors.clear()
+        now = time.time()
+        if not fed:
+            self.caught_up_at = now
+        if fed or now - self.last_review >= IDLE_REVIEW:
+            self.review(now)
+        if self.pending or (self.dirty and now - self.last_checkpoint
+                            >= self.cfg.checkpoint_interval):
+            self.checkpoint()
+        self._metrics(now)
+        return fed
+
+    def review(self, now: float, force: bool = False) -> None:
+        self.last_review = now
+        alerts, changed = self.engine.review(now, self.cfg.update_interval, self.cfg.quiet,
+                                             self.cfg.alerts.min_severity)
+        if alerts:
+            self.pending += alerts
+            self.dirty = True
+            for a in alerts:
+                log.info("incident %s: %s", a.payload["event"], a.payload["title"])
+            self.checkpoint()  # alerts leave only after the lines behind them are committed
+        for inc, finding in changed:
+            self.responder.consider(inc, finding)
+        self.responder.expire()
+
+    def checkpoint(self) -> None:
+        positions = {p: f.positions() for p, f in self.followers.items()}
+        alerts = [(a.id, a.payload) for a in self.pending]
+        self.db.checkpoint(positions, self.engine, alerts, self.dispatcher.channels)
+        self.pending = []
+        self.dirty = False
+        self.last_checkpoint = time.time()
+        if alerts:
+            self.metrics.inc("alerts_created", len(alerts))
+            self.dispatcher.notify()
+
+    def _metrics(self, now: float) -> None:
+        c = self.engine.counters
+        m = self.metrics
+        m.set("lines_read", c.lines)
+        m.set("parse_errors", c.unparsed)
+        m.set("incidents", c.incidents_opened)
+        m.set("lag_seconds", round(now - self.caught_up_at, 3))
+        if self.server is not None:
+            m.set("lag_bytes", sum(f.lag_bytes() for f in self.followers.values()))
+
+
+def status(state_path: str) -> dict[str, Any]:
+    """What a state file holds: counters, incidents, positions, outbox, blocks, actions."""
+    db = StateDB(state_path)
+    try:
+        engine = db.load_detectors()
+        out: dict[str, Any] = engine.status() if isinstance(engine, Engine) else {}
+        out.pop("pid", None)
+        out["positions"] = {p: [vars(x) for x in items]
+                            for p, items in db.load_positions().items()}
+        out["alerts_pending"] = db.pending_count()
+        out["blocks"] = db.blocks()
+        out["actions"] = db.actions()
+        return out
+    finally:
+        db.close()

@@ -1,0 +1,310 @@
+"""Feeding followed lines to the `relayguard logs` detectors, and turning incidents into alerts.
+
+The detectors are the batch command's own (`LogAnalysis` holds ProxyDetector, MailDetector,
+VolumeDetector and the line counters); this module only decides per file which format it holds
+and hands it whole-line batches — access logs through the same byte-level fast path as `logs`.
+`IncidentTracker` watches the detectors' incidents between batches: an incident *opens* (alert
+at once), *updates* (at most every `update_interval`, at once when its verdict or severity
+changes) and *closes* after `quiet` seconds without new events. Everything here is pickled
+into the state database with the file positions, so a restart continues the same incidents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from relayguard.findings import Finding, Severity
+from relayguard.logs.analyze import LogAnalysis, LogOptions, incident_finding
+from relayguard.logs.counting import iso
+from relayguard.logs.fastpath import scan_chunk
+from relayguard.logs.follow import Batch
+from relayguard.logs.formats import (
+    AccessFormat,
+    FormatError,
+    SquidFormat,
+    YearGuesser,
+    detect_format,
+    format_by_name,
+    parse_syslog,
+)
+from relayguard.logs.incidents import Incident
+
+SNIFF_BYTES = 64 * 1024
+SNIFF_MIN_LINES = 5  # lines nothing recognises: wait for this many (or SNIFF_WAIT seconds)
+SNIFF_WAIT = 5.0
+
+
+@dataclass
+class FileFormat:
+    """What one followed path holds, decided once (kept across rotation and restarts)."""
+
+    kind: str  # access | mail | unknown
+    name: str
+
+    def access(self) -> AccessFormat | SquidFormat | None:
+        if self.kind != "access":
+            return None
+        return format_by_name(self.name)
+
+
+@dataclass
+class Counters:
+    """Monotonic counters for metrics and `--status` (persisted with the detectors)."""
+
+    lines: int = 0
+    parsed: int = 0
+    unparsed: int = 0
+    digest: int = 0  # sum of crc32 of every line read, mod 2**64 (with line_digest)
+    incidents_opened: int = 0
+    alerts_created: int = 0
+    by_path: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Tracked:
+    events: int
+    alerted_events: int
+    verdict: str
+    severity: int
+    last_alert: float
+    last_change: float
+    closed: bool = False
+
+
+@dataclass
+class Alert:
+    """One alert: an incident event or a blocklist change; `id` deduplicates it."""
+
+    id: str
+    payload: dict[str, Any]
+
+
+def finding_dict(f: Finding) -> dict[str, Any]:
+    return f.to_dict()
+
+
+class IncidentTracker:
+    """Open / update / close decisions over the detectors' incidents (see module docstring)."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, _Tracked] = {}
+
+    def review(self, analysis: LogAnalysis, now: float, update_interval: float, quiet: float,
+               min_severity: Severity) -> tuple[list[Alert], list[tuple[Incident, Finding]]]:
+        """Alerts due now, and the (incident, finding) pairs that changed (for responses)."""
+        alerts: list[Alert] = []
+        changed: list[tuple[Incident, Finding]] = []
+        incidents = analysis.incidents()
+        keys = incident_keys(analysis)
+        for inc in incidents:
+            finding = incident_finding(inc, analysis)
+            if finding is None or finding.severity < min_severity:
+                continue
+            key = keys.get(id(inc), f"{inc.kind}@{inc.first}")
+            verdict, sev = inc.verdict, int(finding.severity)
+            tr = self.items.get(key)
+            event = None
+            if tr is None:
+                tr = self.items[key] = _Tracked(inc.events, inc.events, verdict, sev, now, now)
+                event = "open"
+                changed.append((inc, finding))
+            elif inc.events != tr.events or verdict != tr.verdict or sev != tr.severity:
+                escalated = verdict != tr.verdict or sev != tr.severity
+                if inc.events != tr.events:
+                    tr.last_change = now
+                tr.events, tr.verdict, tr.severity = inc.events, verdict, sev
+                if tr.closed:
+                    tr.closed, event = False, "open"
+                elif escalated or now - tr.last_alert >= update_interval:
+                    event = "update"
+                changed.append((inc, finding))
+            elif not tr.closed and tr.alerted_events != tr.events and \
+                    now - tr.last_alert >= update_interval:
+                event = "update"
+            elif not tr.closed and now - tr.last_change >= quiet:
+                tr.closed, event = True, "close"
+            if event is None:
+                continue
+            tr.last_alert, tr.alerted_events = now, inc.events
+            alerts.append(incident_alert(key, event, inc, finding, now))
+        return alerts, changed
+
+
+def incident_keys(analysis: LogAnalysis) -> dict[int, str]:
+    """Stable names for the detectors' incident objects: kind#index, or kind@client."""
+    keys: dict[int, str] = {}
+    for det in (analysis.proxy, analysis.mail):
+        for kind, items in det.book.by_kind.items():
+            for i, inc in enumerate(items):
+                keys[id(inc)] = f"{kind}#{i}"
+    for ip, cr in analysis.mail.relay_clients.items():
+        keys[id(cr.incident)] = f"smtp-relayed@{ip}"
+    return keys
+
+
+def incident_alert(key: str, event: str, inc: Incident, finding: Finding, now: float) -> Alert:
+    """The alert document: the incident exactly as `logs` prints it, plus its finding."""
+    alert_id = hashlib.sha1(f"{key}|{event}|{inc.events}".encode(),
+                            usedforsecurity=False).hexdigest()[:20]
+    payload = {
+        "type": "incident",
+        "event": event,
+        "id": alert_id,
+        "key": key,
+        "host": socket.gethostname(),
+        "time": iso(now),
+        "severity": finding.severity.label,
+        "title": finding.title,
+        "incident": inc.to_dict(),
+        "finding": finding_dict(finding),
+    }
+    return Alert(alert_id, payload)
+
+
+class Engine:
+    """The detectors plus per-file formats and counters: everything persisted as one blob."""
+
+    def __init__(self, options: LogOptions, forced: dict[str, str] | None = None,
+                 line_digest: bool = False) -> None:
+        self.analysis = LogAnalysis(options)
+        self.formats: dict[str, FileFormat] = {}
+        self.forced = dict(forced or {})
+        self.counters = Counters()
+        self.tracker = IncidentTracker()
+        self.line_digest = line_digest
+        self.errors: list[str] = []
+        self._compiled: dict[str, AccessFormat | SquidFormat | None] = {}
+        self._undecided: dict[str, float] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_compiled"] = {}  # compiled regexes are rebuilt from names
+        state["_undecided"] = {}
+        return state
+
+    # -- formats ---------------------------------------------------------------------------
+    def format_for(self, batch: Batch) -> FileFormat | None:
+        """The path's format; None while too few lines exist to tell."""
+        fmt = self.formats.get(batch.path)
+        if fmt is not None:
+            return fmt
+        spec = self.forced.get(batch.path)
+        if spec:
+            if spec in ("syslog", "postfix", "exim", "mail"):
+                fmt = FileFormat("mail", "syslog")
+            else:
+                try:
+                    format_by_name(spec)
+                    fmt = FileFormat("access", spec)
+                except FormatError as exc:
+                    self.errors.append(f"{batch.path}: {exc}")
+                    fmt = FileFormat("unknown", "unknown")
+        else:
+            text = batch.data[:SNIFF_BYTES].decode("utf-8", "surrogateescape")
+            lines = [s for s in text.split("\n") if s.strip()]
+            det = detect_format(lines)
+            if det is None and len(lines) < SNIFF_MIN_LINES and len(batch.data) < SNIFF_BYTES:
+                waited = self._undecided.setdefault(batch.path, time.monotonic())
+                if time.monotonic() - waited < SNIFF_WAIT:
+                    return None  # nothing recognisable yet: wait a little for more lines
+            self._undecided.pop(batch.path, None)
+            if det is None:
+                fmt = FileFormat("unknown", "unknown")
+                self.errors.append(f"{batch.path}: not a log format relayguard knows "
+                                   f"(set [watch.formats])")
+            else:
+                fmt = FileFormat(det.kind, det.name)
+        self.formats[batch.path] = fmt
+        return fmt
+
+    def _access(self, fmt: FileFormat) -> AccessFormat | SquidFormat | None:
+        if fmt.name not in self._compiled:
+            try:
+                self._compiled[fmt.name] = fmt.access()
+            except FormatError:
+                self._compiled[fmt.name] = None
+        return self._compiled[fmt.name]
+
+    # -- feeding ---------------------------------------------------------------------------
+    def feed(self, batch: Batch, fmt: FileFormat) -> None:
+        """Account one batch of whole lines (the same calls `logs` makes per chunk)."""
+        c = self.counters
+        c.lines += batch.lines
+        c.by_path[batch.path] = c.by_path.get(batch.path, 0) + batch.lines
+        if self.line_digest:
+            d = c.digest
+            for line in batch.data.splitlines():
+                d += zlib.crc32(line)
+            c.digest = d % (1 << 64)
+        an = self.analysis
+        base = batch.first_lineno - 1
+        if fmt.kind == "mail":
+            self._mail(batch, base)
+            return
+        access = self._access(fmt) if fmt.kind == "access" else None
+        if access is None:
+            c.unparsed += batch.lines
+            return
+        if isinstance(access, AccessFormat) and access.fast_ok:
+            res = scan_chunk(batch.data)
+            c.unparsed += res.unparsed
+            c.parsed += res.lines - res.unparsed
+            an.volume.feed_minutes(res.minutes)
+            for p, size in res.local_sizes:
+                an.proxy.note_local(p, size)
+            for lineno, raw in res.candidates:
+                text = raw.decode("utf-8", "surrogateescape")
+                rec = access.parse(text)
+                if rec is not None:
+                    an.proxy.feed(rec, batch.source, base + lineno, text)
+            return
+        for i, raw in enumerate(batch.data.splitlines(), 1):
+            text = raw.decode("utf-8", "surrogateescape")
+            rec = access.parse(text) if text else None
+            if rec is None:
+                c.unparsed += 1
+                continue
+            c.parsed += 1
+            an.volume.feed_time(rec.time)
+            an.proxy.feed(rec, batch.source, base + i, text)
+
+    def _mail(self, batch: Batch, base: int) -> None:
+        c = self.counters
+        years = YearGuesser(reference=time.time())
+        for i, raw in enumerate(batch.data.splitlines(), 1):
+            text = raw.decode("utf-8", "surrogateescape")
+            rec = parse_syslog(text, years) if text else None
+            if rec is None:
+                c.unparsed += 1
+                continue
+            c.parsed += 1
+            self.analysis.mail.feed(rec, batch.source, base + i, text)
+
+    def review(self, now: float, update_interval: float, quiet: float,
+               min_severity: Severity) -> tuple[list[Alert], list[tuple[Incident, Finding]]]:
+        before = len(self.tracker.items)
+        alerts, changed = self.tracker.review(self.analysis, now, update_interval, quiet,
+                                              min_severity)
+        self.counters.incidents_opened += len(self.tracker.items) - before
+        self.counters.alerts_created += len(alerts)
+        return alerts, changed
+
+    def status(self) -> dict[str, Any]:
+        """Counters and current incidents in the `logs` JSON shape (for `--status`)."""
+        c = self.counters
+        return {
+            "lines": c.lines, "parsed": c.parsed, "unparsed": c.unparsed,
+            "lines_by_path": dict(sorted(c.by_path.items())),
+            "line_digest": c.digest if self.line_digest else None,
+            "incidents_opened": c.incidents_opened, "alerts_created": c.alerts_created,
+            "formats": {p: f"{f.kind}:{f.name}" for p, f in sorted(self.formats.items())},
+            "incidents": [i.to_dict() for i in self.analysis.incidents()],
+            "errors": list(self.errors),
+            "pid": os.getpid(),
+        }

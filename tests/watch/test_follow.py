@@ -1,0 +1,181 @@
+"""FileFollower on real files: every rotation style, truncation, late files, restarts."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+from relayguard.logs.follow import FileFollower, Position, Waker, is_compressed
+
+
+def _lines(batches) -> list[bytes]:
+    return [ln for b in batches for ln in b.data.splitlines()]
+
+
+def _append(path: Path, *lines: str) -> None:
+    with open(path, "ab") as fh:
+        for ln in lines:
+            fh.write(ln.encode() + b"\n")
+
+
+def test_partial_line_waits_for_its_newline(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_bytes(b"one\ntw")
+    f = FileFollower(str(log))
+    f.resume([])
+    assert _lines(f.poll()) == [b"one"]
+    assert f.poll() == []
+    with open(log, "ab") as fh:
+        fh.write(b"o\n")
+    b = f.poll()
+    assert _lines(b) == [b"two"] and b[0].first_lineno == 2
+    assert f.positions()[0].offset == 8
+
+
+def test_start_at_end_skips_history_but_not_new_lines(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    _append(log, "old1", "old2")
+    f = FileFollower(str(log), start_at_end=True)
+    f.resume([])
+    assert f.poll() == []
+    _append(log, "new")
+    assert _lines(f.poll()) == [b"new"]
+
+
+def test_rename_rotation_drains_old_file_then_follows_new(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    _append(log, "a1")
+    f = FileFollower(str(log), linger=0.0)
+    f.resume([])
+    assert _lines(f.poll()) == [b"a1"]
+    os.rename(log, tmp_path / "a.log.1")
+    _append(tmp_path / "a.log.1", "a2 (writer still has the old file open)")
+    _append(log, "b1")
+    got = _lines(f.poll()) + _lines(f.poll())
+    assert got == [b"a2 (writer still has the old file open)", b"b1"]
+    assert any("rotated" in e for e in f.events)
+    # linger 0: the old file is let go on the next poll without data
+    f.poll()
+    assert [p.retired_at for p in f.positions()] == [None]
+
+
+def test_copytruncate_reads_the_tail_from_the_copy(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    _append(log, "l1", "l2")
+    f = FileFollower(str(log))
+    f.resume([])
+    assert _lines(f.poll()) == [b"l1", b"l2"]
+    _append(log, "l3 written before the copy")
+    shutil.copyfile(log, tmp_path / "a.log.1")  # logrotate copytruncate: copy, then truncate
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+    _append(log, "n1 after truncation")
+    got = _lines(f.poll()) + _lines(f.poll())
+    assert got == [b"l3 written before the copy", b"n1 after truncation"]
+    assert any("copytruncate" in e for e in f.events)
+
+
+def test_truncated_and_regrown_is_noticed_by_head_hash(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    _append(log, "short")
+    f = FileFollower(str(log))
+    f.resume([])
+    assert _lines(f.poll()) == [b"short"]
+    with open(log, "r+b") as fh:  # truncated and rewritten past our offset before we looked
+        fh.truncate(0)
+    _append(log, "different first line", "and more")
+    assert _lines(f.poll()) == [b"different first line", b"and more"]
+
+
+def test_file_appearing_later_is_read_from_its_start(tmp_path: Path) -> None:
+    log = tmp_path / "late.log"
+    f = FileFollower(str(log), start_at_end=True)
+    f.resume([])
+    assert f.poll() == []
+    _append(log, "first", "second")
+    assert _lines(f.poll()) == [b"first", b"second"]
+
+
+def test_compressed_rotated_files_are_never_read(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    _append(log, "x1")
+    f = FileFollower(str(log))
+    f.resume([])
+    f.poll()
+    saved = f.positions()
+    f.close()
+    # rotated and compressed while stopped: the old inode is gone, the .gz is ignored
+    with open(log, "rb") as src, gzip.open(tmp_path / "a.log.1.gz", "wb") as dst:
+        dst.write(src.read() + b"x2\n")
+    os.unlink(log)
+    _append(log, "y1")
+    assert is_compressed(str(tmp_path / "a.log.1.gz"))
+    g = FileFollower(str(log))
+    g.resume(saved)
+    assert _lines(g.poll()) == [b"y1"]
+    assert any("lost" in e for e in g.events)
+
+
+def test_restart_resumes_at_saved_offset_and_finds_rotated_file(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    _append(log, "a1", "a2")
+    f = FileFollower(str(log))
+    f.resume([])
+    assert len(_lines(f.poll())) == 2
+    saved = [Position(**vars(p)) for p in f.positions()]
+    f.close()
+    _append(log, "a3 written while stopped")
+    os.rename(log, tmp_path / "a.log.1")
+    _append(log, "b1")
+    g = FileFollower(str(log))
+    g.resume(saved)
+    got = _lines(g.poll()) + _lines(g.poll())
+    assert got == [b"a3 written while stopped", b"b1"]
+
+
+def test_restart_after_copytruncate_while_stopped(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    _append(log, "a1")
+    f = FileFollower(str(log))
+    f.resume([])
+    f.poll()
+    saved = f.positions()
+    f.close()
+    _append(log, "a2")
+    shutil.copyfile(log, tmp_path / "a.log.1")
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+    _append(log, "b1")
+    g = FileFollower(str(log))
+    g.resume(saved)
+    got = _lines(g.poll()) + _lines(g.poll())
+    assert got == [b"a2", b"b1"]
+
+
+def test_rewind_returns_the_same_lines_again(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    _append(log, "a1", "a2")
+    f = FileFollower(str(log))
+    f.resume([])
+    (b,) = f.poll()
+    f.rewind(b)
+    (again,) = f.poll()
+    assert again.data == b.data and again.first_lineno == 1
+
+
+def test_waker_uses_inotify_and_wakes_on_a_write(tmp_path: Path) -> None:
+    import time
+
+    log = tmp_path / "a.log"
+    _append(log, "x")
+    w = Waker([str(log)])
+    try:
+        assert w.kind == "inotify"
+        _append(log, "y")
+        t0 = time.monotonic()
+        w.wait(5.0)
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        w.close()
