@@ -214,8 +214,12 @@ class ProxyDetector:
             if path == "CONNECT":
                 # mod_proxy_connect answers 200 with no body once the tunnel is up (%b "-");
                 # a 200 with a body is a server answering CONNECT like `GET /` (its home page).
-                verdict = "relayed" if not size else \
-                    "local" if self.local.home_matches(size) else "unknown"
+                if not size:
+                    verdict = "relayed"
+                elif self.local.home_matches(size) or (len(hosts) > 1 and size >= 200):
+                    verdict = "local"  # the home page, or one body for different targets
+                else:
+                    verdict = "unknown"
             elif not size:
                 verdict = "unknown"
             elif self.local.matches(path, size):

@@ -230,3 +230,15 @@ def test_judgement_survives_settling_a_full_store(tmp_path: Path) -> None:
                    for i in range(300))
     got = run(tmp_path, text)
     assert got["incidents"]["proxy-http"]["outcomes"] == {"relayed": 300}
+
+
+def test_connect_200_with_one_body_for_many_targets_is_local(tmp_path: Path) -> None:
+    """Old Apache answering CONNECT like GET /, without any local GET / to compare with."""
+    text = "".join(f'203.0.113.{i} - - [01/Mar/2026:10:00:0{i} +0000] "CONNECT mx{i}.example:25 '
+                   f'HTTP/1.0" 200 2326 "-" "-"\n' for i in range(3))
+    got = run(tmp_path, text)
+    assert got["incidents"]["proxy-smtp"]["outcomes"] == {"local": 3}
+    assert [(f.rule, f.severity.label) for f in got["report"].findings] == \
+        [("LOGS-PROXY-SCAN", "info")]
+    one = run(tmp_path, text.splitlines(keepends=True)[0])
+    assert one["incidents"]["proxy-smtp"]["outcomes"] == {"unknown": 1}
