@@ -18,6 +18,7 @@ from relayguard.probe.canary import Canary, CanaryHit
 from relayguard.probe.net import Conn, Transcript, open_conn
 
 CANARY_GRACE = 0.3  # seconds to wait for a canary hit after the target's reply
+CANARY_GRACE_FLOOR = 0.05  # … never less than this, however near the target
 
 DEFAULT_PORTS: tuple[int, ...] = (
     25, 80, 81, 443, 465, 587, 1080, 2525, 3128, 3129, 8000, 8008, 8080, 8081, 8118, 8123,
@@ -98,6 +99,7 @@ class ProbeContext:
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._rate = RateLimiter(options.rate)
         self.connections = 0
+        self.rtt: dict[str, float] = {}  # host -> fastest connect seen (a round-trip estimate)
 
     @contextlib.asynccontextmanager
     async def connection(self, host: str, port: int, transcript: Transcript, *,
@@ -112,15 +114,30 @@ class ProbeContext:
             conn = await open_conn(host, port, source=self.options.source,
                                    timeout=self.options.timeout, transcript=transcript,
                                    tls=tls)
+            if not tls:
+                self.rtt[host] = min(self.rtt.get(host, conn.connect_time), conn.connect_time)
             try:
                 yield conn
             finally:
                 await conn.close()
 
-    async def canary_hits(self, nonce: str) -> list[CanaryHit]:
-        """Hits for `nonce`. A relaying target connects to the canary before it answers us,
-        so by the time its reply is read the hit is in; a short grace covers the rest."""
-        return await self.canary.wait(nonce, min(CANARY_GRACE, self.options.timeout))
+    async def canary_hits(self, nonce: str, settle: bool = True,
+                          host: str | None = None) -> list[CanaryHit]:
+        """Hits for `nonce`.
+
+        When the target answered with what only the canary could have sent (an HTTP reply,
+        a tunnel echo), the hit is already recorded: `settle=False` just lets pending canary
+        callbacks run. After errors, or when an HTTP request went to an SMTP port (the proxy
+        may answer us before the canary has read the request), wait a short grace — shorter
+        on a near network (`host`'s round trip).
+        """
+        if not settle:
+            await asyncio.sleep(0)
+            return self.canary.seen(nonce)
+        grace = min(CANARY_GRACE, self.options.timeout)
+        if host is not None and host in self.rtt:
+            grace = min(grace, max(CANARY_GRACE_FLOOR, 20 * self.rtt[host]))
+        return await self.canary.wait(nonce, grace)
 
 
 def transcript_evidence(result: PortResult, transcript: Transcript,

@@ -9,6 +9,7 @@ when a target answers everything the same, which goes into the notes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 from relayguard.findings import Confidence, Location
@@ -109,15 +110,23 @@ class Outcome:
     likely: bool = False  # proof without the canary (a real MTA's banner came back)
 
 
-async def identify(ctx: ProbeContext, result: PortResult) -> tuple[HttpResponse, Outcome]:
-    """The first HTTP check doubles as service identification: absolute-URI GET."""
+async def identify(ctx: ProbeContext, result: PortResult, conn: Conn | None = None,
+                   transcript: Transcript | None = None) -> tuple[HttpResponse, Outcome]:
+    """The first HTTP check doubles as service identification: absolute-URI GET.
+
+    `conn` is the (silent) connection the banner was awaited on, reused when given.
+    """
     c = ctx.canary
     nonce = new_nonce()
     target = f"http://{hostport(c.host, c.http_port)}/{nonce}"
-    t = Transcript()
-    resp = await exchange(ctx, result, build_request("GET", target, hostport(c.host, c.http_port)),
-                          t)
-    hits = await ctx.canary_hits(nonce)
+    t = transcript or Transcript()
+    request = build_request("GET", target, hostport(c.host, c.http_port))
+    if conn is None:
+        resp = await exchange(ctx, result, request, t)
+    else:
+        await conn.send(request)
+        resp = await read_response(conn)
+    hits = await ctx.canary_hits(nonce, settle=False)
     return resp, Outcome(rules.HTTP_ABSOLUTE_URI, f"GET {target}", t, hits)
 
 
@@ -132,9 +141,11 @@ async def _request_check(ctx: ProbeContext, result: PortResult, rule: rules.Rule
                        head_only=method == "HEAD")
     except NetError as exc:
         # The relayed connection may have happened even if the reply is odd (SMTP ports).
-        hits = await ctx.canary_hits(nonce)
+        hits = await ctx.canary_hits(nonce, host=result.host)
         return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
-    return Outcome(rule, label, t, await ctx.canary_hits(nonce))
+    # Only an HTTP request sent to an SMTP port can be answered before the canary read it.
+    hits = await ctx.canary_hits(nonce, settle=rule is rules.HTTP_SMTP, host=result.host)
+    return Outcome(rule, label, t, hits)
 
 
 async def _connect_check(ctx: ProbeContext, result: PortResult, rule: rules.Rule,
@@ -164,11 +175,11 @@ async def _connect_check(ctx: ProbeContext, result: PortResult, rule: rules.Rule
                 await conn.send(f"{nonce}\r\n".encode())
                 await conn.read_until(b"\n", "tunnel echo")
     except NetError as exc:
-        hits = await ctx.canary_hits(nonce)
+        hits = await ctx.canary_hits(nonce, host=result.host)
         if hits or not granted:
             return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
         why = f" ({exc.kind})"
-    hits = await ctx.canary_hits(nonce)
+    hits = await ctx.canary_hits(nonce, settle=bool(why), host=result.host)
     if not hits:
         result.note(f"{label} was granted but nothing reached the canary{why} "
                     "(a tunnel that does not connect is not counted)")
@@ -194,29 +205,42 @@ async def tunnel_smtp_hello(conn: Conn, nonce: str) -> bytes:
 
 async def check_http(ctx: ProbeContext, result: PortResult, first: HttpResponse,
                      first_outcome: Outcome) -> None:
-    """Run every HTTP proxy check on a port that answered HTTP; fill `result`."""
+    """Run the HTTP proxy checks on a port that answered HTTP; fill `result`.
+
+    Checks that could only repeat a category the canary already confirmed are skipped
+    (HEAD after a relayed GET, CONNECT to 465/587 after 25 went through, the Host-header
+    variant of HTTP-to-SMTP after the absolute-URI one), which halves the connections
+    against open proxies without changing any verdict.
+    """
     c = ctx.canary
     canary_http = hostport(c.host, c.http_port)
-    jobs: list[asyncio.Future[Outcome] | asyncio.Task[Outcome]] = []
+    smtp_ports = list(c.bound_smtp.values())
+    smtp_hp = hostport(c.host, smtp_ports[0]) if smtp_ports else ""
 
-    def add(coro: object) -> None:
-        jobs.append(asyncio.ensure_future(coro))  # type: ignore[arg-type]
-
-    add(_request_check(ctx, result, rules.HTTP_ABSOLUTE_URI, "HEAD",
-                       f"http://{canary_http}/NONCE", canary_http))
-    add(_request_check(ctx, result, rules.HTTP_HOST_HEADER, "GET", "/NONCE", canary_http))
+    phase1: list[Coroutine[object, object, Outcome]] = [
+        _request_check(ctx, result, rules.HTTP_HOST_HEADER, "GET", "/NONCE", canary_http)]
+    if not first_outcome.hits:
+        phase1.append(_request_check(ctx, result, rules.HTTP_ABSOLUTE_URI, "HEAD",
+                                     f"http://{canary_http}/NONCE", canary_http))
     if c.raw_port:
-        add(_connect_check(ctx, result, rules.CONNECT, c.host, c.raw_port, smtp=False))
-    for wanted, bound in c.bound_smtp.items():
-        add(_connect_check(ctx, result, rules.CONNECT_SMTP, c.host, bound, smtp=True))
-        if wanted == next(iter(c.bound_smtp)):
-            smtp_hp = hostport(c.host, bound)
-            add(_request_check(ctx, result, rules.HTTP_SMTP, "GET",
-                               f"http://{smtp_hp}/NONCE", smtp_hp))
-            add(_request_check(ctx, result, rules.HTTP_SMTP, "GET", "/NONCE", smtp_hp))
-    if not c.bound_smtp and ctx.options.smtp_check_target is not None:
-        add(_smtp_target_connect(ctx, result, *ctx.options.smtp_check_target))
-    outcomes = [first_outcome, *await asyncio.gather(*jobs)]
+        phase1.append(_connect_check(ctx, result, rules.CONNECT, c.host, c.raw_port, False))
+    if smtp_ports:
+        phase1.append(_connect_check(ctx, result, rules.CONNECT_SMTP, c.host, smtp_ports[0],
+                                     True))
+        phase1.append(_request_check(ctx, result, rules.HTTP_SMTP, "GET",
+                                     f"http://{smtp_hp}/NONCE", smtp_hp))
+    elif ctx.options.smtp_check_target is not None:
+        phase1.append(_smtp_target_connect(ctx, result, *ctx.options.smtp_check_target))
+    outcomes = [first_outcome, *await asyncio.gather(*phase1)]
+
+    confirmed = {o.rule.id for o in outcomes if o.hits}
+    phase2: list[Coroutine[object, object, Outcome]] = []
+    if smtp_ports and rules.CONNECT_SMTP.id not in confirmed:
+        phase2 += [_connect_check(ctx, result, rules.CONNECT_SMTP, c.host, port, True)
+                   for port in smtp_ports[1:]]
+    if smtp_ports and rules.HTTP_SMTP.id not in confirmed:
+        phase2.append(_request_check(ctx, result, rules.HTTP_SMTP, "GET", "/NONCE", smtp_hp))
+    outcomes += await asyncio.gather(*phase2)
 
     if 200 <= first.status < 300 and not first_outcome.hits:
         await _negative_control(ctx, result, first)

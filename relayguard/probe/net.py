@@ -101,6 +101,7 @@ class Conn:
         self.transcript = transcript
         self.timeout = timeout
         self.buffer = b""  # bytes read but not yet consumed
+        self.connect_time = 0.0  # seconds the TCP (and TLS) handshake took
 
     @property
     def local_address(self) -> str:
@@ -224,6 +225,7 @@ async def open_conn(host: str, port: int, *, source: str | None, timeout: float,
     """Connect (bound to `source` when given) within `timeout`; map failures to NetError."""
     local = (source, 0) if source else None
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    started = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
@@ -238,4 +240,6 @@ async def open_conn(host: str, port: int, *, source: str | None, timeout: float,
         raise Reset(f"TLS handshake with {host}:{port} failed: {exc}") from None
     except OSError as exc:
         raise Refused(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
-    return Conn(reader, writer, transcript, timeout)
+    conn = Conn(reader, writer, transcript, timeout)
+    conn.connect_time = time.monotonic() - started
+    return conn

@@ -34,6 +34,7 @@ from relayguard.probe.targets import Target
 
 Progress = Callable[[int, int], None]
 _SMTP_BANNER = re.compile(rb"^[2-5]\d\d[ -]")
+BANNER_FLOOR = 0.15  # seconds: never listen for a banner for less than this
 
 
 def route_local_address(dest: str) -> str:
@@ -55,16 +56,38 @@ async def resolve(host: str) -> str:
     return str(infos[0][4][0])
 
 
+def banner_wait(options: ProbeOptions, connect_time: float) -> float:
+    """How long to listen for a server-first banner: --banner-wait at most, less on a near
+    network (a live MTA greets within a few round trips). A banner that comes later is still
+    recognised: it arrives as the reply to our first HTTP probe."""
+    return min(options.banner_wait, max(BANNER_FLOOR, 20 * connect_time))
+
+
 async def _probe_port(ctx: ProbeContext, result: PortResult) -> None:
     """Identify the service on one open port and run the checks that fit it."""
     host, port = result.host, result.port
     t = Transcript()
     first = b""
+    closed_at_once = False
+    failures: list[NetError] = []
+    http_found: tuple[http.HttpResponse, http.Outcome] | None = None
     try:
         async with ctx.connection(host, port, t) as conn:
-            first = await conn.read_some(wait=ctx.options.banner_wait, what="banner")
+            first = await conn.read_some(wait=banner_wait(ctx.options, conn.connect_time),
+                                         what="banner")
             if first and b"\n" not in first and len(first) < 512:
                 first += await conn.read_until(b"\n", "banner line")
+            if not first:
+                # Silent: a client-first service. Ask it to proxy on this same connection.
+                try:
+                    http_found = await http.identify(ctx, result, conn, t)
+                except http.NotHttp as exc:
+                    if _SMTP_BANNER.match(exc.data):  # a slow banner, after our request
+                        first = exc.data
+                    else:
+                        failures.append(exc)
+                except NetError as exc:
+                    failures.append(exc)
     except Refused:
         result.service = "closed"
         return
@@ -82,8 +105,6 @@ async def _probe_port(ctx: ProbeContext, result: PortResult) -> None:
         result.service = "error"
         result.error(f"{exc.kind}: {exc}")
         return
-    else:
-        closed_at_once = False
 
     if first:
         if _SMTP_BANNER.match(first):
@@ -94,21 +115,9 @@ async def _probe_port(ctx: ProbeContext, result: PortResult) -> None:
         result.error("unrecognised service (not HTTP, SOCKS or SMTP); it sent first: "
                      f"{printable(first[:80], 80)!r}")
         return
-
-    failures: list[NetError] = []
-    try:
-        resp, outcome = await http.identify(ctx, result)
-    except http.NotHttp as exc:
-        if _SMTP_BANNER.match(exc.data):  # a slow SMTP banner arrived after our request
-            result.service = "smtp"
-            await Smtp(ctx, result).check()
-            return
-        failures.append(exc)
-    except NetError as exc:
-        failures.append(exc)
-    else:
+    if http_found is not None:
         result.service = "http"
-        await http.check_http(ctx, result, resp, outcome)
+        await http.check_http(ctx, result, *http_found)
         return
 
     try:

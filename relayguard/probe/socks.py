@@ -128,11 +128,11 @@ async def _socks5_check(ctx: ProbeContext, result: PortResult, dest_port: int,
     except NetError as exc:
         if not recognised:  # no SOCKS reply at all: the caller classifies the port
             raise
-        hits = await ctx.canary_hits(nonce)
+        hits = await ctx.canary_hits(nonce, host=result.host)
         if hits or not granted:
             return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
         why = f" ({exc.kind})"
-    hits = await ctx.canary_hits(nonce)
+    hits = await ctx.canary_hits(nonce, settle=bool(why), host=result.host)
     if not hits:
         result.note(f"{label} was granted but nothing reached the canary{why}")
     return Outcome(rule, label, t, hits)
@@ -159,11 +159,11 @@ async def _socks4_check(ctx: ProbeContext, result: PortResult, dest_port: int, s
     except NetError as exc:
         if not recognised:  # no SOCKS reply at all: the caller classifies the port
             raise
-        hits = await ctx.canary_hits(nonce)
+        hits = await ctx.canary_hits(nonce, host=result.host)
         if hits or not granted:
             return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
         why = f" ({exc.kind})"
-    hits = await ctx.canary_hits(nonce)
+    hits = await ctx.canary_hits(nonce, settle=bool(why), host=result.host)
     if not hits:
         result.note(f"{label} was granted but nothing reached the canary{why}")
     return Outcome(rule, label, t, hits)

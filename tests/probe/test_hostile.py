@@ -164,7 +164,8 @@ def test_error_messages_say_what_happened(hostile: tuple[Report, float]) -> None
     assert "timeout" in by["127.0.4.50"]
     assert "64 KiB" in by["127.0.4.51"]
     assert "reset" in by["127.0.4.54"]
-    assert "unrecognised service" in by["127.0.4.53"]
+    # Sent first, but under load it may only arrive after we asked: either way named.
+    assert "recognised" in by["127.0.4.53"] and "garbage" in by["127.0.4.53"]
     assert "64 KiB" in by["127.0.4.56"] or "lines" in by["127.0.4.56"]
 
 

@@ -1,7 +1,8 @@
 """Real Debian daemons on loopback for tests: start with a test-written config, always stop.
 
 Every launcher is a context manager yielding a `Daemon` (base.py): `.host`, `.port`,
-`.config` (main config path), `.workdir`, `.logs` (name -> Path; `.log(name)` reads one),
+`.config` (main config path), `.workdir`, `.logs` (name -> Path; `.log(name)` reads one,
+`.wait_log(name, needle)` waits for a line: daemons write logs after they reply),
 `.diagnostics()` (stderr + log tails, for assertion messages), `.extra` (launcher specifics).
 It writes the config into a fresh 0755 dir under /tmp (daemons drop privileges and cannot
 enter pytest's 0700 tmp dirs; pass `workdir=` to choose), starts the daemon in its own

@@ -53,6 +53,16 @@ class Daemon:
         except FileNotFoundError:
             return ""
 
+    def wait_log(self, name: str, needle: str, timeout: float = 5.0) -> str:
+        """The log's text once it contains `needle` (daemons write logs after replying);
+        after `timeout` the current text, so the caller's assertion shows what was there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log(name)
+            if needle in text or time.monotonic() >= deadline:
+                return text
+            time.sleep(0.05)
+
     def stderr(self) -> str:
         if self.stderr_path is None or not self.stderr_path.exists():
             return ""

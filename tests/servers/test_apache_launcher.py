@@ -23,7 +23,7 @@ def test_open_forward_proxy_reaches_canary_and_stops() -> None:
         hits = canary.wait_for("nonce-abc")
         # The kernel picks the egress address (127.0.0.1 on lo), not the Listen address.
         assert len(hits) == 1 and hits[0].peer[0].startswith("127.")
-        assert f'{CLIENT} - - ' in httpd.log("access")
+        assert f"{CLIENT} - - " in httpd.wait_log("access", CLIENT)
         workdir = httpd.workdir
     assert not port_open(HOST, 18080)
     assert not workdir.exists()

@@ -45,7 +45,7 @@ def test_stock_postfix_refuses_to_relay_for_a_stranger() -> None:
         assert replies[0].startswith("220 mx.relayguard.test"), mta.diagnostics()
         # Stock relay policy is defer_unauth_destination: a temporary refusal.
         assert replies[3].startswith("454 4.7.1"), replies
-        assert "Relay access denied" in mta.log("mail")
+        assert "Relay access denied" in mta.wait_log("mail", "Relay access denied")
     assert not port_open(HOST, 2525)
 
 

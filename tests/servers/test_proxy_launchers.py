@@ -39,7 +39,7 @@ def test_squid(canary, access: str, status: int, reached: bool) -> None:
         nonce = f"squid-{status}"
         assert via_proxy(proxy.host, proxy.port, canary, nonce) == status, proxy.diagnostics()
         assert bool(canary.wait_for(nonce, 1.0 if reached else 0.3)) is reached
-        assert f"{CLIENT} " in proxy.log("access")
+        assert f"{CLIENT} " in proxy.wait_log("access", f"{CLIENT} ")
     assert not port_open("127.0.4.203", 13128)
 
 
