@@ -31,7 +31,6 @@ from relayguard.logs.formats import (
     YearGuesser,
     detect_format,
     format_by_name,
-    parse_syslog,
 )
 from relayguard.logs.incidents import Incident
 
@@ -264,27 +263,22 @@ class Engine:
                 if rec is not None:
                     an.proxy.feed(rec, batch.source, base + lineno, text)
             return
+        st = an.stats
+        before = st.unparsed
         for i, raw in enumerate(batch.data.splitlines(), 1):
-            text = raw.decode("utf-8", "surrogateescape")
-            rec = access.parse(text) if text else None
-            if rec is None:
-                c.unparsed += 1
-                continue
-            c.parsed += 1
-            an.volume.feed_time(rec.time)
-            an.proxy.feed(rec, batch.source, base + i, text)
+            an.feed_access_line(access, batch.source, base + i, raw)
+        c.unparsed += st.unparsed - before
+        c.parsed += batch.lines - (st.unparsed - before)
 
     def _mail(self, batch: Batch, base: int) -> None:
         c = self.counters
+        an = self.analysis
         years = YearGuesser(reference=time.time())
+        before = an.stats.unparsed
         for i, raw in enumerate(batch.data.splitlines(), 1):
-            text = raw.decode("utf-8", "surrogateescape")
-            rec = parse_syslog(text, years) if text else None
-            if rec is None:
-                c.unparsed += 1
-                continue
-            c.parsed += 1
-            self.analysis.mail.feed(rec, batch.source, base + i, text)
+            an.feed_mail_line(years, batch.source, base + i, raw)
+        c.unparsed += an.stats.unparsed - before
+        c.parsed += batch.lines - (an.stats.unparsed - before)
 
     def review(self, now: float, update_interval: float, quiet: float,
                min_severity: Severity) -> tuple[list[Alert], list[tuple[Incident, Finding]]]:
