@@ -44,7 +44,8 @@ def logs_command(
         "--log-format", help="Force a format: combined, common, vhost_combined, nginx, squid, "
                              "syslog, or an Apache LogFormat / nginx log_format string.")] = None,
     apache_config: Annotated[Path | None, typer.Option(
-        "--apache-config", help="Read LogFormat/CustomLog lines from this Apache config.")] = None,
+        "--apache-config", help="Read LogFormat/CustomLog and ServerName/ServerAlias from "
+                                "this Apache config file.")] = None,
     since: Annotated[str | None, typer.Option(
         "--since", help="Only events at or after this ISO date/time (UTC if no zone).")] = None,
     until: Annotated[str | None, typer.Option(
@@ -57,18 +58,20 @@ def logs_command(
 ) -> None:
     """Find relaying that already happened in access and mail logs, with its timeline."""
     from relayguard.logs.analyze import LogOptions, analyse
-    from relayguard.logs.formats import formats_from_apache_config
+    from relayguard.logs.formats import formats_from_apache_config, names_from_apache_config
 
     severity = parse_fail_on(fail_on)
     formats_by_path: dict[str, str] = {}
+    names = set(server_name or ())
     if apache_config is not None:
         try:
-            formats_by_path = formats_from_apache_config(
-                apache_config.read_text(encoding="utf-8", errors="replace"))
+            conf_text = apache_config.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             fail(f"cannot read {apache_config}: {exc.strerror}")
+        formats_by_path = formats_from_apache_config(conf_text)
+        names |= names_from_apache_config(conf_text)
     options = LogOptions(
-        server_names=frozenset(server_name or ()),
+        server_names=frozenset(names),
         mail_domains=frozenset(mail_domain or ()),
         trusted_clients=frozenset({"127.0.0.1", "::1", *(trusted_client or ())}),
         log_format=log_format,

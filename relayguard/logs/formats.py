@@ -559,6 +559,23 @@ _LOGFORMAT_LINE = re.compile(r'^\s*LogFormat\s+"((?:[^"\\]|\\.)*)"\s+(\S+)', re.
 _CUSTOMLOG_LINE = re.compile(r'^\s*CustomLog\s+("[^"]+"|\S+)\s+("(?:[^"\\]|\\.)*"|\S+)', re.I)
 
 
+_SERVER_NAME_LINE = re.compile(r"^\s*Server(?:Name|Alias)\s+(.+?)\s*$", re.I)
+
+
+def names_from_apache_config(text: str) -> set[str]:
+    """`ServerName` / `ServerAlias` host names (ports and schemes stripped, no wildcards)."""
+    names: set[str] = set()
+    for raw in text.splitlines():
+        m = _SERVER_NAME_LINE.match(raw)
+        if not m:
+            continue
+        for word in m.group(1).split():
+            host = word.split("://", 1)[-1].rsplit(":", 1)[0].strip("\"'").lower()
+            if host and "*" not in host and "?" not in host:
+                names.add(host)
+    return names
+
+
 def formats_from_apache_config(text: str) -> dict[str, str]:
     """`--apache-config`: LogFormat nicknames and CustomLog path -> format string."""
     nicknames = dict(APACHE_FORMATS)

@@ -17,6 +17,7 @@ from relayguard.logs.formats import (
     detect_format,
     format_by_name,
     formats_from_apache_config,
+    names_from_apache_config,
     parse_clf_time,
     parse_syslog,
 )
@@ -163,3 +164,10 @@ def test_logformat_from_apache_config() -> None:
     assert got == {"/var/log/apache2/a.log": '%v %h %t "%r" %>s %b',
                    "/var/log/apache2/b.log": APACHE_FORMATS["combined"],
                    "/var/log/apache2/c.log": '%h %t "%r" %s'}
+
+
+def test_server_names_from_apache_config() -> None:
+    conf = ("<VirtualHost *:80>\n  ServerName www.Example.com:80\n"
+            "  ServerAlias example.com *.example.com https://shop.example.com\n</VirtualHost>\n")
+    assert names_from_apache_config(conf) == {"www.example.com", "example.com",
+                                              "shop.example.com"}

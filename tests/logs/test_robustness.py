@@ -337,13 +337,18 @@ def test_cli_apache_config_formats_and_gzip_on_stdin(tmp_path: Path) -> None:
     log.write_text('mx-front 198.51.100.7 [01/Mar/2026:10:05:00 +0000] "CONNECT mx.example.net:25 '
                    'HTTP/1.0" 200\n', encoding="utf-8")
     conf = tmp_path / "httpd.conf"
-    conf.write_text(f'LogFormat "%v %h %t \\"%r\\" %>s" short\nCustomLog "{log}" short\n',
-                    encoding="utf-8")
+    conf.write_text(f'LogFormat "%v %h %t \\"%r\\" %>s" short\nCustomLog "{log}" short\n'
+                    "ServerName www.example.com\n", encoding="utf-8")
     proc = run_cli(str(log), "--apache-config", str(conf), "--format", "json")
     doc = json.loads(proc.stdout)
     assert proc.returncode == 1 and doc["stats"]["by_format"] == {"custom": 1}
     assert doc["findings"][0]["rule"] == "LOGS-PROXY-SMTP"
     assert run_cli(str(log), "--format", "json").returncode == 2  # unknown without the config
+    own = tmp_path / "own.log"
+    own.write_text('1.2.3.4 - - [01/Mar/2026:10:00:00 +0000] "GET http://www.example.com/ '
+                   'HTTP/1.1" 200 5 "-" "-"\n', encoding="utf-8")
+    doc = json.loads(run_cli(str(own), "--apache-config", str(conf), "-f", "json").stdout)
+    assert doc["findings"] == [] and doc["stats"]["own_host_absolute_requests"] == 1
     proc = run_cli("-", "--format", "json", stdin=gzip.compress("".join(VISIT + SPAM).encode()))
     assert json.loads(proc.stdout)["stats"]["lines"] == 7
 
