@@ -170,11 +170,12 @@ def _truncation_message(exc: BaseException) -> str:
     return f"compressed stream is corrupt ({exc}); analysed what came before"
 
 
-def iter_lines(stream: BinaryIO, problems: ReadProblems) -> Iterator[bytes]:
+def iter_lines(stream: SafeReader | BinaryIO, problems: ReadProblems,
+               size: int = CHUNK) -> Iterator[bytes]:
     """Lines without their newline, each at most MAX_LINE bytes (longer ones cut, counted)."""
     lineno = 0
     partial: bytes | None = None  # start of an over-long line being skipped
-    for chunk in iter_chunks(stream, problems):
+    for chunk in iter_chunks(stream, problems, size):
         start = 0
         n = len(chunk)
         while start < n:

@@ -361,3 +361,25 @@ def test_apache_error_log_is_recognised_and_skipped(tmp_path: Path) -> None:
     report = analyse([str(err)])
     assert report.errors == () and report.findings == ()
     assert report.notes == (f"{err}: apache-error log, not analysed",)
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.binary(max_size=40), st.binary(min_size=60, max_size=400)),
+                max_size=20),
+       st.integers(1, 64), st.booleans())
+def test_fuzz_line_reader_matches_split(monkeypatch, parts, chunk, final_newline) -> None:
+    """Whatever the read sizes, lines come out as bytes.split gives them, cut at MAX_LINE."""
+    import io
+
+    from relayguard.logs import sources
+
+    monkeypatch.setattr(sources, "MAX_LINE", 16)
+    lines = [p.replace(b"\n", b" ") for p in parts]
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    problems = sources.ReadProblems()
+    got = list(sources.iter_lines(io.BytesIO(data), problems, size=chunk))
+    want = data.split(b"\n")
+    if data.endswith(b"\n") or not data:
+        want = want[:-1]
+    assert got == [w[:16] for w in want]
+    assert problems.overlong == sum(1 for w in want if len(w) > 16)
