@@ -152,7 +152,7 @@ class DanteAuditor:
 
     def recognise(self, path: Path) -> bool:
         if path.is_dir():
-            return (path / "danted.conf").is_file()
+            return False  # danted.conf lives in /etc itself: a directory is not Dante's
         if path.name in ("danted.conf", "sockd.conf"):
             return True
         try:

@@ -194,8 +194,8 @@ def _invocation(cfg: MicrosocksConfig, d: Directive, command: str,
         cfg.errors.append(ErrorEntry(d.path, f"cannot split the command line: {exc}", d.line))
         return None
     idx = next((k for k, a in enumerate(argv) if os.path.basename(a) == "microsocks"), None)
-    if idx is None:
-        return None
+    if idx is None or not all(_wrapper(a) for a in argv[:idx]):
+        return None  # microsocks is mentioned, not run (a comment, a package list, …)
     opts: dict[str, str] = {}
     auth_once = False
     args = argv[idx + 1:]
@@ -241,6 +241,17 @@ def running_processes(proc: Path = Path("/proc")) -> list[Path]:
         if argv and os.path.basename(argv[0]) == "microsocks":
             out.append(p / "cmdline")
     return out
+
+
+_WRAPPERS = {"exec", "nohup", "sudo", "env", "setsid", "nice", "ionice", "stdbuf", "chrt",
+             "taskset", "runuser", "su", "start-stop-daemon", "daemon", "chpst", "setpriv",
+             "tini", "dumb-init", "--"}
+
+
+def _wrapper(token: str) -> bool:
+    """Words that may precede the program on a command line (`exec`, `VAR=x`, `nice -n 5`)."""
+    return os.path.basename(token) in _WRAPPERS or "=" in token or token.startswith("-") \
+        or token.isdigit()
 
 
 class MicrosocksAuditor:

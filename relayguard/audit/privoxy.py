@@ -9,6 +9,7 @@ sections followed by URL patterns, `{{alias}}` definitions expanded; only what d
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,10 +214,11 @@ class PrivoxyAuditor:
         if path.is_dir():
             return (path / "config").is_file() and (path / "default.action").exists()
         try:
-            head = path.read_text(encoding="utf-8", errors="replace")[:200000].lower()
+            head = path.read_text(encoding="utf-8", errors="replace")[:200000]
         except OSError:
             return False
-        return "listen-address" in head and ("actionsfile" in head or "privoxy" in head)
+        return bool(re.search(r"^\s*listen-address\s", head, re.M | re.I)) and bool(
+            re.search(r"^\s*(actionsfile|confdir|filterfile)\s", head, re.M | re.I))
 
     def audit(self, path: Path, options: AuditOptions) -> AuditResult:
         from relayguard.audit.rules import privoxy as rules
