@@ -233,24 +233,33 @@ def scan_plain_file(path: str, jobs: int) -> Iterator[ChunkResult]:
     """Chunk results in file order; with jobs > 1 on big files, chunks run in worker processes
     (at most 2 per worker in flight, so memory stays bounded)."""
     size = os.path.getsize(path)
-    ranges = line_boundaries(path, size)
+    ranges = line_boundaries(path, size, CHUNK_BYTES)
     if jobs <= 1 or size < PARALLEL_MIN_BYTES or len(ranges) < 2:
         for a, b in ranges:
             yield _scan_range(path, a, b)
         return
     import multiprocessing
+    from concurrent.futures.process import BrokenProcessPool
 
-    ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        pending: list[Future[ChunkResult]] = []
-        it = iter(ranges)
-        for a, b in it:
-            pending.append(pool.submit(_scan_range, path, a, b))
-            if len(pending) >= jobs * 2:
-                break
-        while pending:
-            fut = pending.pop(0)
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(_scan_range, path, *nxt))
-            yield fut.result()
+    done = 0  # ranges already yielded
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            pending: list[Future[ChunkResult]] = []
+            it = iter(ranges)
+            for a, b in it:
+                pending.append(pool.submit(_scan_range, path, a, b))
+                if len(pending) >= jobs * 2:
+                    break
+            while pending:
+                fut = pending.pop(0)
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(_scan_range, path, *nxt))
+                res = fut.result()
+                done += 1
+                yield res
+    except (BrokenProcessPool, OSError, ValueError):
+        # no worker processes here (sandbox, resource limits): finish in this process
+        for a, b in ranges[done:]:
+            yield _scan_range(path, a, b)

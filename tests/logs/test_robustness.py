@@ -383,3 +383,44 @@ def test_fuzz_line_reader_matches_split(monkeypatch, parts, chunk, final_newline
         want = want[:-1]
     assert got == [w[:16] for w in want]
     assert problems.overlong == sum(1 for w in want if len(w) > 16)
+
+
+_DYING: dict = {}
+
+
+def dies_in_workers(p: str, a: int, b: int):
+    """A chunk scanner whose worker processes die past the first chunks (picklable by name)."""
+    if os.getpid() != _DYING["parent"] and a > 50000:
+        os._exit(3)
+    return _DYING["real"](p, a, b)
+
+
+def test_parallel_chunks_agree_and_survive_dying_workers(tmp_path: Path, monkeypatch) -> None:
+    """Worker processes over many small chunks give the line-by-line answer; if workers die,
+    the rest is scanned in-process."""
+    import random
+
+    from relayguard.logs import fastpath
+
+    rnd = random.Random(7)
+    out = []
+    for i in range(3000):
+        minute = i // 40
+        stamp = f"01/Mar/2026:{10 + minute // 60:02d}:{minute % 60:02d}:{i % 60:02d} +0000"
+        req = rnd.choice(["GET / HTTP/1.1", "GET /a HTTP/1.1", "CONNECT mx.example.net:25 "
+                          "HTTP/1.0", "GET http://x.example/ HTTP/1.1"])
+        out.append(f'192.0.2.{i % 9} - - [{stamp}] "{req}" 200 {rnd.choice(["-", "900"])} '
+                   '"-" "-"\n')
+    path = tmp_path / "access.log"
+    path.write_text("".join(out), encoding="utf-8")
+    monkeypatch.setattr(fastpath, "CHUNK_BYTES", 8192)
+    monkeypatch.setattr(fastpath, "PARALLEL_MIN_BYTES", 0)
+    slow = analyse([str(path)], LogOptions(fast=False))
+    par = analyse([str(path)], LogOptions(jobs=2))
+    for key in ("lines", "parsed", "incidents", "requests_timeline"):
+        assert par.stats[key] == slow.stats[key], key
+    _DYING["parent"], _DYING["real"] = os.getpid(), fastpath._scan_range
+    monkeypatch.setattr(fastpath, "_scan_range", dies_in_workers)
+    broken = analyse([str(path)], LogOptions(jobs=2))
+    assert broken.stats["incidents"] == slow.stats["incidents"]
+    assert broken.stats["lines"] == 3000
