@@ -42,6 +42,7 @@ def watch_command(
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="relayguard watch: %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per webhook POST
     try:
         cfg = load_config(str(config)) if config is not None else WatchConfig()
     except InputError as exc:

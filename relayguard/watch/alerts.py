@@ -108,7 +108,7 @@ def deliver_email(cfg: EmailConfig) -> Callable[[list[dict[str, Any]]], None]:
         body += "\n\nFull alerts (JSON, one per line):\n" + "\n".join(_line(p) for p in batch)
         msg.set_content(body + "\n")
         try:
-            ctx = ssl.create_default_context()
+            ctx = ssl.create_default_context(cafile=cfg.ca_file)
             if cfg.ssl:
                 client: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout,
                                                         context=ctx)

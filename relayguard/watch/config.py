@@ -29,6 +29,7 @@ class EmailConfig:
     username: str | None = None
     password: str | None = None
     timeout: float = 10.0
+    ca_file: str | None = None  # trust this CA (PEM) instead of the system store
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ _ALLOWED: dict[str, set[str]] = {
                "retry_max"},
     "alerts.syslog": {"address", "facility"},
     "alerts.email": {"host", "port", "from", "to", "starttls", "ssl", "username", "password",
-                     "password_file", "timeout"},
+                     "password_file", "timeout", "ca_file"},
     "alerts.webhook": {"url", "headers", "timeout"},
     "alerts.command": {"argv"},
     "respond": {"mode", "dry_run", "timeout", "allow", "kinds", "verdicts", "nft", "family",
@@ -245,7 +246,8 @@ def _alerts(r: _Reader | None, min_sev: Severity, source: str) -> AlertConfig:
         email = EmailConfig(host=host, to=to, sender=e.get("from", str, "relayguard@localhost"),
                             port=e.get("port", int, 25), starttls=e.get("starttls", bool, False),
                             ssl=e.get("ssl", bool, False), username=e.get("username", str, None),
-                            password=password, timeout=e.positive("timeout", 10.0))
+                            password=password, timeout=e.positive("timeout", 10.0),
+                            ca_file=e.get("ca_file", str, None))
     if (h := r.sub("webhook")) is not None:
         url = h.get("url", str)
         if not url or not url.startswith(("http://", "https://")):
