@@ -489,16 +489,36 @@ def parse_networks(value: str, where: Setting | None, root: Path | None,
     return Networks(nets, names)
 
 
-def default_networks(style: str) -> Networks:
-    """What Postfix computes when mynetworks is unset (interfaces unknown: loopback only)."""
-    if style == "host":
-        nets = ["127.0.0.1/32", "::1/128"]
-    elif style == "class":
-        nets = ["127.0.0.0/8", "::1/128"]
-    else:
-        nets = ["127.0.0.0/8", "::1/128"]
-    return Networks([(ipaddress.ip_network(n), "(built-in default)", 0, False) for n in nets],
-                    [], implicit_style=style)
+def default_networks(style: str, interfaces: list[str] | None = None) -> Networks:
+    """What Postfix computes when mynetworks is unset, from the addresses it listens on
+    (`inet_interfaces`; "all" = this machine's interfaces, unknown here: loopback stands
+    in). `subnet` uses each address's netmask (127.0.0.1 is a /8 on lo; others unknown, so
+    only the address itself), `class` its whole class A/B/C network, `host` the address."""
+    addrs: list[IPAddress] = []
+    for item in interfaces or ["all"]:
+        item = item.strip("[]").lower()
+        if item in ("all", "loopback-only", "localhost"):
+            addrs += [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
+            continue
+        try:
+            addrs.append(ipaddress.ip_address(item))
+        except ValueError:
+            continue  # a host name: resolved by Postfix at start, unknown here
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for a in addrs:
+        if style == "host" or a.version == 6:
+            nets.append(ipaddress.ip_network(a))
+        elif style == "class":
+            first = int(str(a).split(".")[0])
+            prefix = 8 if first < 128 else 16 if first < 192 else 24
+            nets.append(ipaddress.ip_network(f"{a}/{prefix}", strict=False))
+        elif str(a) == "127.0.0.1":
+            nets.append(ipaddress.ip_network("127.0.0.0/8"))
+        else:
+            nets.append(ipaddress.ip_network(a))
+    unique = list(dict.fromkeys(nets))
+    return Networks([(n, "(built-in default)", 0, False) for n in unique], [],
+                    implicit_style=style)
 
 
 # --------------------------------------------------------------------------------------------

@@ -79,7 +79,8 @@ IMPLICIT_SUBNET = Rule(
     "`compatibility_level = 3.6`.",
     reference=f"{_REF}#mynetworks_style",
     bad="myhostname = mx.relayguard.test\nmydestination = $myhostname, localhost\n"
-    "inet_interfaces = loopback-only\nalias_maps =\nalias_database =\n",
+    "inet_interfaces = all\nalias_maps =\nalias_database =\n"
+    "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n",
     good=_BASE + "mynetworks = 127.0.0.0/8 [::1]/128\n",
 )
 
@@ -252,10 +253,31 @@ PROXY_PROTOCOL_EXPOSED = Rule(
     good=_BASE + "mynetworks = 127.0.0.0/8\nsmtpd_upstream_proxy_protocol = haproxy\n",
 )
 
+NO_WORKING_RELAY_CHECK = Rule(
+    id="POSTFIX-LITERAL-PERMIT",
+    server="postfix",
+    category=Category.HARDENING,
+    severity=Severity.INFO,
+    title="smtpd refuses to run: no working relay check before a permit",
+    description="Neither `smtpd_relay_restrictions` nor `smtpd_recipient_restrictions` has "
+    "`reject_unauth_destination` (or defer_unauth_destination, reject, defer, "
+    "defer_if_permit) before a literal `permit` or the end of the list — for example both "
+    "empty, as with no compatibility_level. Postfix then stops smtpd with a fatal error.",
+    why="Not open — no mail is received at all — but the quick 'fix' people apply under "
+    "pressure is often the open one.",
+    fix="`smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, "
+    "reject_unauth_destination`.",
+    reference=f"{_REF}#smtpd_relay_restrictions",
+    bad=_BASE + "mynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions =\n"
+    "smtpd_recipient_restrictions = permit_mynetworks\n",
+    good=_BASE + "mynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions =\n"
+    "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n",
+)
+
 RULES: tuple[Rule, ...] = (MYNETWORKS_OPEN, IMPLICIT_SUBNET, PERMIT_BEFORE, MASTER_OVERRIDE,
                            SASL_CLEARTEXT, RELAY_DOMAINS_WILDCARD, XCLIENT_BROAD,
                            SASL_ANONYMOUS, UNTRUSTED_ROUTING, FORBIDDEN_CLEARED,
-                           PROXY_PROTOCOL_EXPOSED)
+                           PROXY_PROTOCOL_EXPOSED, NO_WORKING_RELAY_CHECK)
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 TRUSTED_LIST = "127.0.0.1/32 [::1]/128"
@@ -264,7 +286,8 @@ TRUSTED_LIST = "127.0.0.1/32 [::1]/128"
 def networks_for(params: Params, cfg: PostfixConfig, root: Path | None) -> Networks:
     setting = params.setting("mynetworks")
     if setting is None:
-        return default_networks(params.get("mynetworks_style").strip() or "host")
+        return default_networks(params.get("mynetworks_style").strip() or "host",
+                                split_list(params.get("inet_interfaces")))
     return parse_networks(params.get("mynetworks"), setting, root, cfg.errors, cfg.files)
 
 
@@ -356,8 +379,10 @@ def audit_config(cfg: PostfixConfig, client: IPAddress,
         _check_sasl(cfg, svc, params, add)
         _check_xclient(cfg, params, client, trusted_decision, label, add)
         _check_simple(cfg, svc, params, client, listen, label, add)
+        if decision.fatal:
+            _report_fatal(cfg, params, label, add)
         facts.append(_mta_fact(svc, params, nets, trusted_decision, listen))
-    _check_implicit(cfg, add)
+    _check_implicit(cfg, client, add)
     return list(findings.values()), facts
 
 
@@ -507,13 +532,18 @@ def _check_sasl(cfg: PostfixConfig, svc: Service, params: Params, add) -> None:
         edits=[_append(cfg, "smtpd_tls_auth_only = yes")]))
 
 
-def _check_implicit(cfg: PostfixConfig, add) -> None:
+def _check_implicit(cfg: PostfixConfig, client: IPAddress, add) -> None:
     params = Params(cfg.main)
     if params.setting("mynetworks") is not None:
         return
     style = params.get("mynetworks_style").strip()
     if style not in ("subnet", "class"):
         return
+    interfaces = split_list(params.get("inet_interfaces")) or ["all"]
+    nets = default_networks(style, interfaces)
+    outside_reaches = any(not _is_loopback_iface(i) for i in interfaces)
+    if not outside_reaches and not nets.contains(client)[0]:
+        return  # bound to loopback only, and the computed networks do not cover the client
     st = params.setting("mynetworks_style")
     compat = params.setting("compatibility_level")
     ev = [_ev(st) if st else Evidence("note", f"mynetworks_style = {style} is the built-in "
@@ -623,3 +653,36 @@ def _reachable(listen: str, client: IPAddress) -> bool:
     except ValueError:
         return True
     return not addr.is_loopback or client.is_loopback
+
+
+STOCK_RELAY = ["permit_mynetworks", "permit_sasl_authenticated", "reject_unauth_destination"]
+
+
+def _report_fatal(cfg: PostfixConfig, params: Params, label: str, add) -> None:
+    relay = params.setting("smtpd_relay_restrictions")
+    recipient = params.setting("smtpd_recipient_restrictions")
+    ev = [_ev(s) for s in (relay, recipient) if s is not None] or [Evidence(
+        "note", "both lists are empty by default below compatibility_level 1 "
+        f"(compatibility_level = {params.get('compatibility_level') or '0'})")]
+    if relay is not None:
+        edit = rewrite_setting(cfg, relay, STOCK_RELAY)
+    else:
+        edit = _append(cfg, f"smtpd_relay_restrictions = {', '.join(STOCK_RELAY)}")
+    where = relay or recipient
+    loc = Location(where.path, where.line) if where else Location(cfg.files[0])
+    prefix = f"{label}: " if where is not None and where.service else ""
+    add(NO_WORKING_RELAY_CHECK.finding(
+        f"{prefix}no working reject_unauth_destination in smtpd_relay_restrictions or "
+        "smtpd_recipient_restrictions: smtpd exits with a fatal error (closed, but down)",
+        location=loc, evidence=ev, confidence=Confidence.LIKELY,
+        edits=[edit] if edit else []))
+
+
+def _is_loopback_iface(item: str) -> bool:
+    item = item.strip("[]").lower()
+    if item in ("loopback-only", "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(item).is_loopback
+    except ValueError:
+        return False  # "all" or a name

@@ -40,6 +40,14 @@ CASES = [
      "POSTFIX-PERMIT-BEFORE-UNAUTH-DEST"),
     ("style_class", "mynetworks_style = class\n", {}, "a@outside.example",
      "POSTFIX-MYNETWORKS-IMPLICIT-SUBNET"),
+    # 127.0.0.1 is a /8 on lo: listening there makes subnet-style trust all of 127/8.
+    ("compat_absent_subnet", "compatibility_level = 0\n"
+     "inet_interfaces = 127.0.0.1, 127.0.8.21\nsmtpd_relay_restrictions = "
+     "permit_mynetworks, reject_unauth_destination\n", {}, "a@outside.example",
+     "POSTFIX-MYNETWORKS-IMPLICIT-SUBNET"),
+    ("compat_absent_subnet_of_own_address", "compatibility_level = 0\n"
+     "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n", {},
+     "a@outside.example", None),
     ("stock_relay_list_protects", "mynetworks = 127.0.0.1/32\n"
      "smtpd_recipient_restrictions = permit\n", {}, "a@outside.example", None),
     ("client_map_lan_only", "mynetworks = 127.0.0.1/32\n"
@@ -122,5 +130,23 @@ def test_xclient_broad_agrees_with_real_postfix() -> None:
             assert x_code == 550 and code in (454, 554), mta2.diagnostics()
             assert PostfixAuditor().audit(Path(str(mta2.extra["conf_dir"])),
                                           OPTIONS).findings == []
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_no_working_relay_check_means_smtpd_is_down() -> None:
+    """POSTFIX-LITERAL-PERMIT is info: Postfix really refuses to run smtpd (nothing relays)."""
+    workdir = Path("/tmp/rg-audit-pf-fatal")
+    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        with postfix(HOST, PORT, "mynetworks = 127.0.0.1/32\nsmtpd_relay_restrictions =\n"
+                     "smtpd_recipient_restrictions = permit_mynetworks\n",
+                     workdir=workdir) as mta:
+            result = PostfixAuditor().audit(Path(str(mta.extra["conf_dir"])), OPTIONS)
+            assert [(f.rule, f.severity.label) for f in result.findings] == [
+                ("POSTFIX-LITERAL-PERMIT", "info")]
+            with pytest.raises((smtplib.SMTPException, OSError)):
+                rcpt(HOST, PORT, timeout=3)
+            assert "specify at least one working instance" in mta.log("mail")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -80,7 +80,14 @@ CASES = [
     ("mynetworks_var", "compatibility_level = 3.6\nmy_extra = 0.0.0.0/0\n"
      "mynetworks = 127.0.0.1/32,\n    $my_extra\n", {}, "POSTFIX-MYNETWORKS-OPEN",
      ("main.cf", "mynetworks =")),
-    ("compat_absent_subnet", "", {}, "POSTFIX-MYNETWORKS-IMPLICIT-SUBNET", None),
+    ("compat_absent_subnet", "smtpd_relay_restrictions = permit_mynetworks, "
+     "reject_unauth_destination\n", {}, "POSTFIX-MYNETWORKS-IMPLICIT-SUBNET", None),
+    ("compat_absent_no_lists", "mynetworks = 127.0.0.1/32\n", {}, "POSTFIX-LITERAL-PERMIT",
+     None),
+    ("permit_before_check_everywhere", "compatibility_level = 3.6\n"
+     "mynetworks = 127.0.0.1/32\nsmtpd_relay_restrictions =\n"
+     "smtpd_recipient_restrictions = permit_mynetworks, permit, reject_unauth_destination\n",
+     {}, "POSTFIX-LITERAL-PERMIT", ("main.cf", "smtpd_relay_restrictions")),
     ("style_class", "compatibility_level = 3.6\nmynetworks_style = class\n", {},
      "POSTFIX-MYNETWORKS-IMPLICIT-SUBNET", ("main.cf", "mynetworks_style")),
     ("forged_sender_ok", "compatibility_level = 3.6\nmynetworks = 127.0.0.1/32\n"
