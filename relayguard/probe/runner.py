@@ -128,6 +128,22 @@ async def _probe_port(ctx: ProbeContext, result: PortResult) -> None:
         result.service = "+".join(versions)
         return
 
+    if not closed_at_once:
+        try:
+            banner = await _tls_banner(ctx, result)
+        except NetError as exc:
+            failures.append(exc)
+        else:
+            if _SMTP_BANNER.match(banner):
+                result.service = "smtps"
+                await Smtp(ctx, result, implicit_tls=True).check()
+            else:
+                result.service = "tls"
+                result.error("speaks TLS but is not SMTP (an HTTPS service?); proxies inside "
+                             "TLS are not probed" + (f"; it sent {printable(banner[:60], 60)!r}"
+                                                     if banner else ""))
+            return
+
     if closed_at_once or all(isinstance(f, Closed) and "(0 bytes" in str(f) for f in failures):
         result.service = "refuses"
         result.note("accepts connections but closes them without any reply to HTTP or SOCKS "
@@ -140,6 +156,16 @@ async def _probe_port(ctx: ProbeContext, result: PortResult) -> None:
         result.error(f"connection reset on every probe: {what}")
     else:
         result.error(f"no HTTP proxy, SOCKS or SMTP service recognised: {what}")
+
+
+async def _tls_banner(ctx: ProbeContext, result: PortResult) -> bytes:
+    """Last resort for a port that answered neither HTTP nor SOCKS: implicit TLS (SMTPS)?"""
+    t = Transcript()
+    async with ctx.connection(result.host, result.port, t, tls=True) as conn:
+        first = await conn.read_some(wait=ctx.options.banner_wait, what="banner over TLS")
+        if first and b"\n" not in first and len(first) < 512:
+            first += await conn.read_until(b"\n", "banner line over TLS")
+        return first
 
 
 async def _guarded(ctx: ProbeContext, result: PortResult) -> PortResult:

@@ -129,10 +129,11 @@ def tricks(ip: str, srv: str, canary_ip: str) -> list[Trick]:
 class Smtp:
     """The SMTP checks for one host:port."""
 
-    def __init__(self, ctx: ProbeContext, result: PortResult) -> None:
+    def __init__(self, ctx: ProbeContext, result: PortResult,
+                 implicit_tls: bool | None = None) -> None:
         self.ctx = ctx
         self.result = result
-        self.implicit_tls = result.port == 465
+        self.implicit_tls = result.port == 465 if implicit_tls is None else implicit_tls
         self.transcripts: list[Transcript] = []
 
     async def _open(self, conn: Conn, starttls: bool) -> Session | str:

@@ -169,6 +169,29 @@ async def _socks4_check(ctx: ProbeContext, result: PortResult, dest_port: int, s
     return Outcome(rule, label, t, hits)
 
 
+async def _socks5_check_target(ctx: ProbeContext, result: PortResult, host: str,
+                               port: int) -> Outcome | str:
+    """Without an SMTP canary: SOCKS5 to a real MTA (--smtp-check-target), read its 220."""
+    t = Transcript()
+    label = f"SOCKS5 CONNECT {hostport(host, port)} (--smtp-check-target)"
+    try:
+        async with ctx.connection(result.host, result.port, t) as conn:
+            if await socks5_greet(conn) != 0:
+                return "SOCKS5 requires authentication"
+            code = await socks5_connect(conn, host, port)
+            if code != 0:
+                return f"{label} refused: {code:#04x} ({SOCKS5_REPLIES.get(code, 'unknown')})"
+            banner = await conn.read_until(b"\n", "SMTP banner through tunnel")
+            await conn.send(b"QUIT\r\n")
+    except NetError as exc:
+        return Outcome(rules.SOCKS_SMTP, label, t, [], f"{exc.kind}: {exc}")
+    if not banner.startswith(b"220"):
+        return f"{label}: no SMTP banner came back"
+    t.note(f"the SMTP banner of {hostport(host, port)} came back through the tunnel "
+           "(not canary-confirmed)")
+    return Outcome(rules.SOCKS_SMTP, label, t, [], likely=True)
+
+
 def _smtp_port(ctx: ProbeContext) -> int | None:
     return next(iter(ctx.canary.bound_smtp.values()), None)
 
@@ -191,12 +214,15 @@ async def check_socks(ctx: ProbeContext, result: PortResult) -> list[str]:
             result.note(first)
         else:
             outcomes.append(first)
+            more: Outcome | str | None = None
             if smtp_port is not None:
                 more = await _socks5_check(ctx, result, smtp_port, smtp=True)
-                if isinstance(more, str):
-                    result.note(more)
-                else:
-                    outcomes.append(more)
+            elif ctx.options.smtp_check_target is not None:
+                more = await _socks5_check_target(ctx, result, *ctx.options.smtp_check_target)
+            if isinstance(more, str):
+                result.note(more)
+            elif more is not None:
+                outcomes.append(more)
     except NetError as exc:
         first_error = exc
 

@@ -11,6 +11,7 @@ from relayguard.probe.context import ProbeOptions
 from relayguard.probe.runner import run_probe
 from relayguard.probe.targets import Target
 from tests.servers import PROXY_MODULES, apache
+from tests.servers.microsocks import microsocks
 from tests.servers.postfix import postfix
 
 pytestmark = pytest.mark.server
@@ -32,6 +33,18 @@ def test_smtp_check_target_banner_makes_connect_smtp_likely() -> None:
     assert any("--smtp-check-target" in n for n in report.notes)
     assert {f.category.value for f in report.findings} == {
         "open-http-proxy", "open-connect-proxy", "smtp-via-proxy"}
+
+
+def test_smtp_check_target_through_socks() -> None:
+    with postfix("127.0.4.49", 2525), microsocks("127.0.4.18", 1080):
+        options = ProbeOptions(timeout=3.0, source=SCANNER, canary_host="127.0.4.19",
+                               canary_smtp_ports=(), smtp_check_target=("127.0.4.49", 2525))
+        report = asyncio.run(run_probe([Target("127.0.4.18", 1080)], options))
+    assert report.errors == ()
+    by_rule = {f.rule: f for f in report.findings}
+    assert set(by_rule) == {"PROBE-SOCKS5", "PROBE-SOCKS-SMTP"}
+    assert by_rule["PROBE-SOCKS5"].confidence is Confidence.CONFIRMED
+    assert by_rule["PROBE-SOCKS-SMTP"].confidence is Confidence.LIKELY
 
 
 def test_no_smtp_canary_and_no_check_target_is_an_error_not_clean() -> None:

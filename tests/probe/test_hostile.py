@@ -176,3 +176,24 @@ def test_fake_proxies_are_noted_not_reported(hostile: tuple[Report, float]) -> N
     assert any("CONNECT" in n and "with a page, not a tunnel" in n for n in says200), says200
     liar = [n for n in report.notes if n.startswith(f"127.0.4.58:{PORT}")]
     assert any("SOCKS5 CONNECT" in n and "nothing reached the canary" in n for n in liar), liar
+
+
+def test_max_time_stops_the_whole_run_with_an_error() -> None:
+    async def main() -> tuple[Report, float]:
+        async def guarded(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await tarpit(r, w)
+        server = await asyncio.start_server(guarded, "127.0.4.59", PORT)
+        try:
+            options = ProbeOptions(timeout=5.0, source=SCANNER, canary_host="127.0.4.21",
+                                   max_time=1.0)
+            started = time.monotonic()
+            report = await run_probe([Target("127.0.4.59", PORT)], options)
+            return report, time.monotonic() - started
+        finally:
+            server.close()
+
+    report, elapsed = asyncio.run(main())
+    assert elapsed < 4, elapsed
+    assert [e.source for e in report.errors] == ["probe"]
+    assert "--max-time 1s" in report.errors[0].message

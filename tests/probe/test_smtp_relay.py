@@ -88,3 +88,18 @@ def test_stock_postfix_behind_starttls_is_not_a_relay(tls_files: dict[str, str])
         report = probe("127.0.4.46", 2525, "127.0.4.8")
         assert report.findings == ()
         assert report.errors == ()
+
+
+def test_open_relay_on_an_smtps_port_is_found_by_implicit_tls(
+        tls_files: dict[str, str]) -> None:
+    conf = (OPEN + "smtpd_tls_cert_file = ${config_directory}/cert.pem\n"
+            "smtpd_tls_key_file = ${config_directory}/key.pem\n")
+    smtps = "4650 inet n - n - - smtpd -o smtpd_tls_wrappermode=yes\n"
+    with postfix("127.0.4.48", 2525, conf, files=tls_files, master_cf_extra=smtps) as mta:
+        report = probe("127.0.4.48", 4650, "127.0.4.16")
+        assert report.errors == (), (report.errors, mta.diagnostics())
+        assert report.stats["services"] == {"smtps": 1}
+        (f,) = report.findings
+        assert f.rule == "PROBE-SMTP-RELAY"
+        assert any("connect 127.0.4.48:4650 (TLS)" in e.text
+                   for e in f.evidence if e.kind == "transcript")

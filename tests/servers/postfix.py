@@ -79,9 +79,12 @@ def main_cf_base(host: str, workdir: Path) -> str:
 
 @contextlib.contextmanager
 def postfix(host: str, port: int = 25, main_cf: str = "", *,
-            files: Mapping[str, str] | None = None, workdir: Path | None = None,
-            timeout: float = 15.0) -> Iterator[Daemon]:
+            files: Mapping[str, str] | None = None, master_cf_extra: str = "",
+            workdir: Path | None = None, timeout: float = 15.0) -> Iterator[Daemon]:
     """Run Postfix's master in the foreground with smtpd on host:port; always stopped.
+
+    `master_cf_extra` lines are appended to master.cf (e.g. an SMTPS listener:
+    `4650 inet n - n - - smtpd -o smtpd_tls_wrappermode=yes`).
 
     Logs: `daemon.logs["mail"]` (maillog). `daemon.extra["conf_dir"]` is the config dir
     (main.cf and master.cf), so `postconf -c` and audit tests can read it.
@@ -95,7 +98,7 @@ def postfix(host: str, port: int = 25, main_cf: str = "", *,
     for name, text in (files or {}).items():
         (conf / name).write_text(text, encoding="utf-8")
     (conf / "main.cf").write_text(main_cf_base(host, wd) + main_cf, encoding="utf-8")
-    (conf / "master.cf").write_text(master_cf(port), encoding="utf-8")
+    (conf / "master.cf").write_text(master_cf(port) + master_cf_extra, encoding="utf-8")
     ensure_loopback_address(host)
     check = subprocess.run(["script", "-qec", f"postfix -c {conf} check", "/dev/null"],
                            capture_output=True, text=True, timeout=60, check=False)
