@@ -1,0 +1,165 @@
+"""Responses: in a network namespace the test creates, nftables really drops the offender's
+packets to a real Apache, the allow-listed client keeps working; dry-run touches nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from relayguard.logs.incidents import Incident, Sample
+from relayguard.watch.config import RespondConfig
+from relayguard.watch.metrics import Metrics
+from relayguard.watch.respond import Responder
+from relayguard.watch.state import StateDB
+from tests.servers.apache import preamble
+from tests.servers.base import Daemon, make_workdir, run_daemon
+from tests.watch.helpers import state, wait_until, watcher
+
+NS_SERVER = "10.200.9.2"
+OFFENDER = "10.200.9.1"
+FRIEND = "10.200.9.3"  # allow-listed
+PORT = 8080
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=20, check=False)
+
+
+@contextlib.contextmanager
+def namespace() -> Iterator[str]:
+    """A netns with a veth pair: host side 10.200.9.1 + .3, namespace side 10.200.9.2."""
+    ns = f"rgw{os.getpid()}"
+    host_if, ns_if = f"rgwh{os.getpid() % 100000}", f"rgwn{os.getpid() % 100000}"
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a network namespace")
+    res = _run("ip", "netns", "add", ns)
+    if res.returncode != 0:
+        pytest.skip(f"the kernel refuses network namespaces: {res.stderr.strip()}")
+    try:
+        steps = [
+            ("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if),
+            ("ip", "link", "set", ns_if, "netns", ns),
+            ("ip", "addr", "add", f"{OFFENDER}/24", "dev", host_if),
+            ("ip", "addr", "add", f"{FRIEND}/24", "dev", host_if),
+            ("ip", "link", "set", host_if, "up"),
+            ("ip", "netns", "exec", ns, "ip", "addr", "add", f"{NS_SERVER}/24", "dev", ns_if),
+            ("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up"),
+            ("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"),
+        ]
+        for step in steps:
+            res = _run(*step)
+            assert res.returncode == 0, f"{' '.join(step)}: {res.stderr}"
+        probe = _run("ip", "netns", "exec", ns, "nft", "add", "table", "inet", "rgprobe")
+        if probe.returncode != 0:
+            pytest.skip(f"the kernel refuses nftables: {probe.stderr.strip()}")
+        _run("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "rgprobe")
+        yield ns
+    finally:
+        _run("ip", "link", "del", host_if)
+        _run("ip", "netns", "del", ns)
+
+
+@contextlib.contextmanager
+def apache_in(ns: str) -> Iterator[Daemon]:
+    wd, _ = make_workdir(None, "apache-ns")
+    (wd / "htdocs").mkdir()
+    os.chmod(wd / "htdocs", 0o755)
+    (wd / "htdocs" / "index.html").write_text("inside the namespace\n")
+    conf = wd / "httpd.conf"
+    conf.write_text(preamble(NS_SERVER, PORT, wd))
+    (wd / "body.conf").write_text("")
+    d = Daemon(name="apache2", host=NS_SERVER, port=PORT, workdir=wd, config=conf,
+               logs={"access": wd / "access.log", "error": wd / "error.log"})
+    argv = ["ip", "netns", "exec", ns, "apache2", "-f", str(conf), "-DFOREGROUND"]
+    with run_daemon(d, argv, remove_workdir=True) as daemon:
+        yield daemon
+
+
+def _request(source: str, raw: bytes, timeout: float = 1.5) -> bytes | None:
+    """The reply, or None when the connection cannot be made (dropped)."""
+    try:
+        with socket.create_connection((NS_SERVER, PORT), timeout=timeout,
+                                      source_address=(source, 0)) as s:
+            s.sendall(raw)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+            return out
+    except OSError:
+        return None
+
+
+GET = b"GET / HTTP/1.0\r\n\r\n"
+CONNECT = b"CONNECT mx.victim.example:25 HTTP/1.0\r\n\r\n"
+
+
+@pytest.mark.server
+def test_nftables_block_really_drops_the_offender(tmp_path: Path) -> None:
+    with namespace() as ns, apache_in(ns) as httpd:
+        assert b"inside the namespace" in (_request(OFFENDER, GET) or b"")
+        assert b"inside the namespace" in (_request(FRIEND, GET) or b"")
+        cfg = tmp_path / "watch.toml"
+        cfg.write_text(f"""
+[watch]
+poll_interval = 0.1
+start = "beginning"
+[alerts]
+stdout = true
+[respond]
+mode = "nftables"
+dry_run = false
+timeout = 600
+allow = ["{FRIEND}/32"]
+verdicts = ["relayed", "unknown", "refused"]
+nft = ["ip", "netns", "exec", "{ns}", "nft"]
+""")
+        db = tmp_path / "w.sqlite"
+        log = httpd.logs["access"]
+        with watcher(tmp_path, [str(log), "-c", str(cfg), "--state", str(db)]) as w:
+            wait_until(lambda: state(db).get("lines") == 2, 10)
+            assert _request(FRIEND, CONNECT) is not None
+            assert _request(OFFENDER, CONNECT) is not None
+            blocked = wait_until(lambda: [a for a in state(db).get("actions", [])
+                                          if a["action"] == "block"], 10)
+            assert [(a["address"], a["dry_run"]) for a in blocked] == [(OFFENDER, 0)], \
+                w.stderr()
+            t0 = time.monotonic()
+            assert _request(OFFENDER, GET, timeout=1.5) is None  # SYN dropped: no answer
+            assert time.monotonic() - t0 >= 1.0
+            assert b"inside the namespace" in (_request(FRIEND, GET) or b"")
+            listed = _run("ip", "netns", "exec", ns, "nft", "list", "set", "inet", "relayguard",
+                          "blocked4").stdout
+            assert OFFENDER in listed and FRIEND not in listed and "timeout" in listed
+            actions = {a["action"]: a["address"] for a in state(db)["actions"]}
+            assert actions["allowed"] == FRIEND
+            assert w.terminate() == 0
+            assert f"blocked {OFFENDER} for 600s" in w.stderr()
+            assert f"not blocking {FRIEND}: allow-listed" in w.stderr()
+
+
+def test_dry_run_records_but_never_runs_nft(tmp_path: Path) -> None:
+    db = StateDB(str(tmp_path / "s.sqlite"))
+    cfg = RespondConfig(mode="nftables", timeout=1, nft=("false",))  # dry_run by default
+    r = Responder(cfg, db, Metrics())
+    inc = Incident("proxy-smtp")
+    for ip in ("198.51.100.7", "127.0.0.5", "not-an-ip"):
+        inc.add(1.0, ip, "mx:25", Sample("a.log", 1, "x"), outcome="relayed")
+
+    class F:
+        rule = "LOGS-PROXY-SMTP"
+
+    assert r.consider(inc, F()) == ["198.51.100.7"]  # type: ignore[arg-type]
+    assert r.consider(inc, F()) == []  # already blocked: not again
+    time.sleep(1.1)
+    r.expire()
+    acts = [(a["action"], a["address"], a["dry_run"]) for a in db.actions()]
+    assert acts == [("allowed", "127.0.0.5", 1), ("block", "198.51.100.7", 1),
+                    ("unblock", "198.51.100.7", 1)]
+    db.close()
