@@ -110,7 +110,24 @@ def parse(path: Path) -> DanteConfig:
             i += 1
             continue
         i = _setting(cfg, toks, i, cfg.settings, inside=False)
+    _check_methods(cfg)
     return cfg
+
+
+def _check_methods(cfg: DanteConfig) -> None:
+    """danted refuses a rule method that the global list lacks: report it like danted does."""
+    for key in ("socksmethod", "clientmethod"):
+        glob = cfg.setting(key)
+        allowed = {v.lower() for v in glob.values} if glob else None
+        for rule in cfg.rules:
+            for s in rule.settings:
+                if s.key != key or allowed is None:
+                    continue
+                extra = [v for v in s.values if v.lower() not in allowed]
+                if extra:
+                    cfg.errors.append(ErrorEntry(
+                        cfg.path, f"{key} {' '.join(extra)} in a rule but not in the global "
+                        f"{key} line (danted refuses to start)", s.directive.line))
 
 
 def _directive(cfg: DanteConfig, line: int, name: str, *args: str) -> Directive:

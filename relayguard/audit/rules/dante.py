@@ -104,6 +104,7 @@ BIND_UDP = Rule(
 
 RULES: tuple[Rule, ...] = (OPEN_SOCKS, SOCKS_SMTP, RFC931, BIND_UDP)
 _NO_CREDENTIALS = {"none", "rfc931"}  # methods a stranger passes
+_PAM_BY_ADDRESS = {"pam.address", "pam.any"}  # decided by the PAM stack on the address alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +191,11 @@ def decide(cfg: DanteConfig, client: IPAddress, dst: IPAddress, port: int,
     """Would Dante relay `client`'s `command` to dst:port without credentials?"""
     certain = True
     crule = None
+    global_cm = set(_methods(cfg, "clientmethod"))
+    if global_cm and not global_cm & _NO_CREDENTIALS:
+        if not global_cm & _PAM_BY_ADDRESS:
+            return Verdict(False, None, None, certain)
+        certain = False  # pam.address/pam.any: what PAM says about an address is not here
     for r in (r for r in cfg.rules if r.kind == "client"):
         src, _ = _rule_fields(r)
         m = src.matches_addr(client)

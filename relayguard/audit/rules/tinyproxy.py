@@ -4,7 +4,8 @@ Access: no `Allow`/`Deny` line at all lets everyone in; otherwise the first entr
 the client decides and an unmatched client is refused. Name entries (`Allow .example.com`)
 match the client's reverse DNS, which its owner controls. CONNECT: no `ConnectPort` line
 allows every port; otherwise only the listed ones (`ConnectPort 0` disables CONNECT).
-Absolute-URI GETs are forwarded to any port.
+Absolute-URI GETs are forwarded to any port. `ReverseOnly yes` turns forward proxying off
+(only `ReversePath` mappings to fixed backends are served; checked against the daemon).
 """
 
 from __future__ import annotations
@@ -147,9 +148,14 @@ def check(cfg: TinyproxyConfig, options: AuditOptions) -> tuple[list[Finding], d
     reachable = any(listener_reachable(h, stranger) for h in listens)
     allowed, entry, certain = acl_decision(cfg, stranger)
     auth = bool(cfg.basic_auth)
+    reverse_only = any(d.name == "reverseonly" and d.args[0].lower() in ("yes", "on")
+                       for d in cfg.directives)
+    if reverse_only:  # no forward proxying at all: nothing below is a relay path
+        reachable = False
     is_open = reachable and allowed and not auth
     conf = Confidence.LIKELY if certain else Confidence.POSSIBLE
-    trusted = [c for c in representatives(nets) if c != stranger and acl_decision(cfg, c)[0]]
+    trusted = [c for c in representatives(nets) if c != stranger and acl_decision(cfg, c)[0]
+               and not reverse_only]
     users = [stranger] if is_open else ([] if auth else trusted)
     cports = connect_ports(cfg)
     smtp_connect = sorted(SMTP_PORTS) if cports is None else sorted(cports & set(SMTP_PORTS))

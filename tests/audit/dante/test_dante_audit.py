@@ -17,7 +17,7 @@ from relayguard.audit import audit_paths
 from relayguard.audit.base import AuditOptions
 from relayguard.audit.dante import DanteAuditor
 from relayguard.audit.rules.dante import RULES
-from relayguard.findings import Category, Severity
+from relayguard.findings import Category, Confidence, Severity
 from tests.audit.proxytools import (
     OUTSIDE,
     Canaries,
@@ -77,6 +77,19 @@ def test_open_socks_is_critical_and_names_smtp(tmp_path: Path) -> None:
     assert p["loopback_ports"] == [25, 80, 443, 465, 587]
 
 
+def test_global_clientmethod_decides_how_sure_we_are(tmp_path: Path) -> None:
+    conf = tmp_path / "danted.conf"
+    rules = "client pass { from: 0/0 to: 0/0 }\nsocks pass { from: 0/0 to: 0/0 }\n"
+    conf.write_text("internal: 0.0.0.0 port = 1080\nexternal: eth0\nsocksmethod: none\n"
+                    "clientmethod: pam.address\n" + rules)
+    found = {f.rule: f.confidence for f in AUDITOR.audit(conf, AuditOptions()).findings}
+    assert found["DANTE-OPEN-SOCKS"] is Confidence.POSSIBLE  # PAM decides, not the config
+    conf.write_text("internal: 0.0.0.0 port = 1080\nexternal: eth0\nsocksmethod: none\n"
+                    "clientmethod: none\n" + rules)
+    found = {f.rule: f.confidence for f in AUDITOR.audit(conf, AuditOptions()).findings}
+    assert found["DANTE-OPEN-SOCKS"] is Confidence.LIKELY
+
+
 def test_without_socksmethod_nothing_is_relayed(tmp_path: Path) -> None:
     conf = tmp_path / "danted.conf"
     conf.write_text("internal: 0.0.0.0 port = 1080\nexternal: eth0\n"
@@ -90,6 +103,8 @@ def test_without_socksmethod_nothing_is_relayed(tmp_path: Path) -> None:
     ("socks pass {\n from: 0/0 to: 0/0\n", 1, "not closed"),
     ("internal 0.0.0.0\n", 1, "keyword:"),
     ("}\n", 1, "unexpected"),
+    ("socksmethod: none\nsocks pass {\n from: 0/0 to: 0/0\n socksmethod: username\n}\n", 4,
+     "not in the global"),
 ])
 def test_bad_input_is_an_error_entry_with_its_line(tmp_path: Path, text: str, line: int,
                                                     needle: str) -> None:

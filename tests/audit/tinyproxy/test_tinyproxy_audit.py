@@ -128,6 +128,7 @@ SCENARIOS = {
                                  {"TINYPROXY-ALLOW-BROAD"}),
     "stock": (STOCK_BODY, set()),
     "deny-first": ("Deny 127.0.7.250\nAllow 127.0.7.0/24\n", set()),
+    "reverse-only": (f'ReversePath "/x/" "http://{CANARY}/"\nReverseOnly Yes\n', set()),
 }
 
 
