@@ -21,6 +21,7 @@ Each auditor publishes facts in `AuditResult.facts`; this module only combines t
     source           "addr" the proxy connects from (proxy_bind…); None = 127.0.0.1
     kind             free text ("http-host", "connect", "stream", …)
     evidence         [{"path", "line", "text"}] of the directives that open the path
+    edits            [relayguard.findings.Edit] that close the path (become the finding's)
 
 `facts["mta"]` — list of dicts, one per SMTP listener (Postfix smtpd service, Exim daemon):
     server, service     "postfix"/"exim", service name
@@ -39,7 +40,15 @@ from typing import Any
 
 from relayguard.audit.base import AuditResult
 from relayguard.catalogue import Rule
-from relayguard.findings import Category, Confidence, Evidence, Finding, Location, Severity
+from relayguard.findings import (
+    Category,
+    Confidence,
+    Edit,
+    Evidence,
+    Finding,
+    Location,
+    Severity,
+)
 
 SMTP_PORTS = (25, 465, 587)
 
@@ -134,9 +143,10 @@ def _chain(p: dict[str, Any], m: dict[str, Any]) -> Finding | None:
     title = (f"{p.get('server', 'proxy')} on {p.get('listen')} lets {who} reach "
              f"{m.get('server', 'the MTA')} on port {usable[0]} from {source}, which it "
              "trusts: open SMTP relay via the proxy")
+    edits = [e for e in p.get("edits", []) if isinstance(e, Edit)]
     return PROXY_TO_LOCAL_MTA.finding(
         title, location=Location(first.get("path") or None, first.get("line") or None),
-        evidence=evidence, severity=sev, confidence=conf)
+        evidence=evidence, severity=sev, confidence=conf, edits=edits)
 
 
 def _ev(e: dict[str, Any]) -> Evidence:

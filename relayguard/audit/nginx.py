@@ -627,7 +627,8 @@ class NginxAuditor:
         lines = read_lines(cfg.files)
         result.findings.extend(findings_for(paths, client, lines))
         result.findings.extend(header_findings(cfg.tree, lines))
-        result.facts["proxy_paths"] = [f for p in paths for f in facts_for(p, client, str(path))]
+        result.facts["proxy_paths"] = [f for p in paths
+                                       for f in facts_for(p, client, str(path), lines)]
         return result
 
     def config_test(self, path: Path) -> tuple[bool, str] | None:
@@ -637,11 +638,13 @@ class NginxAuditor:
 PROBE_PORTS = (25, 80, 443, 465, 587)
 
 
-def facts_for(p: ProxyPath, client: IPAddress, config: str) -> list[dict[str, Any]]:
+def facts_for(p: ProxyPath, client: IPAddress, config: str,
+              lines: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
     """`proxy_paths` facts (shape in relayguard.audit.cross), one per listener of the path."""
     ports = list(PROBE_PORTS) if p.ports is None else [x for x in p.ports]
     third_party = [] if p.targets is not None else ports
     loopback = ports if p.reaches_loopback else []
+    edit = acl_edit(p, lines or {})
     out = []
     for lst in p.server.listens:
         reachable = listener_reachable([lst], client)
@@ -657,6 +660,7 @@ def facts_for(p: ProxyPath, client: IPAddress, config: str) -> list[dict[str, An
             "targets": p.targets,
             "evidence": [{"path": d.path, "line": d.line, "text": d.render()}
                          for d in (p.directive, *p.extra)],
+            "edits": [edit] if edit else [],
         })
     return out
 

@@ -18,7 +18,7 @@ from relayguard.audit.exim import EximAuditor
 from relayguard.audit.nginx import NginxAuditor
 from relayguard.audit.postfix import PostfixAuditor
 from relayguard.findings import Category, Severity
-from tests.audit.relay_helpers import STRANGER, nginx, rcpt
+from tests.audit.relay_helpers import STRANGER, apply_edits, nginx, rcpt
 
 REAL = Path("/work/shared/data/real-configs")
 if not REAL.is_dir():
@@ -53,6 +53,13 @@ def test_catalogue_bad_fires_once_with_both_configs_as_evidence(tmp_path: Path) 
     assert "mynetworks = 127.0.0.0/8" in texts
     assert f.location.line == PROXY_TO_LOCAL_MTA.bad.splitlines().index(
         "        proxy_pass 127.0.0.1:25;") + 1
+    # Its edit closes the proxy to outsiders, which ends the chain; nginx accepts the result.
+    apply_edits([f])
+    assert cross_findings([NginxAuditor().audit(tmp_path / "nginx" / "nginx.conf",
+                                                AuditOptions()), results[1]]) == []
+    if Path(STREAM).exists():
+        ok, out = NginxAuditor().config_test(tmp_path / "nginx" / "nginx.conf") or (False, "")
+        assert ok, out
 
 
 def test_catalogue_good_is_quiet(tmp_path: Path) -> None:
