@@ -46,6 +46,13 @@ SCENARIOS = {
                        {"SQUID-IMPLICIT-ALLOW", "SQUID-SAFE-PORTS-SMTP", "SQUID-TO-LOCALHOST"}),
     "trusted-only": ("acl trusted src 127.0.7.1/32\nhttp_access allow trusted\n"
                      "http_access deny all\n", set()),
+    "get-method-only": ("acl getonly method GET\nhttp_access allow getonly\n"
+                        "http_access deny all\n",
+                        {"SQUID-OPEN-HTTP-ACCESS", "SQUID-SAFE-PORTS-SMTP",
+                         "SQUID-TO-LOCALHOST"}),
+    "auth-required": ("auth_param basic program /usr/lib/squid/basic_fake_auth\n"
+                      "acl authed proxy_auth REQUIRED\nhttp_access deny !authed\n"
+                      "http_access allow all\n", set()),
     "connect-443-only": ("acl SSL_ports port 443\nhttp_access allow CONNECT SSL_ports\n"
                          "http_access deny all\n", {"SQUID-OPEN-CONNECT", "SQUID-TO-LOCALHOST"}),
 }
