@@ -66,6 +66,7 @@ def changes(old: dict[tuple[str, str], str],
             new: dict[tuple[str, str], tuple[str, str]]) -> list[dict[str, Any]]:
     """The changes worth an alert, as alert payloads (without ids)."""
     out = []
+    zones_said: set[tuple[str, str]] = set()  # a list's health is one alert, not one per target
     for (target, zone), (state, detail) in sorted(new.items()):
         before = old.get((target, zone))
         if before == state:
@@ -75,6 +76,10 @@ def changes(old: dict[tuple[str, str], str],
                 continue
         elif {before, state} <= {"refused", "unknown", "not-listed"}:
             continue  # transient answers are not news
+        if "unusable" in (state, before):
+            if (zone, state) in zones_said:
+                continue
+            zones_said.add((zone, state))
         if state == "listed":
             title, sev = f"{target} is listed by {zone}", "high"
         elif state == "unusable":
