@@ -79,10 +79,13 @@ class SquidConfig:
     http_ports: list[HttpPort] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     errors: list[ErrorEntry] = field(default_factory=list)
+    replaced_builtins: set[str] = field(default_factory=set)
 
     def acl(self, name: str) -> tuple[Acl, ...]:
-        """Definitions of `name` (user lines accumulate onto a built-in of that name)."""
-        return (*BUILTIN_ACLS.get(name, ()), *self.acls.get(name, ()))
+        """Definitions of `name`: user lines accumulate onto a built-in of that name, or
+        replace it when they give another type (old configs' `acl manager proto …`)."""
+        builtin = () if name in self.replaced_builtins else BUILTIN_ACLS.get(name, ())
+        return (*builtin, *self.acls.get(name, ()))
 
     def last(self, name: str) -> Directive | None:
         found = [d for d in self.directives if d.name == name]
@@ -220,6 +223,9 @@ def _acl(cfg: SquidConfig, d: Directive, path: Path, root: Path | None) -> None:
         else:
             values.append(v)
     previous = cfg.acl(name)
+    if name in BUILTIN_ACLS and name not in cfg.acls and previous[0].type != acltype:
+        cfg.replaced_builtins.add(name)
+        previous = ()
     if previous and previous[0].type != acltype:
         cfg.errors.append(ErrorEntry(d.path, f"acl {name!r} already has type "
                                      f"{previous[0].type!r} (Squid refuses this line)", d.line))

@@ -273,6 +273,10 @@ def _one_acl(acl: Acl, req: Request) -> bool | None:
         return any(lo <= req.port <= hi for lo, hi in _ports(acl))
     if t == "method":
         return req.method in acl.values
+    if t == "proto":
+        if req.method == "CONNECT":
+            return None
+        return "HTTP" in (v.upper() for v in acl.values)
     if t == "dstdomain":
         host = req.host.lower()
         for v in acl.values:

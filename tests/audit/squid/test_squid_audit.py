@@ -91,6 +91,20 @@ def test_include_glob_and_conditionals_are_followed(tmp_path: Path) -> None:
     assert len(result.files) == 3
 
 
+def test_squid3_style_builtin_redefinitions_are_accepted(tmp_path: Path) -> None:
+    conf = tmp_path / "squid.conf"
+    conf.write_text("http_port 3128\nacl manager proto cache_object\nacl all src all\n"
+                    "acl localhost src 127.0.0.1/32 ::1\nacl Safe_ports port 80\n"
+                    "http_access allow manager localhost\nhttp_access deny manager\n"
+                    "http_access deny !Safe_ports\nhttp_access allow localhost\n"
+                    "http_access deny all\n", encoding="utf-8")
+    result = AUDITOR.audit(conf, AuditOptions())
+    assert result.errors == []
+    assert [f.rule for f in result.findings] == ["SQUID-PORT-EXPOSURE"]
+    ok, out = AUDITOR.config_test(conf) or (True, "")
+    assert ok, out
+
+
 def test_multiline_acl_and_values_file(tmp_path: Path) -> None:
     (tmp_path / "nets.txt").write_text("# trusted\n10.0.0.0/8\n0.0.0.0/0\n")
     conf = tmp_path / "squid.conf"
