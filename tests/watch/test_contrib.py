@@ -1,0 +1,53 @@
+"""contrib/ cannot go stale: the example config parses, the unit's command line is one the CLI
+accepts, and logrotate accepts the snippet."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from relayguard.cli import app
+from relayguard.watch.config import parse_config
+
+CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
+
+
+def test_example_watch_toml_parses(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("secret\n")
+    text = (CONTRIB / "watch.toml").read_text().replace("/etc/relayguard/smtp-password",
+                                                        str(pw))
+    cfg = parse_config(text, "contrib/watch.toml")
+    assert cfg.alerts.channels() == ["stdout", "syslog", "email", "webhook", "command"]
+    assert cfg.alerts.email is not None and cfg.alerts.email.password == "secret"
+    assert cfg.respond.mode == "nftables" and cfg.respond.dry_run is True
+    assert cfg.blocklist.targets == ("203.0.113.25", "example.org")
+
+
+def test_systemd_unit_uses_real_options() -> None:
+    unit = (CONTRIB / "relayguard-watch.service").read_text()
+    exec_start = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))
+    argv = shlex.split(exec_start.removeprefix("ExecStart="))
+    assert argv[1] == "watch"
+    help_text = CliRunner().invoke(app, ["watch", "--help"]).output
+    for opt in (a for a in argv if a.startswith("--")):
+        assert opt in help_text
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
+
+
+def test_logrotate_accepts_the_snippet(tmp_path: Path) -> None:
+    if shutil.which("logrotate") is None:
+        pytest.fail("logrotate is not installed (scripts/install-test-deps installs it)")
+    conf = tmp_path / "lr.conf"
+    conf.write_text((CONTRIB / "logrotate-relayguard-friendly").read_text()
+                    .replace("/var/log/apache2", str(tmp_path)))
+    (tmp_path / "access.log").write_text("x\n")
+    res = subprocess.run(["logrotate", "-d", "-s", str(tmp_path / "st"), str(conf)],
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "error" not in res.stderr.lower(), res.stderr
