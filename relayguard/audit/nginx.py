@@ -516,7 +516,10 @@ def _stream_paths(srv: Server, base: list[Directive], taint: Taint,
         target = d.args[0]
         controlled = [v for v in variables_in(target) if taint.controlled(v)]
         if controlled:
-            out.append(ProxyPath("stream", d, srv, base, not closed, None, True, True, guard,
+            port_part = target.rpartition(":")[2] if ":" in target else ""
+            fixed = int(port_part) if port_part.isdigit() else None
+            out.append(ProxyPath("stream", d, srv, base, not closed,
+                                 [fixed] if fixed is not None else None, True, True, guard,
                                  controlled))
             continue
         host, port = _upstream_target(target, base)

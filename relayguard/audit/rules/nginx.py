@@ -84,16 +84,17 @@ PROXY_CONNECT = Rule(
                       "        allow 127.0.0.1;\n        deny all;"),
 )
 
-STREAM_SMTP = Rule(
-    id="NGINX-STREAM-OPEN-TARGET",
+STREAM_SNI_PROXY = Rule(
+    id="NGINX-STREAM-SNI-PROXY",
     server="nginx",
-    category=Category.SMTP_VIA_PROXY,
-    severity=Severity.CRITICAL,
-    title="stream proxy_pass target taken from client data",
+    category=Category.OPEN_CONNECT_PROXY,
+    severity=Severity.HIGH,
+    title="stream proxy_pass target taken from client data (SNI or other)",
     description="A `stream {}` server whose `proxy_pass` is built from a client-controlled "
     "variable (`$ssl_preread_server_name`, a map fed by it) with no `allow/deny`: the client "
     "chooses where the TCP connection goes.",
-    why="A raw TCP relay that the client points anywhere, including SMTP ports.",
+    why="A raw TCP relay that the client points at any host (TLS SNI names it); critical "
+    "when the port is client-chosen too, since SMTP ports are then reachable.",
     fix="Whitelist with `map $ssl_preread_server_name $up { a.example 10.0.0.2:443; default "
     "127.0.0.1:1; }` and `allow <LAN>; deny all;`.",
     reference="https://nginx.org/en/docs/stream/ngx_stream_ssl_preread_module.html",
@@ -147,7 +148,7 @@ HOST_HEADER_FORWARD = Rule(
                       "            proxy_pass http://127.0.8.11:8081;\n        }"),
 )
 
-RULES: tuple[Rule, ...] = (OPEN_PROXY_HTTP_HOST, OPEN_PROXY_HOST, PROXY_CONNECT, STREAM_SMTP,
+RULES: tuple[Rule, ...] = (OPEN_PROXY_HTTP_HOST, OPEN_PROXY_HOST, PROXY_CONNECT, STREAM_SNI_PROXY,
                            REALIP_TRUST_ALL, HOST_HEADER_FORWARD)
 
 
@@ -255,9 +256,11 @@ def findings_for(paths: list[ProxyPath], client: IPAddress,
         else:
             if not p.vars:
                 continue  # fixed stream target to an SMTP port: the cross-service rule judges
-            rule = STREAM_SMTP
-            sev, cat = Severity.CRITICAL, Category.SMTP_VIA_PROXY
-            title = f"stream proxy_pass target from ${', $'.join(p.vars)}: any host, any port"
+            rule = STREAM_SNI_PROXY
+            sev = Severity.CRITICAL if smtp else Severity.HIGH
+            cat = Category.SMTP_VIA_PROXY if smtp else Category.OPEN_CONNECT_PROXY
+            title = (f"stream proxy_pass target from ${', $'.join(p.vars)}: any host, "
+                     f"{_ports_text(p.ports)}")
         if p.realip is not None:
             edits = _realip_edits(p, lines)
             title = (f"{title}, behind allow/deny that set_real_ip_from {p.realip.args[0]} "

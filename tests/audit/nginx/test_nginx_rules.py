@@ -342,3 +342,25 @@ def test_include_loops_and_fan_out_are_bounded(tmp_path: Path) -> None:
     path = write(tmp_path, HEAD + "    include d/*.conf;\n}\n")
     result = AUDITOR.audit(path, OUTSIDE)
     assert result.errors and len(result.files) <= 2001
+
+
+STREAM_HEAD = ("load_module /usr/lib/nginx/modules/ngx_stream_module.so;\npid nginx.pid;\n"
+               "error_log error.log;\nevents {}\nstream {\n")
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("    server {\n        listen 127.0.8.10:8443;\n        ssl_preread on;\n"
+     "        resolver 127.0.0.53;\n        proxy_pass $ssl_preread_server_name:443;\n    }\n",
+     ("NGINX-STREAM-SNI-PROXY", Severity.HIGH, "open-connect-proxy")),
+    ("    map $ssl_preread_server_name $up {\n        default 127.0.0.1:1;\n"
+     "        www.example.test 127.0.8.11:443;\n    }\n"
+     "    server {\n        listen 127.0.8.10:8443;\n        ssl_preread on;\n"
+     "        proxy_pass $up;\n    }\n", None),
+], ids=["sni_any_host", "sni_whitelist_map"])
+def test_stream_sni_proxy(tmp_path: Path, body: str, expected: tuple | None) -> None:
+    path = write(tmp_path, STREAM_HEAD + body + "}\n")
+    got = [(f.rule, f.severity, f.category.value) for f in AUDITOR.audit(path, OUTSIDE).findings]
+    assert got == ([expected] if expected else [])
+    if HAVE_NGINX and Path("/usr/lib/nginx/modules/ngx_stream_module.so").exists():
+        ok, out = AUDITOR.config_test(path) or (False, "")
+        assert ok, out
