@@ -48,6 +48,7 @@ class HttpPort:
     port: int
     mode: str  # "forward", "intercept", "tproxy" or "accel"
     directive: Directive
+    name: str = ""  # `name=` option, else the port specification as written (myportname)
 
     @property
     def listen(self) -> str:
@@ -282,8 +283,9 @@ def _http_port(cfg: SquidConfig, d: Directive) -> HttpPort | None:
         cfg.errors.append(ErrorEntry(d.path, f"http_port {spec}: not a valid port", d.line))
         return None
     mode = next((m for m in d.args[1:] if m in MODES), "forward")
+    name = next((a[5:] for a in d.args[1:] if a.startswith("name=")), spec)
     return HttpPort(host or None, int(port_text), "intercept" if mode == "transparent" else mode,
-                    d)
+                    d, name)
 
 
 class SquidAuditor:

@@ -30,7 +30,7 @@ from relayguard.audit.addresses import (
     who_uses,
 )
 from relayguard.audit.base import AuditOptions, IPAddress
-from relayguard.audit.squid import BUILTIN_ACLS, AccessRule, Acl, SquidConfig
+from relayguard.audit.squid import BUILTIN_ACLS, AccessRule, Acl, HttpPort, SquidConfig
 from relayguard.catalogue import Rule
 from relayguard.findings import Category, Confidence, Edit, Evidence, Finding, Severity
 
@@ -195,6 +195,7 @@ class Request:
     host: str
     ip: IPAddress
     port: int
+    listener: HttpPort | None = None  # the http_port it arrived on (None: any)
 
     @property
     def url(self) -> str:
@@ -271,6 +272,20 @@ def _one_acl(acl: Acl, req: Request) -> bool | None:
         return None if names else False
     if t == "port":
         return any(lo <= req.port <= hi for lo, hi in _ports(acl))
+    if t in ("localport", "myport", "myportname", "myip", "myportname_regex"):
+        lp = req.listener
+        if lp is None:
+            return None
+        if t == "myportname":
+            return lp.name in acl.values
+        if t == "myip":
+            if lp.host is None or parse_net(lp.host) is None:
+                return None
+            ip = parse_net(lp.host).network_address  # type: ignore[union-attr]
+            return any(ip.version == n.version and ip in n for n in acl_networks(acl)[0])
+        if t in ("localport", "myport"):
+            return any(lo <= lp.port <= hi for lo, hi in _ports(acl))
+        return None
     if t == "method":
         return req.method in acl.values
     if t == "proto":
@@ -323,8 +338,17 @@ def decide(cfg: SquidConfig, req: Request, rules: list[AccessRule] | None = None
     return Decision(rules[-1].action == "deny", None, certain)
 
 
-def _requests(client: IPAddress, ip: IPAddress, ports: tuple[int, ...]) -> list[Request]:
-    return [Request(client, m, str(ip), ip, p) for p in ports for m in ("GET", "CONNECT")]
+def verdicts(cfg: SquidConfig, client: IPAddress, ip: IPAddress,
+             listeners: list[HttpPort]) -> dict[tuple[str, int], Decision]:
+    """Squid's answer to GET and CONNECT for every probe port, arriving on any of the given
+    listeners (the first listener that allows it wins; none given = unknown listener)."""
+    out: dict[tuple[str, int], Decision] = {}
+    for port in PROBE_PORTS:
+        for method in ("GET", "CONNECT"):
+            found = [decide(cfg, Request(client, method, str(ip), ip, port, lp))
+                     for lp in (listeners or [None])]
+            out[(method, port)] = next((d for d in found if d.allowed), found[0])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,16 +365,13 @@ def check(cfg: SquidConfig, options: AuditOptions) -> tuple[list[Finding], dict[
     reachable = [p for p in forward if listener_reachable(p.host, stranger)]
     trusted = [c for c in representatives(mentioned) if c != stranger]
 
-    def verdicts(client: IPAddress, ip: IPAddress) -> dict[tuple[str, int], Decision]:
-        return {(r.method, r.port): decide(cfg, r) for r in _requests(client, ip, PROBE_PORTS)}
-
-    outside = verdicts(stranger, THIRD_PARTY) if reachable else {}
+    outside = verdicts(cfg, stranger, THIRD_PARTY, reachable) if reachable else {}
     if outside:
         findings += _open_findings(cfg, stranger, outside)
     users = [c for c in trusted
-             if any(d.allowed for d in verdicts(c, THIRD_PARTY).values())]
+             if any(d.allowed for d in verdicts(cfg, c, THIRD_PARTY, forward).values())]
     if not any(f.rule == SAFE_PORTS_SMTP.id for f in findings):
-        findings += _trusted_smtp(cfg, users, verdicts)
+        findings += _trusted_smtp(cfg, users, forward)
     findings += _localnet_broad(cfg)
     findings += _xff(cfg, stranger)
     findings += _intercept(cfg, stranger)
@@ -362,16 +383,18 @@ def check(cfg: SquidConfig, options: AuditOptions) -> tuple[list[Finding], dict[
 
     paths = []
     for p in forward:
-        is_open = p in reachable and any(d.allowed for d in outside.values())
+        is_open = p in reachable and any(
+            d.allowed for d in verdicts(cfg, stranger, THIRD_PARTY, [p]).values())
         clients = [stranger] if is_open else users
         reach: set[int] = set()
         tunnel: set[int] = set()
         loop: set[int] = set()
         for c in clients:
-            v = verdicts(c, THIRD_PARTY)
+            v = verdicts(cfg, c, THIRD_PARTY, [p])
             reach |= {port for (_, port), d in v.items() if d.allowed}
             tunnel |= {port for (m, port), d in v.items() if d.allowed and m == "CONNECT"}
-            loop |= {port for (_, port), d in verdicts(c, LOOPBACK).items() if d.allowed}
+            loop |= {port for (_, port), d in verdicts(cfg, c, LOOPBACK, [p]).items()
+                     if d.allowed}
         paths.append(proxy_path("squid", cfg.path, p.listen, open_to_outside=is_open,
                                 reaches_ports=reach, loopback_ports=loop, tunnel_ports=tunnel,
                                 clients=who_uses(is_open, clients)))
@@ -506,11 +529,12 @@ def _smtp_finding(cfg: SquidConfig, req: Request, d: Decision, severity: Severit
         fix=SAFE_PORTS_SMTP.fix, edits=edits)
 
 
-def _trusted_smtp(cfg: SquidConfig, users: list[IPAddress], verdicts: Any) -> list[Finding]:
+def _trusted_smtp(cfg: SquidConfig, users: list[IPAddress],
+                  forward: list[HttpPort]) -> list[Finding]:
     for c in users:
         if c.is_loopback:
             continue  # local users reach port 25 without any proxy
-        v = verdicts(c, THIRD_PARTY)
+        v = verdicts(cfg, c, THIRD_PARTY, forward)
         smtp = [((m, p), d) for (m, p), d in v.items() if p in SMTP_PORTS and d.allowed]
         if smtp:
             (m, p), d = smtp[0]

@@ -91,6 +91,21 @@ def test_include_glob_and_conditionals_are_followed(tmp_path: Path) -> None:
     assert len(result.files) == 3
 
 
+def test_per_port_acls_make_only_one_listener_open(tmp_path: Path) -> None:
+    conf = tmp_path / "squid.conf"
+    conf.write_text("http_port 127.0.7.1:3128 name=lan\nhttp_port 127.0.7.1:8080\n"
+                    "acl lanport myportname lan\nacl alt localport 8080\n"
+                    "acl Safe_ports port 80 443\nhttp_access deny !Safe_ports\n"
+                    "http_access deny alt\nhttp_access allow lanport\nhttp_access deny all\n",
+                    encoding="utf-8")
+    result = AUDITOR.audit(conf, OUT)
+    assert result.errors == []
+    opened = {p["listen"]: p["open_to_outside"] for p in result.facts["proxy_paths"]}
+    assert opened == {"127.0.7.1:3128": True, "127.0.7.1:8080": False}
+    f = next(f for f in result.findings if f.rule == "SQUID-OPEN-HTTP-ACCESS")
+    assert f.location.line == 8
+
+
 def test_squid3_style_builtin_redefinitions_are_accepted(tmp_path: Path) -> None:
     conf = tmp_path / "squid.conf"
     conf.write_text("http_port 3128\nacl manager proto cache_object\nacl all src all\n"
