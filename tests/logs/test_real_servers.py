@@ -37,6 +37,11 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(t)))
 
 
+def _iso_local(t: float) -> str:
+    """Syslog stamps are the machine's local time, shown as written."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.localtime(int(t)))
+
+
 def _smtp_through_tunnel(proxy: tuple[str, int], client: str, target: str) -> bytes:
     """CONNECT target through the proxy and speak a little SMTP in the tunnel."""
     with connect(*proxy, client) as s:
@@ -273,8 +278,8 @@ def test_open_postfix_relay_and_blocklist_bounces_exact(mail_logs: dict[str, Any
     assert relayed["foreign_domains"] == 5
     assert relayed["outcomes"] == {"relayed": 3, "refused": 2}
     assert sorted(d for d, _ in relayed["destinations"]) == sorted((*VICTIMS, *BLOCKERS))
-    assert _iso(mail_logs["t0"]) <= relayed["first_seen"] <= relayed["last_seen"] \
-        <= _iso(mail_logs["t1"] + 5)
+    assert _iso_local(mail_logs["t0"]) <= relayed["first_seen"] <= relayed["last_seen"] \
+        <= _iso_local(mail_logs["t1"] + 5)
     bounce = inc["smtp-blocklist-bounce"]
     assert bounce["events"] == 2 and bounce["lists"] == {"zen.spamhaus.org": 2}
     assert [tuple(d) for d in bounce["destinations"]] == [(f"{SINK_BLOCK}[{SINK_BLOCK}]", 2)]
