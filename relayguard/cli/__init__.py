@@ -120,4 +120,4 @@ def main() -> None:
 
 
 # Sub-commands register themselves on `app` when imported.
-from relayguard.cli import audit, blocklist, logs, probe, rules, watch  # noqa: E402,F401
+from relayguard.cli import audit, blocklist, history, lab, logs, probe, rules, scan, watch  # noqa: E402, F401

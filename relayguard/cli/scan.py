@@ -1,0 +1,257 @@
+"""`relayguard scan [HOST]` and `--inventory sites.toml`: every kind of evidence, one verdict."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from relayguard.cli import (
+    ExitStatus,
+    FailOnOption,
+    FormatOption,
+    OutputOption,
+    app,
+    exit_status,
+    fail,
+    parse_fail_on,
+)
+from relayguard.report import OutputFormat
+
+if TYPE_CHECKING:
+    from relayguard.findings import Report
+    from relayguard.scan.site import ScanOptions, Site
+
+_EXT = {OutputFormat.TEXT: "txt", OutputFormat.JSON: "json", OutputFormat.SARIF: "sarif",
+        OutputFormat.MARKDOWN: "md", OutputFormat.HTML: "html"}
+
+
+def _ports(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    from relayguard.errors import RelayguardError
+    from relayguard.probe.targets import parse_ports
+
+    try:
+        return tuple(parse_ports(text))
+    except RelayguardError as exc:
+        fail(f"--ports: {exc}")
+        raise AssertionError from None
+
+
+def _address(option: str, text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        fail(f"{option} {text!r} is not an IP address")
+        raise AssertionError from None
+
+
+@app.command("scan")
+def scan_command(
+    host: Annotated[str | None, typer.Argument(
+        help="Host name or address to scan (default: this machine).", show_default=False)
+    ] = None,
+    inventory: Annotated[Path | None, typer.Option(
+        "--inventory", "-i", help="Scan every site of this TOML inventory (a fleet).")] = None,
+    ports: Annotated[str | None, typer.Option(
+        "--ports", "-p", help="Ports to probe, e.g. 25,8080 (default: what listens, for this "
+        "machine; common proxy and mail ports otherwise).")] = None,
+    config: Annotated[list[Path] | None, typer.Option(
+        "--config", "-c", help="Config file/dir to audit (repeatable; default: this machine's "
+        "standard locations).")] = None,
+    root: Annotated[Path | None, typer.Option(
+        "--root", help="Audit a config backup unpacked here.")] = None,
+    log: Annotated[list[str] | None, typer.Option(
+        "--log", help="Log file to analyse (repeatable; default: those the configs name and "
+        "the standard places).")] = None,
+    public_address: Annotated[list[str] | None, typer.Option(
+        "--public-address", help="The host's public address, for blocklists (repeatable).")
+    ] = None,
+    mail_domain: Annotated[list[str] | None, typer.Option(
+        "--mail-domain", help="A mail domain of the host, for blocklists (repeatable).")
+    ] = None,
+    source_address: Annotated[str | None, typer.Option(
+        "--source-address", "-S", help="Send probes from this local address (one the "
+        "servers do not trust gives a stranger's view).")] = None,
+    canary_host: Annotated[str | None, typer.Option(
+        "--canary-host", help="Address targets use to reach the scanner's canary.")] = None,
+    resolver: Annotated[list[str] | None, typer.Option(
+        "--resolver", "-r", help="Blocklist nameserver IP[:PORT] (repeatable).")] = None,
+    zones: Annotated[list[str] | None, typer.Option(
+        "--zones", "-z", help="Blocklist zones (comma-separated; NAME[:ip|domain]).")] = None,
+    no_probe: Annotated[bool, typer.Option("--no-probe", help="Skip network probes.")] = False,
+    no_audit: Annotated[bool, typer.Option("--no-audit", help="Skip the config audit.")
+                        ] = False,
+    no_logs: Annotated[bool, typer.Option("--no-logs", help="Skip log analysis.")] = False,
+    no_blocklist: Annotated[bool, typer.Option("--no-blocklist", help="Skip blocklists.")
+                            ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds for one probe step.")] = 3.0,
+    max_time: Annotated[float, typer.Option("--max-time", help="Seconds for all probes.")
+                        ] = 300.0,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Sites worked on at once.")] = 4,
+    nagios: Annotated[bool, typer.Option(
+        "--nagios", help="Print one Nagios/Icinga status line with perfdata; exit 0 OK, "
+        "1 WARNING, 2 CRITICAL, 3 UNKNOWN.")] = False,
+    db: Annotated[str | None, typer.Option(
+        "--db", help="History store: SQLAlchemy URL (default: $RELAYGUARD_DB or SQLite in "
+        "~/.local/share/relayguard).")] = None,
+    no_history: Annotated[bool, typer.Option("--no-history", help="Do not store this scan.")
+                          ] = False,
+    output_dir: Annotated[Path | None, typer.Option(
+        "--output-dir", help="Fleet: also write one report per site into this directory.")
+    ] = None,
+    fmt: FormatOption = None,
+    fail_on: FailOnOption = "high",
+    output: OutputOption = None,
+) -> None:
+    """Audit, probe, read the logs and check blocklists for one host or a fleet; one
+    correlated verdict per site, the fix first."""
+    from relayguard.errors import RelayguardError
+    from relayguard.scan.site import ScanOptions, Site
+
+    try:
+        severity = parse_fail_on(fail_on)
+    except typer.BadParameter as exc:
+        _usage(nagios, str(exc))
+        return
+    if nagios and fmt is not None:
+        _usage(nagios, "--nagios prints its own status line; drop --format")
+    if inventory is not None and host is not None:
+        _usage(nagios, "give a HOST or --inventory, not both")
+    for name, value, low, high in (("--timeout", timeout, 0.05, 120),
+                                   ("--max-time", max_time, 1, 86400), ("--jobs", jobs, 1, 64)):
+        if not low <= value <= high:
+            _usage(nagios, f"{name} must be between {low:g} and {high:g}")
+    if root is not None and not root.is_dir():
+        _usage(nagios, f"--root {root}: not a directory")
+    options = ScanOptions(
+        source=_address("--source-address", source_address),
+        canary_host=_address("--canary-host", canary_host),
+        probe=not no_probe, audit=not no_audit, logs=not no_logs, blocklist=not no_blocklist,
+        resolvers=tuple(resolver or ()),
+        zones=tuple(z.strip() for chunk in zones or () for z in chunk.split(",") if z.strip()),
+        probe_timeout=timeout, probe_max_time=max_time, jobs=jobs)
+    try:
+        if inventory is not None:
+            from relayguard.scan.inventory import load_inventory
+
+            sites = load_inventory(inventory)
+        else:
+            sites = [Site(name=host or "this machine", host=host, ports=_ports(ports),
+                          configs=tuple(config or ()), config_root=root,
+                          logs=tuple(log or ()),
+                          public_addresses=tuple(public_address or ()),
+                          mail_domains=tuple(mail_domain or ()))]
+        if options.zones:
+            from relayguard.scan.steps import zones_for
+
+            zones_for(options.zones)
+        history = None
+        if not no_history:
+            from relayguard.history import History
+
+            history = History(db)
+    except RelayguardError as exc:
+        _usage(nagios, str(exc))
+        return
+    reports = _run(sites, options)
+    if history is not None:
+        started = time.time()
+        for r in reports:
+            history.record(r, started)
+    if nagios:
+        from relayguard.report.nagios import render_nagios
+
+        line, state = render_nagios(reports)
+        sys.stdout.write(line)
+        raise typer.Exit(int(state))
+    fmt = fmt or OutputFormat.TEXT
+    if inventory is not None:
+        _emit_fleet(reports, fmt, severity, output, output_dir)
+    else:
+        _write(_render_one(reports[0], fmt, output), output)
+        raise typer.Exit(int(exit_status(reports[0], severity)))
+
+
+def _usage(nagios: bool, message: str) -> None:
+    """A usage/input error: exit 2, or UNKNOWN (3) with one status line under --nagios."""
+    if nagios:
+        sys.stdout.write(f"RELAYGUARD UNKNOWN - {message.splitlines()[0]}\n")
+        raise typer.Exit(3)
+    fail(message)
+
+
+def _run(sites: list[Site], options: ScanOptions) -> list[Report]:
+    from relayguard.scan import scan_sites
+
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        with console.status("scanning") as status:
+            return scan_sites(sites, options, lambda msg: status.update(msg))
+    return scan_sites(sites, options)
+
+
+def _render_one(report: Report, fmt: OutputFormat, output: Path | None) -> str:
+    from relayguard.cli import _width
+    from relayguard.scan.render import render_scan
+
+    color = output is None and sys.stdout.isatty()
+    return render_scan(report, fmt, color=color, width=_width())
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror}")
+
+
+def _emit_fleet(reports: list[Report], fmt: OutputFormat, severity: object,
+                output: Path | None, output_dir: Path | None) -> None:
+    """The fleet summary (and each site's report), then the worst site's exit status."""
+    import json
+
+    from relayguard.report.jsondoc import report_dict
+    from relayguard.scan.render import fleet_header
+    from relayguard.scan.runner import fleet_summary
+
+    summary = fleet_summary(reports)
+    if output_dir is not None:
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            for r in reports:
+                name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(r.stats.get("site"))) or "site"
+                (output_dir / f"{name}.{_EXT[fmt]}").write_text(
+                    _render_one(r, fmt, output_dir), encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write into {output_dir}: {exc.strerror}")
+    if fmt is OutputFormat.JSON:
+        doc = report_dict(summary)
+        doc["sites"] = [report_dict(r) for r in reports]
+        text = json.dumps(doc, indent=2, ensure_ascii=True, default=str) + "\n"
+    elif fmt in (OutputFormat.TEXT, OutputFormat.MARKDOWN):
+        md = fmt is OutputFormat.MARKDOWN
+        text = fleet_header(summary, md) + "\n".join(
+            _render_one(r, fmt, output) for r in reports)
+    else:  # SARIF and HTML: the combined findings as one document
+        from relayguard.report import render
+
+        text = render(summary, fmt)
+    _write(text, output)
+    statuses = [exit_status(r, severity) for r in reports]  # type: ignore[arg-type]
+    worst = ExitStatus.ERROR if ExitStatus.ERROR in statuses else max(statuses)
+    raise typer.Exit(int(worst))

@@ -1,0 +1,149 @@
+"""Correlation: many findings about one hole become one story, told once, with the fix first.
+
+A blocklist proxy listing + an open proxy in the config + a probe that relayed through it +
+CONNECTs to port 25 in the access log are four kinds of evidence for one problem: "strangers
+relay spam through this proxy". The findings all stay in the report (scripts count them);
+the story says what it is, how sure we are (which kinds of evidence agree), and what to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from relayguard.catalogue import rule_by_id
+from relayguard.findings import Category, Confidence, ErrorEntry, Finding, Severity
+
+_PROXY = {Category.OPEN_HTTP_PROXY, Category.OPEN_CONNECT_PROXY, Category.SMTP_VIA_PROXY,
+          Category.OPEN_SOCKS_PROXY, Category.PROXY_ABUSE}
+_MAIL = {Category.OPEN_SMTP_RELAY, Category.RELAY_ABUSE}
+_RELAY_PATHS = _PROXY - {Category.PROXY_ABUSE} | {Category.OPEN_SMTP_RELAY}
+_ABUSE = {Category.PROXY_ABUSE, Category.RELAY_ABUSE}
+SOURCE_WORDS = {"audit": "config", "probe": "probe", "logs": "logs", "blocklist": "blocklist"}
+
+
+def evidence_source(f: Finding) -> str:
+    """Which kind of evidence a finding is: audit, probe, logs or blocklist."""
+    rule = rule_by_id(f.rule)
+    server = rule.server if rule is not None else f.rule.split("-", 1)[0].lower()
+    if server in ("probe", "logs", "blocklist"):
+        return server
+    if server == "bl":
+        return "blocklist"
+    return "audit"
+
+
+@dataclass
+class Story:
+    """One problem and every finding that is evidence for it."""
+
+    key: str  # "proxy", "mail", "blocklisted", "hardening"
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def severity(self) -> Severity:
+        return max(f.severity for f in self.findings)
+
+    @property
+    def confidence(self) -> Confidence:
+        return max(f.confidence for f in self.findings)
+
+    @property
+    def sources(self) -> list[str]:
+        seen = {evidence_source(f) for f in self.findings}
+        return [s for s in ("audit", "probe", "logs", "blocklist") if s in seen]
+
+    def fix(self) -> str | None:
+        """The concrete fix: a config change from the audit first, then any other."""
+        ranked = sorted(self.findings, key=lambda f: (
+            evidence_source(f) != "audit", not f.edits, -f.severity, -f.confidence))
+        return next((f.fix for f in ranked if f.fix), None)
+
+    def headline(self) -> str:
+        cats = {f.category for f in self.findings}
+        places = sorted({str(f.location) for f in self.findings
+                         if f.location.host is not None and evidence_source(f) == "probe"})
+        where = f" ({', '.join(places[:4])})" if places else ""
+        abused = bool(cats & _ABUSE)
+        listed = Category.BLOCKLISTED in cats
+        if self.key == "proxy":
+            what = "Strangers can relay through an open proxy" + where
+            if Category.SMTP_VIA_PROXY in cats:
+                what += ", including to mail servers on port 25 (the spam vector)"
+        elif self.key == "mail":
+            what = "The mail server relays for strangers" + where if (
+                Category.OPEN_SMTP_RELAY in cats) else "Mail relaying seen in the logs"
+        elif self.key == "blocklisted":
+            return "The host is on DNS blocklists"
+        else:
+            return "Hardening: not a relay path by itself, but it weakens the defence"
+        tail = []
+        if abused:
+            tail.append("it is already being abused (logs)")
+        if listed:
+            tail.append("the host is blocklisted for it")
+        return what + ("; " + " and ".join(tail) if tail else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "headline": self.headline(),
+            "severity": self.severity.label,
+            "confidence": self.confidence.label,
+            "evidence": self.sources,
+            "fix": self.fix(),
+            "findings": [f.fingerprint() for f in self.findings],
+            "rules": sorted({f.rule for f in self.findings}),
+            "categories": sorted({f.category.value for f in self.findings}),
+        }
+
+
+def stories(findings: list[Finding]) -> list[Story]:
+    """Group findings into stories, worst first; blocklist listings join the abuse they
+    explain (the proxy story when there is one, else the mail story)."""
+    proxy = Story("proxy", [f for f in findings if f.category in _PROXY])
+    mail = Story("mail", [f for f in findings if f.category in _MAIL])
+    listed = [f for f in findings if f.category is Category.BLOCKLISTED]
+    hardening = Story("hardening", [f for f in findings if f.category is Category.HARDENING])
+    if proxy.findings:
+        proxy.findings += listed
+    elif mail.findings:
+        mail.findings += listed
+    out = [s for s in (proxy, mail) if s.findings]
+    if listed and not out:
+        out.append(Story("blocklisted", listed))
+    out.sort(key=lambda s: (-s.severity, -s.confidence))
+    if hardening.findings:
+        out.append(hardening)
+    return out
+
+
+def verdict(findings: list[Finding], errors: list[ErrorEntry]) -> str:
+    """One word a person and a script can act on.
+
+    OPEN: a stranger can relay (a high/critical relay path). ABUSED: logs show relaying that
+    happened. LISTED: on a blocklist. AT-RISK: lesser findings. INCOMPLETE: nothing found but
+    some check could not run (never called clean). CLEAN: everything checked, nothing found.
+    """
+    cats = {f.category for f in findings if f.severity >= Severity.HIGH}
+    if cats & _RELAY_PATHS:
+        return "OPEN"
+    if cats & _ABUSE:
+        return "ABUSED"
+    if Category.BLOCKLISTED in cats:
+        return "LISTED"
+    if any(f.severity >= Severity.LOW for f in findings):
+        return "AT-RISK"
+    if errors:
+        return "INCOMPLETE"
+    return "CLEAN"
+
+
+VERDICT_MEANINGS = {
+    "OPEN": "strangers can make this host relay",
+    "ABUSED": "the logs show relaying that already happened",
+    "LISTED": "the host is on a DNS blocklist",
+    "AT-RISK": "no open relay path, but findings that weaken the defence",
+    "INCOMPLETE": "nothing found, but some checks could not run: not a clean bill",
+    "CLEAN": "every check ran and nothing relays for strangers",
+}

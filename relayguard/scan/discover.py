@@ -1,0 +1,116 @@
+"""What this machine listens on and which addresses it has, read from /proc (Linux).
+
+`scan` probes only the TCP ports something actually listens on (no guessing, no port sweep),
+and needs the host's own addresses to know which are public (blocklists) and which a probe
+may come from. Reading /proc keeps this dependency-free; on other systems the lists are empty
+and the caller falls back to the probe's default ports.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's `st` column
+PROC_NET = Path("/proc/net")
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One listening TCP socket: the address it is bound to (0.0.0.0/:: = all) and port."""
+
+    address: str
+    port: int
+
+    @property
+    def wildcard(self) -> bool:
+        return self.address in ("0.0.0.0", "::")
+
+    def serves(self, host: str) -> bool:
+        """True when a connection to `host` on this port reaches this socket."""
+        if self.wildcard:  # `::` is dual-stack on Linux by default
+            return self.address == "::" or ":" not in host
+        return ipaddress.ip_address(self.address) == ipaddress.ip_address(host)
+
+
+def _hex_address(text: str) -> str:
+    """/proc/net/tcp{,6} hex address (host byte order per 32-bit word) to text."""
+    raw = bytes.fromhex(text)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, struct.pack("<I", struct.unpack(">I", raw)[0]))
+    words = struct.unpack(">4I", raw)
+    packed = b"".join(struct.pack("<I", w) for w in words)
+    addr = ipaddress.IPv6Address(packed)
+    return str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
+
+
+def parse_proc_net(text: str) -> list[Listener]:
+    """Listening sockets from the text of /proc/net/tcp or tcp6 (header line skipped)."""
+    out: list[Listener] = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4 or fields[3] != _LISTEN:
+            continue
+        addr, _, port = fields[1].partition(":")
+        try:
+            out.append(Listener(_hex_address(addr), int(port, 16)))
+        except ValueError:
+            continue
+    return out
+
+
+def listeners(proc_net: Path = PROC_NET) -> list[Listener]:
+    """Every listening TCP socket on this machine (both families), deduplicated, sorted."""
+    found: set[Listener] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            found.update(parse_proc_net((proc_net / name).read_text(encoding="ascii")))
+        except OSError:
+            continue
+    return sorted(found, key=lambda s: (s.port, s.address))
+
+
+def ports_serving(host: str, socks: list[Listener]) -> list[int]:
+    """The ports on which a connection to `host` reaches a listener."""
+    return sorted({s.port for s in socks if s.serves(host)})
+
+
+def local_addresses(proc_net: Path = PROC_NET) -> list[str]:
+    """The host's own IPv4/IPv6 addresses (from /proc/net/fib_trie and if_inet6)."""
+    out: list[str] = []
+    try:
+        lines = (proc_net / "fib_trie").read_text(encoding="ascii").splitlines()
+    except OSError:
+        lines = []
+    for prev, line in itertools.pairwise(lines):
+        if "/32 host LOCAL" in line:
+            addr = prev.strip().split()[-1]
+            if addr not in out:
+                out.append(addr)
+    try:
+        for line in (proc_net / "if_inet6").read_text(encoding="ascii").splitlines():
+            raw = line.split()[0]
+            addr = str(ipaddress.IPv6Address(bytes.fromhex(raw)))
+            if addr not in out:
+                out.append(addr)
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def is_local_host(host: str, addresses: list[str] | None = None) -> bool:
+    """True when `host` (an address) is this machine: loopback or one of its addresses."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host in ("localhost", socket.gethostname())
+    return ip.is_loopback or host in (addresses if addresses is not None else local_addresses())
+
+
+def public_addresses(addresses: list[str]) -> list[str]:
+    """The globally routable ones: what a blocklist could list."""
+    return [a for a in addresses if ipaddress.ip_address(a).is_global]

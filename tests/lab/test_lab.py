@@ -1,0 +1,104 @@
+"""`relayguard lab` end to end: real Apache and Postfix, the hijack, detection, fix, proof —
+and afterwards nothing left running, listening, or on disk. Also when interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from relayguard.findings import Category
+from relayguard.lab.run import run_lab
+from tests.cli.test_cli import ENV
+from tests.servers.base import port_open
+
+pytestmark = pytest.mark.server
+
+ADDRESS = "127.0.10.1"  # the lab's default address, in this suite's range
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is not running
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ")[-1][:1] != "Z"
+
+
+def _on_lo(address: str) -> bool:
+    shown = subprocess.run(["ip", "-o", "addr", "show", "dev", "lo"], capture_output=True,
+                           text=True, check=False).stdout
+    return f" {address}/" in shown
+
+
+def test_lab_catches_fixes_and_cleans_up() -> None:
+    lines: list[str] = []
+    result = run_lab(lines.append, address=ADDRESS)
+    text = "\n".join(lines)
+    # the hijack happened: spammers got a foreign RCPT accepted through the proxy
+    assert sum(a.relayed for a in result.attempts_before) == 4
+    assert all(a.proxy_status.endswith("200 OK") for a in result.attempts_before
+               if a.actor == "visitor")
+    # the detection, by every kind of evidence, as one story
+    before = result.before
+    assert before is not None and before.stats["verdict"] == "OPEN"
+    rules = {f.rule for f in before.findings}
+    assert {"APACHE-OPEN-FORWARD-PROXY", "APACHE-CONNECT-SMTP-PORT", "CROSS-PROXY-TO-LOCAL-MTA",
+            "PROBE-CONNECT-SMTP", "LOGS-PROXY-SMTP"} <= rules
+    assert [s["evidence"] for s in before.stats["stories"]] == [["audit", "probe", "logs"]]
+    # the fix is the real patch, verified before it was written
+    assert "-ProxyRequests On\n-AllowCONNECT 443 25\n+ProxyRequests Off\n+AllowCONNECT 443\n" \
+        in result.diff
+    assert len(result.backups) == 1
+    # proven closed: spammers refused, visitors still served, probe finds no relay path
+    assert result.closed
+    spam_after = [a for a in result.attempts_after if a.actor == "spammer"]
+    assert spam_after and all(a.proxy_status.startswith("HTTP/1.1 405") for a in spam_after)
+    after = result.after
+    assert after is not None
+    assert not [f for f in after.findings if f.category in (
+        Category.OPEN_HTTP_PROXY, Category.OPEN_CONNECT_PROXY, Category.SMTP_VIA_PROXY)]
+    assert "RESULT: the hole is closed" in text
+    # final state: nothing running, listening, configured or on disk
+    assert result.pids and not any(_alive(p) for p in result.pids)
+    assert not port_open(ADDRESS, 8080) and not port_open(ADDRESS, 25)
+    assert not Path(result.workdir).exists()
+    assert not _on_lo(ADDRESS) or not result.added_address
+    assert text.rstrip().endswith("work directory removed.")
+
+
+def test_lab_command_ctrl_c_cleans_up() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "relayguard", "lab"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith("2. "):  # both daemons are up and the spammers are about to start
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=60)
+    text = "".join(seen) + out
+    assert proc.returncode == 130, text + err
+    assert "interrupted; everything it started is stopped" in err
+    assert "Cleaned up: daemons stopped" in text
+    assert not port_open(ADDRESS, 8080) and not port_open(ADDRESS, 25)
+    assert not list(Path("/tmp").glob("relayguard-lab-*"))
+
+
+def test_lab_refuses_a_non_loopback_address() -> None:
+    done = subprocess.run([sys.executable, "-m", "relayguard", "lab", "--address", "192.0.2.9"],
+                          capture_output=True, text=True, env=ENV, timeout=60)
+    assert done.returncode == 2
+    assert "the lab runs on loopback only" in done.stderr

@@ -1,0 +1,193 @@
+"""`relayguard scan` end to end against real Apache, Postfix and rbldnsd on loopback.
+
+The open host is the incident (open forward proxy, CONNECT to 25, a loopback-trusting Postfix,
+spam already in the logs, a blocklist listing); the closed host is the same software fixed.
+Every output format is produced by the real CLI in a subprocess and checked for what it says.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.test_cli import ENV
+from tests.scan.conftest import LISTED, OPEN_IP, WEB, Host, blocklist_args
+
+pytestmark = pytest.mark.server
+
+OPEN_RULES = {
+    # config
+    "APACHE-OPEN-FORWARD-PROXY", "APACHE-OPEN-CONNECT-PROXY", "APACHE-CONNECT-SMTP-PORT",
+    "CROSS-PROXY-TO-LOCAL-MTA",
+    # probe (canary-confirmed)
+    "PROBE-CONNECT", "PROBE-CONNECT-SMTP", "PROBE-HTTP-ABSOLUTE-URI", "PROBE-HTTP-SMTP",
+    # logs (the fixture's three spammers)
+    "LOGS-PROXY-SMTP",
+    # blocklist (the test DNSBL's uncatalogued code)
+    "BL-LISTED-OTHER",
+}
+
+
+def scan(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "relayguard", "scan", *args],
+                          capture_output=True, text=True, timeout=120, env=ENV)
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('hist')}/scan.sqlite"
+
+
+@pytest.fixture(scope="module")
+def open_json(open_host: Host, dnsbl: Any, db: str) -> dict[str, Any]:
+    done = scan(*open_host.cli_args(), *blocklist_args(dnsbl), "--format", "json", "--db", db)
+    assert done.returncode == 1, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_open_host_every_kind_of_evidence_finds_the_hole(open_json: dict[str, Any]) -> None:
+    assert {f["rule"] for f in open_json["findings"]} == OPEN_RULES
+    assert open_json["errors"] == []
+    by_rule = {f["rule"]: f for f in open_json["findings"]}
+    for rule in ("PROBE-CONNECT-SMTP", "PROBE-HTTP-SMTP"):
+        assert by_rule[rule]["confidence"] == "confirmed"
+        assert by_rule[rule]["severity"] == "critical"
+        assert by_rule[rule]["target"] == f"{OPEN_IP}:{WEB}"
+    assert by_rule["LOGS-PROXY-SMTP"]["location"]["path"].endswith("access.snapshot.log")
+    assert by_rule["BL-LISTED-OTHER"]["target"] == LISTED
+    stats = open_json["stats"]
+    assert stats["verdict"] == "OPEN"
+    assert stats["ports"] == {"considered": [25, 8080], "open": [25, 8080]}
+    assert stats["evidence"] == {"audit": 4, "probe": 4, "logs": 1, "blocklist": 1}
+
+
+def test_open_host_is_one_story_told_once_with_the_fix_first(open_json: dict[str, Any]) -> None:
+    stories = open_json["stats"]["stories"]
+    assert len(stories) == 1
+    story = stories[0]
+    assert story["key"] == "proxy"
+    assert story["evidence"] == ["audit", "probe", "logs", "blocklist"]
+    assert set(story["rules"]) == OPEN_RULES
+    assert story["severity"] == "critical" and story["confidence"] == "confirmed"
+    assert story["fix"].startswith("If this server is not meant to be a forward proxy: "
+                                   "`ProxyRequests Off`.")
+    assert "port 25" in story["headline"] and "abused" in story["headline"]
+    assert "blocklisted" in story["headline"]
+    assert len(story["findings"]) == len(open_json["findings"])
+
+
+def test_trusted_probe_source_is_said_plainly(open_json: dict[str, Any]) -> None:
+    notes = open_json["notes"]
+    assert open_json["stats"]["probe_source"] == "127.0.10.250"
+    trusted = [n for n in notes if n.startswith("TRUSTED SOURCE: the probes come from "
+                                                 "127.0.10.250, which postfix")]
+    assert len(trusted) == 1
+    # Postfix relays for 127.0.0.0/8 by design: that is not reported as an open relay.
+    assert "PROBE-SMTP-RELAY" not in {f["rule"] for f in open_json["findings"]}
+    assert f"{OPEN_IP}:25: the MTA accepted relaying from 127.0.10.250, an address it trusts; " \
+           "that is its trusted-client policy, not proof of an open relay (verdict withheld)" \
+           in notes
+
+
+def test_closed_host_is_clean(closed_host: Host, dnsbl: Any, db: str) -> None:
+    done = scan(*closed_host.cli_args(), *blocklist_args(dnsbl, "11.22.33.45"),
+                "--format", "json", "--db", db)
+    assert done.returncode == 0, done.stderr + done.stdout
+    doc = json.loads(done.stdout)
+    # Stock Debian module set with the proxy off: only the hardening note remains.
+    assert [f["rule"] for f in doc["findings"]] == ["APACHE-PROXY-MODULES-UNUSED"]
+    assert doc["stats"]["verdict"] == "CLEAN"
+    assert doc["errors"] == []
+    assert "probes are sent from 127.0.10.250, an address no audited MTA trusts, so they get " \
+           "a stranger's answers" in doc["notes"]
+    assert doc["stats"]["blocklist"]["targets"]["11.22.33.45"]["verdict"] == "clean"
+
+
+def test_text_report_leads_with_verdict_and_fix(open_host: Host, dnsbl: Any, db: str) -> None:
+    done = scan(*open_host.cli_args(), *blocklist_args(dnsbl), "--db", db)
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"relayguard scan: {OPEN_IP}  VERDICT OPEN"
+    assert lines[1] == "strangers can make this host relay"
+    story = lines.index("What to do, most urgent first:")
+    assert lines[story + 2].startswith("1. CRITICAL, confirmed: Strangers can relay through an "
+                                       f"open proxy ({OPEN_IP}:{WEB})")
+    assert lines[story + 3] == "   FIX FIRST: If this server is not meant to be a forward " \
+                               "proxy: `ProxyRequests Off`."
+    assert "evidence agreeing: config, probe, logs, blocklist" in done.stdout
+    # then the detailed findings, worst first
+    assert "relayguard scan: 10 finding(s): 4 critical, 2 high, 1 medium, 3 low" in done.stdout
+    assert "\x1b[" not in done.stdout
+
+
+def test_markdown_report_for_a_ticket(open_host: Host, dnsbl: Any, db: str) -> None:
+    done = scan(*open_host.cli_args(), *blocklist_args(dnsbl), "--format", "markdown",
+                "--db", db)
+    assert done.returncode == 1, done.stderr
+    md = done.stdout
+    assert md.startswith(f"## relayguard scan: {OPEN_IP} — OPEN\n")
+    assert "### What to do, most urgent first" in md
+    assert "1. **CRITICAL, confirmed: Strangers can relay through an open proxy" in md
+    assert "   - **fix first:**" in md
+    for rule in OPEN_RULES:
+        assert rule in md
+
+
+def test_sarif_report(open_host: Host, dnsbl: Any, db: str) -> None:
+    done = scan(*open_host.cli_args(), *blocklist_args(dnsbl), "--format", "sarif",
+                "--db", db)
+    assert done.returncode == 1, done.stderr
+    sarif = json.loads(done.stdout)
+    assert sarif["version"] == "2.1.0"
+    results = sarif["runs"][0]["results"]
+    assert {r["ruleId"] for r in results} == OPEN_RULES
+    apache = next(r for r in results if r["ruleId"] == "APACHE-OPEN-FORWARD-PROXY")
+    where = apache["locations"][0]["physicalLocation"]
+    assert where["artifactLocation"]["uri"].endswith("body.conf")
+    assert where["region"]["startLine"] == 1
+
+
+def test_html_report_is_self_contained(open_host: Host, dnsbl: Any, db: str,
+                                       tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    done = scan(*open_host.cli_args(), *blocklist_args(dnsbl), "--format", "html",
+                "--output", str(out), "--db", db)
+    assert done.returncode == 1, done.stderr
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<script" not in page and "http-equiv" not in page
+    assert not re.search(r"""(src|href)=["']?https?:""", page)
+    assert "OPEN" in page and "ProxyRequests Off" in page
+    for rule in OPEN_RULES:
+        assert rule in page
+
+
+def test_unreachable_host_is_an_error_not_clean(db: str) -> None:
+    done = scan("127.0.10.99", "--ports", "8080,25", "--no-blocklist", "--no-logs",
+                "--no-audit", "--format", "json", "--db", db)
+    assert done.returncode == 2, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["stats"]["verdict"] == "INCOMPLETE"
+    assert [e["source"] for e in doc["errors"]] == ["127.0.10.99"]
+    assert doc["errors"][0]["message"].startswith("unreachable: none of 2 port(s) accepted")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--ports", "0"], "--ports"),
+    (["--source-address", "nope"], "--source-address 'nope' is not an IP address"),
+    (["--timeout", "0"], "--timeout must be between"),
+    (["--inventory", "/nonexistent.toml"], "give a HOST or --inventory, not both"),
+    (["--db", "nosuchdialect://x"], "cannot open history store"),
+    (["--zones", "x:bogus"], "kind must be `ip` or `domain`"),
+])
+def test_bad_options_exit_2_with_a_message(args: list[str], message: str) -> None:
+    done = scan("127.0.10.99", *args, "--no-probe", "--no-blocklist")
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
