@@ -451,7 +451,8 @@ def _representative(spec: str) -> IPAddress | None:
 def _http_path(srv: Server, chain: list[Directive], d: Directive, taint: Taint,
                client: IPAddress) -> ProxyPath | None:
     _, hostport, _ = split_target(d.args[0])
-    used = [v for v in variables_in(hostport)]
+    checked = validated_vars(chain)
+    used = [v for v in variables_in(hostport) if v not in checked]
     controlled = [v for v in used if taint.controlled(v)]
     closed, guard = _closed(chain, client)
     realip = _realip_bypass([c for c in chain if c.name != "if"], client) if guard else None
@@ -469,6 +470,32 @@ def _http_path(srv: Server, chain: list[Directive], d: Directive, taint: Taint,
         return ProxyPath("host", d, srv, chain, not closed, ports, True, False, guard, ["host"],
                          extra, realip=realip)
     return None
+
+
+def validated_vars(chain: list[Directive]) -> set[str]:
+    r"""Variables a whitelist guard checks before the proxy runs:
+    `if ($v !~ "^(a|b)\.example$") { return 403; }` (anchored, no wildcard) or
+    `if ($v != "a.example") { return 444; }` in the server or an enclosing location."""
+    out: set[str] = set()
+    for level in chain:
+        if level.name == "if":
+            continue
+        for d in level.block or []:
+            if d.name != "if" or len(d.args) != 3 or not d.block:
+                continue
+            var, op, value = d.args
+            if not var.startswith("$") or not any(c.name == "return" for c in d.block):
+                continue
+            if op == "!=" or (op in ("!~", "!~*") and _anchored_whitelist(value)):
+                out.add(var.lstrip("$").strip("{}"))
+    return out
+
+
+def _anchored_whitelist(regex: str) -> bool:
+    r"""`^(www\.)?example\.com$`: anchored both ends, no `.`/`\S`-style wildcard runs."""
+    if not (regex.startswith("^") and regex.endswith("$")):
+        return False
+    return re.search(r"(?<!\\)\.[*+]|\\[Ss][*+]|\[\^", regex) is None
 
 
 def _port_literal(hostport: str) -> int | None:

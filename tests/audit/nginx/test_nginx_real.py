@@ -76,6 +76,12 @@ CASES = [
         location / { proxy_pass http://$http_host$request_uri; }
     }
 """, "host-header+x-real-ip", None),
+    ("anchored_host_whitelist", """    server {
+        listen 127.0.8.10:8080;
+        if ($http_host !~* "^(www\\.)?example\\.test$") { return 403; }
+        location / { proxy_pass http://$http_host$request_uri; }
+    }
+""", "host-header", None),
     ("http_host_acl", """    server {
         listen 127.0.8.10:8080;
         allow 127.0.0.1;

@@ -98,7 +98,19 @@ CASES = [
         location / { proxy_pass http://$http_host$request_uri; }
     }
 """), "NGINX-REALIP-TRUST-ALL", 0),
+    ("unanchored_host_check", conf("""    server {
+        listen 127.0.8.10:8080;
+        if ($http_host !~ "example\\.test") { return 403; }
+        location / { proxy_pass http://$http_host$request_uri; }
+    }
+"""), "NGINX-OPEN-PROXY-HTTP-HOST", 0),
     # Must not fire:
+    ("anchored_host_whitelist", conf("""    server {
+        listen 127.0.8.10:8080;
+        if ($http_host !~* "^(www\\.)?example\\.test$") { return 403; }
+        location / { proxy_pass http://$http_host$request_uri; }
+    }
+"""), None, 0),
     ("realip_trusts_the_balancer", conf("""    server {
         listen 127.0.8.10:8080;
         set_real_ip_from 192.0.2.10;
