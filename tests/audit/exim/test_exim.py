@@ -165,6 +165,26 @@ def test_debian_layout_agrees_with_exim(tmp_path: Path, nets: str, domains: str,
         assert code == 550 and "relay not permitted" in text, (code, text)
 
 
+@pytest.mark.server
+@pytest.mark.parametrize(("nets", "rule"), [("", None),
+                                           ("0.0.0.0/0", "EXIM-RELAY-FROM-HOSTS-BROAD")])
+def test_debian_split_conf_d_agrees_with_exim(tmp_path: Path, nets: str, rule: str | None,
+                                              exim: Exim) -> None:
+    """dc_use_split_config='true': the package's own conf.d tree, concatenated in order."""
+    d = tmp_path / "exim4"
+    shutil.copytree(exim.etc, d)
+    (d / "update-exim4.conf.conf").write_text(DEBCONF.format(nets=nets, domains="",
+                                                             split="true"))
+    result = AUDITOR.audit(d, OPTIONS)
+    assert result.errors == []
+    assert len(result.files) > 30  # every conf.d part was read
+    assert [f.rule for f in result.findings] == ([rule] if rule else [])
+    generated = tmp_path / "exim4.conf.generated"
+    exim.generate(d, generated)
+    code, text = exim.rcpt(generated, STRANGER)
+    assert (code == 250) is (rule is not None), (code, text)
+
+
 def test_stock_template_and_debconf_defaults_have_nothing_above_info(tmp_path: Path) -> None:
     d = tmp_path / "exim4"
     d.mkdir()
