@@ -150,3 +150,34 @@ def test_no_working_relay_check_means_smtpd_is_down() -> None:
             assert "specify at least one working instance" in mta.log("mail")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_master_override_agrees_with_real_postfix() -> None:
+    """Only the listener whose -o override opens relaying relays; removing the -o closes it."""
+    workdir = Path("/tmp/rg-audit-pf-master")
+    shutil.rmtree(workdir, ignore_errors=True)
+    extra_port = PORT + 2
+    extra = (f"{HOST}:{extra_port} inet n - n - - smtpd\n"
+             "  -o { smtpd_relay_restrictions = permit_mynetworks,\n"
+             "       check_client_access cidr:{{0.0.0.0/0 OK}}, reject_unauth_destination }\n")
+    try:
+        with postfix(HOST, PORT, "mynetworks = 127.0.0.1/32\n", master_cf_extra=extra,
+                     workdir=workdir) as mta:
+            conf_dir = Path(str(mta.extra["conf_dir"]))
+            result = PostfixAuditor().audit(conf_dir, OPTIONS)
+            [f] = result.findings
+            assert f.rule == "POSTFIX-MASTER-OVERRIDE" and f"{extra_port}" in f.title
+            assert f.location.path == str(conf_dir / "master.cf")
+            assert rcpt(HOST, extra_port)[0] == 250, mta.diagnostics()
+            assert rcpt(HOST, PORT)[0] in (454, 554)
+            apply_edits(result.findings)
+            master_after = (conf_dir / "master.cf").read_text()
+        fixed_extra = master_after[master_after.index(f"{HOST}:{extra_port} inet"):]
+        assert "-o" not in fixed_extra
+        with postfix(HOST, PORT, "mynetworks = 127.0.0.1/32\n", master_cf_extra=fixed_extra,
+                     workdir=workdir) as mta2:
+            assert rcpt(HOST, extra_port)[0] in (454, 554), mta2.diagnostics()
+            assert PostfixAuditor().audit(Path(str(mta2.extra["conf_dir"])),
+                                          OPTIONS).findings == []
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
