@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"relayguard found: {incs} (truth CONNECT:25 {truth['connect_smtp']}, "
           f"absolute-URI {truth['absolute_relayed']}, refused CONNECT:22 {truth['refused']})"
           f"{'' if ok else '  <-- MISMATCH'}")
-    results.append(("relayguard logs", args.lines, best[0], best[1], "json report, 2 cores"))
+    results.append(("relayguard logs", args.lines, best[0], best[1],
+                    f"json report, {os.cpu_count()} cores"))
     wall, rss, _ = timed([sys.executable, "-m", "relayguard", "logs", str(log), "-j", "1",
                           "--format", "json", "-o", str(report)])
     results.append(("relayguard logs -j 1", args.lines, wall, rss, "one core"))
