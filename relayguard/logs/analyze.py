@@ -42,6 +42,7 @@ from relayguard.logs.sources import (
     iter_lines,
     open_binary,
     order_rotated,
+    rotation_base,
 )
 
 SNIFF_BYTES = 64 * 1024
@@ -144,8 +145,12 @@ class LogAnalysis:
         return stream.read(SNIFF_BYTES)
 
     def _format_for(self, path: str, head: bytes) -> Detected | None:
-        spec = self.opt.log_format or self.opt.formats_by_path.get(os.path.abspath(path)) \
-            or self.opt.formats_by_path.get(path)
+        by_path = self.opt.formats_by_path
+        spec = self.opt.log_format
+        if not spec and by_path and path != "-":
+            base = rotation_base(path)  # access.log.2.gz is written in access.log's format
+            spec = next((by_path[p] for p in (path, os.path.abspath(path), base,
+                                              os.path.abspath(base)) if p in by_path), None)
         if spec:
             if spec in ("syslog", "postfix", "exim", "mail"):
                 return Detected("mail", "syslog")

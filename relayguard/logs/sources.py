@@ -234,6 +234,11 @@ def _rotation_key(path: str) -> tuple[str, int, int]:
     return (os.path.join(directory, base), 0, -value)
 
 
+def rotation_base(path: str) -> str:
+    """The live file a rotated one belongs to: `x/access.log.2.gz` -> `x/access.log`."""
+    return _rotation_key(path)[0]
+
+
 def order_rotated(paths: list[str]) -> list[str]:
     """Input paths in reading order: files of one rotated set oldest first, sets in the order
     the user named them first, stdin where it was given."""

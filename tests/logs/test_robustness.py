@@ -344,6 +344,10 @@ def test_cli_apache_config_formats_and_gzip_on_stdin(tmp_path: Path) -> None:
     assert proc.returncode == 1 and doc["stats"]["by_format"] == {"custom": 1}
     assert doc["findings"][0]["rule"] == "LOGS-PROXY-SMTP"
     assert run_cli(str(log), "--format", "json").returncode == 2  # unknown without the config
+    rotated = tmp_path / "proxy_access.log.1.gz"
+    rotated.write_bytes(gzip.compress(log.read_bytes()))
+    proc = run_cli(str(rotated), "--apache-config", str(conf), "--format", "json")
+    assert json.loads(proc.stdout)["stats"]["by_format"] == {"custom": 1}
     own = tmp_path / "own.log"
     own.write_text('1.2.3.4 - - [01/Mar/2026:10:00:00 +0000] "GET http://www.example.com/ '
                    'HTTP/1.1" 200 5 "-" "-"\n', encoding="utf-8")
