@@ -17,6 +17,7 @@ from relayguard.findings import Confidence, Report
 from relayguard.probe.context import ProbeOptions
 from relayguard.probe.runner import run_probe
 from relayguard.probe.targets import Target
+from tests.servers.base import wait_port
 from tests.servers.postfix import postfix
 
 pytestmark = pytest.mark.server
@@ -96,6 +97,7 @@ def test_open_relay_on_an_smtps_port_is_found_by_implicit_tls(
             "smtpd_tls_key_file = ${config_directory}/key.pem\n")
     smtps = "4650 inet n - n - - smtpd -o smtpd_tls_wrappermode=yes\n"
     with postfix("127.0.4.48", 2525, conf, files=tls_files, master_cf_extra=smtps) as mta:
+        wait_port("127.0.4.48", 4650)  # the launcher waited for 2525 only
         report = probe("127.0.4.48", 4650, "127.0.4.16")
         assert report.errors == (), (report.errors, mta.diagnostics())
         assert report.stats["services"] == {"smtps": 1}
