@@ -247,7 +247,11 @@ def _emit_fleet(reports: list[Report], fmt: OutputFormat, severity: object,
         md = fmt is OutputFormat.MARKDOWN
         text = fleet_header(summary, md) + "\n".join(
             _render_one(r, fmt, output) for r in reports)
-    else:  # SARIF and HTML: the combined findings as one document
+    elif fmt is OutputFormat.HTML:
+        from relayguard.scan.html import render_fleet_html
+
+        text = render_fleet_html(summary, reports)
+    else:  # SARIF: the combined findings as one document
         from relayguard.report import render
 
         text = render(summary, fmt)

@@ -87,4 +87,8 @@ def render_scan(report: Report, fmt: OutputFormat, *, color: bool = False,
         return scan_header(report) + render(report, fmt, color=color, width=width)
     if fmt is OutputFormat.MARKDOWN:
         return scan_header(report, md=True) + "\n" + render(report, fmt)
+    if fmt is OutputFormat.HTML:
+        from relayguard.scan.html import render_scan_html
+
+        return render_scan_html(report)
     return render(report, fmt, color=color, width=width)

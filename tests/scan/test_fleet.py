@@ -110,6 +110,19 @@ def test_fleet_text_summary_table(open_host: Host, closed_host: Host, tmp_path: 
     assert re.match(r"  client-closed\s+127\.0\.10\.20\s+CLEAN\s+1 finding", lines[4])
 
 
+def test_fleet_html_and_sarif(open_host: Host, closed_host: Host, tmp_path: Path) -> None:
+    inv = str(inventory(tmp_path, open_host, closed_host))
+    done = rg("scan", "--inventory", inv, "--no-blocklist", "--no-logs", "--no-history",
+              "--format", "html")
+    page = done.stdout
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page
+    assert page.count('<h2 id="site-') == 3
+    assert '<a href="#site-1">client-down</a>' in page
+    sarif = json.loads(rg("scan", "--inventory", inv, "--no-blocklist", "--no-logs",
+                          "--no-history", "--format", "sarif").stdout)
+    assert "PROBE-CONNECT-SMTP" in {r["ruleId"] for r in sarif["runs"][0]["results"]}
+
+
 def _nagios(*args: str) -> tuple[int, str, list[str]]:
     done = rg("scan", *args, "--nagios", "--no-blocklist", "--no-history")
     assert done.stdout.count("\n") == 1, done.stdout  # exactly one line
