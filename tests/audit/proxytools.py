@@ -161,9 +161,23 @@ class Canaries:
 
 
 @contextlib.contextmanager
-def canaries(host: str) -> Iterator[Canaries]:
-    with http_canary(host, 80) as web, http_canary(host, 443) as tls, \
-            tcp_canary(host, 25) as smtp:
+def canaries(host: str, wait: float = 90.0) -> Iterator[Canaries]:
+    """The canaries on their real ports (Squid treats 25 and 443 specially). Another run of
+    the same tests may hold them: wait for it (bounded) instead of failing."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            stack = contextlib.ExitStack()
+            web = stack.enter_context(http_canary(host, 80))
+            tls = stack.enter_context(http_canary(host, 443))
+            smtp = stack.enter_context(tcp_canary(host, 25))
+            break
+        except OSError:
+            stack.close()
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+    with stack:
         yield Canaries(host, web, tls, smtp)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,8 +157,7 @@ def canary() -> Iterator[Canaries]:
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_audit_verdict_matches_real_danted(name: str, canary: Canaries) -> None:
     rules, expected_rules = SCENARIOS[name]
-    workdir = Path(f"/tmp/rg-audit-danted-{name}")
-    shutil.rmtree(workdir, ignore_errors=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"rg-audit-danted-{name}-"))  # unique: parallel runs
     port = free_port(HOST)
     try:
         with danted(HOST, port, rules, workdir=workdir) as d:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,8 +144,7 @@ def test_audit_verdict_matches_real_privoxy(name: str, canary: Canaries) -> None
     if not Path("/etc/privoxy/default.action").is_file():
         pytest.skip("privoxy's stock actions files are not installed")
     body, expected_rules = SCENARIOS[name]
-    workdir = Path(f"/tmp/rg-audit-privoxy-{name}")
-    shutil.rmtree(workdir, ignore_errors=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"rg-audit-privoxy-{name}-"))  # unique: parallel runs
     port = free_port(HOST)
     try:
         with privoxy(HOST, port, body, workdir=workdir) as d:

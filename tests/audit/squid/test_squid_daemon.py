@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,8 +68,7 @@ def canary() -> Iterator[Canaries]:
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_audit_verdict_matches_real_squid(name: str, canary: Canaries, tmp_path: Path) -> None:
     access, expected_rules = SCENARIOS[name]
-    workdir = Path(f"/tmp/rg-audit-squid-{name}")
-    shutil.rmtree(workdir, ignore_errors=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"rg-audit-squid-{name}-"))  # unique: parallel runs
     port = free_port(HOST)
     try:
         with squid(HOST, port, access, workdir=workdir) as d:

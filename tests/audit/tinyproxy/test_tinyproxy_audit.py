@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,8 +143,7 @@ def canary() -> Iterator[Canaries]:
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_audit_verdict_matches_real_tinyproxy(name: str, canary: Canaries) -> None:
     body, expected_rules = SCENARIOS[name]
-    workdir = Path(f"/tmp/rg-audit-tinyproxy-{name}")
-    shutil.rmtree(workdir, ignore_errors=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"rg-audit-tinyproxy-{name}-"))  # unique: parallel runs
     port = free_port(HOST)
     try:
         with tinyproxy(HOST, port, body, workdir=workdir) as d:
