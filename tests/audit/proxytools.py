@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from relayguard.audit.base import AuditOptions, Auditor, AuditResult
 from relayguard.findings import Edit, Severity
 from tests.servers import http_canary, tcp_canary
@@ -172,6 +174,9 @@ def canaries(host: str, wait: float = 90.0) -> Iterator[Canaries]:
             tls = stack.enter_context(http_canary(host, 443))
             smtp = stack.enter_context(tcp_canary(host, 25))
             break
+        except PermissionError:
+            stack.close()
+            pytest.skip("the canaries need ports 25, 80 and 443: run as root")
         except OSError:
             stack.close()
             if time.monotonic() >= deadline:
