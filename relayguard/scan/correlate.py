@@ -145,5 +145,5 @@ VERDICT_MEANINGS = {
     "LISTED": "the host is on a DNS blocklist",
     "AT-RISK": "no open relay path, but findings that weaken the defence",
     "INCOMPLETE": "nothing found, but some checks could not run: not a clean bill",
-    "CLEAN": "every check ran and nothing relays for strangers",
+    "CLEAN": "every check that ran completed, and nothing relays for strangers",
 }

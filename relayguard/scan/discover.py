@@ -40,6 +40,8 @@ class Listener:
 def _hex_address(text: str) -> str:
     """/proc/net/tcp{,6} hex address (host byte order per 32-bit word) to text."""
     raw = bytes.fromhex(text)
+    if len(raw) not in (4, 16):
+        raise ValueError(f"not an address: {text!r}")
     if len(raw) == 4:
         return socket.inet_ntop(socket.AF_INET, struct.pack("<I", struct.unpack(">I", raw)[0]))
     words = struct.unpack(">4I", raw)
@@ -57,7 +59,10 @@ def parse_proc_net(text: str) -> list[Listener]:
             continue
         addr, _, port = fields[1].partition(":")
         try:
-            out.append(Listener(_hex_address(addr), int(port, 16)))
+            number = int(port, 16)
+            if not 0 < number < 65536:
+                continue
+            out.append(Listener(_hex_address(addr), number))
         except ValueError:
             continue
     return out

@@ -183,7 +183,7 @@ def _split_probe(report: Report, runs: list[_SiteRun]) -> list[str]:
 
 
 def _finish(run: _SiteRun, probe_stats: dict[str, Any], source: str | None,
-            shared_notes: list[str]) -> Report:
+            shared_notes: list[str], skipped: list[str]) -> Report:
     """Merge the four kinds of evidence into the site's report, stories and verdict."""
     mta = [m for r in run.audit_results for m in r.facts.get("mta", [])]
     probe, withheld = withhold_trusted_relays(run.probe, source, mta)
@@ -202,7 +202,9 @@ def _finish(run: _SiteRun, probe_stats: dict[str, Any], source: str | None,
         "address": run.address,
         "local": run.local,
         "verdict": word,
-        "verdict_meaning": VERDICT_MEANINGS[word],
+        "verdict_meaning": VERDICT_MEANINGS[word] + (
+            f" (not run: {', '.join(skipped)})" if skipped and word == "CLEAN" else ""),
+        "skipped": skipped,
         "stories": [s.to_dict() for s in told],
         "probe_source": source,
         "ports": {"considered": run.ports, "open": run.open_ports},
@@ -291,11 +293,14 @@ def scan_sites(sites: list[Site], options: ScanOptions,
         source_notes = []
 
     stats = probe_report.stats if isinstance(probe_report.stats, dict) else {}
+    skipped = [name for name, on in (("audit", options.audit), ("probe", options.probe),
+                                     ("logs", options.logs), ("blocklist", options.blocklist))
+               if not on]
     out = []
     for run in runs:
         mine = [n for n in probe_notes
                 if run.address and n.startswith((run.address, f"[{run.address}]"))]
-        out.append(_finish(run, stats, source, [*source_notes, *mine]))
+        out.append(_finish(run, stats, source, [*source_notes, *mine], skipped))
     return out
 
 

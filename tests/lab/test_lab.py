@@ -102,3 +102,18 @@ def test_lab_refuses_a_non_loopback_address() -> None:
                           capture_output=True, text=True, env=ENV, timeout=60)
     assert done.returncode == 2
     assert "the lab runs on loopback only" in done.stderr
+
+
+def test_lab_names_exactly_the_missing_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    from relayguard.lab import servers
+    from relayguard.lab.run import check_requirements
+    from relayguard.lab.servers import LabError
+
+    monkeypatch.setattr(servers, "REQUIREMENTS", (
+        ("apache2", "/usr/sbin/apache2"), ("postfix", "/nonexistent/master"),
+        ("iproute2", "/nonexistent/ip"), ("postfix", "/nonexistent/postfix")))
+    with pytest.raises(LabError) as err:
+        check_requirements()
+    assert str(err.value) == (
+        "relayguard lab needs these Debian packages, which are not installed: postfix iproute2\n"
+        "install them with: sudo apt-get install --no-install-recommends postfix iproute2")

@@ -202,3 +202,14 @@ def test_inventory_structured_fuzz_never_tracebacks(
             assert site.name and site.host
     except InputError:
         pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.text(alphabet="0123456789ABCDEFG", max_size=40),
+                          st.text(alphabet="0123456789ABCDEFxy", max_size=6),
+                          st.sampled_from(["0A", "01", "0a", ""])), max_size=6))
+def test_proc_net_parser_never_raises(rows: list[tuple[str, str, str]]) -> None:
+    text = "header\n" + "\n".join(f"  {i}: {a}:{p} 00000000:0000 {st_}"
+                                   for i, (a, p, st_) in enumerate(rows))
+    for s in parse_proc_net(text):
+        assert 0 < s.port < 65536
