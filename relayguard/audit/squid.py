@@ -77,6 +77,7 @@ class SquidConfig:
     acls: dict[str, list[Acl]] = field(default_factory=dict)
     http_access: list[AccessRule] = field(default_factory=list)
     follow_xff: list[AccessRule] = field(default_factory=list)
+    proxy_protocol: list[AccessRule] = field(default_factory=list)
     http_ports: list[HttpPort] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     errors: list[ErrorEntry] = field(default_factory=list)
@@ -199,10 +200,11 @@ def _include(cfg: SquidConfig, d: Directive, path: Path, root: Path | None, dept
 def _interpret(cfg: SquidConfig, d: Directive, path: Path, root: Path | None) -> None:
     if d.name == "acl":
         _acl(cfg, d, path, root)
-    elif d.name in ("http_access", "follow_x_forwarded_for"):
+    elif d.name in ("http_access", "follow_x_forwarded_for", "proxy_protocol_access"):
         rule = _access_rule(cfg, d)
         if rule is not None:
-            (cfg.http_access if d.name == "http_access" else cfg.follow_xff).append(rule)
+            {"http_access": cfg.http_access, "follow_x_forwarded_for": cfg.follow_xff,
+             "proxy_protocol_access": cfg.proxy_protocol}[d.name].append(rule)
     elif d.name == "http_port":
         port = _http_port(cfg, d)
         if port is not None:

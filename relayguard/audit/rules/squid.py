@@ -121,7 +121,9 @@ XFF_TRUST_ALL = Rule(
     title="Squid takes the client address from anyone's X-Forwarded-For",
     description="`follow_x_forwarded_for allow` matches outside clients, and "
                 "`acl_uses_indirect_client` is on (default): `src` ACLs then see whatever "
-                "address the client writes into X-Forwarded-For.",
+                "address the client writes into X-Forwarded-For. Same for "
+                "`proxy_protocol_access allow` on a `require-proxy-header` port: the PROXY "
+                "header sets the client address.",
     why="A stranger sends `X-Forwarded-For: 192.168.1.10` and passes `allow localnet`: the "
         "IP-based access list no longer protects anything.",
     fix="Trust X-Forwarded-For only from your load balancer: "
@@ -586,6 +588,29 @@ def _localnet_broad(cfg: SquidConfig) -> list[Finding]:
 
 
 def _xff(cfg: SquidConfig, stranger: IPAddress) -> list[Finding]:
+    return _xff_follow(cfg, stranger) + _proxy_protocol(cfg, stranger)
+
+
+def _proxy_protocol(cfg: SquidConfig, stranger: IPAddress) -> list[Finding]:
+    ports = [p for p in cfg.http_ports if "require-proxy-header" in p.directive.args
+             and listener_reachable(p.host, stranger)]
+    if not ports or not cfg.proxy_protocol:
+        return []
+    d = decide(cfg, Request(stranger, "GET", str(THIRD_PARTY), THIRD_PARTY, 80, ports[0]),
+               cfg.proxy_protocol)
+    if not d.allowed:
+        return []
+    rule = d.rule or cfg.proxy_protocol[-1]
+    return [XFF_TRUST_ALL.finding(
+        f"proxy_protocol_access lets an outside client ({stranger}) set its own address with "
+        f"a PROXY header on {ports[0].listen}", location=rule.directive.location,
+        evidence=[rule.directive.evidence(), ports[0].directive.evidence()],
+        confidence=Confidence.LIKELY if d.certain else Confidence.POSSIBLE,
+        edits=[rule.directive.replace("proxy_protocol_access deny all")] if d.rule is not None
+        else [rule.directive.insert_after("proxy_protocol_access deny all")])]
+
+
+def _xff_follow(cfg: SquidConfig, stranger: IPAddress) -> list[Finding]:
     if not cfg.follow_xff:
         return []
     indirect = cfg.last("acl_uses_indirect_client")
