@@ -164,9 +164,15 @@ def scan_command(
         return
     reports = _run(sites, options)
     if history is not None:
+        import sqlalchemy
+
         started = time.time()
-        for r in reports:
-            history.record(r, started)
+        try:
+            for r in reports:
+                history.record(r, started)
+        except sqlalchemy.exc.SQLAlchemyError as exc:  # the scan itself still counts
+            sys.stderr.write(f"relayguard: warning: scan not stored in the history: "
+                             f"{str(exc).splitlines()[0]}\n")
     if nagios:
         from relayguard.report.nagios import render_nagios
 

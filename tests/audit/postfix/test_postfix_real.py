@@ -15,6 +15,7 @@ import pytest
 from relayguard.audit.base import AuditOptions
 from relayguard.audit.postfix import PostfixAuditor
 from tests.audit.relay_helpers import STRANGER, apply_edits, rcpt
+from tests.servers.base import wait_port
 from tests.servers.postfix import main_cf_base, postfix
 
 pytestmark = [pytest.mark.server,
@@ -168,6 +169,7 @@ def test_master_override_agrees_with_real_postfix() -> None:
             [f] = result.findings
             assert f.rule == "POSTFIX-MASTER-OVERRIDE" and f"{extra_port}" in f.title
             assert f.location.path == str(conf_dir / "master.cf")
+            wait_port(HOST, extra_port)  # the launcher waited for the main port only
             assert rcpt(HOST, extra_port)[0] == 250, mta.diagnostics()
             assert rcpt(HOST, PORT)[0] in (454, 554)
             apply_edits(result.findings)
@@ -176,6 +178,7 @@ def test_master_override_agrees_with_real_postfix() -> None:
         assert "-o" not in fixed_extra
         with postfix(HOST, PORT, "mynetworks = 127.0.0.1/32\n", master_cf_extra=fixed_extra,
                      workdir=workdir) as mta2:
+            wait_port(HOST, extra_port)
             assert rcpt(HOST, extra_port)[0] in (454, 554), mta2.diagnostics()
             assert PostfixAuditor().audit(Path(str(mta2.extra["conf_dir"])),
                                           OPTIONS).findings == []

@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""Benchmark `relayguard watch` against `fail2ban-server` on the same growing access log.
+
+Two figures per tool, both while a writer appends to a real file:
+- sustained throughput: N combined-format lines (1 % of them CONNECT to port 25) appended as
+  fast as the writer can; time from the first write until the tool has read every line
+  (relayguard: `lines_read_total` on its metrics endpoint; fail2ban: `Total failed` of a jail
+  whose filter matches the CONNECT lines, i.e. it has parsed up to the last one);
+- alert latency: over a steady background of ordinary lines, one relaying CONNECT line at a
+  time; time from its write() to the alert (relayguard: the JSON line on its stdout;
+  fail2ban: its ban action, maxretry = 1, writing a timestamp). Median and p99.
+
+Runs on loopback/tmp only. fail2ban is optional (`apt-get install -y fail2ban`); without it
+only relayguard's figures are printed. Usage:
+    python bench/watch_bench.py [--lines 1000000] [--samples 40] [--no-fail2ban]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HOST = "127.0.9.40"
+TS_FMT = "%d/%b/%Y:%H:%M:%S +0000"
+
+
+def stamp(t: float) -> str:
+    return time.strftime(TS_FMT, time.gmtime(t))
+
+
+def ordinary(i: int, t: float) -> str:
+    return (f"10.{i % 200}.{i % 250}.{i % 251 + 1} - - [{stamp(t)}] \"GET /page/{i} HTTP/1.1\" "
+            f"200 {512 + i % 900} \"-\" \"Mozilla/5.0 (bench)\"\n")
+
+
+def connect_line(i: int, t: float) -> str:
+    return (f"203.0.{i // 250 % 250}.{i % 250 + 1} - - [{stamp(t)}] \"CONNECT mx{i}.victim.example"
+            f":25 HTTP/1.1\" 200 - \"-\" \"-\"\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+# ---------------------------------------------------------------------------------------------
+# relayguard
+
+class Relayguard:
+    def __init__(self, work: Path, log: Path, latency: bool) -> None:
+        self.port = free_port()
+        cfg = work / "watch.toml"
+        cfg.write_text(
+            "[watch]\npoll_interval = 0.25\nstart = \"beginning\"\ncheckpoint_interval = 1\n"
+            "[incidents]\nupdate_interval = 3600\nquiet = 36000\n"
+            f"[alerts]\nstdout = true\nbatch_window = {0 if latency else 0.2}\n")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "relayguard", "watch", str(log), "-c", str(cfg),
+             "--state", str(work / f"state-{time.monotonic_ns()}.sqlite"),
+             "--metrics", f"{HOST}:{self.port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, bufsize=0,
+            start_new_session=True)
+        self.alert_times: list[float] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                self.lines_read()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("relayguard watch did not start")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for _line in self.proc.stdout:
+            self.alert_times.append(time.time())
+
+    def lines_read(self) -> int:
+        url = f"http://{HOST}:{self.port}/metrics"
+        text = urllib.request.urlopen(url, timeout=2).read().decode()
+        for ln in text.splitlines():
+            if ln.startswith("relayguard_watch_lines_read_total "):
+                return int(float(ln.split()[1]))
+        return 0
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# fail2ban
+
+FILTER = r"""[Definition]
+failregex = ^<HOST> \S+ \S+ \[\] "CONNECT [^ "]+:(?:25|465|587) HTTP/1\.[01]"
+datepattern = %%d/%%b/%%Y:%%H:%%M:%%S %%z
+"""
+ACTION = """[Definition]
+actionstart =
+actionstop =
+actioncheck =
+actionban = echo "<ip>" >> {bans}
+actionunban =
+"""
+
+
+class Fail2ban:
+    def __init__(self, work: Path, log: Path, maxretry: int) -> None:
+        self.dir = work / f"f2b-{time.monotonic_ns()}"
+        (self.dir / "filter.d").mkdir(parents=True)
+        (self.dir / "action.d").mkdir()
+        self.sock = self.dir / "f2b.sock"
+        self.bans = self.dir / "bans"
+        self.bans.write_text("")
+        (self.dir / "fail2ban.conf").write_text(
+            f"[Definition]\nloglevel = WARNING\nlogtarget = {self.dir}/f2b.log\n"
+            f"socket = {self.sock}\npidfile = {self.dir}/f2b.pid\ndbfile = :memory:\n")
+        (self.dir / "filter.d" / "rg-connect.conf").write_text(FILTER)
+        (self.dir / "action.d" / "rg-record.conf").write_text(ACTION.format(bans=self.bans))
+        (self.dir / "jail.conf").write_text(
+            f"[DEFAULT]\nbackend = auto\n[rg-connect]\nenabled = true\nfilter = rg-connect\n"
+            f"logpath = {log}\nmaxretry = {maxretry}\nfindtime = 315360000\n"
+            f"bantime = 3600\naction = rg-record\n")
+        self.proc = subprocess.Popen(
+            ["fail2ban-server", "-f", "-x", "-c", str(self.dir), "-s", str(self.sock),
+             "-p", str(self.dir / "f2b.pid")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.failed() is not None:
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("fail2ban-server did not start: " +
+                           (self.dir / "f2b.log").read_text(errors="replace")[-500:])
+
+    def failed(self) -> int | None:
+        res = subprocess.run(["fail2ban-client", "-s", str(self.sock), "status", "rg-connect"],
+                             capture_output=True, text=True, timeout=30, check=False)
+        for ln in res.stdout.splitlines():
+            if "Total failed:" in ln:
+                return int(ln.rsplit(":", 1)[1])
+        return None
+
+    def stop(self) -> None:
+        subprocess.run(["fail2ban-client", "-s", str(self.sock), "stop"],
+                       capture_output=True, timeout=30, check=False)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# the two measurements
+
+def throughput(work: Path, n: int, tool: str, timeout: float) -> tuple[float, float] | None:
+    """(lines/s, writer lines/s) for reading n freshly appended lines."""
+    log = work / f"tp-{tool}.log"
+    log.write_text("")
+    base = time.time() - 3600
+    connects = 0
+    block: list[str] = []
+    blocks: list[bytes] = []
+    for i in range(n):
+        if i % 100 == 99:
+            block.append(connect_line(i, base + i / 1000))
+            connects += 1
+        else:
+            block.append(ordinary(i, base + i / 1000))
+        if len(block) == 2000:
+            blocks.append("".join(block).encode())
+            block = []
+    if block:
+        blocks.append("".join(block).encode())
+    t_ref: Relayguard | Fail2ban
+    if tool == "relayguard":
+        t_ref = Relayguard(work, log, latency=False)
+
+        def done() -> bool:
+            return t_ref.lines_read() >= n  # type: ignore[union-attr]
+    else:
+        t_ref = Fail2ban(work, log, maxretry=10**9)
+
+        def done() -> bool:
+            return (t_ref.failed() or 0) >= connects  # type: ignore[union-attr]
+    try:
+        t0 = time.monotonic()
+        with open(log, "ab") as fh:
+            for b in blocks:
+                fh.write(b)
+                fh.flush()
+        t_written = time.monotonic() - t0
+        deadline = t0 + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05 if tool == "relayguard" else 0.5)
+        elapsed = time.monotonic() - t0
+        return n / elapsed, n / max(t_written, 1e-9)
+    finally:
+        t_ref.stop()
+
+
+def latency(work: Path, samples: int, tool: str, background: int) -> list[float]:
+    """Seconds from writing one relaying line to the tool's alert, `samples` times."""
+    log = work / f"lat-{tool}.log"
+    log.write_text("")
+    t_ref: Relayguard | Fail2ban
+    if tool == "relayguard":
+        t_ref = Relayguard(work, log, latency=True)
+
+        def alerts() -> int:
+            return len(t_ref.alert_times)  # type: ignore[union-attr]
+    else:
+        t_ref = Fail2ban(work, log, maxretry=1)
+
+        def alerts() -> int:
+            return len(t_ref.bans.read_text().splitlines())  # type: ignore[union-attr]
+    stop = threading.Event()
+    lock = threading.Lock()
+    fh = open(log, "ab", buffering=0)  # noqa: SIM115 - closed below
+
+    def noise() -> None:
+        i = 0
+        while not stop.is_set():
+            t = time.time()
+            with lock:
+                fh.write("".join(ordinary(i + k, t) for k in range(background // 20)).encode())
+            i += background // 20
+            time.sleep(0.05)
+
+    bg = threading.Thread(target=noise, daemon=True)
+    bg.start()
+    out: list[float] = []
+    try:
+        time.sleep(1.0)
+        # relayguard: each sample opens a new incident (log time 2 h after the last one);
+        # fail2ban: each sample is a new address (a banned one is not banned again)
+        base = time.time() - samples * 7200 - 3600
+        for k in range(samples):
+            before = alerts()
+            t = base + k * 7200 if tool == "relayguard" else time.time()
+            line = connect_line(10_000 + k, t).encode()
+            with lock:
+                t0 = time.time()
+                fh.write(line)
+            deadline = time.monotonic() + 10
+            while alerts() == before and time.monotonic() < deadline:
+                time.sleep(0.002)
+            if alerts() == before:
+                print(f"  {tool}: no alert within 10 s for sample {k}", file=sys.stderr)
+                continue
+            got = t_ref.alert_times[-1] if tool == "relayguard" else time.time()  # type: ignore[union-attr]
+            out.append(got - t0)
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        bg.join(5)
+        fh.close()
+        t_ref.stop()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--f2b-lines", type=int, default=100_000,
+                    help="fail2ban gets fewer lines (it is slow); rates are per second")
+    ap.add_argument("--samples", type=int, default=40)
+    ap.add_argument("--background", type=int, default=2000, help="ordinary lines/s meanwhile")
+    ap.add_argument("--no-fail2ban", action="store_true")
+    args = ap.parse_args()
+    samples = min(args.samples, 50)  # an incident kind holds at most 50 incidents
+    have_f2b = not args.no_fail2ban and shutil.which("fail2ban-server") is not None
+    work = Path(tempfile.mkdtemp(prefix="rg-watch-bench-"))
+    try:
+        print(f"relayguard watch vs fail2ban-server  ({os.cpu_count()} CPUs)")
+        rg_tp = throughput(work, args.lines, "relayguard", 300)
+        print(f"throughput  relayguard: {rg_tp[0]:>12,.0f} lines/s  ({args.lines:,} lines; "
+              f"writer {rg_tp[1]:,.0f} lines/s)" if rg_tp else "throughput  relayguard: timeout")
+        f2b_tp = None
+        if have_f2b:
+            f2b_tp = throughput(work, args.f2b_lines, "fail2ban", 600)
+            print(f"throughput  fail2ban:   {f2b_tp[0]:>12,.0f} lines/s  ({args.f2b_lines:,} "
+                  f"lines)" if f2b_tp else "throughput  fail2ban:   timeout")
+            if rg_tp and f2b_tp:
+                print(f"            ratio:      {rg_tp[0] / f2b_tp[0]:>12.1f} x")
+        for tool in ("relayguard", "fail2ban") if have_f2b else ("relayguard",):
+            lat = latency(work, samples, tool, args.background)
+            if lat:
+                print(f"latency     {tool + ':':<11} median {statistics.median(lat) * 1000:7.1f} ms"
+                      f"   p99 {percentile(lat, 0.99) * 1000:7.1f} ms   ({len(lat)} samples, "
+                      f"{args.background} background lines/s)")
+            else:
+                print(f"latency     {tool}: no alerts")
+        if not have_f2b:
+            print("fail2ban-server not installed (apt-get install -y fail2ban): no comparison")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
