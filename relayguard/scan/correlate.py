@@ -8,6 +8,7 @@ the story says what it is, how sure we are (which kinds of evidence agree), and 
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,17 +21,37 @@ _MAIL = {Category.OPEN_SMTP_RELAY, Category.RELAY_ABUSE}
 _RELAY_PATHS = _PROXY - {Category.PROXY_ABUSE} | {Category.OPEN_SMTP_RELAY}
 _ABUSE = {Category.PROXY_ABUSE, Category.RELAY_ABUSE}
 SOURCE_WORDS = {"audit": "config", "probe": "probe", "logs": "logs", "blocklist": "blocklist"}
+# Listings that say strangers abused the host itself (an exploited host / open proxy, or spam
+# sent from it): they are what a relay hole causes, so they join its story. Policy listings
+# (PBL, UCEPROTECT L2/L3), reputation and domain listings say nothing about a relay hole.
+_CAUSED_BY_RELAYING = {"BL-LISTED-COMPROMISE", "BL-LISTED-SPAM"}
 
 
-def evidence_source(f: Finding) -> str:
-    """Which kind of evidence a finding is: audit, probe, logs or blocklist."""
-    rule = rule_by_id(f.rule)
-    server = rule.server if rule is not None else f.rule.split("-", 1)[0].lower()
+def rule_source(rule_id: str) -> str:
+    """Which kind of evidence a rule gives: audit, probe, logs or blocklist."""
+    rule = rule_by_id(rule_id)
+    server = rule.server if rule is not None else rule_id.split("-", 1)[0].lower()
     if server in ("probe", "logs", "blocklist"):
         return server
     if server == "bl":
         return "blocklist"
     return "audit"
+
+
+def evidence_source(f: Finding) -> str:
+    """Which kind of evidence a finding is: audit, probe, logs or blocklist."""
+    return rule_source(f.rule)
+
+
+def explains_relaying(f: Finding) -> bool:
+    """A compromise/open-proxy or spam-source listing of one of the host's addresses."""
+    if f.rule not in _CAUSED_BY_RELAYING or f.location.host is None:
+        return False
+    try:
+        ipaddress.ip_address(f.location.host)
+    except ValueError:
+        return False  # a domain listing (DBL): about the domain's use, not this host
+    return True
 
 
 @dataclass
@@ -65,7 +86,7 @@ class Story:
                          if f.location.host is not None and evidence_source(f) == "probe"})
         where = f" ({', '.join(places[:4])})" if places else ""
         abused = bool(cats & _ABUSE)
-        listed = Category.BLOCKLISTED in cats
+        listed = any(explains_relaying(f) for f in self.findings)
         if self.key == "proxy":
             what = "Strangers can relay through an open proxy" + where
             if Category.SMTP_VIA_PROXY in cats:
@@ -75,6 +96,10 @@ class Story:
                 Category.OPEN_SMTP_RELAY in cats) else "Mail relaying seen in the logs"
         elif self.key == "blocklisted":
             return "The host is on DNS blocklists"
+        elif self.key == "listings":
+            kinds = sorted({f.rule.removeprefix("BL-LISTED-").lower() for f in self.findings})
+            return (f"Other blocklist listings ({', '.join(kinds)}): not caused by a relay "
+                    "path; each says what it means and how to get off it")
         else:
             return "Hardening: not a relay path by itself, but it weakens the defence"
         tail = []
@@ -99,19 +124,25 @@ class Story:
 
 
 def stories(findings: list[Finding]) -> list[Story]:
-    """Group findings into stories, worst first; blocklist listings join the abuse they
-    explain (the proxy story when there is one, else the mail story)."""
+    """Group findings into stories, worst first. Listings of the host's address as an open
+    proxy / compromised host or a spam source join the abuse they explain (the proxy story
+    when there is one, else the mail story); other listings (policy, reputation, domains) are
+    told apart, never as "blocklisted for it"."""
     proxy = Story("proxy", [f for f in findings if f.category in _PROXY])
     mail = Story("mail", [f for f in findings if f.category in _MAIL])
     listed = [f for f in findings if f.category is Category.BLOCKLISTED]
+    caused = [f for f in listed if explains_relaying(f)]
+    other = [f for f in listed if not explains_relaying(f)]
     hardening = Story("hardening", [f for f in findings if f.category is Category.HARDENING])
     if proxy.findings:
-        proxy.findings += listed
+        proxy.findings += caused
     elif mail.findings:
-        mail.findings += listed
+        mail.findings += caused
     out = [s for s in (proxy, mail) if s.findings]
-    if listed and not out:
-        out.append(Story("blocklisted", listed))
+    if caused and not out:
+        out.append(Story("blocklisted", caused))
+    if other:
+        out.append(Story("listings", other))
     out.sort(key=lambda s: (-s.severity, -s.confidence))
     if hardening.findings:
         out.append(hardening)
@@ -122,8 +153,9 @@ def verdict(findings: list[Finding], errors: list[ErrorEntry]) -> str:
     """One word a person and a script can act on.
 
     OPEN: a stranger can relay (a high/critical relay path). ABUSED: logs show relaying that
-    happened. LISTED: on a blocklist. AT-RISK: lesser findings. INCOMPLETE: nothing found but
-    some check could not run (never called clean). CLEAN: everything checked, nothing found.
+    happened. LISTED: on a blocklist. Those are proven whatever else failed. Below them, a
+    check that could not run makes the scan INCOMPLETE (never AT-RISK or CLEAN, which read as
+    assessed). AT-RISK: lesser findings. CLEAN: everything checked, nothing found.
     """
     cats = {f.category for f in findings if f.severity >= Severity.HIGH}
     if cats & _RELAY_PATHS:
@@ -132,10 +164,10 @@ def verdict(findings: list[Finding], errors: list[ErrorEntry]) -> str:
         return "ABUSED"
     if Category.BLOCKLISTED in cats:
         return "LISTED"
-    if any(f.severity >= Severity.LOW for f in findings):
-        return "AT-RISK"
     if errors:
         return "INCOMPLETE"
+    if any(f.severity >= Severity.LOW for f in findings):
+        return "AT-RISK"
     return "CLEAN"
 
 
@@ -144,6 +176,7 @@ VERDICT_MEANINGS = {
     "ABUSED": "the logs show relaying that already happened",
     "LISTED": "the host is on a DNS blocklist",
     "AT-RISK": "no open relay path, but findings that weaken the defence",
-    "INCOMPLETE": "nothing found, but some checks could not run: not a clean bill",
+    "INCOMPLETE": "no relay path proven, but some checks could not run: the result is "
+    "inconclusive, not a clean bill (see the checks that could not run)",
     "CLEAN": "every check that ran completed, and nothing relays for strangers",
 }

@@ -119,3 +119,33 @@ def is_local_host(host: str, addresses: list[str] | None = None) -> bool:
 def public_addresses(addresses: list[str]) -> list[str]:
     """The globally routable ones: what a blocklist could list."""
     return [a for a in addresses if ipaddress.ip_address(a).is_global]
+
+
+def other_addresses(address: str, socks: list[Listener]) -> tuple[list[tuple[str, int]], str]:
+    """Services bound to another specific, non-loopback address of this machine than
+    `address` (the one strangers reach by default): they are just as reachable from outside,
+    so they are probed at their own address. Returns the (address, port) pairs and a note.
+
+    Link-local IPv6 sockets need a scope id to reach, so they are named, not probed.
+    """
+    out: list[tuple[str, int]] = []
+    scoped: list[str] = []
+    for s in socks:
+        if s.wildcard or s.serves(address):
+            continue
+        ip = ipaddress.ip_address(s.address)
+        if ip.is_loopback:
+            continue
+        if ip.is_link_local:
+            scoped.append(f"[{s.address}]:{s.port}")
+        else:
+            out.append((s.address, s.port))
+    parts = []
+    if out:
+        shown = ", ".join(f"[{a}]:{p}" if ":" in a else f"{a}:{p}" for a, p in out)
+        parts.append(f"also probed at their own address (bound to another address of this "
+                     f"machine than {address}): {shown}")
+    if scoped:
+        parts.append(f"bound to link-local addresses, not probed (they need an interface "
+                     f"scope): {', '.join(scoped)}")
+    return out, "; ".join(parts)

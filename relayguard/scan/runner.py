@@ -29,6 +29,7 @@ from relayguard.scan.discover import (
     is_local_host,
     listeners,
     local_addresses,
+    other_addresses,
     ports_serving,
 )
 from relayguard.scan.site import ScanOptions, Site
@@ -54,6 +55,10 @@ class _SiteRun:
     local: bool = False
     ports: list[int] = field(default_factory=list)
     open_ports: list[int] = field(default_factory=list)
+    # This machine's services bound to another of its own addresses (not the one strangers
+    # reach by default): probed at their own address, (address, port).
+    extra: list[tuple[str, int]] = field(default_factory=list)
+    open_extra: list[tuple[str, int]] = field(default_factory=list)
     audit: Report = field(default_factory=lambda: Report("audit"))
     audit_results: list[AuditResult] = field(default_factory=list)
     probe: list[Finding] = field(default_factory=list)
@@ -90,6 +95,10 @@ def _local_targets(run: _SiteRun) -> None:
             run.notes.append("listening on loopback only (not probed; strangers reach them "
                              f"only through a proxy, which the audit checks): ports "
                              f"{', '.join(map(str, loopback_only))}")
+        if run.site.ports is None:
+            run.extra, note = other_addresses(run.address, socks)
+            if note:
+                run.notes.append(note)
     assert run.address is not None
     if run.site.ports is None:
         if ipaddress.ip_address(run.address).is_loopback and run.site.host is not None:
@@ -127,23 +136,26 @@ def _prepare(run: _SiteRun, options: ScanOptions, addresses: list[str]) -> None:
 
 def _sweep(runs: list[_SiteRun]) -> None:
     """Which of each site's ports accept a TCP connection (bounded, concurrent)."""
-    jobs = [(r, p) for r in runs if r.address is not None for p in r.ports]
+    jobs = [(r, r.address, p) for r in runs if r.address is not None for p in r.ports]
+    jobs += [(r, a, p) for r in runs for a, p in r.extra]
 
-    def knock(job: tuple[_SiteRun, int]) -> bool:
-        run, port = job
+    def knock(job: tuple[_SiteRun, str, int]) -> bool:
+        _run, address, port = job
         try:
-            with socket.create_connection((run.address, port), timeout=SWEEP_TIMEOUT):
+            with socket.create_connection((address, port), timeout=SWEEP_TIMEOUT):
                 return True
         except OSError:
             return False
 
     with ThreadPoolExecutor(max_workers=SWEEP_CONCURRENCY) as pool:
         answers = list(pool.map(knock, jobs))
-    for (run, port), ok in zip(jobs, answers, strict=True):
-        if ok:
+    for (run, address, port), ok in zip(jobs, answers, strict=True):
+        if ok and address == run.address:
             run.open_ports.append(port)
+        elif ok:
+            run.open_extra.append((address, port))
     for run in runs:
-        if run.address is not None and run.ports and not run.open_ports:
+        if run.address is not None and run.ports and not run.open_ports and not run.open_extra:
             run.errors.append(ErrorEntry(
                 run.site.host or run.address,
                 f"unreachable: none of {len(run.ports)} port(s) accepted a connection within "
@@ -157,6 +169,7 @@ def _probe(runs: list[_SiteRun], options: ScanOptions, source: str | None) -> Re
     from relayguard.probe.targets import Target
 
     targets = [Target(r.address, p) for r in runs if r.address for p in r.open_ports]
+    targets += [Target(a, p) for r in runs for a, p in r.open_extra]
     if not targets:
         return Report("probe")
     popts = ProbeOptions(
@@ -170,13 +183,15 @@ def _probe(runs: list[_SiteRun], options: ScanOptions, source: str | None) -> Re
 def _split_probe(report: Report, runs: list[_SiteRun]) -> list[str]:
     """Hand each probe finding and error to its site; run-wide problems go to every site."""
     by_host = {r.address: r for r in runs if r.address}
+    by_host.update({a: r for r in runs for a, _p in r.open_extra})
     for f in report.findings:
         run = by_host.get(f.location.host or "")
         if run is not None:
             run.probe.append(f)
     for e in report.errors:
         host = e.source.rsplit(":", 1)[0].strip("[]") if ":" in e.source else e.source
-        targets = [by_host[host]] if host in by_host else [r for r in runs if r.open_ports]
+        targets = [by_host[host]] if host in by_host else [
+            r for r in runs if r.open_ports or r.open_extra]
         for run in targets:
             run.probe_errors.append(e)
     return list(report.notes)
@@ -207,7 +222,9 @@ def _finish(run: _SiteRun, probe_stats: dict[str, Any], source: str | None,
         "skipped": skipped,
         "stories": [s.to_dict() for s in told],
         "probe_source": source,
-        "ports": {"considered": run.ports, "open": run.open_ports},
+        "ports": {"considered": run.ports, "open": run.open_ports,
+                  **({"other_addresses": [f"{a}:{p}" for a, p in run.open_extra]}
+                     if run.extra else {})},
         "evidence": {
             "audit": len(run.audit.findings), "probe": len(probe),
             "logs": len(run.logs.findings), "blocklist": len(run.blocklist.findings),
@@ -252,7 +269,8 @@ def scan_sites(sites: list[Site], options: ScanOptions,
                             for m in a.facts.get("mta", []))
     probe_hosts = [r.address for r in runs if r.address]
     own = any(r.local for r in runs)
-    source, source_notes = choose_source(probe_hosts, options.source, nets, own)
+    probe_hosts += [a for r in runs for a, _p in r.extra if a not in probe_hosts]
+    source, source_notes = choose_source(probe_hosts, options.source, nets, own, addresses)
     if source is not None and options.audit and probe_hosts and not trusted_by(source, nets) \
             and all(
             ipaddress.ip_address(h).is_loopback for h in probe_hosts):
@@ -298,8 +316,9 @@ def scan_sites(sites: list[Site], options: ScanOptions,
                if not on]
     out = []
     for run in runs:
+        hosts = {a for a in (run.address, *(a for a, _p in run.extra)) if a}
         mine = [n for n in probe_notes
-                if run.address and n.startswith((run.address, f"[{run.address}]"))]
+                if any(n.startswith((h, f"[{h}]")) for h in hosts)]
         out.append(_finish(run, stats, source, [*source_notes, *mine], skipped))
     return out
 
@@ -328,5 +347,5 @@ def fleet_summary(reports: list[Report]) -> Report:
 
 
 def _fleet_verdict(words: list[str]) -> str:
-    order = ["OPEN", "ABUSED", "LISTED", "AT-RISK", "INCOMPLETE", "CLEAN"]
+    order = ["OPEN", "ABUSED", "LISTED", "INCOMPLETE", "AT-RISK", "CLEAN"]
     return min(words, key=order.index) if words else "CLEAN"

@@ -40,29 +40,55 @@ def trusted_by(address: str, nets: list[tuple[IPNet, str]]) -> list[str]:
 
 
 def _candidates(targets: list[str]) -> list[str]:
-    """Loopback addresses near the targets (same /24 first), then far ends of 127/8."""
+    """Loopback IPv4 addresses near the targets (same /24 first), then far ends of 127/8.
+
+    IPv6 has one loopback address (::1), so an IPv6 target has no loopback neighbour.
+    """
     out: list[str] = []
     for t in targets:
+        ip = ipaddress.ip_address(t)
+        if ip.version != 4 or not ip.is_loopback:
+            continue
         base = t.rsplit(".", 1)[0]
         out += [f"{base}.{n}" for n in (250, 251, 252)]
-    out += ["127.254.254.250", "127.254.254.251"]
+    if out:
+        out += ["127.254.254.250", "127.254.254.251"]
     return [c for c in dict.fromkeys(out) if c not in targets]
 
 
+def _own_alternatives(targets: list[str], local: list[str]) -> list[str]:
+    """The machine's other non-loopback addresses of the targets' family (link-local ones
+    need a scope, so they are left out): candidates for a stranger's view of itself."""
+    version = ipaddress.ip_address(targets[0]).version
+    out = []
+    for a in local:
+        ip = ipaddress.ip_address(a)
+        if ip.version == version and not (ip.is_loopback or ip.is_link_local) \
+                and str(ip) not in targets:
+            out.append(str(ip))
+    return out
+
+
 def choose_source(targets: list[str], given: str | None, nets: list[tuple[IPNet, str]],
-                  own_host: bool) -> tuple[str | None, list[str]]:
+                  own_host: bool, local: Iterable[str] = ()) -> tuple[str | None, list[str]]:
     """The probe source address and the plain-language notes about it.
 
     `given` (--source-address) wins. For loopback targets an untrusted loopback address is
-    picked when one exists. Otherwise the kernel chooses (None).
+    picked when one exists; when the targets are this machine's own non-loopback addresses
+    (`local` lists them all), another of its addresses that no audited MTA trusts is picked.
+    Otherwise the kernel chooses (None). A source has the targets' family: mixed families
+    get None.
     """
     notes: list[str] = []
-    loopback = bool(targets) and all(_is_loopback(t) for t in targets)
+    mine = list(local)
     source = given
-    if source is None and loopback:
-        pool = _candidates(targets)
+    same_family = len({ipaddress.ip_address(t).version for t in targets}) == 1
+    loopback = bool(targets) and all(_is_loopback(t) for t in targets)
+    own = same_family and not loopback and all(t in mine for t in targets)
+    if source is None and same_family and (loopback or own):
+        pool = _candidates(targets) if loopback else _own_alternatives(targets, mine)
         untrusted = [c for c in pool if not trusted_by(c, nets)]
-        source = untrusted[0] if untrusted else (pool[0] if pool else None)
+        source = untrusted[0] if untrusted else (pool[0] if pool and loopback else None)
         if source and untrusted:
             notes.append(f"probes are sent from {source}, an address no audited MTA trusts, so "
                          "they get a stranger's answers")

@@ -2,7 +2,8 @@
 
 - OPEN (127.0.10.10): Apache with the incident's open forward proxy (CONNECT to 25 allowed) on
   :8080 and a Postfix that trusts loopback on :25; spam already went through (in the logs);
-  an rbldnsd at 127.0.10.5 lists its "public address" 11.22.33.44 as an open proxy.
+  an rbldnsd at 127.0.10.5 serves DroneBL's zone (the catalogue's codes) and lists its
+  "public address" 11.22.33.44 as an open HTTP proxy (DroneBL 9).
 - CLOSED (127.0.10.20): Apache serving pages only (`ProxyRequests Off`) on :8080 and a Postfix
   that trusts only 127.0.0.1 on :25; nothing listed.
 Session-scoped: each daemon starts once and is always stopped.
@@ -27,7 +28,7 @@ OPEN_IP, CLOSED_IP, DNS_IP = "127.0.10.10", "127.0.10.20", "127.0.10.5"
 UNREACHABLE_IP = "127.0.10.99"  # nothing ever listens here
 WEB, SMTP = 8080, 25
 LISTED = "11.22.33.44"  # the open host's "public address", listed by the test DNSBL
-ZONE = "proxies.rg-scan.test"
+ZONE = "dnsbl.dronebl.org"  # served by the local rbldnsd only, never asked of the world
 OPEN_BODY = ("ProxyRequests On\nAllowCONNECT 443 25\n<Proxy \"*\">\n    Require all granted\n"
              "</Proxy>\n")
 CLOSED_BODY = "ProxyRequests Off\n"
@@ -130,4 +131,4 @@ def dnsbl() -> Iterator[Rbldnsd]:
 
 def blocklist_args(server: Rbldnsd, address: str = LISTED) -> list[str]:
     return ["--public-address", address, "--resolver", f"{server.host}:{server.port}",
-            "--zones", f"{ZONE}:ip"]
+            "--zones", ZONE]

@@ -93,7 +93,7 @@ def test_browser_renders_verdict_stories_charts_and_tables(open_page: Path) -> N
     assert tree.count('<div class="card finding">') == 10
     # the blocklist table with the DNSBL's answer
     assert '<table class="blocklist">' in tree
-    assert "<td>11.22.33.44</td><td>listed</td><td>proxies.rg-scan.test</td>" in tree
+    assert "<td>11.22.33.44</td><td>listed</td><td>dnsbl.dronebl.org</td>" in tree
     assert "open proxy on port 8080 relaying spam" in tree
 
 

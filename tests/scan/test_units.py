@@ -22,7 +22,13 @@ from relayguard.findings import (
 )
 from relayguard.report.nagios import NagiosState, nagios_state, render_nagios
 from relayguard.scan.correlate import stories, verdict
-from relayguard.scan.discover import Listener, listeners, parse_proc_net, ports_serving
+from relayguard.scan.discover import (
+    Listener,
+    listeners,
+    other_addresses,
+    parse_proc_net,
+    ports_serving,
+)
 from relayguard.scan.inventory import load_inventory
 from relayguard.scan.sources import choose_source, trusted_networks
 
@@ -91,11 +97,43 @@ def test_blocklisting_alone_is_its_own_story() -> None:
         ("blocklisted", "The host is on DNS blocklists")]
 
 
+def _listing(rule: str, host: str, sev: Severity = Severity.HIGH) -> Finding:
+    return Finding(rule, Category.BLOCKLISTED, sev, Confidence.CONFIRMED,
+                   f"{host} is listed", Location(host=host))
+
+
+def test_policy_reputation_and_domain_listings_are_told_apart() -> None:
+    proxy = _f("PROBE-CONNECT-SMTP", Category.SMTP_VIA_PROXY, Severity.CRITICAL)
+    pbl = _listing("BL-LISTED-POLICY", "192.0.2.1", Severity.LOW)
+    dbl = _listing("BL-LISTED-SPAM", "mail.example.com")
+    other = _listing("BL-LISTED-OTHER", "192.0.2.1", Severity.MEDIUM)
+    told = stories([proxy, pbl, dbl, other])
+    assert [s.key for s in told] == ["proxy", "listings"]
+    assert told[0].findings == [proxy]
+    assert "blocklisted" not in told[0].headline()
+    assert told[1].findings == [pbl, dbl, other]
+    assert told[1].headline() == ("Other blocklist listings (other, policy, spam): not caused "
+                                  "by a relay path; each says what it means and how to get "
+                                  "off it")
+    # a compromise listing of the host's address is what the open proxy caused
+    xbl = _listing("BL-LISTED-COMPROMISE", "192.0.2.1")
+    told = stories([proxy, pbl, xbl])
+    assert told[0].findings == [proxy, xbl]
+    assert told[0].headline().endswith("; the host is blocklisted for it")
+    assert told[1].findings == [pbl]
+    # only a policy listing: no relay story, no "blocklisted for it", not LISTED either
+    assert [s.key for s in stories([pbl])] == ["listings"]
+    assert verdict([pbl], []) == "AT-RISK"
+
+
 @pytest.mark.parametrize(("findings", "errors", "word"), [
     ([_f("PROBE-SOCKS5", Category.OPEN_SOCKS_PROXY)], [], "OPEN"),
     ([_f("LOGS-SMTP-RELAYED", Category.RELAY_ABUSE)], [], "ABUSED"),
     ([_f("BL-LISTED-SPAM", Category.BLOCKLISTED)], [], "LISTED"),
-    ([_f("X", Category.OPEN_HTTP_PROXY, Severity.MEDIUM)], [ErrorEntry("a", "b")], "AT-RISK"),
+    ([_f("X", Category.OPEN_HTTP_PROXY, Severity.MEDIUM)], [ErrorEntry("a", "b")],
+     "INCOMPLETE"),
+    ([_f("X", Category.OPEN_HTTP_PROXY, Severity.MEDIUM)], [], "AT-RISK"),
+    ([_f("X", Category.OPEN_HTTP_PROXY, Severity.HIGH)], [ErrorEntry("a", "b")], "OPEN"),
     ([_f("X", Category.HARDENING, Severity.INFO)], [ErrorEntry("a", "b")], "INCOMPLETE"),
     ([_f("X", Category.HARDENING, Severity.INFO)], [], "CLEAN"),
     ([], [], "CLEAN"),
@@ -115,6 +153,48 @@ def test_source_outside_the_mtas_trusted_networks_is_picked() -> None:
     source, notes = choose_source(["127.0.10.1"], None, every, own_host=True)
     assert source == "127.0.10.250"
     assert notes[0].startswith("TRUSTED SOURCE: the probes come from 127.0.10.250, which mta")
+
+
+def test_ipv6_loopback_has_no_loopback_neighbour_to_probe_from() -> None:
+    nets = trusted_networks([{"trusted_networks": ["127.0.0.0/8", "[::1]/128"]}])
+    source, notes = choose_source(["::1"], None, nets, own_host=True)
+    assert source is None
+    assert notes[0].startswith("TRUSTED SOURCE: this host is probing itself")
+    # mixed families: one source address cannot serve both
+    source, _ = choose_source(["::1", "127.0.10.1"], None, nets, own_host=True)
+    assert source is None
+
+
+def test_own_address_is_probed_from_another_untrusted_address_of_the_machine() -> None:
+    local = ["127.0.0.1", "198.51.100.4", "198.51.100.9", "fe80::1", "2001:db8::4"]
+    nets = trusted_networks([{"server": "postfix", "listen": ["*:25"],
+                              "trusted_networks": ["127.0.0.0/8", "198.51.100.4/32"]}])
+    source, notes = choose_source(["198.51.100.4"], None, nets, own_host=True, local=local)
+    assert source == "198.51.100.9"
+    assert notes == ["probes are sent from 198.51.100.9, an address no audited MTA trusts, so "
+                     "they get a stranger's answers"]
+    # every other address is trusted too: the kernel chooses, and the plain note is kept
+    wide = trusted_networks([{"trusted_networks": ["198.51.100.0/24"]}])
+    source, notes = choose_source(["198.51.100.4"], None, wide, own_host=True, local=local)
+    assert source is None and notes[0].startswith("TRUSTED SOURCE: this host is probing itself")
+    # IPv6 own address: the other global IPv6 address only (never link-local, never IPv4)
+    source, _ = choose_source(["2001:db8::4"], None, nets, own_host=True,
+                              local=[*local, "2001:db8::7"])
+    assert source == "2001:db8::7"
+    # a remote target is never probed from a picked address
+    assert choose_source(["203.0.113.5"], None, nets, own_host=False, local=local)[0] is None
+
+
+def test_services_on_other_addresses_of_the_machine_are_included() -> None:
+    socks = [Listener("0.0.0.0", 25), Listener("198.51.100.4", 8080),
+             Listener("198.51.100.9", 3128), Listener("127.0.0.1", 5432),
+             Listener("fe80::1", 1080), Listener("::", 443)]
+    extra, note = other_addresses("198.51.100.4", socks)
+    assert extra == [("198.51.100.9", 3128)]
+    assert note == ("also probed at their own address (bound to another address of this "
+                    "machine than 198.51.100.4): 198.51.100.9:3128; bound to link-local "
+                    "addresses, not probed (they need an interface scope): [fe80::1]:1080")
+    assert other_addresses("198.51.100.4", socks[:2]) == ([], "")
 
 
 def _report(*sevs: Severity, errors: int = 0) -> Report:
