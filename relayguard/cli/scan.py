@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from relayguard.cli import (
     ExitStatus,
@@ -54,7 +55,44 @@ def _address(option: str, text: str | None) -> str | None:
         raise AssertionError from None
 
 
-@app.command("scan")
+class NagiosAwareCommand(TyperCommand):
+    """Under `--nagios` every way out is a plugin status: click's own parse errors (exit 2,
+    which Nagios reads as CRITICAL) and uncaught exceptions (exit 1, WARNING) become UNKNOWN
+    (3) with one status line on stdout, as the Monitoring Plugins guidelines require."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        nagios = "--nagios" in args
+        try:
+            return super().parse_args(ctx, args)
+        except typer.TyperException as exc:  # click's UsageError / BadParameter
+            if not nagios:
+                raise
+            _usage(True, _click_message(exc))
+            raise AssertionError from None  # _usage always raises
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort):
+            raise
+        except typer.TyperException as exc:
+            if not ctx.params.get("nagios"):
+                raise
+            _usage(True, _click_message(exc))
+        except (Exception, KeyboardInterrupt) as exc:
+            if not ctx.params.get("nagios"):
+                raise
+            word = "interrupted" if isinstance(exc, KeyboardInterrupt) else "internal error"
+            _usage(True, f"{word}: {type(exc).__name__}: {exc}".rstrip(": "))
+        raise AssertionError  # _usage always raises
+
+
+def _click_message(exc: Exception) -> str:
+    fmt = getattr(exc, "format_message", None)
+    return str(fmt() if callable(fmt) else exc) or type(exc).__name__
+
+
+@app.command("scan", cls=NagiosAwareCommand)
 def scan_command(
     host: Annotated[str | None, typer.Argument(
         help="Host name or address to scan (default: this machine).", show_default=False)

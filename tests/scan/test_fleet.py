@@ -169,3 +169,39 @@ def test_nagios_fleet(open_host: Host, closed_host: Host, tmp_path: Path) -> Non
     assert text == "RELAYGUARD CRITICAL - 1 of 3 sites with findings (client-open); " \
                    "1 check(s) could not run"
     assert "sites=3;;;0" in perf
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--bogus"], "RELAYGUARD UNKNOWN - No such option: --bogus"),
+    (["--jobs", "abc"], "RELAYGUARD UNKNOWN - Invalid value for '--jobs' / '-j'"),
+    (["--fail-on", "nope"], "RELAYGUARD UNKNOWN - "),
+])
+def test_nagios_unknown_on_click_parse_errors(args: list[str], message: str) -> None:
+    """click's own parse errors exit 2 (CRITICAL to Nagios) with nothing on stdout; under
+    --nagios they are UNKNOWN with one status line, wherever --nagios stands."""
+    for order in ([UNREACHABLE_IP, "--nagios", *args], [UNREACHABLE_IP, *args, "--nagios"]):
+        done = rg("scan", *order)
+        assert done.returncode == 3, (order, done.stdout, done.stderr)
+        assert done.stdout.startswith(message) and done.stdout.count("\n") == 1, done.stdout
+    plain = rg("scan", UNREACHABLE_IP, *args)
+    assert plain.returncode == 2 and plain.stdout == ""  # without --nagios: click's usage error
+
+
+def test_nagios_unknown_on_an_uncaught_exception(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug that escapes the scan is UNKNOWN (3), not Python's exit 1 (WARNING). Injected:
+    nothing real crashes the scan on purpose."""
+    from typer.testing import CliRunner
+
+    import relayguard.scan as scan_pkg
+    from relayguard.cli import app
+
+    def crash(*_args: object, **_kw: object) -> None:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(scan_pkg, "scan_sites", crash)
+    args = ["scan", UNREACHABLE_IP, "--no-history", "--no-blocklist"]
+    done = CliRunner().invoke(app, [*args, "--nagios"])
+    assert done.exit_code == 3
+    assert done.stdout == "RELAYGUARD UNKNOWN - internal error: RuntimeError: boom\n"
+    plain = CliRunner().invoke(app, args)
+    assert isinstance(plain.exception, RuntimeError)  # without --nagios the bug is not hidden
