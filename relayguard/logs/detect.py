@@ -268,6 +268,10 @@ _PF_REJECT = re.compile(
 _PF_SASL = re.compile(
     r"^warning: (?P<host>[^\[\s]*)\[(?P<ip>[^\]]*)\](?::\d+)?: SASL \S+ authentication failed")
 _PF_REMOVED = re.compile(r"^(?P<qid>\w+): removed$")
+# A remote server's own reply in a delivery status: after a command (`said:`), or at the
+# greeting (`refused to talk to me:`, what Spamhaus-using MXes answer a listed IP with).
+_REMOTE_REPLY = re.compile(r"^host (?P<host>\S+) (?:said|refused to talk to me): (?P<reply>.*)$",
+                           re.S)
 
 _EXIM_ARRIVAL = re.compile(
     r"^(?P<id>[\w-]{16,23}) <= (?P<from>\S+) .*?H=(?:\S+ )?(?:\([^)]*\) )?\[(?P<ip>[^\]]+)\]")
@@ -279,6 +283,9 @@ _EXIM_RELAY_DENIED = re.compile(
 _SENDMAIL_RELAY_DENIED = re.compile(
     r"ruleset=check_rcpt, arg1=<?(?P<to>[^>,\s]*)>?, relay=(?:\S+ )?\[(?:IPv6:)?"
     r"(?P<ip>[^\]]+)\].*?reject=\d{3} [\d.]+ .*?Relaying denied")
+_EXIM_REMOTE_ERROR = re.compile(
+    r"H=(?P<host>\S+) \[(?P<ip>[^\]]+)\].*?: SMTP error from remote (?:mail|MTA) server "
+    r"after .*?: (?P<reply>\d{3}[ -].*)$")
 _EXIM_SYSLOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?(?: [+-]\d{4})?"
                                  r"(?: \[\d+\])? ")
 _EXIM_AUTH_FAIL = re.compile(
@@ -384,6 +391,11 @@ class MailDetector:
         tail = prog.rsplit("/", 1)[-1]
         msg = rec.message
         sample = Sample(path, lineno, line)
+        if tail == "postscreen":  # rejects before smtpd: inbound, like smtpd's
+            m = _PF_REJECT.match(msg)
+            if m is not None:
+                self._reject(rec, m["ip"], m["text"], m["to"] or "", sample)
+            return
         if tail == "smtpd":
             m = _PF_CLIENT.match(msg)
             if m is not None:
@@ -458,15 +470,14 @@ class MailDetector:
             self.local_domains.add(domain)
         if not outbound:
             return
-        if status in ("bounced", "deferred") and " said: " in text and \
-                BLOCKLIST_REPLY.search(text):
+        reply = _REMOTE_REPLY.match(text) if status in ("bounced", "deferred") else None
+        if reply is not None and BLOCKLIST_REPLY.search(reply["reply"]):
             inc = self.book.current("smtp-blocklist-bounce", rec.time)
             lists = inc.extra.setdefault("lists", {})
-            name = blocklist_name(text)
+            name = blocklist_name(reply["reply"])
             if name in lists or len(lists) < 32:
                 lists[name] = lists.get(name, 0) + 1
-            said = text.split(" said: ", 1)[0].removeprefix("host ")
-            inc.add(rec.time, None, said, sample, outcome="refused", status=status)
+            inc.add(rec.time, None, reply["host"], sample, outcome="refused", status=status)
         st = self._msg(qid, create=False)
         if st is not None and status != "deferred":
             self.outbound_senders.add(st.sender or "<>" if st.sender is not None else "?")
@@ -521,9 +532,9 @@ class MailDetector:
             outbound = "smtp" in tname or " H=" in rest
             flag = m["flag"]
             status = {"=>": "sent", "->": "sent", "**": "bounced", "==": "deferred"}[flag]
-            text = rest
-            if "SMTP error from remote mail server" in rest:
-                text = rest.replace("SMTP error from remote mail server", " said: ", 1)
+            err = _EXIM_REMOTE_ERROR.search(rest)
+            # in Postfix's words, so one rule reads both: `host H[ip] said: 5xx …`
+            text = f"host {err['host']}[{err['ip']}] said: {err['reply']}" if err else rest
             self._delivery(rec, m["id"], m["to"].strip("<>"), outbound,
                            not outbound and flag == "=>", status, text, sample)
             return

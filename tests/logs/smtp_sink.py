@@ -2,7 +2,9 @@
 
 No Debian package gives a scriptable remote MX, so this is the one stand-in in these tests:
 `accept` answers every command like a normal MX; `blocklisted` answers RCPT with the kind of
-554 a real MX sends to a listed IP (so the real Postfix logs a real blocklist bounce).
+554 a real MX sends to a listed IP (so the real Postfix logs a real blocklist bounce);
+`greeting_block` refuses at the greeting with that 554, as Spamhaus-using MXes often do (the
+real Postfix then logs `refused to talk to me: 554 …`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ BLOCK_REPLY = (b"554 5.7.1 Service unavailable; Client host [{ip}] blocked using
 class SmtpSink:
     """Accepts SMTP sessions; counts accepted messages; optionally refuses RCPT (blocklist)."""
 
-    def __init__(self, host: str, port: int, *, blocklisted: bool = False) -> None:
+    def __init__(self, host: str, port: int, *, blocklisted: bool = False,
+                 greeting_block: bool = False) -> None:
         self.host, self.port, self.blocklisted = host, port, blocklisted
+        self.greeting_block = greeting_block
+        self.sessions = 0
         self.messages = 0
         self.rcpts: list[str] = []
         self._lock = threading.Lock()
@@ -48,6 +53,13 @@ class SmtpSink:
     def _session(self, conn: socket.socket, peer_ip: str) -> None:
         conn.settimeout(10)
         with contextlib.suppress(OSError), conn, conn.makefile("rwb") as f:
+            with self._lock:
+                self.sessions += 1
+            if self.greeting_block:
+                f.write(BLOCK_REPLY.replace(b"{ip}", peer_ip.encode()))
+                f.flush()
+                f.readline(65536)  # the client's QUIT, if it sends one
+                return
             f.write(b"220 sink.test ESMTP\r\n")
             f.flush()
             in_data = False
@@ -86,9 +98,10 @@ class SmtpSink:
 
 
 @contextlib.contextmanager
-def smtp_sink(host: str, port: int, *, blocklisted: bool = False) -> Iterator[SmtpSink]:
+def smtp_sink(host: str, port: int, *, blocklisted: bool = False,
+              greeting_block: bool = False) -> Iterator[SmtpSink]:
     """An SmtpSink on host:port, always stopped."""
-    sink = SmtpSink(host, port, blocklisted=blocklisted)
+    sink = SmtpSink(host, port, blocklisted=blocklisted, greeting_block=greeting_block)
     sink.start()
     try:
         yield sink

@@ -123,6 +123,36 @@ def test_outbound_blocklist_bounce_vs_inbound_reject(tmp_path: Path) -> None:
     assert blocklist_name("Too many spams from your IP") == "unnamed"
 
 
+def test_greeting_refusal_is_outbound_and_postscreen_dnsbl_is_inbound(tmp_path: Path) -> None:
+    """The reviewer's lines: a remote MX refusing at the greeting (Postfix: `refused to talk to
+    me`, Exim: `after initial connection`) says WE are listed; postscreen refusing a listed
+    client is our server blocking someone (inbound), like smtpd's rejects."""
+    text = (
+        "Mar  1 10:00:02 mx postfix/smtp[101]: 4A1B2C3D4E: to=<u@gmail.com>, relay=gmail-smtp-"
+        "in.l.google.com[142.250.1.26]:25, delay=1, delays=0/0/1/0, dsn=4.0.0, status=deferred "
+        "(host gmail-smtp-in.l.google.com[142.250.1.26] refused to talk to me: 554 5.7.1 "
+        "Service unavailable; Client host [198.51.100.4] blocked using zen.spamhaus.org; "
+        "https://www.spamhaus.org/query/ip/198.51.100.4)\n"
+        "Mar  1 10:00:04 mx postfix/postscreen[102]: NOQUEUE: reject: RCPT from [192.0.2.5]:"
+        "4242: 550 5.7.1 Service unavailable; client [192.0.2.5] blocked using "
+        "zen.spamhaus.org; from=<x@y.test>, to=<me@mx.test>, proto=ESMTP, helo=<y>\n")
+    got = run(tmp_path, text, year=2026)
+    assert got["rules"] == ["LOGS-SMTP-BLOCKLISTED"]
+    inc = got["incidents"]["smtp-blocklist-bounce"]
+    assert inc["events"] == 1 and inc["lists"] == {"zen.spamhaus.org": 1}
+    assert inc["destinations"] == [("gmail-smtp-in.l.google.com[142.250.1.26]", 1)]
+    mail = got["report"].stats["mail"]
+    assert mail["inbound_blocklist_rejects"] == 1 and mail["rejects"] == 1
+    exim = ("2026-03-01 10:00:06 1vAbCd-000001-AB == z@blk.example R=dnslookup T=remote_smtp "
+            "defer (-44) H=mx.blk.example [192.0.2.9]: SMTP error from remote mail server after "
+            "initial connection: 554 5.7.1 Client host [203.0.113.1] blocked using "
+            "bl.spamcop.net\n")
+    got = run(tmp_path, exim, name="mainlog")
+    assert got["incidents"]["smtp-blocklist-bounce"]["lists"] == {"bl.spamcop.net": 1}
+    assert got["incidents"]["smtp-blocklist-bounce"]["destinations"] == [
+        ("mx.blk.example[192.0.2.9]", 1)]
+
+
 def test_exim_mainlog_relay_denied_relayed_and_bounce(tmp_path: Path) -> None:
     text = (
         "2026-03-01 10:00:00 H=(bot) [198.51.100.3] F=<a@b.example> rejected RCPT "

@@ -196,10 +196,11 @@ def test_fast_and_line_paths_agree_on_real_logs(web_logs: dict[str, Any]) -> Non
 # Postfix
 
 MTA_OPEN, MTA_CLOSED = "127.0.5.40", "127.0.5.42"
-SINK_OK, SINK_BLOCK = "127.0.5.62", "127.0.5.63"
+SINK_OK, SINK_BLOCK, SINK_GREET = "127.0.5.62", "127.0.5.63", "127.0.5.65"
 SPAM_CLIENT, PROBE_CLIENT = "127.0.5.34", "127.0.5.35"
 VICTIMS = ("victim1.test", "victim2.test", "victim3.test")
 BLOCKERS = ("blocked1.test", "blocked2.test")
+GREET_BLOCKER = "greetblock.test"  # its MX refuses at the greeting: 554 … blocked using …
 
 
 def _smtp(host: str, port: int, source: str, rcpts: list[str]) -> list[str]:
@@ -238,19 +239,22 @@ def mail_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out: dict[str, Any] = {}
     keep = tmp_path_factory.mktemp("maillogs")
     transport = "".join(f"{d} smtp:[{SINK_OK}]:2526\n" for d in VICTIMS) + \
-        "".join(f"{d} smtp:[{SINK_BLOCK}]:2526\n" for d in BLOCKERS)
+        "".join(f"{d} smtp:[{SINK_BLOCK}]:2526\n" for d in BLOCKERS) + \
+        f"{GREET_BLOCKER} smtp:[{SINK_GREET}]:2526\n"
     open_cf = ("mynetworks = 127.0.0.1/32\n"
                "smtpd_relay_restrictions = permit_mynetworks, "
                "check_client_access cidr:$config_directory/clients.cidr, "
                "reject_unauth_destination\n"
                "transport_maps = texthash:$config_directory/transport\n")
     with smtp_sink(SINK_OK, 2526) as ok, smtp_sink(SINK_BLOCK, 2526, blocklisted=True), \
+            smtp_sink(SINK_GREET, 2526, greeting_block=True) as greet, \
             postfix(MTA_OPEN, 2525, open_cf, files={"clients.cidr": "127.0.5.0/24 OK\n",
                                                      "transport": transport}) as mta_open, \
             postfix(MTA_CLOSED, 2525, "mynetworks = 127.0.0.1/32\n") as mta_closed:
         out["t0"] = time.time()
-        # the spammer: 3 messages to the accepting MXes, 2 to MXes that say we are listed
-        for i, dom in enumerate((*VICTIMS, *BLOCKERS)):
+        # the spammer: 3 messages to the accepting MXes, 2 to MXes that say we are listed at
+        # RCPT, 1 to an MX that says so in its greeting (Postfix defers: skip_5xx_greeting)
+        for i, dom in enumerate((*VICTIMS, *BLOCKERS, GREET_BLOCKER)):
             replies = _smtp(MTA_OPEN, 2525, SPAM_CLIENT, [f"user{i}@{dom}"])
             assert replies[-2].startswith("250 2.0.0"), (replies, mta_open.diagnostics())
         # the closed MTA: 3 relay attempts refused (stock defer_unauth_destination: 454)
@@ -258,7 +262,8 @@ def mail_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             replies = _smtp(MTA_CLOSED, 2525, PROBE_CLIENT, [f"x@{dom}"])
             assert replies[3].startswith("454 4.7.1"), replies
         out["t1"] = time.time()
-        _wait_log(lambda: mta_open.log("mail"), "status=", 5 + 2)  # + 2 bounce notices
+        _wait_log(lambda: mta_open.log("mail"), "status=", 6 + 2)  # + 2 bounce notices
+        assert greet.sessions >= 1
         _wait_log(lambda: mta_closed.log("mail"), "Relay access denied", 3)
         assert ok.messages == 3
         for name, d in (("open", mta_open), ("closed", mta_closed)):
@@ -274,15 +279,19 @@ def test_open_postfix_relay_and_blocklist_bounces_exact(mail_logs: dict[str, Any
     assert set(inc) == {"smtp-relayed", "smtp-blocklist-bounce"}
     relayed = inc["smtp-relayed"]
     assert relayed["client"] == SPAM_CLIENT
-    assert relayed["events"] == 5 and relayed["messages"] == 5
-    assert relayed["foreign_domains"] == 5
-    assert relayed["outcomes"] == {"relayed": 3, "refused": 2}
-    assert sorted(d for d, _ in relayed["destinations"]) == sorted((*VICTIMS, *BLOCKERS))
+    assert relayed["events"] == 6 and relayed["messages"] == 6
+    assert relayed["foreign_domains"] == 6
+    assert relayed["outcomes"] == {"relayed": 3, "refused": 2, "unknown": 1}
+    assert sorted(d for d, _ in relayed["destinations"]) == sorted(
+        (*VICTIMS, *BLOCKERS, GREET_BLOCKER))
     assert _iso_local(mail_logs["t0"]) <= relayed["first_seen"] <= relayed["last_seen"] \
         <= _iso_local(mail_logs["t1"] + 5)
     bounce = inc["smtp-blocklist-bounce"]
-    assert bounce["events"] == 2 and bounce["lists"] == {"zen.spamhaus.org": 2}
-    assert [tuple(d) for d in bounce["destinations"]] == [(f"{SINK_BLOCK}[{SINK_BLOCK}]", 2)]
+    # 2 refused at RCPT (bounced), 1 at the greeting (`refused to talk to me`, deferred)
+    assert bounce["events"] == 3 and bounce["lists"] == {"zen.spamhaus.org": 3}
+    assert bounce["statuses"] == {"bounced": 2, "deferred": 1}
+    assert [tuple(d) for d in bounce["destinations"]] == [
+        (f"{SINK_BLOCK}[{SINK_BLOCK}]", 2), (f"{SINK_GREET}[{SINK_GREET}]", 1)]
     mail = report.stats["mail"]
     # 3 sent + 2 bounced for the spammer, 2 non-delivery notices (to spam.test, unresolvable)
     assert [tuple(x) for x in mail["outbound_by_sender"]] == [("bulk@spam.test", 5), ("<>", 2)]
@@ -301,6 +310,32 @@ def test_closed_postfix_relay_attempts_refused(mail_logs: dict[str, Any]) -> Non
     assert sorted(d for d, _ in denied["destinations"]) == sorted(VICTIMS)
     assert [(f.rule, f.severity.label) for f in report.findings] == \
         [("LOGS-SMTP-RELAY-DENIED", "low")]
+
+
+MTA_SCREEN, SCREENED = "127.0.5.43", "127.0.5.36"
+
+
+def test_postscreen_rejects_are_inbound_rejects(tmp_path: Path) -> None:
+    """A real postscreen in front of smtpd refusing a denylisted client: an inbound reject
+    (our server refusing someone), counted as such and never read as "we are blocklisted".
+    Its DNSBL variant (`… blocked using zen.spamhaus.org`) needs a DNS server postscreen's
+    dnsblog would ask, which loopback-only tests cannot point it at; test_detectors has it."""
+    main_cf = ("postscreen_access_list = permit_mynetworks, cidr:$config_directory/ps.cidr\n"
+               "postscreen_denylist_action = enforce\n")
+    master = ("2527 inet n - n - 1 postscreen\nsmtpd pass - - n - - smtpd\n"
+              "dnsblog unix - - n - 0 dnsblog\ntlsproxy unix - - n - 0 tlsproxy\n")
+    with postfix(MTA_SCREEN, 2525, main_cf, files={"ps.cidr": f"{SCREENED}/32 reject\n"},
+                 master_cf_extra=master) as mta:
+        replies = _smtp(MTA_SCREEN, 2527, SCREENED, ["me@mx.relayguard.test"])
+        assert replies[3].startswith("550 5.3.2"), (replies, mta.diagnostics())
+        _wait_log(lambda: mta.log("mail"), "postscreen", 3)
+        _wait_log(lambda: mta.log("mail"), "NOQUEUE: reject: RCPT", 1)
+        log = tmp_path / "maillog"
+        shutil.copy(mta.logs["mail"], log)
+    report = analyse([str(log)])
+    assert report.stats["mail"]["rejects"] == 1
+    assert report.stats["mail"]["inbound_blocklist_rejects"] == 0
+    assert report.stats["incidents"] == [] and report.findings == ()
 
 
 def test_web_and_mail_logs_together_tell_one_story(web_logs: dict[str, Any],
