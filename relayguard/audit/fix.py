@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -73,32 +74,46 @@ def unified_diff(edits: Iterable[Edit]) -> str:
     return "".join(chunks)
 
 
+def _abs(path: str | Path) -> Path:
+    """An absolute, normalised path without following symlinks: a config named `a.conf` or
+    `.` and the edits that name it must agree on where it lives."""
+    return Path(os.path.abspath(path))
+
+
 def _config_dir(result: AuditResult) -> Path:
-    p = Path(result.config)
+    p = _abs(result.config)
     return p if p.is_dir() else p.parent
 
 
-def _scratch_copy(src: Path, dest: Path) -> None:
-    """Copy a config dir so it is self-contained: absolute references to `src` (an
-    `Include /etc/apache2/x.conf`, a `ServerRoot`) are rewritten to point into the copy."""
+def _copy_tree(src: Path, dest: Path) -> None:
+    """Copy a config dir (symlinks kept) unless it is too big to copy for a check."""
     count = sum(len(files) for _, _, files in os.walk(src))
     if count > MAX_COPY_FILES:
         raise ValueError(f"{src} holds {count} files; too many to verify a fix in a copy")
     shutil.copytree(src, dest, symlinks=True)
-    old, new = str(src.resolve()), str(dest)
-    for dirpath, _, files in os.walk(dest):
+
+
+def _relocate(copy: Path, src: Path) -> None:
+    """Make the copy self-contained: absolute references to `src` inside it (an `Include
+    /etc/apache2/x.conf`, a `ServerRoot`, a `cidr:/etc/postfix/x.cidr`) are rewritten to point
+    into the copy. Runs after the edits, whose old lines quote the files as they really are."""
+    names = {str(src), str(src.resolve())}
+    pattern = re.compile(b"|".join(re.escape(n.encode()) for n in sorted(names, key=len,
+                                                                          reverse=True))
+                         + rb"(?=[/\s\"',;:)]|$)", re.MULTILINE)
+    for dirpath, _, files in os.walk(copy):
         for name in files:
             f = Path(dirpath) / name
             if f.is_symlink() or f.stat().st_size > 4 * 1024 * 1024:
                 continue
             data = f.read_bytes()
-            if old.encode() in data and b"\x00" not in data:
-                f.write_bytes(data.replace(old.encode(), new.encode()))
+            if b"\x00" not in data and pattern.search(data):
+                f.write_bytes(pattern.sub(str(copy).encode(), data))
 
 
 def _apply_in_copy(copy: Path, origin: Path, edits: list[Edit]) -> None:
     for path, group in _by_path(edits).items():
-        rel = Path(path).relative_to(origin)  # ValueError when outside: cannot verify
+        rel = _abs(path).relative_to(origin)  # ValueError when outside: cannot verify
         target = copy / rel
         resolved = target.resolve()
         if resolved.is_relative_to(copy.resolve()):
@@ -110,8 +125,40 @@ def _apply_in_copy(copy: Path, origin: Path, edits: list[Edit]) -> None:
         resolved.write_text(apply_edits(text, group), encoding="utf-8")
 
 
-def _same_hole(f: Finding, g: Finding) -> bool:
-    return f.rule == g.rule and f.category == g.category
+def _moved_line(path: Path, line: int, edits: list[Edit]) -> int:
+    """Where `line` of `path` is after the edits (the start of a replaced block it was in)."""
+    mine = [e for e in edits if _abs(e.path) == path]
+    anchor = next((e.line for e in mine if e.line <= line < e.line + len(e.old)), line)
+    return anchor + sum(len(e.new) - len(e.old) for e in mine if e.line + len(e.old) <= anchor)
+
+
+def _place(f: Finding, copy: Path, origin: Path) -> tuple[str, str, str | None, int | None]:
+    """A finding of the audited copy keyed as if it were in the real config directory."""
+    path = None
+    if f.location.path is not None:
+        p = _abs(f.location.path)
+        path = str(origin / p.relative_to(copy)) if p.is_relative_to(copy) else str(p)
+    return f.rule, f.category.value, path, f.location.line
+
+
+def _still_open(targets: list[Finding], before: list[Finding], after: list[Finding],
+                edits: list[Edit], copy: Path, origin: Path) -> list[Finding]:
+    """The targets the patched copy still reports at their (moved) place. A rule that fires
+    as often as before counts as not closed at all: the patch moved the hole, not closed it."""
+    seen = {_place(a, copy, origin) for a in after}
+    remaining: list[Finding] = []
+    for t in targets:
+        path = _abs(t.location.path) if t.location.path is not None else None
+        line = t.location.line
+        if path is not None and line is not None:
+            line = _moved_line(path, line, edits)
+        key = (t.rule, t.category.value, str(path) if path else None, line)
+        fixed_here = sum(1 for x in targets if x.rule == t.rule and x in before)
+        now = sum(1 for a in after if a.rule == t.rule)
+        was = sum(1 for b in before if b.rule == t.rule)
+        if key in seen or (fixed_here and now > was - fixed_here):
+            remaining.append(t)
+    return remaining
 
 
 def _verify(auditor: Auditor, result: AuditResult, edits: list[Edit],
@@ -119,16 +166,17 @@ def _verify(auditor: Auditor, result: AuditResult, edits: list[Edit],
     """(findings still present, refusal reason or "", config-test output) for these edits."""
     origin = _config_dir(result)
     with tempfile.TemporaryDirectory(prefix="relayguard-fix-") as tmp:
-        copy = Path(tmp) / origin.name
+        copy = Path(tmp) / (origin.name or "root")
         try:
-            _scratch_copy(origin, copy)
+            _copy_tree(origin, copy)
             _apply_in_copy(copy, origin, edits)
+            _relocate(copy, origin)
         except (OSError, ValueError) as exc:
             return targets, f"cannot verify in a copy: {exc}", ""
-        config = Path(result.config)
+        config = _abs(result.config)
         copied_config = copy / config.relative_to(origin) if config != origin else copy
         after = auditor.audit(copied_config, options)
-        remaining = [t for t in targets if any(_same_hole(t, a) for a in after.findings)]
+        remaining = _still_open(targets, result.findings, after.findings, edits, copy, origin)
         tested = auditor.config_test(copied_config)
         if tested is None:
             return remaining, "", f"{auditor.name}: its config test is not installed here"
@@ -189,6 +237,6 @@ def findings_for(result: AuditResult, findings: Iterable[Finding]) -> list[Findi
     for f in findings:
         rule = rule_by_id(f.rule)
         if id(f) not in mine and f.edits and rule is not None and rule.server == result.server \
-                and all(Path(e.path).is_relative_to(_config_dir(result)) for e in f.edits):
+                and all(_abs(e.path).is_relative_to(_config_dir(result)) for e in f.edits):
             out.append(f)
     return out
