@@ -28,6 +28,7 @@ class Rule:
     reference: str  # official documentation URL
     bad: str = ""
     good: str = ""
+    also: tuple[Category, ...] = ()  # further categories every finding of it counts in
 
     def finding(
         self,
@@ -40,6 +41,7 @@ class Rule:
         category: Category | None = None,
         fix: str | None = None,
         edits: Iterable[Edit] = (),
+        also: Iterable[Category] | None = None,
     ) -> Finding:
         """Build a finding for this rule; severity/category default to the catalogue's."""
         return Finding(
@@ -52,6 +54,7 @@ class Rule:
             evidence=tuple(evidence),
             fix=fix if fix is not None else self.fix,
             edits=tuple(edits),
+            also=self.also if also is None else tuple(also),
         )
 
     def doc(self) -> str:
@@ -61,6 +64,7 @@ class Rule:
             "",
             f"- server: {self.server}",
             f"- category: {self.category.value}",
+            *([f"- also: {', '.join(c.value for c in self.also)}"] if self.also else []),
             f"- severity: {self.severity.label}",
             "",
             "## What is wrong",

@@ -148,6 +148,15 @@ class Finding:
     evidence: tuple[Evidence, ...] = ()
     fix: str | None = None
     edits: tuple[Edit, ...] = ()
+    # Further categories the same hole belongs to: a chain (a proxy into the local MTA that
+    # trusts it) is one hole that is both `smtp-via-proxy` and `open-smtp-relay`, reported
+    # once. `category` stays the primary one; `categories` lists all, primary first.
+    also: tuple[Category, ...] = ()
+
+    @property
+    def categories(self) -> tuple[Category, ...]:
+        """Every category this finding counts in, its primary `category` first."""
+        return (self.category, *(c for c in self.also if c != self.category))
 
     @property
     def target(self) -> str | None:
@@ -163,6 +172,7 @@ class Finding:
         return {
             "rule": self.rule,
             "category": self.category.value,
+            "categories": [c.value for c in self.categories],
             "severity": self.severity.label,
             "confidence": self.confidence.label,
             "title": self.title,

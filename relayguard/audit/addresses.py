@@ -10,6 +10,9 @@ listener, which networks are local, and the `proxy_paths` fact the cross-service
                                        # SOCKS) rather than as a forwarded HTTP request
      "reaches_loopback": bool,         # some allowed client reaches 127.0.0.1 through it
      "loopback_ports": [25, ...],      # PROBE_PORTS reachable on 127.0.0.1 through it
+     "loopback_tunnel_ports": [443],   # the subset of those reached through a raw tunnel:
+                                       # only these carry SMTP to the local MTA (Postfix
+                                       # hangs up on the request lines of plain HTTP)
      "clients": "outside" | "trusted" | "loopback" | "nobody"}
 
 Each proxy auditor also records `outside_verdicts`: {"GET 80": bool, "CONNECT 25": bool, …}
@@ -120,11 +123,16 @@ def who_uses(open_to_outside: bool, users: Iterable[IPAddress]) -> str:
 
 def proxy_path(server: str, config: str, listen: str, *, open_to_outside: bool,
                reaches_ports: Iterable[int], loopback_ports: Iterable[int],
-               clients: str, tunnel_ports: Iterable[int] | None = None) -> dict[str, Any]:
-    """One `proxy_paths` fact (see the module docstring)."""
+               clients: str, tunnel_ports: Iterable[int] | None = None,
+               loopback_tunnel_ports: Iterable[int] | None = None) -> dict[str, Any]:
+    """One `proxy_paths` fact (see the module docstring). Tunnel ports default to every
+    reached port; loopback tunnel ports to the loopback ports that are tunnel ports too."""
     lp = sorted(set(loopback_ports))
     reach = sorted(set(reaches_ports))
+    tunnel = reach if tunnel_ports is None else sorted(set(tunnel_ports))
+    loop_tunnel = set(lp) & set(tunnel) if loopback_tunnel_ports is None \
+        else set(loopback_tunnel_ports)
     return {"server": server, "config": config, "listen": listen,
             "open_to_outside": open_to_outside, "reaches_ports": reach,
-            "tunnel_ports": reach if tunnel_ports is None else sorted(set(tunnel_ports)),
-            "reaches_loopback": bool(lp), "loopback_ports": lp, "clients": clients}
+            "tunnel_ports": tunnel, "reaches_loopback": bool(lp), "loopback_ports": lp,
+            "loopback_tunnel_ports": sorted(loop_tunnel), "clients": clients}

@@ -15,8 +15,11 @@ Each auditor publishes facts in `AuditResult.facts`; this module only combines t
     reaches_loopback bool: some allowed client reaches 127.0.0.1 (the host itself) through it
     loopback_ports   [int]: ports reachable on 127.0.0.1 through it
     clients          "outside" | "trusted" | "loopback" | "nobody": who may use it
-    tunnel           bool: raw bytes flow (default: tunnel_ports is non-empty); False for
-                     HTTP-level proxying, whose request lines an MTA sees as bogus commands
+    loopback_tunnel_ports [int]: the loopback ports reached through a raw tunnel; when
+                     present it alone decides whether SMTP bytes reach the local MTA
+    tunnel           bool: raw bytes flow (to `tunnel_ports`, or every port when that is
+                     empty); False for HTTP-level proxying, whose request lines an MTA sees
+                     as bogus commands
     targets          ["host:port"] when the config fixes the destination; None = client picks
     source           "addr" the proxy connects from (proxy_bind…); None = 127.0.0.1
     kind             free text ("http-host", "connect", "stream", …)
@@ -69,6 +72,7 @@ PROXY_TO_LOCAL_MTA = Rule(
     "not let the proxy's source address into the MTA's trusted networks (use "
     "`proxy_bind` to an untrusted address, or PROXY protocol).",
     reference="https://www.postfix.org/postconf.5.html#mynetworks",
+    also=(Category.OPEN_SMTP_RELAY,),
     bad="# nginx.conf (with the stock Postfix main.cf: mynetworks = 127.0.0.0/8 …)\n"
     "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\npid nginx.pid;\n"
     "error_log error.log;\nevents {}\nstream {\n    server {\n"
@@ -124,9 +128,11 @@ def _chain(p: dict[str, Any], m: dict[str, Any]) -> Finding | None:
     source = p.get("source") or "127.0.0.1"
     if not _trusted(source, m.get("trusted_networks", [])):
         return None
-    tunnel = bool(p.get("tunnel", bool(p.get("tunnel_ports"))))
+    tunnelled = [port for port in usable if _tunnels_to(p, port)]
+    tunnel = bool(tunnelled)
     if not tunnel and m.get("forbids_http_commands"):
         return None  # HTTP request lines make Postfix hang up (smtpd_forbidden_commands)
+    usable = tunnelled or usable
     open_ = bool(p.get("open_to_outside"))
     if open_ and tunnel:
         sev, conf = Severity.CRITICAL, Confidence.LIKELY
@@ -147,6 +153,17 @@ def _chain(p: dict[str, Any], m: dict[str, Any]) -> Finding | None:
     return PROXY_TO_LOCAL_MTA.finding(
         title, location=Location(first.get("path") or None, first.get("line") or None),
         evidence=evidence, severity=sev, confidence=conf, edits=edits)
+
+
+def _tunnels_to(p: dict[str, Any], port: int) -> bool:
+    """Do raw bytes reach local `port` through this path? A proxy that tunnels to 443 only
+    carries nothing but HTTP request lines to port 25, and those are no SMTP session."""
+    if "loopback_tunnel_ports" in p:
+        return port in (p.get("loopback_tunnel_ports") or [])
+    if "tunnel" in p:  # nginx: stream paths tunnel to every port they reach, http paths none
+        ports = p.get("tunnel_ports")
+        return bool(p["tunnel"]) and (not ports or port in ports)
+    return port in (p.get("tunnel_ports") or [])
 
 
 def _ev(e: dict[str, Any]) -> Evidence:

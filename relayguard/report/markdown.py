@@ -61,14 +61,14 @@ def render_markdown(report: Report) -> str:
                   "|---|---|---|---|---|---|"]
         for f in findings:
             lines.append(
-                f"| {f.severity.label} | {f.confidence.label} | {f.category.value} | "
+                f"| {f.severity.label} | {f.confidence.label} | {' + '.join(f.categories)} | "
                 f"{escape_inline(f.rule)} | {escape_inline(str(f.location))} | "
                 f"{escape_inline(f.title)} |"
             )
         lines.append("")
     for n, f in enumerate(findings, 1):
         lines += [f"## {n}. {escape_inline(f.title)}", "",
-                  f"- rule: {escape_inline(f.rule)}, category: {f.category.value}",
+                  f"- rule: {escape_inline(f.rule)}, category: {' + '.join(f.categories)}",
                   f"- severity: **{f.severity.label}**, confidence: {f.confidence.label}",
                   f"- where: {escape_inline(str(f.location))}", ""]
         for ev in f.evidence:

@@ -46,7 +46,8 @@ def _rule_descriptor(rule: Rule) -> dict[str, Any]:
         "properties": {
             "category": rule.category.value,
             "security-severity": _SECURITY_SEVERITY[rule.severity],
-            "tags": ["security", rule.category.value, rule.server],
+            "tags": ["security", rule.category.value, *(c.value for c in rule.also),
+                     rule.server],
         },
     }
 
@@ -70,6 +71,7 @@ def _result(f: Finding, index: dict[str, int]) -> dict[str, Any]:
         "partialFingerprints": {"relayguard/v1": f.fingerprint()},
         "properties": {
             "category": f.category.value,
+            "categories": [c.value for c in f.categories],
             "severity": f.severity.label,
             "confidence": f.confidence.label,
             "security-severity": _SECURITY_SEVERITY[f.severity],

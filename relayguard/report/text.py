@@ -29,7 +29,8 @@ def _finding_panel(n: int, f: Finding) -> Panel:
         (_clean(f.title), "bold"),
     )
     meta = Text(
-        _clean(f"{f.rule} · {f.category.value} · confidence {f.confidence.label} · {f.location}"),
+        _clean(f"{f.rule} · {' + '.join(f.categories)} · confidence {f.confidence.label} · "
+               f"{f.location}"),
         style="dim",
     )
     body: list[Text | Syntax] = [head, meta]

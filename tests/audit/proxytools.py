@@ -186,7 +186,8 @@ def canaries(host: str, wait: float = 90.0) -> Iterator[Canaries]:
         yield Canaries(host, web, tls, smtp)
 
 
-def _read_some(s: socket.socket, until: bytes, timeout: float) -> bytes:
+def read_until(s: socket.socket, until: bytes, timeout: float) -> bytes:
+    """What `s` sends until `until` shows up, it closes, or `timeout` passes (bounded)."""
     buf = b""
     deadline = time.monotonic() + timeout
     while until not in buf and len(buf) < 65536:
@@ -217,17 +218,17 @@ def http_proxy_verdicts(host: str, port: int, c: Canaries,
                 s.sendall(f"GET http://{c.host}:{target_port}/{nonce} HTTP/1.1\r\n"
                           f"Host: {c.host}:{target_port}\r\nConnection: close\r\n\r\n"
                           .encode())
-                _read_some(s, b"\r\n\r\n", 1.5)
+                read_until(s, b"\r\n\r\n", 1.5)
             else:
                 s.sendall(f"CONNECT {c.host}:{target_port} HTTP/1.1\r\n"
                           f"Host: {c.host}:{target_port}\r\n\r\n".encode())
-                head = _read_some(s, b"\r\n\r\n", 5.0)
+                head = read_until(s, b"\r\n\r\n", 5.0)
                 if head.split(b" ", 2)[1:2] == [b"200"]:
                     payload = (f"GET /{nonce} HTTP/1.0\r\n\r\n" if target_port != 25
                                else f"EHLO {nonce}\r\n")
                     with contextlib.suppress(OSError):
                         s.sendall(payload.encode())
-                        _read_some(s, b"\r\n", 1.0)
+                        read_until(s, b"\r\n", 1.0)
         out[f"{method} {target_port}"] = bool(canary.wait_for(nonce, timeout=0.5))
     return out
 
@@ -247,7 +248,7 @@ def socks_verdicts(host: str, port: int, c: Canaries, source: str = OUTSIDE,
             with s:
                 s.sendall((f"GET /{nonce} HTTP/1.0\r\n\r\n" if target_port != 25
                            else f"EHLO {nonce}\r\n").encode())
-                _read_some(s, b"\r\n", 1.0)
+                read_until(s, b"\r\n", 1.0)
         out[f"SOCKS {target_port}"] = bool(canary.wait_for(nonce, timeout=0.5))
     return out
 

@@ -23,8 +23,8 @@ CATEGORIES = {
     "open-http-proxy", "open-connect-proxy", "smtp-via-proxy", "open-socks-proxy",
     "open-smtp-relay", "proxy-abuse", "relay-abuse", "blocklisted", "hardening",
 }
-FINDING_KEYS = {"rule", "category", "severity", "confidence", "title", "location", "target",
-                "evidence", "fix", "edits", "fingerprint"}
+FINDING_KEYS = {"rule", "category", "categories", "severity", "confidence", "title", "location",
+                "target", "evidence", "fix", "edits", "fingerprint"}
 
 
 def doc(report: Report) -> dict:
@@ -45,6 +45,7 @@ def test_every_finding_serialises_every_field() -> None:
     for f in d["findings"]:
         assert set(f) == FINDING_KEYS
         assert f["category"] in CATEGORIES
+        assert f["categories"][0] == f["category"] and set(f["categories"]) <= CATEGORIES
         assert f["severity"] in {"critical", "high", "medium", "low", "info"}
         assert f["confidence"] in {"confirmed", "likely", "possible"}
         assert len(f["fingerprint"]) == 32

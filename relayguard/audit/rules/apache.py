@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -476,8 +476,8 @@ def check(cfg: ApacheConfig, options: AuditOptions) -> tuple[list[Finding], dict
 def _downgrade(f: Finding, note: Evidence) -> Finding:
     if f.severity <= Severity.LOW:
         return f
-    return Finding(f.rule, f.category, Severity.LOW, f.confidence, f.title + " (loopback only)",
-                   f.location, (*f.evidence, note), f.fix, f.edits)
+    return replace(f, severity=Severity.LOW, title=f.title + " (loopback only)",
+                   evidence=(*f.evidence, note))
 
 
 def _exposure(main: Server, client: IPAddress) -> bool:

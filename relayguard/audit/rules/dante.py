@@ -328,6 +328,7 @@ def check(cfg: DanteConfig, options: AuditOptions) -> tuple[list[Finding], dict[
         loop = {p for u in path_users for p, v in reach(u, LOOPBACK).items() if v.allowed}
         paths.append(proxy_path("dante", cfg.path, label, open_to_outside=path_open,
                                 reaches_ports=ports, loopback_ports=loop,
+                                loopback_tunnel_ports=loop,  # SOCKS: every port is a tunnel
                                 clients=who_uses(path_open, path_users)))
     verdicts = {f"SOCKS {p}": bool(outside.get(p) and outside[p].allowed) for p in PROBE_PORTS}
     return findings, {"proxy_paths": paths, "outside_client": str(stranger),

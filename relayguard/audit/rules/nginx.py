@@ -42,6 +42,7 @@ OPEN_PROXY_HTTP_HOST = Rule(
     "or whitelist hosts with a `map` whose default is a dead end; if a forward proxy is really "
     "wanted, restrict it with `allow <LAN>; deny all;`.",
     reference="https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_pass",
+    also=(Category.OPEN_HTTP_PROXY,),
     bad=_MINI.format(body="        location / { proxy_pass http://$http_host$request_uri; }"),
     good=_MINI.format(body="        location / { proxy_pass http://127.0.8.11:8081; }"),
 )
@@ -233,19 +234,19 @@ def findings_for(paths: list[ProxyPath], client: IPAddress,
         if p.kind == "http-host":
             rule = OPEN_PROXY_HTTP_HOST
             sev = Severity.CRITICAL if smtp else Severity.HIGH
-            cat = Category.SMTP_VIA_PROXY if smtp else Category.OPEN_HTTP_PROXY
+            base = Category.OPEN_HTTP_PROXY
             title = (f"proxy_pass target from ${', $'.join(p.vars)}: any client picks host and "
                      f"{_ports_text(p.ports)}")
         elif p.kind == "host":
             rule = OPEN_PROXY_HOST
             sev = Severity.CRITICAL if smtp else Severity.HIGH
-            cat = Category.SMTP_VIA_PROXY if smtp else Category.OPEN_HTTP_PROXY
+            base = Category.OPEN_HTTP_PROXY
             title = f"open HTTP proxy: proxy_pass to $host in a server receiving any host " \
                     f"({_ports_text(p.ports)})"
         elif p.kind == "connect":
             rule = PROXY_CONNECT
             sev = Severity.CRITICAL if smtp else Severity.HIGH
-            cat = Category.SMTP_VIA_PROXY if smtp else Category.OPEN_CONNECT_PROXY
+            base = Category.OPEN_CONNECT_PROXY
             title = f"open CONNECT proxy (proxy_connect) to {_ports_text(p.ports)}"
             allow = p.extra[-1] if p.extra else None
             if smtp and allow is not None and allow.path in lines:
@@ -258,7 +259,7 @@ def findings_for(paths: list[ProxyPath], client: IPAddress,
                 continue  # fixed stream target to an SMTP port: the cross-service rule judges
             rule = STREAM_SNI_PROXY
             sev = Severity.CRITICAL if smtp else Severity.HIGH
-            cat = Category.SMTP_VIA_PROXY if smtp else Category.OPEN_CONNECT_PROXY
+            base = Category.OPEN_CONNECT_PROXY
             title = (f"stream proxy_pass target from ${', $'.join(p.vars)}: any host, "
                      f"{_ports_text(p.ports)}")
         if p.realip is not None:
@@ -270,6 +271,8 @@ def findings_for(paths: list[ProxyPath], client: IPAddress,
             sev = Severity.LOW
             title += " (listener bound to loopback only)"
         out.append(rule.finding(title, location=Location(p.directive.path, p.directive.line),
-                                evidence=_ev(p), severity=sev, category=cat,
+                                evidence=_ev(p), severity=sev,
+                                category=Category.SMTP_VIA_PROXY if smtp else base,
+                                also=(base,) if smtp else (),
                                 confidence=Confidence.LIKELY, edits=edits))
     return out

@@ -391,14 +391,17 @@ def check(cfg: SquidConfig, options: AuditOptions) -> tuple[list[Finding], dict[
         reach: set[int] = set()
         tunnel: set[int] = set()
         loop: set[int] = set()
+        loop_tunnel: set[int] = set()
         for c in clients:
             v = verdicts(cfg, c, THIRD_PARTY, [p])
             reach |= {port for (_, port), d in v.items() if d.allowed}
             tunnel |= {port for (m, port), d in v.items() if d.allowed and m == "CONNECT"}
-            loop |= {port for (_, port), d in verdicts(cfg, c, LOOPBACK, [p]).items()
-                     if d.allowed}
+            lv = verdicts(cfg, c, LOOPBACK, [p])
+            loop |= {port for (_, port), d in lv.items() if d.allowed}
+            loop_tunnel |= {port for (m, port), d in lv.items() if d.allowed and m == "CONNECT"}
         paths.append(proxy_path("squid", cfg.path, p.listen, open_to_outside=is_open,
                                 reaches_ports=reach, loopback_ports=loop, tunnel_ports=tunnel,
+                                loopback_tunnel_ports=loop_tunnel,
                                 clients=who_uses(is_open, clients)))
     verdict_map = {f"{m} {p}": bool(outside.get((m, p)) and outside[(m, p)].allowed)
                    for p in PROBE_PORTS for m in ("GET", "CONNECT")}

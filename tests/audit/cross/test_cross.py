@@ -102,7 +102,7 @@ def test_http_level_proxy_to_postfix_is_not_a_chain_but_to_exim_it_is(tmp_path: 
 def test_reads_the_shape_other_proxy_auditors_publish() -> None:
     squid = AuditResult(server="squid", config="/etc/squid/squid.conf", facts={"proxy_paths": [
         {"server": "squid", "config": "/etc/squid/squid.conf", "listen": "*:3128",
-         "open_to_outside": True, "reaches_ports": [443], "tunnel_ports": [443],
+         "open_to_outside": True, "reaches_ports": [25, 443], "tunnel_ports": [25, 443],
          "reaches_loopback": True, "loopback_ports": [25, 443], "clients": "outside"}]})
     mta = AuditResult(server="postfix", config="/etc/postfix", facts={"mta": [
         {"server": "postfix", "service": "smtp", "listen": ["*:25"],
@@ -111,7 +111,19 @@ def test_reads_the_shape_other_proxy_auditors_publish() -> None:
     [f] = cross_findings([squid, mta])
     assert f.severity == Severity.CRITICAL
     assert f.location.path == "/etc/squid/squid.conf"
-    squid.facts["proxy_paths"][0]["loopback_ports"] = [443]
+    # one hole, reported once, counted in both categories it is
+    assert f.categories == (Category.SMTP_VIA_PROXY, Category.OPEN_SMTP_RELAY)
+    assert f.to_dict()["categories"] == ["smtp-via-proxy", "open-smtp-relay"]
+    path = squid.facts["proxy_paths"][0]
+    # tunnels to 443 only: port 25 is reached by plain HTTP alone, which Postfix drops
+    path["tunnel_ports"] = [443]
+    assert cross_findings([squid, mta]) == []
+    path["tunnel_ports"], path["loopback_tunnel_ports"] = [25, 443], [443]
+    assert cross_findings([squid, mta]) == []
+    path["loopback_tunnel_ports"] = [25]
+    assert [f.severity for f in cross_findings([squid, mta])] == [Severity.CRITICAL]
+    path["loopback_ports"] = [443]
+    del path["loopback_tunnel_ports"]
     assert cross_findings([squid, mta]) == []
 
 
