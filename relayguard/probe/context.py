@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from relayguard.findings import Confidence, ErrorEntry, Evidence, Finding, Location
+from relayguard.findings import ErrorEntry, Evidence, Finding, Location
 from relayguard.probe.canary import Canary, CanaryHit
 from relayguard.probe.net import Conn, Transcript, open_conn
 
@@ -149,5 +149,12 @@ def transcript_evidence(result: PortResult, transcript: Transcript,
     return tuple(out)
 
 
-def confidence_for(hits: list[CanaryHit]) -> Confidence:
-    return Confidence.CONFIRMED if hits else Confidence.LIKELY
+def split_hits(hits: list[CanaryHit], listener: str, port: int
+               ) -> tuple[list[CanaryHit], list[CanaryHit]]:
+    """Hits on the canary listener a probe asked for, and hits that landed anywhere else.
+
+    Only the first are proof of the probe's rule: `http://canary:25/` arriving on the HTTP
+    listener (a proxy that drops the port) shows an HTTP proxy, not a path to SMTP.
+    """
+    proof = [h for h in hits if h.listener == listener and h.port == port]
+    return proof, [h for h in hits if h not in proof]

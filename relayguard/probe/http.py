@@ -12,10 +12,15 @@ import asyncio
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
-from relayguard.findings import Confidence, Location
+from relayguard.findings import Confidence, Evidence, Location
 from relayguard.probe import rules
 from relayguard.probe.canary import CanaryHit, new_nonce
-from relayguard.probe.context import PortResult, ProbeContext, transcript_evidence
+from relayguard.probe.context import (
+    PortResult,
+    ProbeContext,
+    split_hits,
+    transcript_evidence,
+)
 from relayguard.probe.net import MAX_READ, Conn, NetError, TooLarge, Transcript
 
 SCANNER_NAME = "relayguard.invalid"
@@ -100,14 +105,29 @@ async def exchange(ctx: ProbeContext, result: PortResult, request: bytes,
 
 @dataclass
 class Outcome:
-    """One check's result: the rule it would raise, its transcript, what the canary saw."""
+    """One check's result: the rule it would raise, its transcript, what the canary saw.
+
+    `want` is the canary listener and port the probe asked the target to reach; only hits
+    there (`hits`) prove `rule`. Hits on any other listener (`stray`) prove at most
+    `fallback` (the non-SMTP sibling of an SMTP rule), or nothing.
+    """
 
     rule: rules.Rule
     label: str
     transcript: Transcript
-    hits: list[CanaryHit]
+    want: tuple[str, int] = ("", 0)
+    fallback: rules.Rule | None = None
+    hits: list[CanaryHit] = field(default_factory=list)
+    stray: list[CanaryHit] = field(default_factory=list)
     error: str | None = None
     likely: bool = False  # proof without the canary (a real MTA's banner came back)
+
+    def saw(self, seen: list[CanaryHit], error: str | None = None) -> Outcome:
+        """Record what the canary saw for this check's nonce; an error counts only if the
+        nonce went nowhere."""
+        self.hits, self.stray = split_hits(seen, *self.want)
+        self.error = None if seen else error
+        return self
 
 
 async def identify(ctx: ProbeContext, result: PortResult, conn: Conn | None = None,
@@ -126,26 +146,25 @@ async def identify(ctx: ProbeContext, result: PortResult, conn: Conn | None = No
     else:
         await conn.send(request)
         resp = await read_response(conn)
-    hits = await ctx.canary_hits(nonce, settle=False)
-    return resp, Outcome(rules.HTTP_ABSOLUTE_URI, f"GET {target}", t, hits)
+    outcome = Outcome(rules.HTTP_ABSOLUTE_URI, f"GET {target}", t, ("http", c.http_port))
+    return resp, outcome.saw(await ctx.canary_hits(nonce, settle=False))
 
 
 async def _request_check(ctx: ProbeContext, result: PortResult, rule: rules.Rule,
-                         method: str, target: str, host_header: str) -> Outcome:
+                         method: str, target: str, host_header: str,
+                         want: tuple[str, int], fallback: rules.Rule | None = None) -> Outcome:
     nonce = new_nonce()
     target = target.replace("NONCE", nonce)
     t = Transcript()
-    label = f"{method} {target} (Host: {host_header})"
+    o = Outcome(rule, f"{method} {target} (Host: {host_header})", t, want, fallback)
     try:
         await exchange(ctx, result, build_request(method, target, host_header), t,
                        head_only=method == "HEAD")
     except NetError as exc:
         # The relayed connection may have happened even if the reply is odd (SMTP ports).
-        hits = await ctx.canary_hits(nonce, host=result.host)
-        return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
+        return o.saw(await ctx.canary_hits(nonce, host=result.host), f"{exc.kind}: {exc}")
     # Only an HTTP request sent to an SMTP port can be answered before the canary read it.
-    hits = await ctx.canary_hits(nonce, settle=rule is rules.HTTP_SMTP, host=result.host)
-    return Outcome(rule, label, t, hits)
+    return o.saw(await ctx.canary_hits(nonce, settle=want[0] == "smtp", host=result.host))
 
 
 async def _connect_check(ctx: ProbeContext, result: PortResult, rule: rules.Rule,
@@ -154,7 +173,8 @@ async def _connect_check(ctx: ProbeContext, result: PortResult, rule: rules.Rule
     nonce = new_nonce()
     dest = hostport(dest_host, dest_port)
     t = Transcript()
-    label = f"CONNECT {dest}"
+    o = Outcome(rule, f"CONNECT {dest}", t, ("smtp" if smtp else "raw", dest_port),
+                rules.CONNECT if smtp else None)
     granted = False
     why = ""
     try:
@@ -163,11 +183,11 @@ async def _connect_check(ctx: ProbeContext, result: PortResult, rule: rules.Rule
                             f"User-Agent: {USER_AGENT}\r\n\r\n".encode())
             resp = await read_head(conn)
             if not 200 <= resp.status < 300:
-                return Outcome(rule, label, t, [])
+                return o
             if _has_body(resp):
-                result.note(f"{label} answered {resp.status} with a page, not a tunnel "
+                result.note(f"{o.label} answered {resp.status} with a page, not a tunnel "
                             "(not counted)")
-                return Outcome(rule, label, t, [])
+                return o
             granted = True
             if smtp:
                 await tunnel_smtp_hello(conn, nonce)
@@ -175,15 +195,21 @@ async def _connect_check(ctx: ProbeContext, result: PortResult, rule: rules.Rule
                 await conn.send(f"{nonce}\r\n".encode())
                 await conn.read_until(b"\n", "tunnel echo")
     except NetError as exc:
-        hits = await ctx.canary_hits(nonce, host=result.host)
-        if hits or not granted:
-            return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
+        seen = await ctx.canary_hits(nonce, host=result.host)
+        if seen or not granted:
+            return o.saw(seen, f"{exc.kind}: {exc}")
         why = f" ({exc.kind})"
-    hits = await ctx.canary_hits(nonce, settle=bool(why), host=result.host)
-    if not hits:
-        result.note(f"{label} was granted but nothing reached the canary{why} "
+    return granted_tunnel(result, o, await ctx.canary_hits(nonce, settle=bool(why),
+                                                           host=result.host), why)
+
+
+def granted_tunnel(result: PortResult, o: Outcome, seen: list[CanaryHit],
+                   why: str) -> Outcome:
+    """A tunnel the target said it opened: note it when the nonce went nowhere."""
+    if not seen:
+        result.note(f"{o.label} was granted but nothing reached the canary{why} "
                     "(a tunnel that does not connect is not counted)")
-    return Outcome(rule, label, t, hits)
+    return o.saw(seen)
 
 
 def _has_body(resp: HttpResponse) -> bool:
@@ -217,18 +243,22 @@ async def check_http(ctx: ProbeContext, result: PortResult, first: HttpResponse,
     smtp_ports = list(c.bound_smtp.values())
     smtp_hp = hostport(c.host, smtp_ports[0]) if smtp_ports else ""
 
+    http_want = ("http", c.http_port)
+    smtp_want = ("smtp", smtp_ports[0]) if smtp_ports else ("", 0)
     phase1: list[Coroutine[object, object, Outcome]] = [
-        _request_check(ctx, result, rules.HTTP_HOST_HEADER, "GET", "/NONCE", canary_http)]
+        _request_check(ctx, result, rules.HTTP_HOST_HEADER, "GET", "/NONCE", canary_http,
+                       http_want)]
     if not first_outcome.hits:
         phase1.append(_request_check(ctx, result, rules.HTTP_ABSOLUTE_URI, "HEAD",
-                                     f"http://{canary_http}/NONCE", canary_http))
+                                     f"http://{canary_http}/NONCE", canary_http, http_want))
     if c.raw_port:
         phase1.append(_connect_check(ctx, result, rules.CONNECT, c.host, c.raw_port, False))
     if smtp_ports:
         phase1.append(_connect_check(ctx, result, rules.CONNECT_SMTP, c.host, smtp_ports[0],
                                      True))
         phase1.append(_request_check(ctx, result, rules.HTTP_SMTP, "GET",
-                                     f"http://{smtp_hp}/NONCE", smtp_hp))
+                                     f"http://{smtp_hp}/NONCE", smtp_hp, smtp_want,
+                                     rules.HTTP_ABSOLUTE_URI))
     elif ctx.options.smtp_check_target is not None:
         phase1.append(_smtp_target_connect(ctx, result, *ctx.options.smtp_check_target))
     outcomes = [first_outcome, *await asyncio.gather(*phase1)]
@@ -239,7 +269,8 @@ async def check_http(ctx: ProbeContext, result: PortResult, first: HttpResponse,
         phase2 += [_connect_check(ctx, result, rules.CONNECT_SMTP, c.host, port, True)
                    for port in smtp_ports[1:]]
     if smtp_ports and rules.HTTP_SMTP.id not in confirmed:
-        phase2.append(_request_check(ctx, result, rules.HTTP_SMTP, "GET", "/NONCE", smtp_hp))
+        phase2.append(_request_check(ctx, result, rules.HTTP_SMTP, "GET", "/NONCE", smtp_hp,
+                                     smtp_want, rules.HTTP_HOST_HEADER))
     outcomes += await asyncio.gather(*phase2)
 
     if 200 <= first.status < 300 and not first_outcome.hits:
@@ -256,21 +287,22 @@ async def _smtp_target_connect(ctx: ProbeContext, result: PortResult, host: str,
     """Fallback without an SMTP canary: CONNECT to a real MTA and read its 220 back."""
     t = Transcript()
     dest = hostport(host, port)
-    label = f"CONNECT {dest} (--smtp-check-target)"
+    o = Outcome(rules.CONNECT_SMTP, f"CONNECT {dest} (--smtp-check-target)", t)
     try:
         async with ctx.connection(result.host, result.port, t) as conn:
             await conn.send(f"CONNECT {dest} HTTP/1.1\r\nHost: {dest}\r\n\r\n".encode())
             resp = await read_head(conn)
             if not 200 <= resp.status < 300:
-                return Outcome(rules.CONNECT_SMTP, label, t, [])
+                return o
             banner = await conn.read_until(b"\n", "SMTP banner through tunnel")
             await conn.send(b"QUIT\r\n")
     except NetError as exc:
-        return Outcome(rules.CONNECT_SMTP, label, t, [], f"{exc.kind}: {exc}")
+        o.error = f"{exc.kind}: {exc}"
+        return o
     if banner.startswith(b"220"):
         t.note(f"the SMTP banner of {dest} came back through the tunnel (not canary-confirmed)")
-        return Outcome(rules.CONNECT_SMTP, label, t, [], likely=True)
-    return Outcome(rules.CONNECT_SMTP, label, t, [])
+        o.likely = True
+    return o
 
 
 async def _negative_control(ctx: ProbeContext, result: PortResult,
@@ -293,21 +325,37 @@ async def _negative_control(ctx: ProbeContext, result: PortResult,
 
 
 def emit_findings(result: PortResult, outcomes: list[Outcome]) -> None:
-    """One finding per rule whose checks reached the canary, with every such transcript."""
-    by_rule: dict[str, list[Outcome]] = {}
+    """One finding per rule the checks proved, with every transcript that proves it.
+
+    A nonce that reached a different canary listener than the one asked for counts only for
+    the check's non-SMTP fallback rule, with a note saying so; without a fallback it is a
+    note and no finding.
+    """
+    by_rule: dict[str, tuple[rules.Rule, list[tuple[Outcome, list[CanaryHit], str]]]] = {}
     for o in outcomes:
         if o.hits or o.likely:
-            by_rule.setdefault(o.rule.id, []).append(o)
-    for group in by_rule.values():
-        rule = group[0].rule
-        hits = [h for o in group for h in o.hits]
-        evidence = []
-        for o in group:
-            evidence.extend(transcript_evidence(result, o.transcript, o.hits))
-        how = "; ".join(o.label for o in group)
+            by_rule.setdefault(o.rule.id, (o.rule, []))[1].append((o, o.hits, ""))
+        if not o.stray:
+            continue
+        where = ", ".join(f"its {h.listener} listener on port {h.port}" for h in o.stray)
+        asked = f"asked to reach the canary's {o.want[0]} listener on port {o.want[1]}"
+        if o.fallback is None:
+            result.note(f"{o.label}: {asked}, the nonce arrived at {where} instead "
+                        "(the target rewrote the destination; not counted)")
+            continue
+        why = (f"{o.label}: {asked}, the nonce arrived at {where} instead: the target "
+               f"dropped or rewrote the port. This proves {o.fallback.category.value} only, "
+               f"not {o.rule.category.value} ({o.rule.id})")
+        by_rule.setdefault(o.fallback.id, (o.fallback, []))[1].append((o, o.stray, why))
+    for rule, group in by_rule.values():
+        evidence: list[Evidence] = []
+        for o, hits, why in group:
+            evidence.extend(transcript_evidence(result, o.transcript, hits))
+            if why:
+                evidence.append(Evidence(kind="note", text=why))
         result.findings.append(rule.finding(
-            f"{rule.title}: {how}",
+            f"{rule.title}: {'; '.join(o.label for o, _, _ in group)}",
             location=Location(host=result.host, port=result.port),
             evidence=evidence,
-            confidence=Confidence.CONFIRMED if hits else Confidence.LIKELY,
+            confidence=Confidence.CONFIRMED if any(h for _, h, _ in group) else Confidence.LIKELY,
         ))

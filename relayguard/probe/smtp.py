@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from relayguard.findings import Confidence, Evidence, Location
 from relayguard.probe import rules
 from relayguard.probe.canary import new_nonce
-from relayguard.probe.context import PortResult, ProbeContext
+from relayguard.probe.context import PortResult, ProbeContext, split_hits
 from relayguard.probe.net import Conn, NetError, Transcript
 
 SCANNER_NAME = "relayguard.invalid"
@@ -309,7 +309,10 @@ class Smtp:
             t.note(f"{exc.kind}: {exc}")
             evidence.append(Evidence(kind="transcript", text=t.render()))
             return False
-        hits = await c.wait(nonce, max(5.0, 3 * self.ctx.options.timeout))
+        seen = await c.wait(nonce, max(5.0, 3 * self.ctx.options.timeout))
+        hits, stray = split_hits(seen, "smtp", c.bound_smtp[25])
         evidence.append(Evidence(kind="transcript", text=t.render()))
         evidence += [Evidence(kind="note", text=h.describe()) for h in hits]
+        evidence += [Evidence(kind="note", text=f"not counted (not the SMTP listener on port "
+                              f"25): {h.describe()}") for h in stray]
         return bool(hits)

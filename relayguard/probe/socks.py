@@ -19,6 +19,7 @@ from relayguard.probe.http import (
     NotHttp,
     Outcome,
     emit_findings,
+    granted_tunnel,
     hostport,
     read_response,
     tunnel_smtp_hello,
@@ -102,71 +103,59 @@ async def _through(conn: Conn, ctx: ProbeContext, nonce: str, smtp: bool) -> Non
         await read_response(conn)
 
 
-async def _socks5_check(ctx: ProbeContext, result: PortResult, dest_port: int,
-                        smtp: bool) -> Outcome | str:
-    """One SOCKS5 tunnel attempt; a string says why there was no tunnel (auth, refusal)."""
+async def _open_tunnel(conn: Conn, version: str, host: str, port: int,
+                       recognised: list[bool]) -> str | None:
+    """Ask for a tunnel; None when granted, else why not. `recognised` gets an entry as soon
+    as the server has answered as a SOCKS server of this version."""
+    if version == "SOCKS5":
+        method = await socks5_greet(conn)
+        recognised.append(True)
+        if method != 0:
+            return (f"SOCKS5 requires authentication: offered only 'no authentication', "
+                    f"server chose {method:#04x} "
+                    f"({SOCKS5_METHODS.get(method, 'unknown method')})")
+        code = await socks5_connect(conn, host, port)
+        if code != 0:
+            return (f"SOCKS5 CONNECT {hostport(host, port)} refused: {code:#04x} "
+                    f"({SOCKS5_REPLIES.get(code, 'unknown')})")
+        return None
+    code = await socks4_connect(conn, host, port, version == "SOCKS4a")
+    recognised.append(True)
+    if code != 0x5A:
+        return f"{version} CONNECT {hostport(host, port)} refused: {code:#04x}"
+    return None
+
+
+async def _socks_check(ctx: ProbeContext, result: PortResult, version: str, dest_port: int,
+                       smtp: bool) -> Outcome | str:
+    """One tunnel attempt (SOCKS5, SOCKS4 or SOCKS4a) to the canary's HTTP or SMTP port;
+    a string says why there was no tunnel (auth, refusal)."""
     nonce = new_nonce()
     t = Transcript()
     c = ctx.canary
-    rule = rules.SOCKS_SMTP if smtp else rules.SOCKS5
-    label = f"SOCKS5 CONNECT {hostport(c.host, dest_port)}"
-    recognised = granted = False
+    plain = rules.SOCKS5 if version == "SOCKS5" else rules.SOCKS4
+    o = Outcome(rules.SOCKS_SMTP if smtp else plain,
+                f"{version} CONNECT {hostport(c.host, dest_port)}", t,
+                ("smtp" if smtp else "http", dest_port), plain if smtp else None)
+    recognised: list[bool] = []
+    granted = False
     why = ""
     try:
         async with ctx.connection(result.host, result.port, t) as conn:
-            method = await socks5_greet(conn)
-            recognised = True
-            if method != 0:
-                return (f"SOCKS5 requires authentication: offered only 'no authentication', "
-                        f"server chose {method:#04x} "
-                        f"({SOCKS5_METHODS.get(method, 'unknown method')})")
-            code = await socks5_connect(conn, c.host, dest_port)
-            if code != 0:
-                return f"{label} refused: {code:#04x} ({SOCKS5_REPLIES.get(code, 'unknown')})"
+            refused = await _open_tunnel(conn, version, c.host, dest_port, recognised)
+            if refused is not None:
+                return refused
             granted = True
             await _through(conn, ctx, nonce, smtp)
     except NetError as exc:
         if not recognised:  # no SOCKS reply at all: the caller classifies the port
             raise
-        hits = await ctx.canary_hits(nonce, host=result.host)
-        if hits or not granted:
-            return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
+        seen = await ctx.canary_hits(nonce, host=result.host)
+        if seen or not granted:
+            return o.saw(seen, f"{exc.kind}: {exc}")
         why = f" ({exc.kind})"
-    hits = await ctx.canary_hits(nonce, settle=bool(why), host=result.host)
-    if not hits:
-        result.note(f"{label} was granted but nothing reached the canary{why}")
-    return Outcome(rule, label, t, hits)
-
-
-async def _socks4_check(ctx: ProbeContext, result: PortResult, dest_port: int, smtp: bool,
-                        use_4a: bool) -> Outcome | str:
-    nonce = new_nonce()
-    t = Transcript()
-    c = ctx.canary
-    rule = rules.SOCKS_SMTP if smtp else rules.SOCKS4
-    version = "SOCKS4a" if use_4a else "SOCKS4"
-    label = f"{version} CONNECT {hostport(c.host, dest_port)}"
-    recognised = granted = False
-    why = ""
-    try:
-        async with ctx.connection(result.host, result.port, t) as conn:
-            code = await socks4_connect(conn, c.host, dest_port, use_4a)
-            recognised = True
-            if code != 0x5A:
-                return f"{label} refused: {code:#04x}"
-            granted = True
-            await _through(conn, ctx, nonce, smtp)
-    except NetError as exc:
-        if not recognised:  # no SOCKS reply at all: the caller classifies the port
-            raise
-        hits = await ctx.canary_hits(nonce, host=result.host)
-        if hits or not granted:
-            return Outcome(rule, label, t, hits, None if hits else f"{exc.kind}: {exc}")
-        why = f" ({exc.kind})"
-    hits = await ctx.canary_hits(nonce, settle=bool(why), host=result.host)
-    if not hits:
-        result.note(f"{label} was granted but nothing reached the canary{why}")
-    return Outcome(rule, label, t, hits)
+    return granted_tunnel(result, o, await ctx.canary_hits(nonce, settle=bool(why),
+                                                           host=result.host), why)
 
 
 async def _socks5_check_target(ctx: ProbeContext, result: PortResult, host: str,
@@ -184,12 +173,12 @@ async def _socks5_check_target(ctx: ProbeContext, result: PortResult, host: str,
             banner = await conn.read_until(b"\n", "SMTP banner through tunnel")
             await conn.send(b"QUIT\r\n")
     except NetError as exc:
-        return Outcome(rules.SOCKS_SMTP, label, t, [], f"{exc.kind}: {exc}")
+        return Outcome(rules.SOCKS_SMTP, label, t, error=f"{exc.kind}: {exc}")
     if not banner.startswith(b"220"):
         return f"{label}: no SMTP banner came back"
     t.note(f"the SMTP banner of {hostport(host, port)} came back through the tunnel "
            "(not canary-confirmed)")
-    return Outcome(rules.SOCKS_SMTP, label, t, [], likely=True)
+    return Outcome(rules.SOCKS_SMTP, label, t, likely=True)
 
 
 def _smtp_port(ctx: ProbeContext) -> int | None:
@@ -208,7 +197,7 @@ async def check_socks(ctx: ProbeContext, result: PortResult) -> list[str]:
     first_error: NetError | None = None
 
     try:
-        first = await _socks5_check(ctx, result, ctx.canary.http_port, smtp=False)
+        first = await _socks_check(ctx, result, "SOCKS5", ctx.canary.http_port, smtp=False)
         versions.append("socks5")
         if isinstance(first, str):
             result.note(first)
@@ -216,7 +205,7 @@ async def check_socks(ctx: ProbeContext, result: PortResult) -> list[str]:
             outcomes.append(first)
             more: Outcome | str | None = None
             if smtp_port is not None:
-                more = await _socks5_check(ctx, result, smtp_port, smtp=True)
+                more = await _socks_check(ctx, result, "SOCKS5", smtp_port, smtp=True)
             elif ctx.options.smtp_check_target is not None:
                 more = await _socks5_check_target(ctx, result, *ctx.options.smtp_check_target)
             if isinstance(more, str):
@@ -228,16 +217,16 @@ async def check_socks(ctx: ProbeContext, result: PortResult) -> list[str]:
 
     if ":" not in ctx.canary.host:
         try:
-            for use_4a in (False, True):
-                got = await _socks4_check(ctx, result, ctx.canary.http_port, False, use_4a)
+            for version in ("SOCKS4", "SOCKS4a"):
+                got = await _socks_check(ctx, result, version, ctx.canary.http_port, False)
                 if "socks4" not in versions:
                     versions.append("socks4")
                 if isinstance(got, str):
                     result.note(got)
                     continue
                 outcomes.append(got)
-                if got.hits and smtp_port is not None and not use_4a:
-                    more = await _socks4_check(ctx, result, smtp_port, True, False)
+                if got.hits and smtp_port is not None and version == "SOCKS4":
+                    more = await _socks_check(ctx, result, version, smtp_port, True)
                     if isinstance(more, str):
                         result.note(more)
                     else:
