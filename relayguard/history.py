@@ -1,17 +1,20 @@
 """Scan history: every scan stored, and what changed since the last scan of the same host.
 
 SQLite in the user's data directory by default; any SQLAlchemy URL (`postgresql://…`) gives a
-team a shared store. Findings are compared by `Finding.fingerprint()` (rule, place, category,
-title), so "fixed" means that exact hole is gone, not merely that the count went down.
+team a shared store. Findings are compared by a stable identity (`history_key`): rule,
+category and place, never the title, which carries counts ("3 of 12 requests relayed") and
+per-run nonces. So ongoing abuse stays UNCHANGED night after night while its counts grow, and
+"fixed" means that hole is gone, not merely that a number moved.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +23,35 @@ import sqlalchemy as sa
 from relayguard.errors import InputError
 from relayguard.findings import Finding, Report
 
-# Probe titles carry the run's canary nonce (`rg` + 32 hex digits), which would make every
-# probe finding "new" in every scan; the key masks it so the same hole keeps its identity.
-_NONCE = re.compile(r"rg[0-9a-f]{32}")
+# A log finding's place is its first sample (`access.log.1:17` after a rotation, a new line
+# number as the log grows): its identity is the log it comes from, rotation suffix dropped.
+_LINE = re.compile(r":\d+$")
+_ROTATED = re.compile(r"(\.\d+|-\d{8})(\.(gz|bz2|xz|zst))?$")
+
+
+def identity(rule: str, category: str, location: str, title: str) -> str:
+    """The identity of a finding across scans, from what the store keeps of it.
+
+    Audit and probe findings: rule, category and place (file:line, host:port). Log findings:
+    rule, category and the log file (no line, no rotation suffix). Blocklist findings: also
+    which list (from the title's "ADDR is listed on ZONE" head; the rest is the meaning).
+    Titles otherwise never count: they carry counts and nonces that change every run.
+    """
+    from relayguard.scan.correlate import rule_source
+
+    source = rule_source(rule)
+    place, subject = location, ""
+    if source == "logs":
+        place = _ROTATED.sub("", _LINE.sub("", location))
+    elif source == "blocklist":
+        subject = title.split(": ", 1)[0]
+    key = "\x00".join((rule, category, place, subject))
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def history_key(f: Finding) -> str:
-    """`Finding.fingerprint()` with per-run nonces masked: the identity across scans."""
-    return replace(f, title=_NONCE.sub("rg<nonce>", f.title)).fingerprint()
+    """`identity` of a finding: the same hole keeps it from one scan to the next."""
+    return identity(f.rule, f.category.value, str(f.location), f.title)
 
 _META = sa.MetaData()
 SCANS = sa.Table(
@@ -144,9 +168,10 @@ class History:
     def _findings(self, scan_id: int) -> dict[str, dict[str, Any]]:
         q = sa.select(FINDINGS).where(FINDINGS.c.scan_id == scan_id)
         with self.engine.connect() as conn:
-            return {r.fingerprint: {k: getattr(r, k) for k in
-                                    ("fingerprint", "rule", "category", "severity", "location",
-                                     "title")} for r in conn.execute(q)}
+            # The key is recomputed, so scans stored under an older identity still compare.
+            return {identity(r.rule, r.category, r.location, r.title): {
+                k: getattr(r, k) for k in ("fingerprint", "rule", "category", "severity",
+                                           "location", "title")} for r in conn.execute(q)}
 
     def changes(self, host: str) -> Change | None:
         """The latest scan of `host` against the one before it (None: never scanned)."""
