@@ -260,6 +260,13 @@ class Checker:
         def bad(reason: str, detail: str) -> Health:
             return Health(zone.name, family, False, reason, detail, answers, now)
 
+        refused = next((a for a in answers if a.status is Status.REFUSED), None)
+        if refused is not None:
+            return bad("refused", f"the nameserver {refused.server or ''} answered REFUSED "
+                       f"for the test point {refused.qname}: it does not serve {zone.name} or "
+                       "will not recurse for you, so no answer through it counts. Point "
+                       "--resolver at a recursive resolver that answers you (or run one "
+                       "locally, e.g. unbound, and pass --resolver 127.0.0.1)")
         if pos.status is Status.ANSWER:
             state, _decoded, why = decode(zone, pos.values)
             if state is State.UNKNOWN:
@@ -367,6 +374,8 @@ class Checker:
             if ans.status is Status.ANSWER:
                 for value in ans.values:
                     addr: IPAddress = ipaddress.ip_address(value)
+                    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+                        addr = addr.ipv4_mapped  # ::ffff:a.b.c.d is that IPv4 host
                     fam = Family.IPV4 if addr.version == 4 else Family.IPV6
                     item = TargetResult(addr.compressed, fam, target.text)
                     reason = skip_reason(addr)

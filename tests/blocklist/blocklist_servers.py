@@ -291,7 +291,8 @@ class FaultResolver:
 
         hosts = {"mail.example.test.": {"A": ["11.22.33.44", "10.0.0.5"],
                                         "AAAA": ["2a01:4f8:1:2::25"]},
-                 "v6only.example.test.": {"AAAA": ["2a01:4f8:1:2::26"]}}
+                 "v6only.example.test.": {"AAAA": ["2a01:4f8:1:2::26"]},
+                 "mapped.example.test.": {"AAAA": ["::ffff:b16:212c"]}}  # 11.22.33.44
         if qname in hosts:
             for value in hosts[qname].get(qtype, []):
                 rdata = A(value) if qtype == "A" else AAAA(value)

@@ -11,6 +11,7 @@ import pytest
 from blocklist_servers import CLIENT_IP, Faults, Rbldnsd, findings_by, run_cli
 
 from relayguard.blocklist.dnsclient import DnsClient, Nameserver, Status
+from relayguard.blocklist.zones import REFUSAL_REMEDY
 
 pytestmark = pytest.mark.server
 
@@ -136,9 +137,25 @@ def test_nameserver_refusing_a_zone_is_reported(rbl_good: Rbldnsd) -> None:
     run = run_cli("11.22.33.44", "--resolver", rbl_good.resolver, "--zones",
                   "not.served.test", *FAST, "-f", "json")
     test = run.doc["stats"]["zones"]["not.served.test"]["selftest"]["ipv4"]
-    assert (test["usable"], test["reason"]) == (False, "unreachable")
-    assert test["detail"].endswith("refused")
+    assert (test["usable"], test["reason"]) == (False, "refused")
+    assert "answered REFUSED for the test point 2.0.0.127.not.served.test" in test["detail"]
+    assert "Point --resolver at a recursive resolver that answers you" in test["detail"]
+    assert run.doc["stats"]["targets"]["11.22.33.44"]["lists"]["not.served.test"]["remedy"] \
+        == REFUSAL_REMEDY
+    assert f"next step: {REFUSAL_REMEDY}" in run.doc["notes"]
     assert run.code == 2
+
+
+def test_mapped_aaaa_answer_of_a_hostname_is_checked_as_ipv4(faults: Faults) -> None:
+    """`::ffff:11.22.33.44` in an AAAA answer is the IPv4 host 11.22.33.44: asked once, in
+    IPv4 form, on the IPv4 lists (never as 32 nibbles no list has)."""
+    run = run_cli("mapped.example.test", "--resolver", faults.resolver, "--zones",
+                  "good.faults.test,dom.faults.test:domain", *FAST, "-f", "json")
+    targets = run.doc["stats"]["targets"]
+    assert "::ffff:b16:212c" not in targets and "::ffff:11.22.33.44" not in targets
+    assert targets["11.22.33.44"]["kind"] == "ipv4"
+    assert targets["11.22.33.44"]["verdict"] == "listed"
+    assert [f["location"]["host"] for f in run.doc["findings"]] == ["11.22.33.44"]
 
 
 def test_uncatalogued_list_without_ipv6_test_entry_is_not_used_for_ipv6(faults: Faults) -> None:
