@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import shutil
 import socket
@@ -134,7 +135,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     opts = parser.parse_args()
     if shutil.which("rbldnsd") is None:
-        sys.exit("rbldnsd is not installed")
+        sys.exit("rbldnsd is not installed (apt-get install rbldnsd)")
+    missing = [m for m in ("pydnsbl", "aiodns") if importlib.util.find_spec(m) is None]
+    if missing:  # checked now, not after minutes of the relayguard pass
+        sys.exit(f"{', '.join(missing)} not installed: the comparison needs it "
+                 "(pip install pydnsbl; a bench-only dependency, not relayguard's)")
     zones = tuple(z for z in zone_set("default") if z.kind is ZoneKind.IP)
     names = [z.name for z in zones]
     addrs = addresses(opts.addresses)
