@@ -16,6 +16,8 @@ import secrets
 import socket
 from dataclasses import dataclass, field
 
+from relayguard.probe.net import endpoint
+
 NONCE_RE = re.compile(rb"rg[0-9a-f]{32}")
 HANDLER_TIMEOUT = 10.0  # a relaying target gets this long to say its piece
 HANDLER_MAX = 64 * 1024
@@ -39,15 +41,23 @@ def new_nonce() -> str:
     return "rg" + secrets.token_hex(16)
 
 
+Endpoint = tuple[str, int]  # (address, port) of one end of a TCP connection, see net.endpoint
+
+
 @dataclass(frozen=True, slots=True)
 class CanaryHit:
-    """One nonce seen by one listener: where it came from and the line that carried it."""
+    """One nonce seen by one listener: where it came from and the line that carried it.
+
+    `own` is set when the connection came from one of the scanner's own probe sockets: the
+    probe reached the canary directly (the target *is* the canary), so it proves nothing.
+    """
 
     nonce: str
     listener: str  # "http", "raw", "smtp"
     port: int
     peer: str  # address the target connected from (its egress address)
     line: str
+    own: bool = False
 
     def describe(self) -> str:
         return (f"canary {self.listener} listener on port {self.port} received nonce "
@@ -62,13 +72,20 @@ class Canary:
     http_port: int = 80
     raw_port: int = 443
     smtp_ports: tuple[int, ...] = SMTP_PORTS
+    bind: str = ""  # address the listeners bind to ("" = host)
     problems: list[str] = field(default_factory=list)
     bound_smtp: dict[int, int] = field(default_factory=dict)  # wanted port -> bound port
     closed_port: int = 0  # a port on `host` nothing listens on (negative control)
+    # Local ends of the scanner's own probe connections (kept by ProbeContext).
+    scanner_endpoints: set[Endpoint] = field(default_factory=set)
+    _live: dict[Endpoint, str] = field(default_factory=dict)  # connected peer -> listener
     _servers: list[asyncio.Server] = field(default_factory=list)
     _hits: dict[str, list[CanaryHit]] = field(default_factory=dict)
     _events: dict[str, asyncio.Event] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.bind = self.bind or self.host
 
     async def _listen(self, port: int, handler: object, fallback: bool, what: str) -> int | None:
         try:
@@ -118,6 +135,19 @@ class Canary:
     def seen(self, nonce: str) -> list[CanaryHit]:
         return list(self._hits.get(nonce, ()))
 
+    def listeners(self) -> dict[int, str]:
+        """Port -> listener kind, for every port the canary listens on."""
+        out = {self.http_port: "http"}
+        if self.raw_port:
+            out[self.raw_port] = "raw"
+        out.update({port: "smtp" for port in self.bound_smtp.values()})
+        return out
+
+    def serving(self, peer: Endpoint) -> str | None:
+        """The listener a connection from `peer` is talking to right now, if any: a probe
+        whose own socket shows up here reached the canary itself, not a target."""
+        return self._live.get(peer)
+
     async def wait(self, nonce: str, timeout: float) -> list[CanaryHit]:
         """Hits for `nonce`, waiting up to `timeout` for the first one."""
         if nonce not in self._hits:
@@ -129,8 +159,9 @@ class Canary:
 
     # --- listeners -----------------------------------------------------------------------
 
-    def _record(self, data: bytes, listener: str, port: int, peer: str) -> list[str]:
+    def _record(self, data: bytes, listener: str, port: int, peer: Endpoint) -> list[str]:
         found: list[str] = []
+        own = peer in self.scanner_endpoints
         for m in NONCE_RE.finditer(data):
             nonce = m.group().decode()
             if nonce in found:
@@ -139,27 +170,26 @@ class Canary:
             start = data.rfind(b"\n", 0, m.start()) + 1
             end = data.find(b"\n", m.end())
             line = data[start:end if end >= 0 else len(data)].strip()
-            hit = CanaryHit(nonce, listener, port, peer, line[:200].decode("latin-1"))
+            hit = CanaryHit(nonce, listener, port, peer[0], line[:200].decode("latin-1"), own)
             self._hits.setdefault(nonce, []).append(hit)
             self._events.setdefault(nonce, asyncio.Event()).set()
         return found
 
-    @staticmethod
-    def _peer(writer: asyncio.StreamWriter) -> tuple[str, int]:
-        peer = writer.get_extra_info("peername") or ("?", 0)
-        sock = writer.get_extra_info("sockname") or ("?", 0)
-        return str(peer[0]), int(sock[1])
-
-    def _track(self) -> None:
+    def _track(self, writer: asyncio.StreamWriter, listener: str) -> tuple[Endpoint, int]:
+        """Register a new conversation (task and live peer); its peer and our port."""
+        peer = endpoint(writer.get_extra_info("peername"))
+        sock = endpoint(writer.get_extra_info("sockname"))
+        self._live[peer] = listener
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda _: self._live.pop(peer, None))
+        return peer, int(sock[1])
 
     async def _handle_http(self, reader: asyncio.StreamReader,
                            writer: asyncio.StreamWriter) -> None:
-        self._track()
-        peer, port = self._peer(writer)
+        peer, port = self._track(writer, "http")
         head = b""
         with contextlib.suppress(Exception, asyncio.CancelledError):
             async with asyncio.timeout(HANDLER_TIMEOUT):
@@ -182,8 +212,7 @@ class Canary:
 
     async def _handle_raw(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
-        self._track()
-        peer, port = self._peer(writer)
+        peer, port = self._track(writer, "raw")
         data = b""
         with contextlib.suppress(Exception, asyncio.CancelledError):
             async with asyncio.timeout(HANDLER_TIMEOUT):
@@ -201,8 +230,7 @@ class Canary:
     async def _handle_smtp(self, reader: asyncio.StreamReader,
                            writer: asyncio.StreamWriter) -> None:
         """Just enough SMTP for a tunnel check (EHLO nonce) or one delivered message."""
-        self._track()
-        peer, port = self._peer(writer)
+        peer, port = self._track(writer, "smtp")
         total = 0
         with contextlib.suppress(Exception, asyncio.CancelledError):
             async with asyncio.timeout(HANDLER_TIMEOUT):

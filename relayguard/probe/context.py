@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from relayguard.findings import ErrorEntry, Evidence, Finding, Location
-from relayguard.probe.canary import Canary, CanaryHit
+from relayguard.probe.canary import HANDLER_TIMEOUT, Canary, CanaryHit
 from relayguard.probe.net import Conn, Transcript, open_conn
 
 CANARY_GRACE = 0.3  # seconds to wait for a canary hit after the target's reply
@@ -116,10 +116,16 @@ class ProbeContext:
                                    tls=tls)
             if not tls:
                 self.rtt[host] = min(self.rtt.get(host, conn.connect_time), conn.connect_time)
+            # The canary marks hits over our own sockets; keep the mark until it cannot
+            # still be reading what this connection sent.
+            mine = conn.local_endpoint
+            self.canary.scanner_endpoints.add(mine)
             try:
                 yield conn
             finally:
                 await conn.close()
+                asyncio.get_running_loop().call_later(
+                    HANDLER_TIMEOUT, self.canary.scanner_endpoints.discard, mine)
 
     async def canary_hits(self, nonce: str, settle: bool = True,
                           host: str | None = None) -> list[CanaryHit]:
@@ -150,11 +156,14 @@ def transcript_evidence(result: PortResult, transcript: Transcript,
 
 
 def split_hits(hits: list[CanaryHit], listener: str, port: int
-               ) -> tuple[list[CanaryHit], list[CanaryHit]]:
-    """Hits on the canary listener a probe asked for, and hits that landed anywhere else.
+               ) -> tuple[list[CanaryHit], list[CanaryHit], list[CanaryHit]]:
+    """Hits on the canary listener a probe asked for, hits that landed on another listener,
+    and hits that came over the scanner's own socket.
 
     Only the first are proof of the probe's rule: `http://canary:25/` arriving on the HTTP
-    listener (a proxy that drops the port) shows an HTTP proxy, not a path to SMTP.
+    listener (a proxy that drops the port) shows an HTTP proxy, not a path to SMTP; a nonce
+    the scanner itself delivered to the canary shows nothing at all.
     """
-    proof = [h for h in hits if h.listener == listener and h.port == port]
-    return proof, [h for h in hits if h not in proof]
+    own = [h for h in hits if h.own]
+    proof = [h for h in hits if not h.own and h.listener == listener and h.port == port]
+    return proof, [h for h in hits if h not in proof and not h.own], own

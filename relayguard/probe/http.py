@@ -119,13 +119,14 @@ class Outcome:
     fallback: rules.Rule | None = None
     hits: list[CanaryHit] = field(default_factory=list)
     stray: list[CanaryHit] = field(default_factory=list)
+    own: list[CanaryHit] = field(default_factory=list)  # over the scanner's own socket
     error: str | None = None
     likely: bool = False  # proof without the canary (a real MTA's banner came back)
 
     def saw(self, seen: list[CanaryHit], error: str | None = None) -> Outcome:
         """Record what the canary saw for this check's nonce; an error counts only if the
         nonce went nowhere."""
-        self.hits, self.stray = split_hits(seen, *self.want)
+        self.hits, self.stray, self.own = split_hits(seen, *self.want)
         self.error = None if seen else error
         return self
 
@@ -335,6 +336,10 @@ def emit_findings(result: PortResult, outcomes: list[Outcome]) -> None:
     for o in outcomes:
         if o.hits or o.likely:
             by_rule.setdefault(o.rule.id, (o.rule, []))[1].append((o, o.hits, ""))
+        if o.own:
+            result.note(f"{o.label}: the nonce reached the canary over the scanner's own "
+                        "connection (this port is the canary, or forwards straight to it; "
+                        "not counted)")
         if not o.stray:
             continue
         where = ", ".join(f"its {h.listener} listener on port {h.port}" for h in o.stray)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import ssl
 import time
@@ -17,6 +18,19 @@ from dataclasses import dataclass, field
 
 MAX_READ = 64 * 1024  # per reply: enough for any proxy error page, bounded against tarpits
 TRANSCRIPT_BYTES = 2048  # per direction chunk kept in evidence; the rest is summarised
+
+
+def endpoint(sockaddr: tuple[object, ...] | None) -> tuple[str, int]:
+    """(address, port) of a socket address; an IPv4-mapped IPv6 address as plain IPv4, so
+    both ends of one connection name it the same way."""
+    if not sockaddr:
+        return ("?", 0)
+    addr = str(sockaddr[0])
+    with contextlib.suppress(ValueError):
+        mapped = ipaddress.IPv6Address(addr).ipv4_mapped
+        if mapped is not None:
+            addr = str(mapped)
+    return addr, int(sockaddr[1])  # type: ignore[call-overload]
 
 
 class NetError(Exception):
@@ -104,9 +118,8 @@ class Conn:
         self.connect_time = 0.0  # seconds the TCP (and TLS) handshake took
 
     @property
-    def local_address(self) -> str:
-        sock = self.writer.get_extra_info("sockname")
-        return str(sock[0]) if sock else "?"
+    def local_endpoint(self) -> tuple[str, int]:
+        return endpoint(self.writer.get_extra_info("sockname"))
 
     async def send(self, data: bytes) -> None:
         self.transcript.sent(data)

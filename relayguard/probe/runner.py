@@ -27,6 +27,7 @@ from relayguard.probe.net import (
     Reset,
     StepTimeout,
     Transcript,
+    endpoint,
     printable,
 )
 from relayguard.probe.smtp import Smtp
@@ -75,6 +76,10 @@ async def _probe_port(ctx: ProbeContext, result: PortResult) -> None:
         async with ctx.connection(host, port, t) as conn:
             first = await conn.read_some(wait=banner_wait(ctx.options, conn.connect_time),
                                          what="banner")
+            listener = ctx.canary.serving(conn.local_endpoint)
+            if listener is not None:  # e.g. reached through another address of this host
+                _is_canary(result, listener)
+                return
             if first and b"\n" not in first and len(first) < 512:
                 first += await conn.read_until(b"\n", "banner line")
             if not first:
@@ -158,6 +163,41 @@ async def _probe_port(ctx: ProbeContext, result: PortResult) -> None:
         result.error(f"no HTTP proxy, SOCKS or SMTP service recognised: {what}")
 
 
+def _is_canary(result: PortResult, listener: str) -> None:
+    result.service = "canary"
+    result.note(f"not probed: this is the scanner's own canary ({listener} listener); "
+                "anything it relayed would be the scanner talking to itself")
+
+
+def _canary_jobs(canary: Canary, jobs: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """The jobs that would probe the canary's own listeners, with the listener's kind.
+
+    The canary's address (and, when it listens on a wildcard address, every address of this
+    host) on a port the canary holds is the scanner itself: probing it would "prove" relays
+    that are the scanner's own requests coming back.
+    """
+    listeners = canary.listeners()
+    ours = {endpoint((a, 0))[0] for a in (canary.host, canary.bind)}
+    wildcard = ipaddress.ip_address(canary.bind).is_unspecified
+    out: dict[tuple[str, int], str] = {}
+    for host, port in jobs:
+        address = endpoint((host, 0))[0]
+        if port in listeners and (address in ours or (wildcard and _is_local(address))):
+            out[(host, port)] = listeners[port]
+    return out
+
+
+def _is_local(address: str) -> bool:
+    """True when `address` belongs to this host (it can be bound)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((address, 0))
+    except OSError:
+        return False
+    return True
+
+
 async def _tls_banner(ctx: ProbeContext, result: PortResult) -> bytes:
     """Last resort for a port that answered neither HTTP nor SOCKS: implicit TLS (SMTPS)?"""
     t = Transcript()
@@ -222,10 +262,15 @@ async def run_probe(targets: list[Target], options: ProbeOptions,
                          "(its banner coming back is `likely`, not canary-confirmed)")
     ctx = ProbeContext(options, canary)
     results: list[PortResult] = []
+    skipped = _canary_jobs(canary, jobs)
+    for (host, port), listener in skipped.items():
+        results.append(PortResult(host, port))
+        _is_canary(results[-1], listener)
     done = 0
     queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
     for job in jobs:
-        queue.put_nowait(job)
+        if job not in skipped:
+            queue.put_nowait(job)
 
     async def worker() -> None:
         nonlocal done

@@ -8,11 +8,17 @@ open HTTP proxy, never a path to SMTP.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 
 import pytest
 
 from relayguard.findings import Confidence, Report
-from relayguard.probe.context import ProbeOptions
+from relayguard.probe.canary import Canary, new_nonce
+from relayguard.probe.context import ProbeContext, ProbeOptions, split_hits
+from relayguard.probe.http import build_request, read_response
+from relayguard.probe.net import Transcript
 from relayguard.probe.runner import run_probe
 from relayguard.probe.targets import Target
 from tests.audit.relay_helpers import nginx
@@ -62,3 +68,59 @@ def test_a_hit_on_the_wrong_listener_says_so_in_the_evidence(nginx_report: Repor
     assert all("arrived at its http listener on port 80" in n for n in wrong), wrong
     assert all("proves open-http-proxy only, not smtp-via-proxy (PROBE-HTTP-SMTP)" in n
                for n in wrong), wrong
+
+
+def test_the_canary_is_never_probed_as_a_target() -> None:
+    """`probe X --canary-host X`: the canary's own ports are skipped, never "open"."""
+    options = ProbeOptions(timeout=1.0, source=SCANNER, canary_host="127.0.4.62",
+                           ports=(25, 80, 443))
+    report = asyncio.run(run_probe([Target("127.0.4.62")], options))
+    assert report.findings == (), [(f.rule, f.title) for f in report.findings]
+    assert report.errors == ()
+    assert report.stats["services"] == {"canary": 3}, report.notes
+    skipped = [n for n in report.notes if "scanner's own canary" in n]
+    assert {n.split(":")[1] for n in skipped} == {"25", "80", "443"}, skipped
+
+
+def test_an_ipv4_mapped_name_for_the_canary_is_skipped_too() -> None:
+    options = ProbeOptions(timeout=1.0, canary_host="127.0.4.62", ports=(80,))
+    report = asyncio.run(run_probe([Target("::ffff:127.0.4.62")], options))
+    assert report.findings == ()
+    assert report.stats["services"] == {"canary": 1}, report.notes
+
+
+def test_a_nonce_the_scanner_itself_carries_to_the_canary_is_marked_own() -> None:
+    """Defence in depth below the skip: the canary knows the scanner's own sockets."""
+    async def main() -> None:
+        canary = Canary("127.0.4.64", http_port=0, raw_port=0, smtp_ports=())
+        await canary.start()
+        try:
+            ctx = ProbeContext(ProbeOptions(timeout=2.0, source=SCANNER), canary)
+            nonce = new_nonce()
+            async with ctx.connection("127.0.4.64", canary.http_port, Transcript()) as conn:
+                await asyncio.sleep(0.1)  # the canary waits for the request meanwhile
+                assert canary.serving(conn.local_endpoint) == "http"
+                await conn.send(build_request("GET", f"/{nonce}", "x"))
+                await read_response(conn)
+            (hit,) = await canary.wait(nonce, 2.0)
+            assert hit.own
+            assert split_hits([hit], "http", canary.http_port) == ([], [], [hit])
+        finally:
+            await canary.stop()
+
+    asyncio.run(main())
+
+
+def test_probe_localhost_as_root_does_not_report_itself() -> None:
+    """`relayguard probe 127.0.0.1`: the default canary is 127.0.0.1 itself."""
+    done = subprocess.run(
+        [sys.executable, "-m", "relayguard", "probe", "127.0.0.1", "--ports", "25,80,443",
+         "--timeout", "1", "--format", "json"],
+        capture_output=True, text=True, timeout=120)
+    doc = json.loads(done.stdout)
+    canary = doc["stats"]["canary"]
+    held = {canary["http_port"], canary["raw_port"], *canary["smtp_ports"]} & {25, 80, 443}
+    if canary["host"] != "127.0.0.1" or not held:
+        pytest.skip(f"the canary could not take 127.0.0.1:25/80/443 ({doc['notes']})")
+    assert doc["findings"] == [], doc["findings"]
+    assert doc["stats"]["services"].get("canary") == len(held), doc["notes"]
