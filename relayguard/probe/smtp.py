@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from relayguard.findings import Confidence, Evidence, Location
 from relayguard.probe import rules
-from relayguard.probe.canary import new_nonce
+from relayguard.probe.canary import CanaryHit, new_nonce
 from relayguard.probe.context import PortResult, ProbeContext, split_hits
 from relayguard.probe.net import Conn, NetError, Transcript
 
@@ -267,7 +267,7 @@ class Smtp:
         title = (f"{rules.SMTP_RELAY.title}: {len(accepted)}/{len(all_tricks)} relay tricks "
                  f"accepted at RCPT{' (inside STARTTLS)' if tls_used else ''}")
         if self.ctx.options.confirm_delivery:
-            delivered = await self._confirm_delivery(evidence)
+            delivered = await self._confirm_delivery(evidence, starttls=tls_used)
             if delivered:
                 confidence = Confidence.CONFIRMED
                 title += ", and a test message reached the canary"
@@ -275,8 +275,11 @@ class Smtp:
             title, location=Location(host=ip, port=self.result.port), evidence=evidence,
             confidence=confidence))
 
-    async def _confirm_delivery(self, evidence: list[Evidence]) -> bool:
-        """Send ONE tiny message to <nonce>@[canary] (opt-in) and wait for the canary."""
+    async def _confirm_delivery(self, evidence: list[Evidence], starttls: bool) -> bool:
+        """Send ONE tiny message to <nonce>@[canary] (opt-in) and wait for the canary.
+
+        `starttls`: the relay was found inside STARTTLS, so the message goes that way too.
+        """
         c = self.ctx.canary
         if 25 not in c.bound_smtp or c.bound_smtp[25] != 25:
             evidence.append(Evidence(kind="note", text="--confirm-delivery: the canary has no "
@@ -287,33 +290,40 @@ class Smtp:
         t = Transcript()
         t.note("--confirm-delivery: sending one test message to the scanner's own canary")
         try:
-            async with self.ctx.connection(self.result.host, self.result.port, t,
-                                           tls=self.implicit_tls) as conn:
-                s = await self._open(conn, starttls=False)
-                if isinstance(s, str):
-                    return False
-                if (await command(conn, f"MAIL FROM:<relayguard@{FOREIGN}>")).code != 250:
-                    return False
-                if (await command(conn, f"RCPT TO:{rcpt}")).code not in (250, 251):
-                    return False
-                if (await command(conn, "DATA")).code != 354:
-                    return False
-                body = (f"From: <relayguard@{FOREIGN}>\r\nTo: {rcpt}\r\n"
-                        f"Subject: relayguard relay test {nonce}\r\n"
-                        f"Message-ID: <{nonce}@{FOREIGN}>\r\n\r\n"
-                        f"relayguard open-relay test {nonce}\r\n.\r\n")
-                await conn.send(body.encode())
-                await read_reply(conn, "reply to end of DATA")
-                await conn.send(b"QUIT\r\n")
+            sent = await self._send_one(t, rcpt, nonce, starttls)
         except NetError as exc:
             t.note(f"{exc.kind}: {exc}")
-            evidence.append(Evidence(kind="transcript", text=t.render()))
-            return False
-        seen = await c.wait(nonce, max(5.0, 3 * self.ctx.options.timeout))
-        hits, stray, own = split_hits(seen, "smtp", c.bound_smtp[25])
-        stray += own
+            sent = False
+        hits: list[CanaryHit] = []
+        stray: list[CanaryHit] = []
+        if sent:
+            seen = await c.wait(nonce, max(5.0, 3 * self.ctx.options.timeout))
+            hits, stray, own = split_hits(seen, "smtp", c.bound_smtp[25])
+            stray += own
         evidence.append(Evidence(kind="transcript", text=t.render()))
         evidence += [Evidence(kind="note", text=h.describe()) for h in hits]
         evidence += [Evidence(kind="note", text=f"not counted (not a relayed delivery to the "
                               f"SMTP listener on port 25): {h.describe()}") for h in stray]
         return bool(hits)
+
+    async def _send_one(self, t: Transcript, rcpt: str, nonce: str, starttls: bool) -> bool:
+        """One session: MAIL, RCPT <rcpt>, DATA with a three-line message; False (noted in
+        the transcript) when the MTA declines a step."""
+        async with self.ctx.connection(self.result.host, self.result.port, t,
+                                       tls=self.implicit_tls) as conn:
+            s = await self._open(conn, starttls=starttls)
+            if isinstance(s, str):
+                t.note(f"not sent: {s}")
+                return False
+            for step, ok in ((f"MAIL FROM:<relayguard@{FOREIGN}>", (250,)),
+                             (f"RCPT TO:{rcpt}", (250, 251)), ("DATA", (354,))):
+                if (await command(conn, step)).code not in ok:
+                    t.note(f"not sent: {step.split(':')[0]} was refused")
+                    return False
+            await conn.send((f"From: <relayguard@{FOREIGN}>\r\nTo: {rcpt}\r\n"
+                             f"Subject: relayguard relay test {nonce}\r\n"
+                             f"Message-ID: <{nonce}@{FOREIGN}>\r\n\r\n"
+                             f"relayguard open-relay test {nonce}\r\n.\r\n").encode())
+            await read_reply(conn, "reply to end of DATA")
+            await conn.send(b"QUIT\r\n")
+        return True

@@ -81,6 +81,24 @@ def test_relay_behind_mandatory_starttls_is_found_inside_tls(tls_files: dict[str
         assert "530" in transcripts  # plaintext MAIL was refused: STARTTLS first
 
 
+def test_confirm_delivery_uses_starttls_when_the_relay_was_found_inside_it(
+        tls_files: dict[str, str]) -> None:
+    conf = (OPEN + "smtpd_tls_cert_file = ${config_directory}/cert.pem\n"
+            "smtpd_tls_key_file = ${config_directory}/key.pem\n"
+            "smtpd_tls_security_level = encrypt\n")
+    with postfix("127.0.4.65", 2525, conf, files=tls_files) as mta:
+        report = probe("127.0.4.65", 2525, "127.0.4.66", confirm_delivery=True)
+        (f,) = report.findings
+        assert "(inside STARTTLS)" in f.title
+        assert f.confidence is Confidence.CONFIRMED, ([e.text for e in f.evidence],
+                                                      mta.log("mail"))
+        delivery = [e.text for e in f.evidence if "--confirm-delivery" in e.text]
+        assert len(delivery) == 1 and "TLS established" in delivery[0], delivery
+        log = mta.wait_log("mail", "status=sent")
+        assert log.count("status=sent") == 1, log
+        assert "relay=127.0.4.66[127.0.4.66]:25" in log
+
+
 def test_stock_postfix_behind_starttls_is_not_a_relay(tls_files: dict[str, str]) -> None:
     conf = ("smtpd_tls_cert_file = ${config_directory}/cert.pem\n"
             "smtpd_tls_key_file = ${config_directory}/key.pem\n"
