@@ -103,6 +103,7 @@ def run_lab(say: Say, address: str = DEFAULT_ADDRESS, keep: bool = False) -> Lab
     check_requirements()
     if not ipaddress.ip_address(address).is_loopback:
         raise LabError(f"--address {address}: the lab runs on loopback only (127.0.0.0/8)")
+    servers.ensure_free(address, (SMTP_PORT, WEB_PORT))
     workdir = Path(tempfile.mkdtemp(prefix="relayguard-lab-"))
     os.chmod(workdir, 0o755)
     result = LabResult(address=address, workdir=str(workdir))

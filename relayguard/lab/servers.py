@@ -4,17 +4,24 @@ Each runs in its own process group (so everything it forks can be killed), from 
 lab writes into its work directory, and is always stopped by `Process.stop()`. Postfix binds
 only addresses configured on an interface, so the lab adds HOST/32 to `lo` (and removes it
 again if it added it). No mail can leave: every non-local transport is `discard:`.
+
+The lab must never talk to the machine's real servers: if something already serves its
+address and ports (a real MTA on *:25), it refuses to start (`ensure_free`), and a daemon is
+"ready" only when its own pid file names the process the lab started and it answers with
+the run's secret marker (web page, SMTP banner), never merely because a connect succeeded.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +56,38 @@ class LabError(RuntimeError):
     """The lab could not set itself up; the message says what to do."""
 
 
+def new_marker() -> str:
+    """A per-run secret the lab's own daemons show (page, banner): nobody else's do."""
+    return f"relayguard-lab-{secrets.token_hex(8)}"
+
+
+def ensure_free(host: str, ports: tuple[int, ...]) -> None:
+    """LabError when anything already serves `host` on one of `ports`.
+
+    A wildcard listener (a real MTA on *:25) answers connections to every loopback address,
+    so the lab's own daemon could not bind and its spammers would reach the real server.
+    """
+    from relayguard.scan.discover import listeners
+
+    for port in ports:
+        taken = sorted({f"[{s.address}]:{port}" if ":" in s.address else f"{s.address}:{port}"
+                        for s in listeners() if s.port == port and s.serves(host)})
+        problem = f"already served by {', '.join(taken)}" if taken else ""
+        if not problem:
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((host, port))
+                except OSError as exc:
+                    problem = f"cannot be bound ({exc.strerror})"
+        if problem:
+            raise LabError(
+                f"{host}:{port} is {problem}: the lab's own server could not listen there, and "
+                "its spammers would talk to that server instead. Stop what listens there, or "
+                "run the lab on another loopback address (--address 127.0.N.M); the lab "
+                "changed nothing.")
+
+
 def missing_packages() -> list[str]:
     """Debian packages the lab needs that are not installed (in install order)."""
     out: list[str] = []
@@ -67,9 +106,21 @@ class Process:
     workdir: Path
     host: str
     port: int
+    pidfile: Path | None = None  # where the daemon writes the pid of the process we started
+    marker: Callable[[], bool] = lambda: False  # the daemon answers with the run's secret
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     pids: set[int] = field(default_factory=set)
+
+    def ready(self) -> bool:
+        """Our own daemon answers: its pid file names our process, and it shows our marker."""
+        if self.proc is None or self.pidfile is None:
+            return False
+        try:
+            pid = int(self.pidfile.read_text(encoding="ascii").strip() or "0")
+        except (OSError, ValueError):
+            return False
+        return pid == self.proc.pid and self.marker()
 
     def start(self) -> None:
         self.log = self.workdir / f"{self.name}.stderr"
@@ -82,12 +133,13 @@ class Process:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise LabError(f"{self.name} exited at start:\n{self.tail()}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                    (self.host, self.port), timeout=0.5):
+            if self.ready():
                 return
             time.sleep(0.05)
-        raise LabError(f"{self.name} did not listen on {self.host}:{self.port} within "
-                       f"{START_TIMEOUT:g}s:\n{self.tail()}")
+        self.stop()
+        raise LabError(f"{self.name} did not answer as the lab's own server on {self.host}:"
+                       f"{self.port} within {START_TIMEOUT:g}s (pid file {self.pidfile}, "
+                       f"marker not seen):\n{self.tail()}")
 
     def tail(self) -> str:
         try:
@@ -115,12 +167,13 @@ class Process:
         self.start()
 
 
-def apache_config(workdir: Path, host: str, port: int) -> tuple[Path, Path]:
+def apache_config(workdir: Path, host: str, port: int, marker: str = "") -> tuple[Path, Path]:
     """Write httpd.conf (server plumbing) and site.conf (the proxy, as in the incident)."""
     htdocs = workdir / "htdocs"
     htdocs.mkdir(exist_ok=True)
     os.chmod(htdocs, 0o755)
-    (htdocs / "index.html").write_text("<h1>Welcome to the lab's web site</h1>\n")
+    (htdocs / "index.html").write_text(f"<h1>Welcome to the lab's web site</h1>\n"
+                                       f"<!-- {marker} -->\n")
     modules = ("mpm_event", "authz_core", "authz_host", "mime", "dir", "proxy", "proxy_http",
                "proxy_connect")
     lines = [
@@ -148,9 +201,31 @@ def apache_config(workdir: Path, host: str, port: int) -> tuple[Path, Path]:
     return conf, site
 
 
+def _answers(host: str, port: int, request: bytes, marker: str) -> bool:
+    """True when host:port answers `request` with a reply containing `marker` (bounded)."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0) as s:
+            if request:
+                s.sendall(request)
+            data = b""
+            while len(data) < 65536 and marker.encode() not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return marker.encode() in data
+    except OSError:
+        return False
+
+
 def apache(workdir: Path, host: str, port: int) -> Process:
-    conf, _ = apache_config(workdir, host, port)
-    return Process("apache2", [APACHE, "-f", str(conf), "-DFOREGROUND"], workdir, host, port)
+    marker = new_marker()
+    conf, _ = apache_config(workdir, host, port, marker)
+    request = (f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
+               "\r\n").encode()
+    return Process("apache2", [APACHE, "-f", str(conf), "-DFOREGROUND"], workdir, host, port,
+                   pidfile=workdir / "apache2.pid",
+                   marker=lambda: _answers(host, port, request, marker))
 
 
 def _master_cf(port: int) -> str:
@@ -170,6 +245,7 @@ def _master_cf(port: int) -> str:
 
 def postfix(workdir: Path, host: str, port: int) -> Process:
     """A Postfix that trusts loopback (Debian's default mynetworks) and delivers nowhere."""
+    marker = new_marker()
     conf = workdir / "postfix"
     conf.mkdir(exist_ok=True)
     for sub in ("queue", "data"):
@@ -181,6 +257,7 @@ def postfix(workdir: Path, host: str, port: int) -> Process:
         f"queue_directory = {workdir}/queue", f"data_directory = {workdir}/data",
         "mail_owner = postfix", "setgid_group = postdrop",
         "myhostname = mx.lab.relayguard.invalid", "mydomain = lab.relayguard.invalid",
+        f"smtpd_banner = $myhostname ESMTP {marker}",
         "mydestination = $myhostname, localhost",
         f"inet_interfaces = {host}", "inet_protocols = ipv4", f"smtp_bind_address = {host}",
         "alias_maps =", "alias_database =",
@@ -198,7 +275,9 @@ def postfix(workdir: Path, host: str, port: int) -> Process:
                            capture_output=True, text=True, timeout=60, check=False)
     if check.returncode != 0:
         raise LabError(f"postfix -c {conf} check failed:\n{check.stdout}{check.stderr}")
-    return Process("postfix", [POSTFIX_MASTER, "-d", "-c", str(conf)], workdir, host, port)
+    return Process("postfix", [POSTFIX_MASTER, "-d", "-c", str(conf)], workdir, host, port,
+                   pidfile=workdir / "queue" / "pid" / "master.pid",
+                   marker=lambda: _answers(host, port, b"", marker))
 
 
 def add_loopback_address(host: str) -> bool:

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from relayguard.findings import Category
+from relayguard.lab import servers
 from relayguard.lab.run import run_lab
+from relayguard.lab.servers import LabError
 from tests.cli.test_cli import ENV
 from tests.servers.base import port_open
 
@@ -117,3 +121,70 @@ def test_lab_names_exactly_the_missing_packages(monkeypatch: pytest.MonkeyPatch)
     assert str(err.value) == (
         "relayguard lab needs these Debian packages, which are not installed: postfix iproute2\n"
         "install them with: sudo apt-get install --no-install-recommends postfix iproute2")
+
+
+def _accepting(host: str, port: int) -> socket.socket:
+    """A stranger's server: listens, never answers (stands in for the machine's real MTA)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen()
+    sock.setblocking(False)
+    return sock
+
+
+def test_lab_refuses_when_something_already_serves_its_ports() -> None:
+    stranger = _accepting(ADDRESS, 8080)
+    try:
+        lines: list[str] = []
+        with pytest.raises(LabError) as err:
+            run_lab(lines.append, address=ADDRESS)
+        assert str(err.value).startswith(f"{ADDRESS}:8080 is already served by {ADDRESS}:8080: "
+                                         "the lab's own server could not listen there")
+        assert "--address 127.0.N.M" in str(err.value)
+        with pytest.raises(BlockingIOError):
+            stranger.accept()  # nobody talked to the stranger's server
+        assert lines == []  # refused before starting anything
+    finally:
+        stranger.close()
+
+
+def test_a_wildcard_listener_counts_as_taken() -> None:
+    """A real MTA on *:25 answers connections to every loopback address."""
+    with socket.socket() as wildcard:
+        wildcard.bind(("0.0.0.0", 0))
+        wildcard.listen()
+        port = wildcard.getsockname()[1]
+        with pytest.raises(LabError) as err:
+            servers.ensure_free("127.0.10.7", (port,))
+        assert f"127.0.10.7:{port} is already served by 0.0.0.0:{port}" in str(err.value)
+    servers.ensure_free("127.0.10.7", (port,))  # free again once it is gone
+
+
+def test_a_daemon_is_ready_only_when_it_is_the_labs_own() -> None:
+    """Apache cannot bind where a stranger listens; a successful connect to the stranger
+    must not pass for the lab's Apache being up (its pid file and marker are checked)."""
+    host, port = "127.0.10.8", 18080
+    with tempfile.TemporaryDirectory(prefix="rg-labtest-") as tmp:
+        os.chmod(tmp, 0o755)  # Apache's www-data children read the page
+        _ready_only_when_own(Path(tmp), host, port)
+
+
+def _ready_only_when_own(workdir: Path, host: str, port: int) -> None:
+    stranger = _accepting(host, port)
+    try:
+        web = servers.apache(workdir, host, port)
+        try:
+            with pytest.raises(LabError):
+                web.start()
+        finally:
+            web.stop()
+    finally:
+        stranger.close()
+    # the same daemon where nothing else listens: ready by its own pid file and marker
+    web = servers.apache(workdir, host, port)
+    try:
+        web.start()
+        assert web.proc is not None and web.ready()
+    finally:
+        web.stop()
