@@ -49,6 +49,9 @@ def probe_command(
     canary_host: Annotated[str | None, typer.Option(
         "--canary-host", help="Address targets must use to reach the scanner's canary "
         "(default: the local address of the route to the first target).")] = None,
+    canary_bind: Annotated[str | None, typer.Option(
+        "--canary-bind", help="Local address the canary listens on, when targets reach "
+        "it through NAT at --canary-host (default: --canary-host itself).")] = None,
     smtp_check_target: Annotated[str | None, typer.Option(
         "--smtp-check-target", help="HOST:PORT of a real MTA whose 220 banner proves SMTP "
         "reachability through a proxy when the canary cannot listen on 25/465/587.")] = None,
@@ -95,6 +98,10 @@ def probe_command(
             fail(f"{name} must be between {low:g} and {high:g}")
     source = _address("--source-address", source_address) if source_address else None
     canary = _address("--canary-host", canary_host) if canary_host else None
+    if canary is not None and ipaddress.ip_address(canary).is_unspecified:
+        fail(f"--canary-host {canary} is not an address targets can reach; for a wildcard "
+             "listener use --canary-bind")
+    bind = _address("--canary-bind", canary_bind) if canary_bind else None
     check_target = _hostport("--smtp-check-target", smtp_check_target) \
         if smtp_check_target else None
     try:
@@ -110,7 +117,7 @@ def probe_command(
         return
     options = ProbeOptions(
         ports=port_list, timeout=timeout, banner_wait=banner_wait, concurrency=concurrency,
-        per_host=per_host, rate=rate, source=source, canary_host=canary,
+        per_host=per_host, rate=rate, source=source, canary_host=canary, canary_bind=bind,
         smtp_check_target=check_target, confirm_delivery=confirm_delivery,
         max_time=max_time, allow_large=allow_large,
         target_time=max(30.0, 24 * timeout),

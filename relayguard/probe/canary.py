@@ -66,13 +66,15 @@ class CanaryHit:
 
 @dataclass
 class Canary:
-    """Listeners on `host`; `start()` binds what it can and says in `problems` what it could not."""
+    """Listeners on `bind`, announced to targets as `host` (they differ behind 1:1 NAT, where
+    the public address cannot be bound); `start()` binds what it can and says in `problems`
+    what it could not."""
 
     host: str
     http_port: int = 80
     raw_port: int = 443
     smtp_ports: tuple[int, ...] = SMTP_PORTS
-    bind: str = ""  # address the listeners bind to ("" = host)
+    bind: str = ""  # address the listeners bind to ("" = host; may be a wildcard)
     problems: list[str] = field(default_factory=list)
     bound_smtp: dict[int, int] = field(default_factory=dict)  # wanted port -> bound port
     closed_port: int = 0  # a port on `host` nothing listens on (negative control)
@@ -89,14 +91,14 @@ class Canary:
 
     async def _listen(self, port: int, handler: object, fallback: bool, what: str) -> int | None:
         try:
-            server = await asyncio.start_server(handler, self.host, port,  # type: ignore[arg-type]
+            server = await asyncio.start_server(handler, self.bind, port,  # type: ignore[arg-type]
                                                 reuse_address=True, limit=HANDLER_MAX)
         except OSError as exc:
             if not fallback or port == 0:
-                self.problems.append(f"canary cannot listen on {self.host}:{port} for {what}: "
+                self.problems.append(f"canary cannot listen on {self.bind}:{port} for {what}: "
                                      f"{exc.strerror or exc}")
                 return None
-            self.problems.append(f"canary cannot listen on {self.host}:{port} for {what} "
+            self.problems.append(f"canary cannot listen on {self.bind}:{port} for {what} "
                                  f"({exc.strerror or exc}); using a free port instead")
             return await self._listen(0, handler, False, what)
         self._servers.append(server)
@@ -106,7 +108,10 @@ class Canary:
         """Bind the listeners; HTTP and raw fall back to free ports, SMTP ports do not."""
         port = await self._listen(self.http_port, self._handle_http, True, "HTTP")
         if port is None:
-            raise OSError(f"canary cannot listen on {self.host}: {'; '.join(self.problems)}")
+            hint = ("; if targets reach this host through NAT, give the local address to "
+                    "bind with --canary-bind" if self.bind == self.host else "")
+            raise OSError(f"canary cannot listen on {self.bind}: {'; '.join(self.problems)}"
+                          + hint)
         self.http_port = port
         raw = await self._listen(self.raw_port, self._handle_raw, True, "raw TCP (443-like)")
         self.raw_port = raw if raw is not None else 0
@@ -114,7 +119,7 @@ class Canary:
             bound = await self._listen(wanted, self._handle_smtp, False, "SMTP")
             if bound is not None:
                 self.bound_smtp[wanted] = bound
-        self.closed_port = _unused_port(self.host)
+        self.closed_port = _unused_port(self.bind)
 
     async def stop(self) -> None:
         """Stop listening; let conversations in flight finish (bounded), then cut them."""

@@ -38,6 +38,7 @@ class ProbeOptions:
     rate: float = 0.0  # new connections per second, in total (0 = no limit)
     source: str | None = None  # bind outgoing connections to this address
     canary_host: str | None = None  # address targets use to reach the canary
+    canary_bind: str | None = None  # address the canary listens on (default: canary_host)
     canary_http_port: int = 80
     canary_raw_port: int = 443
     canary_smtp_ports: tuple[int, ...] = (25, 465, 587)

@@ -244,7 +244,8 @@ async def run_probe(targets: list[Target], options: ProbeOptions,
     if canary_host is None and jobs:
         canary_host = route_local_address(jobs[0][0])
     canary = Canary(canary_host or "127.0.0.1", options.canary_http_port,
-                    options.canary_raw_port, options.canary_smtp_ports)
+                    options.canary_raw_port, options.canary_smtp_ports,
+                    bind=options.canary_bind or "")
     try:
         await canary.start()
     except OSError as exc:
@@ -310,7 +311,7 @@ async def run_probe(targets: list[Target], options: ProbeOptions,
         "services": dict(sorted(services.items())),
         "connections": ctx.connections,
         "duration_s": round(time.monotonic() - started, 3),
-        "canary": {"host": canary.host, "http_port": canary.http_port,
+        "canary": {"host": canary.host, "bind": canary.bind, "http_port": canary.http_port,
                    "raw_port": canary.raw_port,
                    "smtp_ports": sorted(canary.bound_smtp)},
     }

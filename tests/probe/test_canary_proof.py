@@ -8,9 +8,13 @@ open HTTP proxy, never a path to SMTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,6 +26,7 @@ from relayguard.probe.net import Transcript
 from relayguard.probe.runner import run_probe
 from relayguard.probe.targets import Target
 from tests.audit.relay_helpers import nginx
+from tests.servers.microsocks import microsocks
 
 pytestmark = pytest.mark.server
 
@@ -124,3 +129,53 @@ def test_probe_localhost_as_root_does_not_report_itself() -> None:
         pytest.skip(f"the canary could not take 127.0.0.1:25/80/443 ({doc['notes']})")
     assert doc["findings"] == [], doc["findings"]
     assert doc["stats"]["services"].get("canary") == len(held), doc["notes"]
+
+
+@contextlib.contextmanager
+def one_to_one_nat(public: str, private: str) -> Iterator[None]:
+    """Loopback 1:1 NAT with nftables: connections to `public` go to `private`."""
+    nft = shutil.which("nft")
+    table = f"relayguard_probe_nat_{os.getpid()}"
+    script = (f"table ip {table} {{\n chain out {{\n  type nat hook output priority -100;\n"
+              f"  ip daddr {public} dnat to {private}\n }}\n}}\n")
+    if nft is None or subprocess.run([nft, "-f", "-"], input=script, text=True,
+                                     capture_output=True, timeout=10).returncode != 0:
+        pytest.skip("nftables NAT is not available here")
+    try:
+        yield
+    finally:
+        subprocess.run([nft, "delete", "table", "ip", table], capture_output=True, timeout=10)
+
+
+def test_canary_behind_nat_binds_one_address_and_advertises_another() -> None:
+    public, private, proxy = "127.0.4.67", "127.0.4.68", "127.0.4.69"
+    with one_to_one_nat(public, private), microsocks(proxy, 1080):
+        options = ProbeOptions(timeout=3.0, source=SCANNER, canary_host=public,
+                               canary_bind=private)
+        targets = [Target(proxy, 1080), Target(public, 80), Target(private, 25)]
+        report = asyncio.run(run_probe(targets, options))
+    assert report.errors == ()
+    assert report.stats["canary"]["host"] == public
+    assert report.stats["canary"]["bind"] == private
+    assert {f.rule for f in report.findings} == {"PROBE-SOCKS5", "PROBE-SOCKS-SMTP"}
+    assert all(f.confidence is Confidence.CONFIRMED for f in report.findings)
+    transcripts = "\n".join(e.text for f in report.findings for e in f.evidence)
+    assert f"Host: {public}:80" in transcripts  # what the target was told
+    # Both names of the canary are the canary: neither is probed.
+    assert report.stats["services"] == {"canary": 2, "socks5": 1}, report.notes
+
+
+def test_cli_canary_bind_must_be_an_address_and_canary_host_not_a_wildcard() -> None:
+    for args, message in ((("--canary-bind", "nowhere"), "--canary-bind 'nowhere' is not an"),
+                          (("--canary-host", "0.0.0.0"), "use --canary-bind")):
+        done = subprocess.run([sys.executable, "-m", "relayguard", "probe", "127.0.4.1", *args],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_an_address_the_canary_cannot_bind_points_to_canary_bind() -> None:
+    # 192.0.2.1 (TEST-NET-1) is not on this host: binding fails, nothing is sent anywhere.
+    options = ProbeOptions(timeout=1.0, canary_host="192.0.2.1", ports=(1,))
+    report = asyncio.run(run_probe([Target("127.0.4.70")], options))
+    assert [e.source for e in report.errors] == ["canary"]
+    assert "--canary-bind" in report.errors[0].message
