@@ -121,6 +121,8 @@ def run_lab(say: Say, address: str = DEFAULT_ADDRESS, keep: bool = False) -> Lab
         web = servers.apache(workdir / "web", address, WEB_PORT)
         web.start()
         result.pids |= mta.pids | web.pids
+        say(f"   started: Postfix (pid {mta.pid}), Apache (pid {web.pid}), each in its own "
+            "process group")
 
         say(f"\n2. {SPAMMERS} spammers relay through the proxy (CONNECT {address}:25, stopped "
             f"at RCPT: nothing is sent) while {VISITORS} visitors browse the site:")
@@ -138,6 +140,7 @@ def run_lab(say: Say, address: str = DEFAULT_ADDRESS, keep: bool = False) -> Lab
         _fix(workdir, result, say)
         web.restart()
         result.pids |= web.pids
+        say(f"   Apache restarted (pid {web.pid})")
 
         say("\n5. Replaying the spammers and visitors against the fixed server:")
         result.attempts_after = play.play((address, WEB_PORT), (address, SMTP_PORT),

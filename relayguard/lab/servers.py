@@ -112,6 +112,11 @@ class Process:
     log: Path | None = None
     pids: set[int] = field(default_factory=set)
 
+    @property
+    def pid(self) -> int | None:
+        """The running daemon's pid (its process group and session have the same id)."""
+        return self.proc.pid if self.proc is not None else None
+
     def ready(self) -> bool:
         """Our own daemon answers: its pid file names our process, and it shows our marker."""
         if self.proc is None or self.pidfile is None:

@@ -4,6 +4,7 @@ and afterwards nothing left running, listening, or on disk. Also when interrupte
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -78,27 +79,64 @@ def test_lab_catches_fixes_and_cleans_up() -> None:
     assert text.rstrip().endswith("work directory removed.")
 
 
-def test_lab_command_ctrl_c_cleans_up() -> None:
+def _sessions_alive(sids: set[int]) -> list[str]:
+    """Processes still running in any of these sessions (the lab starts each daemon in its
+    own session, so every child it forked is found, not only the pids it printed)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[3]) in sids:
+            out.append(stat.parent.name)
+    return out
+
+
+@pytest.mark.parametrize("step", ["2. ", "3. ", "4. "])
+def test_lab_command_ctrl_c_cleans_up(step: str) -> None:
+    """SIGINT while the spammers play (2), while scanning (3) and while fixing (4): exit 130,
+    every process the lab started gone, its address off `lo`, its files removed."""
+    on_lo_before = _on_lo(ADDRESS)
     proc = subprocess.Popen([sys.executable, "-m", "relayguard", "lab"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ENV)
     assert proc.stdout is not None
     seen: list[str] = []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         seen.append(line)
-        if line.startswith("2. "):  # both daemons are up and the spammers are about to start
+        if line.startswith(step):
             proc.send_signal(signal.SIGINT)
             break
     out, err = proc.communicate(timeout=60)
     text = "".join(seen) + out
+    assert any(line.startswith(step) for line in seen), text + err
     assert proc.returncode == 130, text + err
     assert "interrupted; everything it started is stopped" in err
+    assert "Traceback" not in err, err
     assert "Cleaned up: daemons stopped" in text
+    pids = {int(p) for p in re.findall(r"\(pid (\d+)\)", text)}
+    assert len(pids) >= 2, text
+    assert _sessions_alive(pids) == []
     assert not port_open(ADDRESS, 8080) and not port_open(ADDRESS, 25)
+    assert _on_lo(ADDRESS) == on_lo_before  # the address it added is gone again
     assert not list(Path("/tmp").glob("relayguard-lab-*"))
+
+
+def test_lab_command_exits_0_when_the_hole_is_closed() -> None:
+    on_lo_before = _on_lo(ADDRESS)
+    done = subprocess.run([sys.executable, "-m", "relayguard", "lab"], capture_output=True,
+                          text=True, env=ENV, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RESULT: the hole is closed" in done.stdout
+    pids = {int(p) for p in re.findall(r"\(pid (\d+)\)", done.stdout)}
+    assert len(pids) == 3  # Postfix, Apache, the restarted Apache
+    assert _sessions_alive(pids) == []
+    assert _on_lo(ADDRESS) == on_lo_before
+    assert done.stdout.rstrip().endswith("work directory removed.")
 
 
 def test_lab_refuses_a_non_loopback_address() -> None:
