@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relayguard.audit.base import AuditOptions, AuditResult, under_root
+from relayguard.audit.readfile import peek, read_text
 from relayguard.audit.tree import Node
 from relayguard.errors import InputError
 from relayguard.findings import ErrorEntry
 
-MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_LINE_CHARS = 64 * 1024
 MAX_INCLUDE_DEPTH = 128  # httpd's AP_MAX_INCLUDE_DEPTH
 MAX_FILES = 10_000
@@ -76,27 +76,8 @@ class _Raw:
 
 
 def read_config_text(path: Path) -> str:
-    """Read a config file as text, refusing what is not one (binary, huge, unreadable)."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise InputError(str(path), f"file is {size} bytes; refusing configs over "
-                             f"{MAX_FILE_BYTES} bytes")
-        data = path.read_bytes()
-    except InputError:
-        raise
-    except IsADirectoryError:
-        raise InputError(str(path), "is a directory, expected a config file") from None
-    except PermissionError:
-        raise InputError(str(path), "permission denied (run as root to read it)") from None
-    except FileNotFoundError:
-        raise InputError(str(path), "no such file") from None
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from None
-    if b"\x00" in data:
-        line = data[: data.index(b"\x00")].count(b"\n") + 1
-        raise InputError(str(path), "binary data (NUL byte): not a config file", line)
-    return data.decode("utf-8", errors="replace")
+    """Read a config file as text, refusing what is not one (binary, huge, a device)."""
+    return read_text(path)
 
 
 def logical_lines(text: str) -> list[tuple[int, str]]:
@@ -452,11 +433,7 @@ class ApacheAuditor:
             return any((path / n).is_file() for n in ROOT_NAMES)
         if path.name in ("apache2.conf", "httpd.conf"):
             return True
-        try:
-            with path.open("rb") as fh:
-                head = fh.read(256 * 1024).decode("utf-8", errors="replace")
-        except OSError:
-            return False
+        head = peek(path, 256 * 1024)
         return len(_APACHE_HINTS.findall(head)) >= 1 and "http_access" not in head \
             and "server {" not in head and "server{" not in head
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from relayguard.audit.base import AuditOptions, AuditResult
 from relayguard.audit.configtest import run_check
 from relayguard.audit.directive import Directive, read_lines
+from relayguard.audit.readfile import peek
 from relayguard.findings import ErrorEntry
 
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*:$")
@@ -172,10 +173,7 @@ class DanteAuditor:
             return False  # danted.conf lives in /etc itself: a directory is not Dante's
         if path.name in ("danted.conf", "sockd.conf"):
             return True
-        try:
-            head = path.read_text(encoding="utf-8", errors="replace")[:200000]
-        except OSError:
-            return False
+        head = peek(path, 200000)
         return bool(re.search(r"^\s*(socks|client)\s+(pass|block)\b", head, re.M)) or \
             bool(re.search(r"^\s*internal:", head, re.M))
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from relayguard.errors import InputError
+from relayguard.audit.readfile import read_text
 from relayguard.findings import Edit, Evidence, Location
-
-MAX_CONFIG_BYTES = 16 * 1024 * 1024  # no real proxy config is bigger; refuse to slurp a disk
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +61,5 @@ def strip_comment(text: str, marker: str = "#") -> str:
 
 def read_lines(path: Path, shown: str | None = None) -> list[str]:
     """A config file's physical lines (newline-split, `\\r` dropped); InputError if unreadable."""
-    name = shown or str(path)
-    try:
-        if path.is_dir():
-            raise InputError(name, "is a directory, expected a config file")
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise InputError(name, f"larger than {MAX_CONFIG_BYTES} bytes; not a config file")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(name, f"cannot read: {exc.strerror or exc}") from None
-    if b"\x00" in data:
-        raise InputError(name, "contains NUL bytes; not a text config file")
-    text = data.decode("utf-8", errors="replace")
+    text = read_text(path, shown)
     return [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]

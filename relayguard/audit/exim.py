@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relayguard.audit.base import AuditOptions, AuditResult, IPAddress, under_root
+from relayguard.audit.readfile import peek, read_text
 from relayguard.errors import InputError
 from relayguard.findings import ErrorEntry
 
@@ -57,12 +58,7 @@ class Source:
 
 
 def _read(path: Path) -> str:
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise InputError(str(path), "file too large for an Exim config")
-    text = path.read_text(encoding="utf-8", errors="surrogateescape")
-    if "\x00" in text:
-        raise InputError(str(path), "binary data, not an Exim config")
-    return text
+    return read_text(path, errors="surrogateescape", limit=MAX_FILE_BYTES)
 
 
 def parse_debconf(text: str, path: str) -> dict[str, tuple[str, int, str]]:
@@ -146,8 +142,7 @@ def load(path: Path, root: Path | None = None) -> Source:
         if not parts:
             raise InputError(str(path), "no exim4.conf, exim4.conf.template or conf.d here")
     else:
-        if not path.is_file():
-            raise InputError(str(path), "not a readable file")
+        read_text(path)  # refuses devices, binary and huge files by name before anything else
         parts = [path]
         if path.name == "exim4.conf.template":
             ue = path.parent / "update-exim4.conf.conf"
@@ -188,10 +183,10 @@ def _preprocess(path: Path, src: Source, state: list[bool], root: Path | None,
                 depth: int) -> None:
     try:
         text = _read(path)
-    except OSError as exc:
+    except InputError as exc:
         if depth == 0:
-            raise InputError(str(path), f"cannot read: {exc}") from None
-        src.errors.append(ErrorEntry(str(path), f"cannot read: {exc}"))
+            raise
+        src.errors.append(ErrorEntry(exc.source, exc.message, exc.line))
         return
     src.files.append(str(path))
     for no, raw in _logical(text):
@@ -220,7 +215,7 @@ def _preprocess(path: Path, src: Source, state: list[bool], root: Path | None,
                 target = under_root(_expand(arg, src), root)
                 if depth >= MAX_INCLUDE_DEPTH:
                     src.errors.append(ErrorEntry(str(path), "includes nested too deep", no))
-                elif target.is_file():
+                elif target.exists():  # a device or directory: the reader says why not
                     _preprocess(target, src, state, root, depth + 1)
                 elif word == "include":
                     src.errors.append(ErrorEntry(str(path), f".include {arg}: no such file", no))
@@ -524,10 +519,7 @@ class EximAuditor:
         if path.name in ("update-exim4.conf.conf", "exim4.conf.template", "exim4.conf",
                          "exim.conf", "configure"):
             return True
-        try:
-            head = path.read_text(encoding="utf-8", errors="replace")[:50000]
-        except OSError:
-            return False
+        head = peek(path, 50000)
         return bool(re.search(r"^\s*begin\s+(acl|routers)\s*$", head, re.M))
 
     def audit(self, path: Path, options: AuditOptions) -> AuditResult:

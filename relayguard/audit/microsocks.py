@@ -16,6 +16,7 @@ from pathlib import Path
 
 from relayguard.audit.base import AuditOptions, AuditResult, under_root
 from relayguard.audit.directive import Directive, read_lines
+from relayguard.audit.readfile import peek
 from relayguard.errors import InputError
 from relayguard.findings import ErrorEntry
 
@@ -56,11 +57,7 @@ class MicrosocksConfig:
 
 
 def _mentions(path: Path) -> bool:
-    try:
-        with path.open("rb") as fh:
-            return b"microsocks" in fh.read(1 << 20)
-    except OSError:
-        return False
+    return "microsocks" in peek(path, 1 << 20)
 
 
 def _proc_cmdline(path: Path) -> list[str] | None:

@@ -20,6 +20,7 @@ from typing import Any
 import crossplane
 
 from relayguard.audit.base import AuditOptions, AuditResult, IPAddress, under_root
+from relayguard.audit.readfile import lines_of, peek, read_text
 from relayguard.errors import InputError
 from relayguard.findings import Edit, ErrorEntry
 
@@ -67,8 +68,6 @@ class Config:
 
 def load(path: Path, root: Path | None = None) -> Config:
     """Parse `path` and every file it includes into one tree (raises InputError if unreadable)."""
-    if not path.is_file():
-        raise InputError(str(path), "not a readable file")
     cfg = Config(main=str(path), tree=[])
     cfg.tree = _load_file(path, path.parent, root, cfg, depth=0, seen=())
     return cfg
@@ -85,8 +84,14 @@ def _load_file(path: Path, prefix: Path, root: Path | None, cfg: Config, depth: 
         cfg.errors.append(ErrorEntry(str(path), "include loop or nesting too deep; not followed"))
         return []
     try:
+        read_text(path)  # bounded, regular files only, no binary: crossplane then parses it
         payload = crossplane.parse(str(path), single=True, check_ctx=False, check_args=False,
                                    catch_errors=True)
+    except InputError as exc:
+        if depth == 0:
+            raise
+        cfg.errors.append(ErrorEntry(exc.source, exc.message, exc.line))
+        return []
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # crossplane reads the file itself
         if depth == 0:
             raise InputError(str(path), f"cannot read: {exc}") from None
@@ -95,7 +100,8 @@ def _load_file(path: Path, prefix: Path, root: Path | None, cfg: Config, depth: 
     cfg.files.append(str(path))
     entry = payload["config"][0] if payload.get("config") else {"parsed": [], "errors": []}
     for err in entry.get("errors", []):
-        msg = re.sub(r" in \S+:\d+$", "", str(err.get("error", "parse error")))
+        msg = re.sub(r" in \S+:\d+$", "", str(err.get("error") or "")) or \
+            "cannot parse it: the file ends inside a directive (a ';' or '}' missing?)"
         if depth == 0 and not entry.get("parsed"):
             raise InputError(str(path), msg, err.get("line"))
         cfg.errors.append(ErrorEntry(str(path), msg, err.get("line")))
@@ -126,7 +132,7 @@ def _include(pattern: str, path: str, line: int, prefix: Path, root: Path | None
     target = resolve_path(pattern, prefix, root)
     if glob.has_magic(str(target)):
         files = sorted(Path(p) for p in glob.glob(str(target)) if Path(p).is_file())
-    elif target.is_file():
+    elif target.exists():  # a device or directory too: the reader refuses it by name
         files = [target]
     else:
         cfg.errors.append(ErrorEntry(path, f"include {pattern}: no such file "
@@ -259,6 +265,9 @@ class Taint:
 
     user: set[str] = field(default_factory=set)
     origin: dict[str, Directive] = field(default_factory=dict)
+    # captures of a `server_name` regex: nginx matches it against the host without its port,
+    # so they name a host but can never carry a port
+    host_only: set[str] = field(default_factory=set)
 
     def controlled(self, var: str) -> bool:
         return bool(USER_VARS.match(var)) or var in self.user
@@ -267,6 +276,8 @@ class Taint:
 def _collect_taint(tree: list[Directive]) -> Taint:
     taint = Taint()
     nodes = list(_walk(tree))
+    uri_captures: set[str] = set()
+    host_captures: set[str] = set()
     for _ in range(3):  # propagate through chains of set/map (bounded)
         for d in nodes:
             if d.name == "set" and len(d.args) >= 2:
@@ -281,10 +292,22 @@ def _collect_taint(tree: list[Directive]) -> Taint:
                     taint.user.add(var)
                     taint.origin.setdefault(var, d)
             elif d.name == "location" and d.args and d.args[0] in ("~", "~*"):
-                for name in re.findall(r"\(\?P?<(\w+)>", d.args[-1]):
+                for name in _named_captures(d.args[-1]):
                     taint.user.add(name)
                     taint.origin.setdefault(name, d)
+                    uri_captures.add(name)
+            elif d.name == "server_name":
+                for name in (n for a in d.args if a.startswith("~") for n in _named_captures(a)):
+                    taint.user.add(name)
+                    taint.origin.setdefault(name, d)
+                    host_captures.add(name)
+    taint.host_only = host_captures - uri_captures
     return taint
+
+
+def _named_captures(regex: str) -> list[str]:
+    """`(?<h>…)` / `(?P<h>…)` names in a PCRE: nginx sets a variable for each."""
+    return re.findall(r"\(\?P?<(\w+)>", regex)
 
 
 def _walk(tree: list[Directive]):
@@ -458,8 +481,12 @@ def _http_path(srv: Server, chain: list[Directive], d: Directive, taint: Taint,
     realip = _realip_bypass([c for c in chain if c.name != "if"], client) if guard else None
     extra = [taint.origin[v] for v in controlled if v in taint.origin]
     if controlled:
-        port_fixed = _port_literal(hostport) and not any(
-            v in controlled for v in variables_in(hostport.rpartition(":")[2]))
+        literal = _port_literal(hostport)
+        if literal is not None:
+            port_fixed = not any(v in controlled
+                                 for v in variables_in(hostport.rpartition(":")[2]))
+        else:  # no port written: the client's value may carry one, unless a host-only capture
+            port_fixed = ":" not in hostport and all(v in taint.host_only for v in controlled)
         return ProxyPath("http-host", d, srv, chain, not closed,
                          [_port_literal(hostport) or 80] if port_fixed else None, True, False,
                          guard, controlled, extra, realip=realip)
@@ -610,13 +637,8 @@ def acl_edit(path: ProxyPath, lines: dict[str, list[str]]) -> Edit | None:
 
 
 def read_lines(files: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for f in files:
-        try:
-            out[f] = Path(f).read_text(encoding="utf-8", errors="surrogateescape").splitlines()
-        except OSError:
-            continue
-    return out
+    """The current lines of each file read, for edits that quote them."""
+    return {f: lines for f in files if (lines := lines_of(f)) is not None}
 
 
 # --------------------------------------------------------------------------------------------
@@ -637,10 +659,7 @@ class NginxAuditor:
             return (path / "nginx.conf").is_file()
         if path.name == "nginx.conf" or "nginx" in path.parts:
             return True
-        try:
-            head = path.read_text(encoding="utf-8", errors="replace")[:20000]
-        except OSError:
-            return False
+        head = peek(path, 20000)
         return bool(re.search(r"^\s*(http|stream|events)\s*\{", head, re.M)) and \
             bool(re.search(r"^\s*(server|worker_processes|events)\b", head, re.M))
 

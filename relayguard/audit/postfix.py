@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from relayguard.audit.base import AuditOptions, AuditResult, IPAddress, under_root
+from relayguard.audit.readfile import peek, read_text
 from relayguard.errors import InputError
 from relayguard.findings import ErrorEntry
 
@@ -386,13 +387,14 @@ def load_table(spec: str, root: Path | None, errors: list[ErrorEntry],
         return table
     if kind in ("cidr", "hash", "btree", "lmdb", "cdb", "dbm", "texthash", "regexp", "pcre"):
         src = under_root(rest, root)
-        if not src.is_file() or src.stat().st_size > MAX_FILE_BYTES:
+        try:
+            text = read_text(src, limit=MAX_FILE_BYTES)
+        except InputError as exc:
             table.readable = False
-            errors.append(ErrorEntry(spec, f"table source {src} not readable; its entries "
+            errors.append(ErrorEntry(spec, f"table source {src}: {exc.message}; its entries "
                                      "were not evaluated"))
             return table
         files.append(str(src))
-        text = src.read_text(encoding="utf-8", errors="replace")
         for no, line in enumerate(text.splitlines(), 1):
             s = line.strip()
             if not s or s.startswith("#"):
@@ -472,14 +474,15 @@ def parse_networks(value: str, where: Setting | None, root: Path | None,
     for item in split_list(value):
         if item.startswith("/"):
             src = under_root(item, root)
-            if src.is_file() and src.stat().st_size <= MAX_FILE_BYTES:
-                files.append(str(src))
-                for no, ln in enumerate(src.read_text(encoding="utf-8",
-                                                      errors="replace").splitlines(), 1):
-                    for tok in split_list(ln.split("#", 1)[0]):
-                        add(tok, str(src), no)
-            else:
-                errors.append(ErrorEntry(path, f"mynetworks file {src} not readable", line))
+            try:
+                text = read_text(src, limit=MAX_FILE_BYTES)
+            except InputError as exc:
+                errors.append(ErrorEntry(path, f"mynetworks file {src}: {exc.message}", line))
+                continue
+            files.append(str(src))
+            for no, ln in enumerate(text.splitlines(), 1):
+                for tok in split_list(ln.split("#", 1)[0]):
+                    add(tok, str(src), no)
         elif re.match(r"^[a-z]+:", item):
             table = load_table(item, root, errors, files)
             for e in table.entries:
@@ -691,20 +694,13 @@ def load(path: Path, root: Path | None = None) -> PostfixConfig:
     main_path = path / "main.cf" if path.is_dir() else path
     if not main_path.is_file():
         raise InputError(str(path), "no main.cf here")
-    if main_path.stat().st_size > MAX_FILE_BYTES:
-        raise InputError(str(main_path), "file too large for a main.cf")
-    try:
-        text = main_path.read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError as exc:
-        raise InputError(str(main_path), f"cannot read: {exc}") from None
-    if "\x00" in text:
-        raise InputError(str(main_path), "binary data, not a main.cf")
+    text = read_text(main_path, errors="surrogateescape", limit=MAX_FILE_BYTES)
     main, errors = parse_main_cf(text, str(main_path))
     cfg = PostfixConfig(main_path.parent, main, [], text.splitlines(), [], [str(main_path)],
                         errors)
     master_path = main_path.parent / "master.cf"
     if master_path.is_file():
-        mtext = master_path.read_text(encoding="utf-8", errors="surrogateescape")
+        mtext = read_text(master_path, errors="surrogateescape", limit=MAX_FILE_BYTES)
         cfg.services, merr = parse_master_cf(mtext, str(master_path))
         cfg.errors.extend(merr)
         cfg.master_text = mtext.splitlines()
@@ -761,10 +757,7 @@ class PostfixAuditor:
             return True
         if path.name == "master.cf":
             return False
-        try:
-            head = path.read_text(encoding="utf-8", errors="replace")[:20000]
-        except OSError:
-            return False
+        head = peek(path, 20000)
         return bool(re.search(r"^\s*(smtpd_\w+|mynetworks|myhostname|mydestination)\s*=",
                               head, re.M))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from relayguard.audit.base import AuditOptions, AuditResult, under_root
 from relayguard.audit.configtest import run_check
 from relayguard.audit.directive import Directive, read_lines
+from relayguard.audit.readfile import peek
 from relayguard.errors import InputError
 from relayguard.findings import ErrorEntry
 
@@ -213,10 +214,7 @@ class PrivoxyAuditor:
     def recognise(self, path: Path) -> bool:
         if path.is_dir():
             return (path / "config").is_file() and (path / "default.action").exists()
-        try:
-            head = path.read_text(encoding="utf-8", errors="replace")[:200000]
-        except OSError:
-            return False
+        head = peek(path, 200000)
         return bool(re.search(r"^\s*listen-address\s", head, re.M | re.I)) and bool(
             re.search(r"^\s*(actionsfile|confdir|filterfile)\s", head, re.M | re.I))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from relayguard.audit.base import AuditOptions, AuditResult, under_root
 from relayguard.audit.configtest import run_check
 from relayguard.audit.directive import Directive, read_lines
+from relayguard.audit.readfile import peek
 from relayguard.errors import InputError
 from relayguard.findings import ErrorEntry
 
@@ -304,10 +305,7 @@ class SquidAuditor:
             return (path / "squid.conf").is_file()
         if path.name == "squid.conf":
             return True
-        try:
-            head = path.read_text(encoding="utf-8", errors="replace")[:65536]
-        except OSError:
-            return False
+        head = peek(path, 65536)
         return "http_access" in head and "http_port" in head
 
     def audit(self, path: Path, options: AuditOptions) -> AuditResult:

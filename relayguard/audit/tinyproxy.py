@@ -16,6 +16,7 @@ from pathlib import Path
 
 from relayguard.audit.base import AuditOptions, AuditResult
 from relayguard.audit.directive import Directive, read_lines
+from relayguard.audit.readfile import peek
 from relayguard.findings import ErrorEntry
 
 # tinyproxy 1.11 src/conf.c directive table; anything else is a syntax error for tinyproxy.
@@ -140,10 +141,7 @@ class TinyproxyAuditor:
             return (path / "tinyproxy.conf").is_file()
         if path.name == "tinyproxy.conf":
             return True
-        try:
-            head = path.read_text(encoding="utf-8", errors="replace")[:65536].lower()
-        except OSError:
-            return False
+        head = peek(path, 65536).lower()
         return "viaproxyname" in head or ("\nconnectport" in head and "\nport " in head)
 
     def audit(self, path: Path, options: AuditOptions) -> AuditResult:

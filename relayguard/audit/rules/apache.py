@@ -27,6 +27,7 @@ from relayguard.audit.apache_access import (
     proxy_section_matches,
 )
 from relayguard.audit.base import AuditOptions, IPAddress
+from relayguard.audit.readfile import lines_of
 from relayguard.audit.tree import Node, excerpt
 from relayguard.catalogue import Rule
 from relayguard.findings import Category, Confidence, Edit, Evidence, Finding, Location, Severity
@@ -428,14 +429,8 @@ def _acl_edits(cfg: ApacheConfig, enabled_by: Node | None) -> list[Edit]:
 
 
 def _line_text(node: Node) -> str:
-    try:
-        with open(node.path, encoding="utf-8", errors="replace") as fh:
-            for n, line in enumerate(fh, 1):
-                if n == node.line:
-                    return line.rstrip("\n")
-    except OSError:
-        pass
-    return node.render()
+    lines = lines_of(node.path) or []
+    return lines[node.line - 1] if 0 < node.line <= len(lines) else node.render()
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from pathlib import Path
 from typing import Any
 
 from relayguard.audit.base import IPAddress
@@ -23,6 +22,7 @@ from relayguard.audit.exim import (
     option,
     split_exim_list,
 )
+from relayguard.audit.readfile import lines_of
 from relayguard.catalogue import Rule
 from relayguard.findings import Category, Confidence, Edit, Evidence, Finding, Location, Severity
 
@@ -211,10 +211,7 @@ def _origin(src: Source, list_line: Line, debconf_key: str,
 
 
 def _file_line(path: str, line: int) -> str | None:
-    try:
-        lines = Path(path).read_text(encoding="utf-8", errors="surrogateescape").splitlines()
-    except OSError:
-        return None
+    lines = lines_of(path) or []
     return lines[line - 1] if 0 < line <= len(lines) else None
 
 

@@ -24,6 +24,7 @@ from relayguard.audit.postfix import (
     service_listen,
     split_list,
 )
+from relayguard.audit.readfile import lines_of
 from relayguard.catalogue import Rule
 from relayguard.findings import Category, Confidence, Edit, Evidence, Finding, Location, Severity
 
@@ -313,10 +314,7 @@ def _lines_of(cfg: PostfixConfig, path: str) -> list[str]:
         return cfg.main_text
     if path == cfg.master_path:
         return cfg.master_text
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="surrogateescape").splitlines()
-    except OSError:
-        return []
+    return lines_of(path) or []
 
 
 def rewrite_setting(cfg: PostfixConfig, setting: Setting, items: list[str]) -> Edit | None:

@@ -24,6 +24,7 @@ from relayguard.audit.addresses import (
 )
 from relayguard.audit.base import AuditOptions, IPAddress
 from relayguard.audit.privoxy import DEFAULT_LISTEN, AccessEntry, PrivoxyConfig
+from relayguard.audit.readfile import lines_of
 from relayguard.catalogue import Rule
 from relayguard.findings import (
     Category,
@@ -259,10 +260,10 @@ def _limit_edit(cfg: PrivoxyConfig) -> list[Edit]:
     if not cfg.actionsfiles:
         return []
     target = cfg.actionsfiles[-1]
-    try:
-        count = len(target.read_text(encoding="utf-8", errors="replace").splitlines())
-    except OSError:
+    lines = lines_of(target)
+    if lines is None:
         return []
+    count = len(lines)
     return [Edit(str(target), count + 1, (), ("{+limit-connect{443}}", "/"))]
 
 
