@@ -44,8 +44,9 @@ def logs_command(
         "--log-format", help="Force a format: combined, common, vhost_combined, nginx, squid, "
                              "syslog, or an Apache LogFormat / nginx log_format string.")] = None,
     apache_config: Annotated[Path | None, typer.Option(
-        "--apache-config", help="Read LogFormat/CustomLog and ServerName/ServerAlias from "
-                                "this Apache config file.")] = None,
+        "--apache-config", help="The Apache config (e.g. /etc/apache2/apache2.conf; includes "
+                                "followed): its LogFormat/CustomLog, ServerName/ServerAlias "
+                                "and whether it can proxy at all.")] = None,
     since: Annotated[str | None, typer.Option(
         "--since", help="Only events at or after this ISO date/time (UTC if no zone).")] = None,
     until: Annotated[str | None, typer.Option(
@@ -57,25 +58,26 @@ def logs_command(
         min=0, max=64)] = 0,
 ) -> None:
     """Find relaying that already happened in access and mail logs, with its timeline."""
+    from relayguard.errors import InputError
     from relayguard.logs.analyze import LogOptions, analyse
-    from relayguard.logs.formats import formats_from_apache_config, names_from_apache_config
+    from relayguard.logs.apacheconf import ApacheLogSettings, read_apache_config
 
     severity = parse_fail_on(fail_on)
-    formats_by_path: dict[str, str] = {}
-    names = set(server_name or ())
+    settings = ApacheLogSettings()
     if apache_config is not None:
         try:
-            conf_text = apache_config.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            fail(f"cannot read {apache_config}: {exc.strerror}")
-        formats_by_path = formats_from_apache_config(conf_text)
-        names |= names_from_apache_config(conf_text)
+            settings = read_apache_config(apache_config)
+        except InputError as exc:
+            fail(str(exc))
     options = LogOptions(
-        server_names=frozenset(names),
+        server_names=frozenset({*(server_name or ()), *settings.server_names}),
         mail_domains=frozenset(mail_domain or ()),
         trusted_clients=frozenset({"127.0.0.1", "::1", *(trusted_client or ())}),
         log_format=log_format,
-        formats_by_path=formats_by_path,
+        formats_by_path=settings.formats_by_path,
+        format_nicknames=settings.nicknames,
+        proxy_config=settings.proxy,
+        config_notes=tuple(f"--apache-config: {e}" for e in settings.errors),
         since=_parse_when(since, "--since"),
         until=_parse_when(until, "--until"),
         year=year,

@@ -7,6 +7,7 @@ that cannot be read becomes an error entry and the others are still analysed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from relayguard.findings import (
     Severity,
 )
 from relayguard.logs import rules as R
+from relayguard.logs.apacheconf import ProxyConfig
 from relayguard.logs.counting import Timeline
 from relayguard.logs.detect import MailDetector, ProxyDetector, VolumeDetector
 from relayguard.logs.fastpath import ChunkResult, scan_chunk, scan_plain_file
@@ -30,6 +32,7 @@ from relayguard.logs.formats import (
     FormatError,
     SquidFormat,
     YearGuesser,
+    compile_apache,
     detect_format,
     format_by_name,
     parse_syslog,
@@ -58,6 +61,11 @@ class LogOptions:
     trusted_clients: frozenset[str] = frozenset({"127.0.0.1", "::1"})
     log_format: str | None = None
     formats_by_path: dict[str, str] = field(default_factory=dict)  # from --apache-config
+    # LogFormat nicknames from --apache-config: a log detected as `combined` is read with the
+    # server's own `combined` (Debian's logs %O where upstream's logs %b)
+    format_nicknames: dict[str, str] = field(default_factory=dict)
+    proxy_config: ProxyConfig | None = None  # from --apache-config: can the server relay?
+    config_notes: tuple[str, ...] = ()  # problems met reading that config (not fatal)
     since: float | None = None
     until: float | None = None
     year: int | None = None
@@ -87,7 +95,7 @@ class LogAnalysis:
 
     def __init__(self, options: LogOptions) -> None:
         self.opt = options
-        self.proxy = ProxyDetector(options.server_names)
+        self.proxy = ProxyDetector(options.server_names, options.proxy_config)
         self.mail = MailDetector(options.mail_domains, options.trusted_clients)
         self.volume = VolumeDetector()
         self.stats = _Stats()
@@ -164,7 +172,12 @@ class LogAnalysis:
         lines = text.split("\n")
         if len(head) >= SNIFF_BYTES and len(lines) > 1:
             lines = lines[:-1]  # the last one may be cut
-        return detect_format(lines)
+        detected = detect_format(lines)
+        own = self.opt.format_nicknames.get(detected.name) if detected is not None else None
+        if detected is not None and own is not None:
+            with contextlib.suppress(FormatError):  # the server's own definition of the name
+                return Detected("access", detected.name, compile_apache(own, detected.name))
+        return detected
 
     def _count_unknown(self, path: str, head: bytes, stream: Any,
                        problems: ReadProblems) -> None:
@@ -245,6 +258,11 @@ class LogAnalysis:
         st.by_format[fmt.name] = st.by_format.get(fmt.name, 0) + parsed
         for lineno, text in res.unparsed_samples:
             st.sample(path, base + lineno, text)
+        self.feed_chunk(res, fmt, path, base)
+
+    def feed_chunk(self, res: ChunkResult, fmt: AccessFormat, source: str, base: int) -> None:
+        """The detectors' share of one fast-path chunk (`watch` calls this too): minutes,
+        the site's own page sizes, size-unit evidence and the candidate lines."""
         if self.opt.since is not None or self.opt.until is not None:
             minutes = {t: n for t, n in res.minutes.items()
                        if self._in_range(t) or self._in_range(t + 59)}
@@ -253,12 +271,14 @@ class LogAnalysis:
         self.volume.feed_minutes(minutes)
         for p, size in res.local_sizes:
             self.proxy.note_local(p, size)
+        if fmt.sizes == "guess":
+            self.proxy.note_size_evidence(*res.sizes_304)
         for lineno, raw in res.candidates:
             text = raw.decode("utf-8", "surrogateescape")
             rec = fmt.parse(text)
             if rec is None or not self._in_range(rec.time):
                 continue
-            self.proxy.feed(rec, path, base + lineno, text)
+            self.proxy.feed(rec, source, base + lineno, text)
 
     # -- mail logs ---------------------------------------------------------------------------
     def _mail(self, path: str, head: bytes, stream: Any, problems: ReadProblems) -> None:
@@ -295,7 +315,7 @@ class LogAnalysis:
                      "deferred_bounced_timeline": self.mail.outcome_timeline.to_dict()},
             "own_host_absolute_requests": self.proxy.own_host_absolute,
         }
-        notes = [story(i) for i in incidents[:12]] + self.skipped
+        notes = [story(i) for i in incidents[:12]] + self.skipped + list(self.opt.config_notes)
         if len(incidents) > 12:
             notes.append(f"... and {len(incidents) - 12} more incident(s) in stats.incidents")
         if self.stats.by_format.get("postfix") or self.stats.by_format.get("exim"):

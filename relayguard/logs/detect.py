@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
 
+from relayguard.logs.apacheconf import ProxyConfig
 from relayguard.logs.counting import Distinct, Timeline, TopK, iso
 from relayguard.logs.formats import AccessRecord, SyslogLine
 from relayguard.logs.incidents import Incident, IncidentBook, Sample
@@ -60,10 +61,12 @@ class LocalPages:
 
     cap_paths: int = 4096
     sizes: dict[str, list[int]] = field(default_factory=dict)
+    smallest: int | None = None  # the smallest answer the server wrote itself (any status)
 
     def note(self, path: str, size: int) -> None:
         if size <= 0:
             return
+        self.note_own(size)
         known = self.sizes.get(path)
         if known is None:
             if len(self.sizes) >= self.cap_paths:
@@ -82,8 +85,17 @@ class LocalPages:
             return True
         return len(sizes) >= 8 and min(sizes) <= size <= max(sizes)
 
+    def note_own(self, size: int) -> None:
+        """Any answer the server wrote itself (a local page, its 403/405 error page)."""
+        if size > 0 and (self.smallest is None or size < self.smallest):
+            self.smallest = size
+
     def home_matches(self, size: int) -> bool:
         return any(_close(s, size) for s in self.sizes.get("/", ()))
+
+    def any_matches(self, size: int) -> bool:
+        """The size of some local page (whatever its path)."""
+        return any(_close(s, size) for sizes in self.sizes.values() for s in sizes)
 
     def informative(self, path: str) -> bool:
         """Known with a stable size: a different size for it is not the local page."""
@@ -96,15 +108,36 @@ class ProxyDetector:
 
     Refused attempts (4xx, denied) are a scan; 2xx answers are judged against the site's own
     pages, because an Apache that is not a proxy answers `GET http://other/` with its own
-    page and a 200.
+    page and a 200. The server's config, when given (`ProxyConfig`), settles what it can.
     """
 
-    def __init__(self, server_names: frozenset[str] = frozenset()) -> None:
+    def __init__(self, server_names: frozenset[str] = frozenset(),
+                 config: ProxyConfig | None = None) -> None:
         self.given_names = frozenset(n.lower().rstrip(".") for n in server_names)
         self.learned_names = Distinct(256)
         self.local = LocalPages()
         self.book = IncidentBook()
         self.own_host_absolute = 0
+        self.config = config
+        # what a stock-nickname size field counts, from the log itself: a 304 has no body, so
+        # `304 -` (or 0) is %b and `304 <n>` is %O (headers); a tunnel logged `200 -` is %b
+        self.size_votes = {"body": 0, "total": 0}
+
+    def note_size_evidence(self, body: int, total: int) -> None:
+        """Lines that show what a guessed size field counts (fed by the fast path too)."""
+        self.size_votes["body"] += body
+        self.size_votes["total"] += total
+
+    def size_unit(self, unit: str) -> str:
+        """A format's size unit, with "guess" settled by the evidence when it is one-sided."""
+        if unit != "guess":
+            return unit
+        body, total = self.size_votes["body"], self.size_votes["total"]
+        if total and not body:
+            return "total"
+        if body and not total:
+            return "body"
+        return "guess"
 
     # -- feeding ------------------------------------------------------------------------------
     def names(self) -> set[str]:
@@ -120,6 +153,8 @@ class ProxyDetector:
             self.learned_names.add(rec.vhost.lower())
         method, target = rec.method, rec.target
         status = rec.status
+        if status == 304 and rec.size_unit == "guess":
+            self.size_votes["total" if rec.size else "body"] += 1
         if method == "CONNECT":
             host, port = split_hostport(target)
             kind = "proxy-smtp" if port in SMTP_PORTS else "proxy-connect"
@@ -156,10 +191,19 @@ class ProxyDetector:
         inc.add(rec.time, rec.client, dest, Sample(path, lineno, line),
                 outcome=outcome, status=str(status) if status is not None else "-",
                 nbytes=nbytes, smtp=port in SMTP_PORTS)
+        if outcome in ("refused", "failed") and rec.size_unit != "body":
+            self.local.note_own(nbytes)  # the server's own error page, headers included
         if outcome is None:
-            # %b is the body only: "-" for a tunnel
-            size = rec.size if method == "CONNECT" or rec.size is not None else rec.bytes_out
-            key_path = "CONNECT" if method == "CONNECT" else req_path or "/"
+            if method == "CONNECT":
+                # `CONNECT <unit>`: %b is "-" for a tunnel, %O counts its bytes
+                unit = rec.size_unit
+                size = rec.bytes_out if unit == "total" else rec.size
+                if unit == "guess" and not size:
+                    self.size_votes["body"] += 1
+                key_path = f"CONNECT {unit}"
+            else:
+                size = rec.size if rec.size is not None else rec.bytes_out
+                key_path = req_path or "/"
             if not inc.add_pending(size, key_path, dest):
                 self._judge(inc)  # the store is full: settle what it holds
                 inc.settle()
@@ -210,23 +254,25 @@ class ProxyDetector:
         hosts_all: set[str] = set(inc.seen_hosts)
         for path, size in inc.seen:
             path_sizes.setdefault(path, []).append(size)
+        tunnels: list[tuple[int, str, int, set[str]]] = []
+        conf_http = self.config.http if self.config is not None else None
         for (size, path), (count, hosts) in inc.pending.items():
-            if path == "CONNECT":
-                # mod_proxy_connect answers 200 with no body once the tunnel is up (%b "-");
-                # a 200 with a body is a server answering CONNECT like `GET /` (its home page).
-                if not size:
-                    verdict = "relayed"
-                elif self.local.home_matches(size) or (len(hosts) > 1 and size >= 200):
-                    verdict = "local"  # the home page, or one body for different targets
-                else:
-                    verdict = "unknown"
+            if path.startswith("CONNECT"):
+                unit = self.size_unit(path.partition(" ")[2] or "body")
+                found = self._judge_connect(size, hosts, unit)
+                if found is None:
+                    tunnels.append((size or 0, unit, count, hosts))
+                    continue
+                verdict = found
+            elif conf_http is False:
+                verdict = "local"  # the config has no forward proxy: it answered itself
             elif not size:
                 verdict = "unknown"
             elif self.local.matches(path, size):
                 verdict = "local"
             elif len(hosts) > 1 and size >= 200:
                 verdict = "local"  # one size for different sites: the same local page
-            elif self.local.informative(path):
+            elif self.local.informative(path) or conf_http:
                 verdict = "relayed"
             else:
                 undecided.append((size, path, count))
@@ -240,14 +286,63 @@ class ProxyDetector:
             varied = len(_distinct_sizes(path_sizes[path])) > 1
             verdict = "relayed" if varied or many else "unknown"
             judged[verdict] = judged.get(verdict, 0) + count
+        for verdict, count in self._judge_tunnels(tunnels):
+            judged[verdict] = judged.get(verdict, 0) + count
         inc.judged.clear()
         inc.judged.update(judged)
+
+    def _judge_connect(self, size: int | None, hosts: set[str], unit: str) -> str | None:
+        """One group of 2xx CONNECT answers: relayed, local, unknown, or None (decided with
+        the other groups by `_judge_tunnels`).
+
+        The config settles it: mod_proxy_connect answers 2xx only once the tunnel is up, and
+        without it Apache answers CONNECT itself. Otherwise from the size: %b is "-" for a
+        tunnel (its 200 has no body), a body is the server answering like `GET /`. %O counts
+        the tunnel's bytes: the size of a local page is a local answer, a size below the
+        smallest answer the server wrote itself (headers alone make those bigger) can only
+        be a tunnel."""
+        conf = self.config.connect if self.config is not None else None
+        if conf is not None:
+            return "relayed" if conf else "local"
+        if not size:
+            return "relayed" if unit in ("body", "guess") else "unknown"
+        if self.local.home_matches(size):
+            return "local"
+        if unit != "total" and len(hosts) > 1 and size >= 200:
+            return "local"  # one body for different targets: the server's own page
+        if unit == "body":
+            return "unknown"
+        if unit == "total":
+            if self.local.any_matches(size):
+                return "local"
+            smallest = self.local.smallest
+            if smallest is not None and size < smallest:
+                return "relayed"
+        return None
+
+    @staticmethod
+    def _judge_tunnels(groups: list[tuple[int, str, int, set[str]]]) -> list[tuple[str, int]]:
+        """CONNECT answers whose sizes alone did not decide: sizes that differ from target to
+        target are tunnels (2 targets and 2 sizes for %O; 3 and 3 when the unit is a guess,
+        as for absolute-URI answers); anything else stays unknown."""
+        out: list[tuple[str, int]] = []
+        for unit, need in (("total", 2), ("guess", 3)):
+            mine = [g for g in groups if g[1] == unit]
+            if not mine:
+                continue
+            hosts = set().union(*(g[3] for g in mine))
+            sizes = _distinct_sizes([g[0] for g in mine])
+            verdict = "relayed" if len(hosts) >= need and len(sizes) >= need else "unknown"
+            out += [(verdict, g[2]) for g in mine]
+        return out
 
     def snapshot(self) -> list[Incident]:
         """Current incidents with their 2xx answers judged (state is not consumed)."""
         out = self.book.all()
         for inc in out:
             self._judge(inc)
+            if self.config is not None:
+                inc.extra["proxy_config"] = self.config.evidence
         return out
 
 

@@ -45,6 +45,8 @@ class ChunkResult:
     minute_disorder: bool = False
     candidates: list[tuple[int, bytes]] = field(default_factory=list)  # (line in chunk, line)
     local_sizes: list[tuple[str, int]] = field(default_factory=list)  # (path, size) 2xx GETs
+    # 304 answers logged with no size (%b: "-" or 0) and with one (%O counts headers)
+    sizes_304: tuple[int, int] = (0, 0)
 
 
 def _key_epoch(stamp: bytes, tz: bytes) -> int | None:
@@ -149,6 +151,10 @@ def scan_chunk(data: bytes) -> ChunkResult:
     if data and not data.endswith(b"\n"):
         nlines += 1
     res.lines = nlines
+    n304 = data.count(b'" 304 ')
+    if n304:
+        empty = data.count(b'" 304 -') + data.count(b'" 304 0 ') + data.count(b'" 304 0\n')
+        res.sizes_304 = (empty, n304 - empty)
     minutes = _minutes_walk(data, nlines)
     if minutes is None:
         _minutes_per_line(data, nlines, res)

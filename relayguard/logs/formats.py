@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 MONTHS = {m: i for i, m in enumerate(
@@ -44,6 +44,7 @@ class AccessRecord:
     duration_us: int | None = None
     proxy_log: bool = False  # Squid: every request is a proxy request by design
     hier: str | None = None  # Squid hierarchy code (HIER_DIRECT/1.2.3.4, HIER_NONE/-)
+    size_unit: str = "body"  # what `size` counts: see AccessFormat.sizes
 
 
 @dataclass(slots=True)
@@ -158,6 +159,10 @@ class AccessFormat:
     time_parser: object = None
     fields: frozenset[str] = frozenset()
     request_after_time: bool = False  # `[time] "request` as in common/combined
+    # What the size field counts: "body" (%b, $body_bytes_sent), "total" (only %O or
+    # $bytes_sent: headers and tunnelled bytes included), "none" (no size field), or "guess"
+    # for the stock nicknames: Debian's `combined` and `common` log %O where upstream logs %b.
+    sizes: str = "body"
 
     @property
     def fast_ok(self) -> bool:
@@ -204,6 +209,7 @@ class AccessFormat:
             bytes_in=_int(g.get("bytes_in")),
             bytes_out=_int(g.get("bytes_out")),
             duration_us=_duration(g),
+            size_unit=self.sizes,
         )
 
 
@@ -264,8 +270,10 @@ class _Builder:
                 prefix = re.compile("".join(self.parts[: self.core_end]) + r"(?:\s|$)")
         except re.error as exc:
             raise FormatError(f"cannot compile format: {exc}") from None
+        sizes = "body" if "size" in self.names else (
+            "total" if "bytes_out" in self.names else "none")
         return AccessFormat(name, pattern, prefix, self.time_kind, self.time_parser,
-                            frozenset(self.names), self.request_after_time)
+                            frozenset(self.names), self.request_after_time, sizes)
 
 
 _APACHE_TOKEN = re.compile(
@@ -410,7 +418,7 @@ class SquidFormat:
             time=float(m["time"]), client=m["client"], method=m["method"], target=m["url"],
             status=int(m["status"]), size=int(m["size"]),
             duration_us=int(m["elapsed"]) * 1000 if m["elapsed"].lstrip("-").isdigit() else None,
-            proxy_log=True, hier=m["hier"] or m["code"],
+            proxy_log=True, hier=m["hier"] or m["code"], size_unit="total",
         )
 
 
@@ -501,12 +509,14 @@ class Detected:
 
 def candidate_formats() -> list[AccessFormat | SquidFormat]:
     """The formats tried on a file, most specific first."""
-    return [
-        compile_apache(APACHE_FORMATS["vhost_combined"], "vhost_combined"),
-        compile_apache(APACHE_FORMATS["combined"], "combined"),
-        compile_apache(APACHE_FORMATS["common"], "common"),
-        SquidFormat(),
-    ]
+    return [stock_format("vhost_combined"), stock_format("combined"), stock_format("common"),
+            SquidFormat()]
+
+
+def stock_format(name: str) -> AccessFormat:
+    """A stock nickname compiled; its size unit is a guess where distributions differ."""
+    fmt = compile_apache(APACHE_FORMATS[name], name)
+    return replace(fmt, sizes="guess") if fmt.sizes == "body" else fmt
 
 
 _APACHE_ERROR = re.compile(r"^\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \d{4}\] \[")
@@ -543,7 +553,7 @@ def format_by_name(spec: str) -> AccessFormat | SquidFormat:
     """`--log-format`: a stock name (combined, common, vhost_combined, nginx, squid) or a
     LogFormat string (with `%`) or an nginx log_format string (with `$`)."""
     if spec in APACHE_FORMATS:
-        return compile_apache(APACHE_FORMATS[spec], spec)
+        return stock_format(spec)
     if spec in ("nginx", "nginx_combined"):
         return compile_nginx(NGINX_COMBINED, "nginx")
     if spec == "squid":
@@ -555,41 +565,8 @@ def format_by_name(spec: str) -> AccessFormat | SquidFormat:
     raise FormatError(f"unknown log format {spec!r}")
 
 
-_LOGFORMAT_LINE = re.compile(r'^\s*LogFormat\s+"((?:[^"\\]|\\.)*)"\s+(\S+)', re.I)
-_CUSTOMLOG_LINE = re.compile(r'^\s*CustomLog\s+("[^"]+"|\S+)\s+("(?:[^"\\]|\\.)*"|\S+)', re.I)
-
-
-_SERVER_NAME_LINE = re.compile(r"^\s*Server(?:Name|Alias)\s+(.+?)\s*$", re.I)
-
-
-def names_from_apache_config(text: str) -> set[str]:
-    """`ServerName` / `ServerAlias` host names (ports and schemes stripped, no wildcards)."""
-    names: set[str] = set()
-    for raw in text.splitlines():
-        m = _SERVER_NAME_LINE.match(raw)
-        if not m:
-            continue
-        for word in m.group(1).split():
-            host = word.split("://", 1)[-1].rsplit(":", 1)[0].strip("\"'").lower()
-            if host and "*" not in host and "?" not in host:
-                names.add(host)
-    return names
-
-
 def formats_from_apache_config(text: str) -> dict[str, str]:
-    """`--apache-config`: LogFormat nicknames and CustomLog path -> format string."""
-    nicknames = dict(APACHE_FORMATS)
-    logs: dict[str, str] = {}
-    for raw in text.splitlines():
-        m = _LOGFORMAT_LINE.match(raw)
-        if m:
-            nicknames[m.group(2)] = m.group(1).replace('\\"', '"')
-            continue
-        m = _CUSTOMLOG_LINE.match(raw)
-        if m:
-            path, fmt = m.group(1).strip('"'), m.group(2)
-            if fmt.startswith('"'):
-                logs[path] = fmt[1:-1].replace('\\"', '"')
-            elif fmt in nicknames:
-                logs[path] = nicknames[fmt]
-    return logs
+    """CustomLog path -> format string from one Apache config file's text (see apacheconf)."""
+    from relayguard.logs import apacheconf
+
+    return apacheconf.formats_from_apache_config(text)

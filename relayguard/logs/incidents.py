@@ -127,7 +127,7 @@ class Incident:
         """Make the current judgement of the pending answers final and empty the store."""
         self.outcomes.update(self.judged)
         for (size, path), (_count, hosts) in self.pending.items():
-            if size and path != "CONNECT" and len(self.seen) < 64:
+            if size and not path.startswith("CONNECT") and len(self.seen) < 64:
                 self.seen.add((path, size))
             for h in hosts:
                 if len(self.seen_hosts) < 16:

@@ -254,14 +254,7 @@ class Engine:
             res = scan_chunk(batch.data)
             c.unparsed += res.unparsed
             c.parsed += res.lines - res.unparsed
-            an.volume.feed_minutes(res.minutes)
-            for p, size in res.local_sizes:
-                an.proxy.note_local(p, size)
-            for lineno, raw in res.candidates:
-                text = raw.decode("utf-8", "surrogateescape")
-                rec = access.parse(text)
-                if rec is not None:
-                    an.proxy.feed(rec, batch.source, base + lineno, text)
+            an.feed_chunk(res, access, batch.source, base)
             return
         st = an.stats
         before = st.unparsed

@@ -272,3 +272,28 @@ def test_connect_200_with_one_body_for_many_targets_is_local(tmp_path: Path) -> 
         [("LOGS-PROXY-SCAN", "info")]
     one = run(tmp_path, text.splitlines(keepends=True)[0])
     assert one["incidents"]["proxy-smtp"]["outcomes"] == {"unknown": 1}
+
+
+def test_connect_sizes_of_debians_stock_format(tmp_path: Path) -> None:
+    """Debian's `combined` logs %O: a tunnel's bytes, never "-". Three targets with three
+    sizes unlike the home page are tunnels; one such line alone cannot be told from a local
+    answer unless the log shows it is %O (a 304 with a size) and the size is below anything the
+    server wrote itself."""
+    home = '127.0.5.21 - - [01/Mar/2026:10:00:01 +0000] "GET / HTTP/1.1" 200 11173 "-" "-"\n'
+    tunnels = "".join(f'127.0.5.31 - - [01/Mar/2026:10:00:0{3 + i} +0000] "CONNECT 203.0.113.'
+                      f'{5 + i}:25 HTTP/1.0" 200 {size} "-" "-"\n'
+                      for i, size in enumerate((187, 4523, 9012)))
+    got = run(tmp_path, home + tunnels)
+    assert got["incidents"]["proxy-smtp"]["outcomes"] == {"relayed": 3}
+    one = home + tunnels.splitlines(keepends=True)[0]
+    assert run(tmp_path, one)["incidents"]["proxy-smtp"]["outcomes"] == {"unknown": 1}
+    revalidated = '127.0.5.21 - - [01/Mar/2026:10:00:02 +0000] "GET / HTTP/1.1" 304 214 "-" "-"\n'
+    refused = ('127.0.5.52 - - [01/Mar/2026:10:00:09 +0000] "CONNECT 203.0.113.5:22 HTTP/1.0" '
+               '403 535 "-" "-"\n')
+    for fast in (True, False):
+        got = run(tmp_path, home + revalidated + tunnels.splitlines(keepends=True)[0] + refused,
+                  fast=fast)
+        assert got["incidents"]["proxy-smtp"]["outcomes"] == {"relayed": 1}  # 187 < 535
+    upstream = home.replace("11173", "10900") + revalidated.replace("304 214", "304 -")
+    got = run(tmp_path, upstream + tunnels.splitlines(keepends=True)[0] + refused)
+    assert got["incidents"]["proxy-smtp"]["outcomes"] == {"unknown": 1}  # %b: a body of 187

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import calendar
+from pathlib import Path
 
 import pytest
 
+from relayguard.logs.apacheconf import read_apache_config
 from relayguard.logs.formats import (
     APACHE_FORMATS,
     NGINX_COMBINED,
@@ -17,7 +19,6 @@ from relayguard.logs.formats import (
     detect_format,
     format_by_name,
     formats_from_apache_config,
-    names_from_apache_config,
     parse_clf_time,
     parse_syslog,
 )
@@ -166,8 +167,10 @@ def test_logformat_from_apache_config() -> None:
                    "/var/log/apache2/c.log": '%h %t "%r" %s'}
 
 
-def test_server_names_from_apache_config() -> None:
-    conf = ("<VirtualHost *:80>\n  ServerName www.Example.com:80\n"
-            "  ServerAlias example.com *.example.com https://shop.example.com\n</VirtualHost>\n")
-    assert names_from_apache_config(conf) == {"www.example.com", "example.com",
-                                              "shop.example.com"}
+def test_server_names_from_apache_config(tmp_path: Path) -> None:
+    conf = tmp_path / "httpd.conf"
+    conf.write_text("<VirtualHost *:80>\n  ServerName www.Example.com:80\n"
+                    "  ServerAlias example.com *.example.com https://shop.example.com\n"
+                    "</VirtualHost>\n", encoding="utf-8")
+    assert read_apache_config(conf).server_names == {"www.example.com", "example.com",
+                                                     "shop.example.com"}

@@ -337,12 +337,21 @@ def test_cli_apache_config_formats_and_gzip_on_stdin(tmp_path: Path) -> None:
     log.write_text('mx-front 198.51.100.7 [01/Mar/2026:10:05:00 +0000] "CONNECT mx.example.net:25 '
                    'HTTP/1.0" 200\n', encoding="utf-8")
     conf = tmp_path / "httpd.conf"
+    proxy = ("LoadModule proxy_module mod_proxy.so\n"
+             "LoadModule proxy_connect_module mod_proxy_connect.so\nProxyRequests On\n")
     conf.write_text(f'LogFormat "%v %h %t \\"%r\\" %>s" short\nCustomLog "{log}" short\n'
-                    "ServerName www.example.com\n", encoding="utf-8")
+                    "ServerName www.example.com\n" + proxy, encoding="utf-8")
     proc = run_cli(str(log), "--apache-config", str(conf), "--format", "json")
     doc = json.loads(proc.stdout)
     assert proc.returncode == 1 and doc["stats"]["by_format"] == {"custom": 1}
+    # no size in this format: the config's forward proxy is what says the tunnel was opened
     assert doc["findings"][0]["rule"] == "LOGS-PROXY-SMTP"
+    assert "ProxyRequests On" in doc["stats"]["incidents"][0]["proxy_config"]
+    conf.write_text(conf.read_text(encoding="utf-8").replace(proxy, ""), encoding="utf-8")
+    doc = json.loads(run_cli(str(log), "--apache-config", str(conf), "-f", "json").stdout)
+    assert doc["stats"]["incidents"][0]["verdict"] == "probably served locally"
+    assert [f["rule"] for f in doc["findings"]] == ["LOGS-PROXY-SCAN"]
+    conf.write_text(conf.read_text(encoding="utf-8") + proxy, encoding="utf-8")
     assert run_cli(str(log), "--format", "json").returncode == 2  # unknown without the config
     rotated = tmp_path / "proxy_access.log.1.gz"
     rotated.write_bytes(gzip.compress(log.read_bytes()))
