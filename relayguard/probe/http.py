@@ -54,9 +54,11 @@ def build_request(method: str, target: str, host_header: str) -> bytes:
             f"User-Agent: {USER_AGENT}\r\nAccept: */*\r\nConnection: close\r\n\r\n").encode()
 
 
-async def read_head(conn: Conn) -> HttpResponse:
-    """Status line and headers (bounded); NotHttp when the first bytes are not HTTP."""
-    first = await conn.read_until(b"\n", "HTTP status line")
+async def read_head(conn: Conn, until: float | None = None) -> HttpResponse:
+    """Status line and headers, all within one reply deadline (`until`, else a fresh one)
+    and MAX_READ; NotHttp when the first bytes are not HTTP."""
+    until = conn.reply_deadline() if until is None else until
+    first = await conn.read_until(b"\n", "HTTP status line", until)
     if not first.startswith(b"HTTP/"):
         raise NotHttp(f"not an HTTP reply: {first[:60]!r}", first)
     parts = first.decode("latin-1").strip().split(None, 2)
@@ -67,7 +69,7 @@ async def read_head(conn: Conn) -> HttpResponse:
     headers: dict[str, str] = {}
     size = len(first)
     while True:
-        line = await conn.read_until(b"\n", "HTTP reply head")
+        line = await conn.read_until(b"\n", "HTTP reply head", until)
         size += len(line)
         if size > MAX_READ:
             raise TooLarge(f"HTTP reply head exceeds {MAX_READ // 1024} KiB")
@@ -80,19 +82,21 @@ async def read_head(conn: Conn) -> HttpResponse:
 
 
 async def read_response(conn: Conn, head_only: bool = False) -> HttpResponse:
-    """A whole response: head, then the body by Content-Length or until close (bounded)."""
-    resp = await read_head(conn)
+    """A whole response: head, then the body by Content-Length or until close; all of it
+    within one reply deadline and MAX_READ per part."""
+    until = conn.reply_deadline()
+    resp = await read_head(conn, until)
     if head_only or resp.status in (204, 304) or 100 <= resp.status < 200:
         return resp
     length = resp.headers.get("content-length", "")
     if length.isdigit():
         want = min(int(length), MAX_READ)
         try:
-            resp.body = await conn.read_exact(want, "HTTP body")
+            resp.body = await conn.read_exact(want, "HTTP body", until)
         except NetError:
-            resp.body = await conn.read_to_eof(MAX_READ, "HTTP body")
+            resp.body = await conn.read_to_eof(MAX_READ, "HTTP body", until)
     else:
-        resp.body = await conn.read_to_eof(MAX_READ, "HTTP body")
+        resp.body = await conn.read_to_eof(MAX_READ, "HTTP body", until)
     return resp
 
 

@@ -1,8 +1,9 @@
 """Bounded socket I/O for probes: every read has a byte cap and a deadline, every byte is logged.
 
 Targets may be hostile (slow drip, endless headers, garbage, resets), so `Conn` never reads
-more than `max_read` bytes per reply and never waits past the step deadline; failures raise
-`NetError` subclasses that the checks turn into error entries. Each connection keeps a
+more than MAX_READ bytes per reply and never waits past the step deadline (--timeout) nor,
+for a reply of many lines, past the reply's deadline (REPLY_TIMEOUTS × --timeout); failures
+raise `NetError` subclasses that the checks turn into error entries. Each connection keeps a
 transcript of what went each way, which becomes a finding's evidence.
 """
 
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 MAX_READ = 64 * 1024  # per reply: enough for any proxy error page, bounded against tarpits
+REPLY_TIMEOUTS = 3  # a whole reply must arrive within this many --timeouts
 TRANSCRIPT_BYTES = 2048  # per direction chunk kept in evidence; the rest is summarised
 
 
@@ -31,6 +33,9 @@ def endpoint(sockaddr: tuple[object, ...] | None) -> tuple[str, int]:
         if mapped is not None:
             addr = str(mapped)
     return addr, int(sockaddr[1])  # type: ignore[call-overload]
+
+
+Deadline = tuple[float, str]  # monotonic time, and how to name that limit in an error
 
 
 class NetError(Exception):
@@ -134,20 +139,35 @@ class Conn:
         except (BrokenPipeError, ConnectionError, OSError) as exc:
             raise Closed(f"cannot send: {exc}") from None
 
-    async def _fill(self, deadline: float, what: str) -> None:
+    def reply_deadline(self) -> float:
+        """When a whole reply (every line of it) must be in: REPLY_TIMEOUTS × --timeout.
+
+        Per-step deadlines alone let a server that sends one line just inside each --timeout
+        hold a port for as many --timeouts as it has lines.
+        """
+        return time.monotonic() + REPLY_TIMEOUTS * self.timeout
+
+    def _end(self, until: float | None) -> Deadline:
+        """One read step's deadline: --timeout from now, or the reply's deadline if sooner."""
+        step = time.monotonic() + self.timeout
+        if until is not None and until < step:
+            return until, f"{REPLY_TIMEOUTS} x {self.timeout:g}s (the limit for a whole reply)"
+        return step, f"{self.timeout:g}s"
+
+    async def _fill(self, end: Deadline, what: str) -> None:
         """Read one more chunk into the buffer, or raise on timeout/close/cap."""
+        deadline, budget = end
+        late = f"no complete {what} within {budget} ({len(self.buffer)} bytes received)"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise StepTimeout(f"no complete {what} within {self.timeout:g}s "
-                              f"({len(self.buffer)} bytes received)")
+            raise StepTimeout(late)
         if len(self.buffer) >= MAX_READ:
             raise TooLarge(f"{what} exceeds {MAX_READ // 1024} KiB")
         try:
             async with asyncio.timeout(remaining):
                 chunk = await self.reader.read(MAX_READ - len(self.buffer))
         except TimeoutError:
-            raise StepTimeout(f"no complete {what} within {self.timeout:g}s "
-                              f"({len(self.buffer)} bytes received)") from None
+            raise StepTimeout(late) from None
         except ConnectionResetError:
             raise Reset(f"connection reset while reading {what}") from None
         except (ssl.SSLError, OSError) as exc:
@@ -158,21 +178,24 @@ class Conn:
         self.transcript.received(chunk)
         self.buffer += chunk
 
-    async def read_until(self, marker: bytes, what: str = "reply") -> bytes:
-        """Bytes up to and including `marker`, within the step deadline and MAX_READ."""
-        deadline = time.monotonic() + self.timeout
+    async def read_until(self, marker: bytes, what: str = "reply",
+                         until: float | None = None) -> bytes:
+        """Bytes up to and including `marker`, within the step deadline (and `until`, the
+        reply's deadline, when given) and MAX_READ."""
+        end = self._end(until)
         while marker not in self.buffer:
             if len(self.buffer) >= MAX_READ:
                 raise TooLarge(f"{what} exceeds {MAX_READ // 1024} KiB without end marker")
-            await self._fill(deadline, what)
-        end = self.buffer.index(marker) + len(marker)
-        out, self.buffer = self.buffer[:end], self.buffer[end:]
+            await self._fill(end, what)
+        cut = self.buffer.index(marker) + len(marker)
+        out, self.buffer = self.buffer[:cut], self.buffer[cut:]
         return out
 
-    async def read_exact(self, n: int, what: str = "reply") -> bytes:
-        deadline = time.monotonic() + self.timeout
+    async def read_exact(self, n: int, what: str = "reply", until: float | None = None
+                         ) -> bytes:
+        end = self._end(until)
         while len(self.buffer) < n:
-            await self._fill(deadline, what)
+            await self._fill(end, what)
         out, self.buffer = self.buffer[:n], self.buffer[n:]
         return out
 
@@ -184,9 +207,9 @@ class Conn:
         if self.buffer:
             out, self.buffer = self.buffer, b""
             return out
-        deadline = time.monotonic() + (self.timeout if wait is None else wait)
+        end = self._end(None) if wait is None else (time.monotonic() + wait, f"{wait:g}s")
         try:
-            await self._fill(deadline, what)
+            await self._fill(end, what)
         except StepTimeout:
             if wait is not None:
                 return b""
@@ -194,12 +217,13 @@ class Conn:
         out, self.buffer = self.buffer, b""
         return out
 
-    async def read_to_eof(self, limit: int = MAX_READ, what: str = "reply") -> bytes:
+    async def read_to_eof(self, limit: int = MAX_READ, what: str = "reply",
+                          until: float | None = None) -> bytes:
         """Everything until the peer closes (bounded); a timeout returns what arrived."""
-        deadline = time.monotonic() + self.timeout
+        end = self._end(until)
         while len(self.buffer) < limit:
             try:
-                await self._fill(deadline, what)
+                await self._fill(end, what)
             except (Closed, StepTimeout, TooLarge):
                 break
         out, self.buffer = self.buffer, b""

@@ -18,7 +18,7 @@ from relayguard.findings import Confidence, Evidence, Location
 from relayguard.probe import rules
 from relayguard.probe.canary import CanaryHit, new_nonce
 from relayguard.probe.context import PortResult, ProbeContext, split_hits
-from relayguard.probe.net import Conn, NetError, Transcript
+from relayguard.probe.net import MAX_READ, Conn, NetError, TooLarge, Transcript
 
 SCANNER_NAME = "relayguard.invalid"
 FOREIGN = "relayguard.invalid"  # never resolvable: a real relay cannot reach a third party
@@ -69,11 +69,17 @@ class Session:
 
 
 async def read_reply(conn: Conn, what: str = "SMTP reply") -> SmtpReply:
-    """A whole (multi-line) reply; NotSmtp when a line does not start with a 3-digit code."""
+    """A whole (multi-line) reply within one reply deadline, MAX_REPLY_LINES lines and
+    MAX_READ bytes in total; NotSmtp when a line does not start with a 3-digit code."""
     lines: list[str] = []
     code = 0
+    until = conn.reply_deadline()
+    size = 0
     for _ in range(MAX_REPLY_LINES):
-        raw = await conn.read_until(b"\n", what)
+        raw = await conn.read_until(b"\n", what, until)
+        size += len(raw)
+        if size > MAX_READ:
+            raise TooLarge(f"{what} exceeds {MAX_READ // 1024} KiB")
         line = raw.decode("latin-1").rstrip("\r\n")
         if not re.match(r"^[2-5]\d\d([ -]|$)", line):
             raise NotSmtp(f"not an SMTP reply: {line[:60]!r}")

@@ -77,6 +77,34 @@ async def endless_smtp_banner(reader: asyncio.StreamReader,
         await writer.drain()
 
 
+DRIP = 0.7 * TIMEOUT  # one whole line just inside each per-step deadline
+
+
+async def drip_http_lines(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An HTTP reply head that never ends: one complete header line every DRIP seconds."""
+    await reader.read(1024)
+    writer.write(b"HTTP/1.1 200 OK\r\n")
+    for i in range(1000):
+        writer.write(f"X-Drip-{i}: v\r\n".encode())
+        await writer.drain()
+        await asyncio.sleep(DRIP)
+
+
+async def drip_smtp_lines(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A multi-line 220 greeting, one complete line every DRIP seconds."""
+    for i in range(1000):
+        writer.write(f"220-greeting line {i}\r\n".encode())
+        await writer.drain()
+        await asyncio.sleep(DRIP)
+
+
+async def smtp_huge_lines(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A multi-line 220 greeting of 30 KB lines: few lines, megabytes in total."""
+    for _ in range(200):
+        writer.write(b"220-" + b"x" * 30_000 + b"\r\n")
+        await writer.drain()
+
+
 async def says_200_to_everything(reader: asyncio.StreamReader,
                                  writer: asyncio.StreamWriter) -> None:
     """A captive portal / fake proxy: the same 200 page whatever is asked (even CONNECT)."""
@@ -112,6 +140,9 @@ HOSTILE: dict[str, tuple[Handler, str, bool]] = {
     "endless-smtp-banner": (endless_smtp_banner, "127.0.4.56", True),
     "says-200": (says_200_to_everything, "127.0.4.57", False),
     "socks-liar": (socks_liar, "127.0.4.58", False),
+    "drip-http-lines": (drip_http_lines, "127.0.4.71", True),
+    "drip-smtp-lines": (drip_smtp_lines, "127.0.4.72", True),
+    "smtp-huge-lines": (smtp_huge_lines, "127.0.4.73", True),
 }
 PORT = 18080
 
@@ -167,6 +198,10 @@ def test_error_messages_say_what_happened(hostile: tuple[Report, float]) -> None
     # Sent first, but under load it may only arrive after we asked: either way named.
     assert "recognised" in by["127.0.4.53"] and "garbage" in by["127.0.4.53"]
     assert "64 KiB" in by["127.0.4.56"] or "lines" in by["127.0.4.56"]
+    # Whole lines dripped inside each --timeout: the reply's own deadline ends it.
+    assert "the limit for a whole reply" in by["127.0.4.71"], by["127.0.4.71"]
+    assert "the limit for a whole reply" in by["127.0.4.72"], by["127.0.4.72"]
+    assert "SMTP banner exceeds 64 KiB" in by["127.0.4.73"], by["127.0.4.73"]
 
 
 def test_fake_proxies_are_noted_not_reported(hostile: tuple[Report, float]) -> None:
