@@ -121,7 +121,8 @@ def _finding(target: TargetResult, res: ListResult, cls: CodeClass,
     )
 
 
-def _list_stats(res: ListResult) -> dict[str, Any]:
+def _list_stats(res: ListResult, target: str) -> dict[str, Any]:
+    """One (target, list) state for scripts and reports, with the way off a listing."""
     out: dict[str, Any] = {"state": res.state.value}
     if res.decoded:
         out["codes"] = [{"value": d.value, "meaning": d.code.meaning, "class": d.code.cls.value}
@@ -134,6 +135,11 @@ def _list_stats(res: ListResult) -> dict[str, Any]:
         out["detail"] = res.detail
     if res.remedy:
         out["remedy"] = res.remedy
+    if res.state is State.LISTED:
+        if res.zone.url_for(target):
+            out["lookup"] = res.zone.url_for(target)
+        if res.zone.delist:
+            out["delist"] = res.zone.delist
     return out
 
 
@@ -148,7 +154,7 @@ def _stats(result: CheckResult, resolvers: list[str]) -> dict[str, Any]:
             entry["skipped"] = t.skipped
         else:
             entry.update(answered=t.answered, required=t.required, applicable=t.applicable,
-                         lists={r.zone.name: _list_stats(r) for r in t.lists})
+                         lists={r.zone.name: _list_stats(r, t.value) for r in t.lists})
         targets[t.value] = entry
     zones: dict[str, Any] = {
         z.name: {"kind": z.kind.value, "catalogued": z.catalogued, "status": z.status.value,

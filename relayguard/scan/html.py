@@ -38,6 +38,7 @@ margin:.1em .2em .1em 0;font-size:.85em;background:#f8fafc}
 pre{white-space:pre-wrap;word-break:break-all;background:#f6f8fa;border:1px solid #e5e7eb;
 padding:.5em;margin:.3em 0;font-size:12.5px;max-height:24em;overflow:auto}
 .scroll{overflow-x:auto} table{border-collapse:collapse;width:100%;background:#fff}
+td.todo{white-space:pre-line}
 .scroll table{min-width:640px}
 td,th{border:1px solid #d8dbe0;padding:.3em .6em;text-align:left;vertical-align:top;
 font-size:.9em;word-break:break-word}
@@ -201,7 +202,30 @@ def findings_section(report: Report) -> str:
     return "".join(out)
 
 
+# What to do about a (target, list) row when the check gave no remedy of its own.
+_NEXT_STEP = {
+    "listed": "fix the cause first (the story above), then request removal",
+    "unusable": "this list's answers are not counted; the detail says why (a dead list: drop "
+    "it from --zones; a resolver problem: use --resolver with a resolver that answers you)",
+    "unknown": "no answer to count: check again later or through another --resolver",
+    "refused": "run a local recursive resolver and pass --resolver 127.0.0.1, or use the "
+    "list's keyed service",
+}
+
+
+def _next_step(res: dict[str, Any]) -> str:
+    parts = [str(res["remedy"])] if res.get("remedy") else []
+    if res.get("lookup"):
+        parts.append(f"lookup: {res['lookup']}")
+    if res.get("delist"):
+        parts.append(f"delisting: {res['delist']}")
+    if not parts and res.get("state") in _NEXT_STEP:
+        parts.append(_NEXT_STEP[str(res["state"])])
+    return "\n".join(parts)
+
+
 def blocklist_section(stats: dict[str, Any]) -> str:
+    """Every (target, list) answer: what it said, why, and what to do about it."""
     bl = stats.get("blocklist")
     if not bl or not bl.get("targets"):
         return ""
@@ -209,7 +233,7 @@ def blocklist_section(stats: dict[str, Any]) -> str:
            f"<p class=meta>resolver {e(bl.get('resolver'))} · catalogue "
            f"{e(bl.get('catalogue_date'))}</p><div class=scroll><table class=blocklist>"
            "<tr><th>target</th><th>verdict</th><th>list</th><th>state</th><th>codes</th>"
-           "<th>TXT</th></tr>"]
+           "<th>TXT</th><th>detail</th><th>what to do</th></tr>"]
     for target, info in bl["targets"].items():
         lists = info.get("lists") or {"-": {"state": info.get("skipped", "")}}
         for zone, res in lists.items():
@@ -217,7 +241,9 @@ def blocklist_section(stats: dict[str, Any]) -> str:
                               for c in res.get("codes", []))
             out.append(f"<tr><td>{e(target)}</td><td>{e(info.get('verdict'))}</td>"
                        f"<td>{e(zone)}</td><td>{e(res.get('state'))}</td><td>{e(codes)}</td>"
-                       f"<td>{e('; '.join(res.get('txt', [])))}</td></tr>")
+                       f"<td>{e('; '.join(res.get('txt', [])))}</td>"
+                       f"<td class=detail>{e(res.get('detail', ''))}</td>"
+                       f"<td class=todo>{e(_next_step(res))}</td></tr>")
     out.append("</table></div>")
     return "".join(out)
 

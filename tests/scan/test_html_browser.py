@@ -4,6 +4,9 @@ laptop and phone widths are real pictures of the right size."""
 
 from __future__ import annotations
 
+import html
+import json
+import re
 import shutil
 import struct
 import subprocess
@@ -28,6 +31,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--no-first-run",
          "--disable-default-apps", "--hide-scrollbars"]
 LAPTOP, PHONE = (1366, 900), (390, 844)
+REFUSING = "not-served.rg-scan.test"  # the local rbldnsd answers REFUSED for it
 
 
 def chromium(page: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -68,8 +72,10 @@ def png_facts(data: bytes) -> tuple[int, int, int]:
 @pytest.fixture(scope="module")
 def open_page(open_host: Host, dnsbl: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     page = tmp_path_factory.mktemp("html") / "scan.html"
+    # plus a list the local nameserver does not serve: it answers REFUSED (an unusable row)
     done = subprocess.run([sys.executable, "-m", "relayguard", "scan", *open_host.cli_args(),
-                           *blocklist_args(dnsbl), "--format", "html", "--output", str(page),
+                           *blocklist_args(dnsbl), "--zones", f"{REFUSING}:ip",
+                           "--format", "html", "--output", str(page),
                            "--no-history"], capture_output=True, text=True, env=ENV,
                           timeout=120)
     assert done.returncode == 1, done.stderr
@@ -95,6 +101,78 @@ def test_browser_renders_verdict_stories_charts_and_tables(open_page: Path) -> N
     assert '<table class="blocklist">' in tree
     assert "<td>11.22.33.44</td><td>listed</td><td>dnsbl.dronebl.org</td>" in tree
     assert "open proxy on port 8080 relaying spam" in tree
+
+
+def _rows(tree: str) -> dict[str, list[str]]:
+    """The blocklist table's rows by list name: each row's cell texts."""
+    table = tree.split('<table class="blocklist">', 1)[1].split("</table>", 1)[0]
+    out = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]:
+        cells = [html.unescape(re.sub(r"<[^>]+>", "", c))
+                 for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+        out[cells[2]] = cells
+    return out
+
+
+def test_blocklist_rows_say_what_to_do(open_page: Path) -> None:
+    tree = dom(open_page)
+    header = re.search(r'<table class="blocklist"><tbody><tr>(.*?)</tr>', tree).group(1)
+    assert re.findall(r"<th>(.*?)</th>", header) == [
+        "target", "verdict", "list", "state", "codes", "TXT", "detail", "what to do"]
+    rows = _rows(tree)
+    listed = rows["dnsbl.dronebl.org"]
+    assert listed[3] == "listed" and listed[4] == "DroneBL 9: open HTTP proxy"
+    assert "lookup: https://dronebl.org/lookup?ip=11.22.33.44" in listed[7]
+    assert "delisting: fix the cause, then request removal" in listed[7]
+    refused = rows[REFUSING]
+    assert refused[3] == "unusable"
+    assert refused[6].startswith("refused: the nameserver")
+    assert "answered REFUSED" in refused[6]
+    assert refused[7].startswith("a list that refuses (or silently blanks) your resolver")
+    assert "--resolver 127.0.0.1" in refused[7]
+
+
+LAYOUT_PROBE = """<!DOCTYPE html><html><body style="margin:0">
+<iframe id="f" width="{w}" height="{h}" style="border:0;display:block" srcdoc="{page}"></iframe>
+<script>
+const f = document.getElementById("f");
+function measure() {{
+  const d = f.contentDocument, w = f.contentWindow;
+  document.body.setAttribute("data-layout", JSON.stringify({{
+    scroll: d.documentElement.scrollWidth, inner: w.innerWidth,
+    wide: [...d.querySelectorAll("main > *")].filter(
+      x => x.getBoundingClientRect().right > w.innerWidth + 0.5).map(
+      x => x.tagName + "#" + x.id + "." + x.className)}}));
+}}
+if (f.contentDocument && f.contentDocument.readyState === "complete"
+    && f.contentDocument.body && f.contentDocument.body.childElementCount) measure();
+else f.addEventListener("load", measure);
+</script></body></html>"""
+
+
+def layout(page: Path, size: tuple[int, int], tmp: Path) -> dict[str, Any]:
+    """How the report lays out in a viewport of `size`: the page inside an iframe of exactly
+    that width (headless Chromium will not make a window narrower than 500 px), measured by
+    a script in the outer page (the report itself has none)."""
+    probe = tmp / f"layout-{size[0]}.html"
+    probe.write_text(LAYOUT_PROBE.format(w=size[0], h=size[1],
+                                         page=html.escape(page.read_text(), quote=True)))
+    tree = chromium(probe, f"--window-size={max(size[0], 500) + 40},{size[1] + 40}",
+                    "--dump-dom")
+    assert tree.returncode == 0, tree.stderr[-2000:]
+    found = re.search(r'data-layout="([^"]*)"', tree.stdout)
+    assert found, tree.stdout[-2000:]
+    return dict(json.loads(html.unescape(found.group(1))))
+
+
+@pytest.mark.parametrize("size", [LAPTOP, PHONE], ids=["laptop", "phone"])
+def test_no_horizontal_overflow(open_page: Path, tmp_path: Path,
+                                size: tuple[int, int]) -> None:
+    """Nothing makes the page wider than the screen: wide tables scroll in their own box."""
+    got = layout(open_page, size, tmp_path)
+    assert got["inner"] == size[0]
+    assert got["scroll"] <= got["inner"], got
+    assert got["wide"] == [], got
 
 
 @pytest.mark.parametrize(("size", "name"), [(LAPTOP, "laptop"), (PHONE, "phone")])
