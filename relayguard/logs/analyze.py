@@ -101,6 +101,7 @@ class LogAnalysis:
         self.stats = _Stats()
         self.errors: list[ErrorEntry] = []
         self.skipped: list[str] = []
+        self._specs: dict[str, Detected] = {}
 
     # -- inputs ----------------------------------------------------------------------------
     def run(self, paths: list[str]) -> Report:
@@ -118,7 +119,9 @@ class LogAnalysis:
         try:
             head = self._peek(stream, path, problems)
             detected = self._format_for(path, head)
-            before = self.stats.lines
+            before, parsed_before = self.stats.lines, self.stats.parsed
+            if detected is not None and detected.kind == "error":
+                return  # the format itself is unusable: said once, nothing read
             if detected is None:
                 if head.strip():
                     self.errors.append(ErrorEntry(path, "not a log format relayguard knows "
@@ -137,6 +140,9 @@ class LogAnalysis:
             self.stats.files.append({"path": path,
                                      "format": detected.name if detected else None,
                                      "lines": self.stats.lines - before})
+            if detected is not None and detected.kind in ("access", "mail"):
+                self._check_parsed(path, detected, self.stats.lines - before,
+                                   self.stats.parsed - parsed_before)
         except OSError as exc:
             self.errors.append(ErrorEntry(path, f"read error: {exc.strerror or exc}"))
         finally:
@@ -147,6 +153,36 @@ class LogAnalysis:
         self.stats.overlong_lines += problems.overlong
         for lineno, text in problems.overlong_samples:
             self.stats.sample(path, lineno, b"[line longer than 64 KiB, cut] " + text)
+
+    def _spec(self, spec: str, path: str) -> Detected:
+        """A format by name or LogFormat string, compiled once; a bad one is reported once
+        (kind "error") for --log-format, or once per config format."""
+        found = self._specs.get(spec)
+        if found is None:
+            if spec in ("syslog", "postfix", "exim", "mail"):
+                found = Detected("mail", "syslog")
+            else:
+                try:
+                    fmt = format_by_name(spec)
+                    found = Detected("access", fmt.name, fmt)
+                except FormatError as exc:
+                    forced = spec == self.opt.log_format
+                    self.errors.append(ErrorEntry("--log-format" if forced else path,
+                                                  str(exc)))
+                    found = Detected("error", spec)
+            self._specs[spec] = found
+        return found
+
+    def _check_parsed(self, path: str, detected: Detected, lines: int, parsed: int) -> None:
+        """A file where (nearly) nothing parsed was not analysed: an error, never a clean
+        result (a wrong --log-format, a config format that does not match the file)."""
+        if lines == 0 or (parsed > 0 and parsed * 20 >= lines):
+            return
+        how = "the format forced with --log-format" if self.opt.log_format else \
+            "the format chosen for it"
+        self.errors.append(ErrorEntry(path, f"only {parsed} of {lines} line(s) parse as "
+                                      f"{detected.name} ({how}); the rest of the file was "
+                                      "not analysed"))
 
     def _peek(self, stream: Any, path: str, problems: ReadProblems) -> bytes:
         """The first bytes (whole lines where possible) for format detection."""
@@ -160,14 +196,7 @@ class LogAnalysis:
             spec = next((by_path[p] for p in (path, os.path.abspath(path), base,
                                               os.path.abspath(base)) if p in by_path), None)
         if spec:
-            if spec in ("syslog", "postfix", "exim", "mail"):
-                return Detected("mail", "syslog")
-            try:
-                fmt = format_by_name(spec)
-            except FormatError as exc:
-                self.errors.append(ErrorEntry(path, str(exc)))
-                return None
-            return Detected("access", fmt.name, fmt)
+            return self._spec(spec, path)
         text = head.decode("utf-8", "surrogateescape")
         lines = text.split("\n")
         if len(head) >= SNIFF_BYTES and len(lines) > 1:

@@ -262,6 +262,9 @@ class _Builder:
     def build(self, name: str) -> AccessFormat:
         if not self.parts:
             raise FormatError("empty format")
+        if not self.names:
+            raise FormatError("the format has no field relayguard reads (%r, %h, %t, %>s … "
+                              "or $request, $remote_addr …)")
         body = "".join(self.parts)
         try:
             pattern = re.compile(body + r"\s*$")
@@ -502,7 +505,7 @@ def parse_syslog(line: str, years: YearGuesser) -> SyslogLine | None:
 class Detected:
     """What a file holds: `access` (with its format) or `mail`."""
 
-    kind: str  # "access" | "mail" | "skip" (recognised, nothing to analyse)
+    kind: str  # "access" | "mail" | "skip" (recognised, nothing to analyse) | "error"
     name: str
     access: AccessFormat | SquidFormat | None = None
 

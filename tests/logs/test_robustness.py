@@ -437,3 +437,29 @@ def test_parallel_chunks_agree_and_survive_dying_workers(tmp_path: Path, monkeyp
     broken = analyse([str(path)], LogOptions(jobs=2))
     assert broken.stats["incidents"] == slow.stats["incidents"]
     assert broken.stats["lines"] == 3000
+
+
+def test_a_format_that_parses_nothing_is_an_error_not_a_clean_result(tmp_path: Path) -> None:
+    """The reviewer's cases: `--log-format squid` on an Apache log, `%{`, `(` — exit 2 with one
+    error each, never "no findings"."""
+    log = write(tmp_path / "access.log", "".join(VISIT + SPAM))
+    for spec, message in (("squid", "only 0 of 7 line(s) parse as squid"),
+                          ("syslog", "only 0 of 7 line(s) parse as syslog"),
+                          ("%{", "no field relayguard reads"),
+                          ("(", "unknown log format '('")):
+        proc = run_cli(log, "--log-format", spec, "--format", "json")
+        doc = json.loads(proc.stdout)
+        assert proc.returncode == 2, (spec, proc.stderr)
+        assert len(doc["errors"]) == 1 and message in doc["errors"][0]["message"], doc["errors"]
+        assert doc["findings"] == []
+    # two files, one bad format: said once
+    other = write(tmp_path / "other.log", "".join(VISIT))
+    report = analyse([log, other], LogOptions(log_format="("))
+    assert [(e.source, e.message) for e in report.errors] == [
+        ("--log-format", "unknown log format '('")]
+    # a file mostly of junk after a recognisable head is an error too; a few bad lines are not
+    junk = write(tmp_path / "junk.log", VISIT[0] + "junk line\n" * 40)
+    assert [e.message for e in analyse([junk]).errors] == [
+        "only 1 of 41 line(s) parse as combined (the format chosen for it); the rest of the file "
+        "was not analysed"]
+    assert analyse([write(tmp_path / "ok.log", "".join(VISIT * 7) + "junk\n")]).errors == ()
