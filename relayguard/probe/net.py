@@ -230,13 +230,21 @@ class Conn:
         return out
 
     async def start_tls(self, server_hostname: str | None = None) -> None:
-        """Upgrade to TLS without verifying (we probe behaviour, not identity)."""
+        """Upgrade to TLS without verifying (we probe behaviour, not identity).
+
+        Plaintext the server sent ahead of the handshake is dropped, never read as if it had
+        come inside TLS (the STARTTLS injection of CVE-2011-0411).
+        """
+        if self.buffer:
+            self.transcript.note(f"dropped {len(self.buffer)} bytes sent before the TLS "
+                                 "handshake")
+            self.buffer = b""
         ctx = unverified_tls_context()
         try:
             async with asyncio.timeout(self.timeout):
                 await self.writer.start_tls(ctx, server_hostname=server_hostname)
         except TimeoutError:
-            raise StepTimeout("TLS handshake timed out") from None
+            raise StepTimeout(f"TLS handshake timed out after {self.timeout:g}s") from None
         except (ssl.SSLError, OSError) as exc:
             raise Reset(f"TLS handshake failed: {exc}") from None
         self.transcript.note("TLS established")
@@ -259,24 +267,27 @@ def unverified_tls_context() -> ssl.SSLContext:
 
 async def open_conn(host: str, port: int, *, source: str | None, timeout: float,
                     transcript: Transcript, tls: bool = False) -> Conn:
-    """Connect (bound to `source` when given) within `timeout`; map failures to NetError."""
+    """Connect (bound to `source` when given) within `timeout`, then, for implicit TLS, do
+    the handshake within another `timeout`; map failures to NetError naming the step."""
     local = (source, 0) if source else None
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     started = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
-                host, port, local_addr=local, family=family, limit=MAX_READ,
-                ssl=unverified_tls_context() if tls else None,
-                server_hostname="" if tls else None)
+                host, port, local_addr=local, family=family, limit=MAX_READ)
     except TimeoutError:
         raise StepTimeout(f"connect to {host}:{port} timed out after {timeout:g}s") from None
     except ConnectionRefusedError:
         raise Refused(f"connection to {host}:{port} refused") from None
-    except ssl.SSLError as exc:
-        raise Reset(f"TLS handshake with {host}:{port} failed: {exc}") from None
     except OSError as exc:
         raise Refused(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
     conn = Conn(reader, writer, transcript, timeout)
     conn.connect_time = time.monotonic() - started
+    if tls:
+        try:
+            await conn.start_tls()
+        except NetError:
+            await conn.close()
+            raise
     return conn

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import struct
 import time
@@ -147,30 +148,32 @@ HOSTILE: dict[str, tuple[Handler, str, bool]] = {
 PORT = 18080
 
 
-async def _probe_hostile() -> tuple[Report, float]:
-    servers = []
-    for handler, addr, _ in HOSTILE.values():
+async def _probe_servers(servers: dict[str, tuple[Handler, str, bool]], port: int,
+                         canary: str = CANARY) -> tuple[Report, float]:
+    """Start each handler on its address:port, probe them all in one run, stop them."""
+    started_servers = []
+    for handler, addr, _ in servers.values():
         async def guarded(r: asyncio.StreamReader, w: asyncio.StreamWriter,
                           h: Handler = handler) -> None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await h(r, w)
             with contextlib.suppress(Exception):
                 w.close()
-        servers.append(await asyncio.start_server(guarded, addr, PORT))
+        started_servers.append(await asyncio.start_server(guarded, addr, port))
     try:
         options = ProbeOptions(timeout=TIMEOUT, banner_wait=0.3, source=SCANNER,
-                               canary_host=CANARY, target_time=20)
+                               canary_host=canary, target_time=20)
         started = time.monotonic()
-        report = await run_probe([Target(a, PORT) for _, a, _ in HOSTILE.values()], options)
+        report = await run_probe([Target(a, port) for _, a, _ in servers.values()], options)
         return report, time.monotonic() - started
     finally:
-        for s in servers:
+        for s in started_servers:
             s.close()
 
 
 @pytest.fixture(scope="module")
 def hostile() -> tuple[Report, float]:
-    return asyncio.run(_probe_hostile())
+    return asyncio.run(_probe_servers(HOSTILE, PORT))
 
 
 def test_hostile_servers_cost_bounded_time(hostile: tuple[Report, float]) -> None:
@@ -232,3 +235,150 @@ def test_max_time_stops_the_whole_run_with_an_error() -> None:
     assert elapsed < 4, elapsed
     assert [e.source for e in report.errors] == ["probe"]
     assert "--max-time 1s" in report.errors[0].message
+
+
+# --- TLS that fails: after STARTTLS, and on an implicit-TLS port ---------------------------
+
+async def _smtp_until_starttls(reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> bool:
+    """An MTA that refuses to relay and offers STARTTLS; True once it said 220 to STARTTLS."""
+    writer.write(b"220 mx.hostile.test ESMTP\r\n")
+    for _ in range(200):
+        await writer.drain()
+        line = await reader.readline()
+        verb = line[:4].upper()
+        if not line or verb == b"QUIT":
+            return False
+        if verb == b"EHLO":
+            writer.write(b"250-mx.hostile.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n")
+        elif verb == b"STAR":
+            writer.write(b"220 2.0.0 Ready to start TLS\r\n")
+            await writer.drain()
+            return True
+        elif verb == b"RCPT":
+            writer.write(b"554 5.7.1 Relay access denied\r\n")
+        else:
+            writer.write(b"250 2.0.0 Ok\r\n")
+    return False
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset (RST), not a FIN."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def starttls_then_reset(reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> None:
+    if await _smtp_until_starttls(reader, writer):
+        await reader.read(1024)  # the ClientHello
+        _abort(writer)
+
+
+async def starttls_then_garbage(reader: asyncio.StreamReader,
+                                writer: asyncio.StreamWriter) -> None:
+    if await _smtp_until_starttls(reader, writer):
+        await reader.read(1024)
+        writer.write(b"500 what is this?\r\n" * 20)
+        await writer.drain()
+        await asyncio.sleep(5)
+
+
+async def starttls_then_silence(reader: asyncio.StreamReader,
+                                writer: asyncio.StreamWriter) -> None:
+    if await _smtp_until_starttls(reader, writer):
+        await asyncio.sleep(30)
+
+
+async def tls_garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Implicit TLS port whose 'ServerHello' is garbage, whatever the client sent."""
+    await reader.read(1024)
+    writer.write(bytes(range(256)))
+    await writer.drain()
+    await asyncio.sleep(5)
+
+
+async def tls_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(1024)
+    _abort(writer)
+
+
+async def tls_half_handshake(reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+    """A TLS handshake record that announces 1000 bytes and stops after a few."""
+    await reader.read(1024)
+    writer.write(b"\x16\x03\x03\x03\xe8\x02\x00\x03\xe4\x03\x03" + b"\x00" * 10)
+    await writer.drain()
+    await asyncio.sleep(30)
+
+
+STARTTLS_PORT = 18025
+STARTTLS_FAILURES: dict[str, tuple[Handler, str, bool]] = {
+    "starttls-reset": (starttls_then_reset, "127.0.4.74", True),
+    "starttls-garbage": (starttls_then_garbage, "127.0.4.75", True),
+    "starttls-silence": (starttls_then_silence, "127.0.4.76", True),
+}
+SMTPS_FAILURES: dict[str, tuple[Handler, str, bool]] = {
+    "tls-garbage": (tls_garbage, "127.0.4.77", True),
+    "tls-reset": (tls_reset, "127.0.4.78", True),
+    "tls-half-handshake": (tls_half_handshake, "127.0.4.79", True),
+}
+
+
+class _LoopErrors(logging.Handler):
+    """Collects what asyncio logs at ERROR (unretrieved task exceptions, transport faults)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def tls_failures() -> tuple[Report, float, list[str]]:
+    async def main() -> tuple[Report, float]:
+        started = time.monotonic()
+        (a, _), (b, _) = await asyncio.gather(
+            _probe_servers(STARTTLS_FAILURES, STARTTLS_PORT),
+            _probe_servers(SMTPS_FAILURES, 465, canary="127.0.4.80"))
+        return Report("probe", a.findings + b.findings, a.errors + b.errors, {},
+                      a.notes + b.notes), time.monotonic() - started
+
+    handler = _LoopErrors()
+    logging.getLogger("asyncio").addHandler(handler)
+    try:
+        report, elapsed = asyncio.run(main())
+    finally:
+        logging.getLogger("asyncio").removeHandler(handler)
+    return report, elapsed, handler.messages
+
+
+def test_tls_failures_are_bounded_error_entries_not_crashes(
+        tls_failures: tuple[Report, float, list[str]]) -> None:
+    report, elapsed, loop_errors = tls_failures
+    assert elapsed < 12 * TIMEOUT + 3, elapsed
+    assert report.findings == ()
+    assert loop_errors == []
+    by = {e.source: e.message for e in report.errors}
+    for name, (_, addr, _) in {**STARTTLS_FAILURES, **SMTPS_FAILURES}.items():
+        port = STARTTLS_PORT if name.startswith("starttls") else 465
+        message = by.get(f"{addr}:{port}", "")
+        assert message, (name, report.errors)
+        assert "internal error" not in message, (name, message)
+
+
+def test_tls_failure_messages_say_what_happened(
+        tls_failures: tuple[Report, float, list[str]]) -> None:
+    report, _, _ = tls_failures
+    by = {e.source.split(":")[0]: e.message for e in report.errors}
+    assert "TLS handshake failed" in by["127.0.4.74"], by["127.0.4.74"]
+    assert "TLS handshake failed" in by["127.0.4.75"], by["127.0.4.75"]
+    assert "TLS handshake timed out" in by["127.0.4.76"], by["127.0.4.76"]
+    assert "TLS handshake" in by["127.0.4.77"] and "failed" in by["127.0.4.77"], by["127.0.4.77"]
+    # Each failure names the step: the TLS handshake, not the TCP connect before it.
+    assert "reset: TLS handshake failed" in by["127.0.4.78"], by["127.0.4.78"]
+    assert "TLS handshake timed out" in by["127.0.4.79"], by["127.0.4.79"]
+    assert "canary" not in by, by["canary"]
