@@ -1,8 +1,10 @@
-"""Runner behaviour that the server matrix does not show: IPv6, rate limit, canary address."""
+"""Runner behaviour that the server matrix does not show: IPv6, rate limit, per-host cap,
+canary address."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -43,3 +45,53 @@ def test_default_canary_host_is_the_local_end_of_the_route() -> None:
                            canary_smtp_ports=(0,))
     report = asyncio.run(run_probe([Target("127.0.4.35")], options))
     assert report.stats["canary"]["host"] == "127.0.0.1"
+
+
+async def _max_concurrent(host: str, ports: tuple[int, ...], per_host: int) -> tuple[int, int]:
+    """Probe `ports` of a loopback server that holds each connection 0.2 s before refusing
+    to proxy (403); the most connections it ever had open at once, and the total."""
+    now = peak = total = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal now, peak, total
+        now += 1
+        total += 1
+        peak = max(peak, now)
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.sleep(0.2)
+                writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n")
+                await writer.drain()
+                writer.close()
+        finally:
+            now -= 1
+
+    servers = [await asyncio.start_server(handler, host, port) for port in ports]
+    try:
+        options = ProbeOptions(timeout=2.0, banner_wait=0.05, source="127.0.4.99",
+                               canary_host="127.0.4.82", canary_http_port=0,
+                               canary_raw_port=0, canary_smtp_ports=(0,), per_host=per_host,
+                               concurrency=64)
+        report = await run_probe([Target(host, port) for port in ports], options)
+    finally:
+        for s in servers:
+            s.close()
+    assert report.errors == () and report.findings == ()
+    assert report.stats["services"] == {"http": len(ports)}
+    return peak, total
+
+
+@pytest.mark.parametrize("per_host", [1, 2, 3])
+def test_per_host_caps_the_connections_one_host_sees_at_once(per_host: int) -> None:
+    started = time.monotonic()
+    peak, total = asyncio.run(_max_concurrent("127.0.4.81", (18081, 18082, 18083), per_host))
+    assert peak == per_host, (peak, total)
+    assert total >= 12  # several checks per port, so the cap really had work to hold back
+    assert time.monotonic() - started < 30
+
+
+def test_without_a_tight_per_host_cap_the_same_server_sees_more_at_once() -> None:
+    """The counting server can see parallel connections: the cap above is what limits them."""
+    peak, _ = asyncio.run(_max_concurrent("127.0.4.83", (18081, 18082, 18083), 16))
+    assert peak > 3, peak
