@@ -447,6 +447,7 @@ class MailDetector:
                  trusted_clients: frozenset[str] = TRUSTED_CLIENTS) -> None:
         self.given_domains = frozenset(d.lower() for d in own_domains)
         self.local_domains = Distinct(1000)
+        self.relay_domains = Distinct(1000)  # seen through the relay transport (relay_domains)
         self.trusted = trusted_clients
         self.book = IncidentBook()
         self.msgs: OrderedDict[str, _Msg] = OrderedDict()
@@ -525,8 +526,11 @@ class MailDetector:
             relay = m["relay"]
             relay_ip = relay[relay.find("[") + 1: relay.find("]")] if "[" in relay else relay
             outbound = tail in OUTBOUND_TRANSPORTS and relay_ip not in TRUSTED_CLIENTS
+            # `postfix/relay/smtp` (or `postfix/relay`): the relay transport, which carries
+            # mail for relay_domains — a backup MX or gateway doing its job
+            intended = "relay" in prog.split("/")[1:]
             self._delivery(rec, m["qid"], m["to"], outbound, tail in LOCAL_TRANSPORTS,
-                           m["status"], m["text"] or "", sample)
+                           m["status"], m["text"] or "", sample, intended=intended)
 
     # -- shared mail logic ---------------------------------------------------------------------
     def _reject(self, rec: SyslogLine, ip: str, text: str, to: str, sample: Sample) -> None:
@@ -555,7 +559,9 @@ class MailDetector:
             self.sasl_burst_clients.add(ip)
 
     def _delivery(self, rec: SyslogLine, qid: str, to: str, outbound: bool, local: bool,
-                  status: str, text: str, sample: Sample) -> None:
+                  status: str, text: str, sample: Sample, intended: bool = False) -> None:
+        """One delivery attempt. `local`: delivered here (its domain is ours); `intended`:
+        through Postfix's relay transport, i.e. for a domain this server relays for."""
         domain = _domain(to)
         if status in self.counts:
             self.counts[status] += 1
@@ -563,6 +569,8 @@ class MailDetector:
             self.outcome_timeline.add(rec.time)
         if local and domain:
             self.local_domains.add(domain)
+        if intended and domain:
+            self.relay_domains.add(domain)
         if not outbound:
             return
         reply = _REMOTE_REPLY.match(text) if status in ("bounced", "deferred") else None
@@ -583,7 +591,8 @@ class MailDetector:
                 if entry is not None:
                     entry[0] += 1
                     entry[1].add(domain)
-        if st is None or st.client_ip is None or st.user or st.client_ip in self.trusted:
+        if st is None or st.client_ip is None or st.user or st.client_ip in self.trusted or \
+                intended:
             return
         if to in st.seen_rcpts:
             return  # a retry of the same recipient is not a new relayed message
@@ -653,7 +662,8 @@ class MailDetector:
                 "deferred_bounced_spikes": spikes}
 
     def own_domains(self) -> set[str]:
-        return set(self.given_domains) | self.local_domains.keys
+        """Domains mail is meant to reach here: given, delivered locally, relayed for."""
+        return set(self.given_domains) | self.local_domains.keys | self.relay_domains.keys
 
     def snapshot(self) -> list[Incident]:
         """Incidents so far; relayed mail only for clients that reached foreign domains."""

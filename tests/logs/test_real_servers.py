@@ -312,6 +312,36 @@ def test_closed_postfix_relay_attempts_refused(mail_logs: dict[str, Any]) -> Non
         [("LOGS-SMTP-RELAY-DENIED", "low")]
 
 
+MTA_BACKUP, PRIMARY, SENDER = "127.0.5.45", "127.0.5.68", "127.0.5.39"
+HOSTED = ("hosted-a.test", "hosted-b.test", "hosted-c.test", "hosted-d.test")
+
+
+def test_backup_mx_relaying_for_its_relay_domains_is_not_abuse(tmp_path: Path) -> None:
+    """A real Postfix as backup MX: relay_domains, handed to the primary through the `relay`
+    transport. Outside mail for those domains is its job (no LOGS-SMTP-RELAYED), while a
+    foreign domain is still refused (a relay attempt)."""
+    hosted = ", ".join(HOSTED)
+    main_cf = (f"relay_domains = {hosted}\n"
+               "transport_maps = texthash:$config_directory/transport\n")
+    transport = "".join(f"{d} relay:[{PRIMARY}]:2526\n" for d in HOSTED)
+    with smtp_sink(PRIMARY, 2526) as primary, \
+            postfix(MTA_BACKUP, 2525, main_cf, files={"transport": transport}) as mta:
+        for i, dom in enumerate(HOSTED):
+            replies = _smtp(MTA_BACKUP, 2525, SENDER, [f"user{i}@{dom}"])
+            assert replies[-2].startswith("250 2.0.0"), (replies, mta.diagnostics())
+        refused = _smtp(MTA_BACKUP, 2525, SENDER, ["x@elsewhere.test"])
+        assert refused[3].startswith("454 4.7.1"), refused
+        _wait_log(lambda: mta.log("mail"), "status=sent", len(HOSTED))
+        assert primary.messages == len(HOSTED)
+        log = tmp_path / "maillog"
+        shutil.copy(mta.logs["mail"], log)
+    assert log.read_text().count("postfix/relay/smtp[") >= len(HOSTED)
+    report = analyse([str(log)])
+    assert {i["kind"] for i in report.stats["incidents"]} == {"smtp-relay-denied"}
+    assert [f.rule for f in report.findings] == ["LOGS-SMTP-RELAY-DENIED"]
+    assert report.stats["mail"]["sent"] == len(HOSTED)
+
+
 MTA_SCREEN, SCREENED = "127.0.5.43", "127.0.5.36"
 
 
