@@ -366,7 +366,7 @@ class Checker:
                                     "blocklists do not list it")
             return [out]
         found: list[TargetResult] = [TargetResult(target.value, Family.DOMAIN, target.text)]
-        if not self.resolve_names:
+        if not self.resolve_names or not target.resolve:
             return found
         answers = await asyncio.gather(self.client.query(target.value, "A", bucket="resolve"),
                                        self.client.query(target.value, "AAAA", bucket="resolve"))

@@ -32,6 +32,7 @@ class Target:
     text: str  # as the user typed it
     kind: TargetKind
     value: str  # compressed address or lower-case A-label name, no trailing dot
+    resolve: bool = True  # a name: also check its A/AAAA on IP lists (False: domain lists only)
 
     @property
     def address(self) -> IPAddress:

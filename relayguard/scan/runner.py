@@ -287,7 +287,8 @@ def scan_sites(sites: list[Site], options: ScanOptions,
         run.timings["logs"] = round(time.monotonic() - started, 3)
         started = time.monotonic()
         if options.blocklist:
-            run.blocklist = steps.blocklist_site(run.site, options, run.local)
+            run.blocklist = steps.blocklist_site(run.site, options, run.local,
+                                                 run.audit_results)
         run.timings["blocklist"] = round(time.monotonic() - started, 3)
 
     say("reading logs and blocklists (before probing: our probes must not count as abuse)")

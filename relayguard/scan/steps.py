@@ -105,6 +105,19 @@ def logs_site(site: Site, results: list[AuditResult], local: bool) -> Report:
         return _failed("logs", site.name, exc)
 
 
+def mail_domains(site: Site, results: list[AuditResult], local: bool) -> list[str]:
+    """The site's mail domains when none were given: those its Postfix/Exim configs name,
+    and for this machine (no HOST) its FQDN and /etc/mailname (see maildomains.py)."""
+    from relayguard.scan.maildomains import config_domains, this_machine_domains
+
+    if site.mail_domains:
+        return []
+    found = config_domains(results, site.config_root)
+    if local and site.discover_local and site.host is None:
+        found += this_machine_domains()
+    return list(dict.fromkeys(found))
+
+
 def blocklist_targets(site: Site, local: bool) -> list[str]:
     """Public addresses and mail domains to check: given ones, else this host's public ones."""
     from relayguard.scan.discover import local_addresses, public_addresses
@@ -142,21 +155,42 @@ def zones_for(names: tuple[str, ...]) -> tuple[Zone, ...]:
     return tuple(out)
 
 
-def blocklist_site(site: Site, options: ScanOptions, local: bool) -> Report:
-    """Is the site's public address or mail domain on a DNS blocklist (self-tested lists)."""
+def blocklist_site(site: Site, options: ScanOptions, local: bool,
+                   results: list[AuditResult] | None = None) -> Report:
+    """Is the site's public address or mail domain on a DNS blocklist (self-tested lists).
+
+    Mail domains found in the configs (`mail_domains`) are asked on the domain lists only:
+    their A records are the web site's, not necessarily this host's addresses."""
+    from dataclasses import replace
+
     from relayguard.blocklist.check import check
     from relayguard.blocklist.dnsclient import DnsClient, Nameserver
     from relayguard.blocklist.names import parse_target
     from relayguard.blocklist.report import build_report
+    from relayguard.blocklist.zones import ZoneKind
     from relayguard.errors import InputError
 
     targets = blocklist_targets(site, local)
-    if not targets:
+    found = [d for d in mail_domains(site, results or [], local) if d not in targets]
+    notes: list[str] = []
+    try:
+        zones = zones_for(options.zones)
+        if found and not any(z.kind is ZoneKind.DOMAIN for z in zones):
+            notes.append(f"{site.name}: mail domains {', '.join(found)} not checked: no domain "
+                         "list among the chosen zones")
+            found = []
+        elif found:
+            notes.append(f"{site.name}: mail domains from the MTA configs and this host's name, "
+                         f"checked on the domain lists: {', '.join(found)}")
+    except InputError as exc:
+        return Report("blocklist", errors=(ErrorEntry(exc.source, exc.message, exc.line),))
+    if not targets and not found:
         return Report("blocklist", notes=(
             f"{site.name}: no public address or mail domain to check on blocklists (this "
             "host has no global address; give --public-address / --mail-domain)",))
     try:
         parsed = [parse_target(t) for t in targets]
+        parsed += [replace(parse_target(d), resolve=False) for d in found]
         if options.resolvers:
             servers = [Nameserver.parse(r) for r in options.resolvers]
         else:
@@ -165,8 +199,8 @@ def blocklist_site(site: Site, options: ScanOptions, local: bool) -> Report:
             conf = dns.resolver.Resolver(configure=True)
             servers = [Nameserver.parse(str(ns)) for ns in conf.nameservers]
         client = DnsClient(servers, timeout=2.0, retries=1, deadline=options.blocklist_deadline)
-        result = check(parsed, zones_for(options.zones), client)
-        return build_report(result, [str(s) for s in servers])
+        result = check(parsed, zones, client)
+        return build_report(result, [str(s) for s in servers], tuple(notes))
     except InputError as exc:
         return Report("blocklist", errors=(ErrorEntry(exc.source, exc.message, exc.line),))
     except Exception as exc:  # no resolver configured, a bug: the other evidence still counts

@@ -3,7 +3,8 @@
 - OPEN (127.0.10.10): Apache with the incident's open forward proxy (CONNECT to 25 allowed) on
   :8080 and a Postfix that trusts loopback on :25; spam already went through (in the logs);
   an rbldnsd at 127.0.10.5 serves DroneBL's zone (the catalogue's codes) and lists its
-  "public address" 11.22.33.44 as an open HTTP proxy (DroneBL 9).
+  "public address" 11.22.33.44 as an open HTTP proxy (DroneBL 9), and Spamhaus DBL's zone
+  listing the mail domain client-one.zz as a spam domain.
 - CLOSED (127.0.10.20): Apache serving pages only (`ProxyRequests Off`) on :8080 and a Postfix
   that trusts only 127.0.0.1 on :25; nothing listed.
 Session-scoped: each daemon starts once and is always stopped.
@@ -32,6 +33,13 @@ ZONE = "dnsbl.dronebl.org"  # served by the local rbldnsd only, never asked of t
 OPEN_BODY = ("ProxyRequests On\nAllowCONNECT 443 25\n<Proxy \"*\">\n    Require all granted\n"
              "</Proxy>\n")
 CLOSED_BODY = "ProxyRequests Off\n"
+DBL_ZONE = "dbl.spamhaus.org"  # also only ever asked of the local rbldnsd
+LISTED_DOMAIN = "client-one.zz"  # .zz: no such TLD, but not a reserved one either
+DBL = f"""\
+:127.0.1.2:DBL listing $
+dbltest.com
+{LISTED_DOMAIN} :127.0.1.2:spam domain
+"""
 DNSBL = """\
 :127.0.0.2:Listed: see http://lookup.example/?ip=$
 127.0.0.2
@@ -122,7 +130,7 @@ def closed_host() -> Iterator[Host]:
 
 @pytest.fixture(scope="session")
 def dnsbl() -> Iterator[Rbldnsd]:
-    server = start_rbldnsd(DNS_IP, [(ZONE, "ip4set", DNSBL)])
+    server = start_rbldnsd(DNS_IP, [(ZONE, "ip4set", DNSBL), (DBL_ZONE, "dnset", DBL)])
     try:
         yield server
     finally:
