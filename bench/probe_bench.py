@@ -5,12 +5,16 @@ Starts real daemons on many 127.0.4.x addresses — one Apache open forward prox
 N addresses (:8080), M open microsocks (:1080), one open-relay Postfix on K addresses (:25) —
 then probes every address on ports 25,1080,8080 twice: with relayguard, and with
 `nmap -Pn -n -sT --script http-open-proxy,socks-open-proxy,smtp-open-relay`. nmap's test URL
-is pointed at a loopback origin (proxy.url) so nothing leaves the machine. Prints wall times,
-the findings of each, whether relayguard found at least everything nmap found, and the ratio.
+is pointed at a loopback origin (proxy.url) whose page carries a marker nmap must see
+(proxy.pattern: socks-open-proxy says "open" only on a content match), and nmap's own DNS
+lookup of that URL's host goes to a loopback rbldnsd (--dns-servers), so nothing leaves the
+machine and nmap's SOCKS check can succeed at all. Prints wall times, the findings of each,
+whether relayguard found at least everything nmap found, and the ratio.
 
     sudo python3 bench/probe_bench.py [--http 120 --socks 20 --smtp 10]
 
-Needs root (Postfix addresses on lo, canary on ports 25/80/443). Not part of the test suite.
+Needs root (Postfix addresses on lo, canary on ports 25/80/443, DNS on port 53), nmap and
+rbldnsd. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,12 +44,14 @@ from tests.servers.postfix import ensure_loopback_address, postfix  # noqa: E402
 SCANNER = "127.0.4.99"
 CANARY = "127.0.4.3"  # relayguard's canary (80, 443, 25, 465, 587)
 ORIGIN = "127.0.4.4"  # nmap's proxy.url target
+ORIGIN_DNS = "127.0.4.5"  # answers nmap's own lookup of ORIGIN (NSE ignores IP literals)
+MARKER = "rgbenchorigin"  # in the origin's page; nmap's proxy.pattern (no Lua magic chars)
 PORTS = "25,1080,8080"
 FIRST = 100  # targets are 127.0.4.100 and up
 
 NMAP_OPEN = {
     "http-open-proxy": re.compile(r"Potentially OPEN proxy", re.I),
-    "socks-open-proxy": re.compile(r"status: open|socks[45]", re.I),
+    "socks-open-proxy": re.compile(r"status: open", re.I),
     "smtp-open-relay": re.compile(r"Server is an open relay", re.I),
 }
 FAMILY = {
@@ -56,8 +63,11 @@ FAMILY = {
 
 class _Origin(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = b"origin ok\n"
+        body = f"{MARKER} ok\n".encode()
         self.send_response(200)
+        # Also in a header: nmap matches only the first chunk it receives, which may be the
+        # head alone.
+        self.send_header("X-Bench", MARKER)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -78,6 +88,45 @@ def origin() -> object:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def origin_dns(workdir: Path) -> object:
+    """rbldnsd on ORIGIN_DNS:53 answering `ORIGIN A ORIGIN`: nmap's SOCKS check resolves the
+    proxy.url host with its own DNS client, which would otherwise ask the system's resolver
+    (off this machine) about an IP literal and give up."""
+    zone = workdir / "origin.generic"
+    zone.write_text(f"@ A {ORIGIN}\n")
+    zone.chmod(0o644)
+    workdir.chmod(0o755)
+    log = workdir / "rbldnsd.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["rbldnsd", "-n", "-u", "rbldns", "-b", f"{ORIGIN_DNS}/53",
+                                 "-w", str(workdir), f"{ORIGIN}:generic:{zone.name}"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            if "started" in log.read_text() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        if proc.poll() is not None or "started" not in log.read_text():
+            sys.exit(f"rbldnsd did not start on {ORIGIN_DNS}:53: {log.read_text()[-500:]}")
+        yield proc
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        proc.kill()
+
+
+def missing_tools(skip_nmap: bool) -> str | None:
+    """What this benchmark needs and this machine lacks, as one line to print; else None."""
+    wanted = [] if skip_nmap else ["nmap", "rbldnsd"]
+    missing = [tool for tool in wanted if shutil.which(tool) is None]
+    if not missing:
+        return None
+    return (f"{' and '.join(missing)} not installed (apt-get install {' '.join(missing)}); "
+            "or pass --skip-nmap to time relayguard alone")
 
 
 def run_relayguard(targets_file: Path, timeout: float) -> tuple[float, set[tuple[str, int, str]]]:
@@ -102,8 +151,10 @@ def run_nmap(targets_file: Path, out: Path) -> tuple[float, set[tuple[str, int, 
     started = time.monotonic()
     done = subprocess.run(
         ["nmap", "-Pn", "-n", "-sT", "-p", PORTS, "-iL", str(targets_file),
+         "--dns-servers", ORIGIN_DNS,
          "--script", "http-open-proxy,socks-open-proxy,smtp-open-relay",
-         "--script-args", f"proxy.url=http://{ORIGIN}/,smtp-open-relay.domain=relayguard.invalid",
+         "--script-args", f"proxy.url=http://{ORIGIN}/,proxy.pattern={MARKER},"
+         "smtp-open-relay.domain=relayguard.invalid",
          "-oX", str(out)],
         capture_output=True, text=True, timeout=3600)
     elapsed = time.monotonic() - started
@@ -128,6 +179,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=5.0, help="relayguard --timeout")
     ap.add_argument("--skip-nmap", action="store_true", help="time relayguard only")
     args = ap.parse_args()
+    missing = missing_tools(args.skip_nmap)
+    if missing:
+        sys.exit(missing)
     if os.geteuid() != 0:
         sys.exit("run as root (Postfix addresses on lo, canary ports 25/80/443)")
     total = args.http + args.socks + args.smtp
@@ -138,8 +192,13 @@ def main() -> None:
     socks_addrs = addrs[args.http:args.http + args.socks]
     smtp_addrs = addrs[args.http + args.socks:]
 
-    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        Path(tmp).chmod(0o755)  # rbldnsd reads its zone as user rbldns
         stack.enter_context(origin())  # type: ignore[arg-type]
+        if not args.skip_nmap:
+            dns_dir = Path(tmp) / "dns"
+            dns_dir.mkdir()
+            stack.enter_context(origin_dns(dns_dir))  # type: ignore[arg-type]
         if http_addrs:
             stack.enter_context(apache(http_addrs[0], 8080, "ProxyRequests On\n",
                                        modules=PROXY_MODULES,
