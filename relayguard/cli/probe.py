@@ -36,7 +36,7 @@ def _hostport(option: str, text: str) -> tuple[str, int]:
 @app.command("probe")
 def probe_command(
     targets: Annotated[list[str] | None, typer.Argument(
-        help="host, host:port, IPv4/IPv6 literal, [v6]:port or CIDR (wider than /20 needs "
+        help="host, host:port, IPv4/IPv6 literal, \\[v6]:port or CIDR (wider than /20 needs "
         "--allow-large). Without a port, every port of --ports is tried.",
         show_default=False)] = None,
     targets_file: Annotated[Path | None, typer.Option(
@@ -57,7 +57,7 @@ def probe_command(
         "reachability through a proxy when the canary cannot listen on 25/465/587.")] = None,
     confirm_delivery: Annotated[bool, typer.Option(
         "--confirm-delivery", help="Opt-in: through an MTA that accepts a foreign RCPT, SEND "
-        "ONE tiny test message to <nonce>@[canary-host] and confirm the relay when the canary "
+        "ONE tiny test message to <nonce>@\\[canary-host] and confirm the relay when the canary "
         "receives it. Off by default: probes otherwise stop at RCPT and never send DATA.")
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds for one step (connect, one reply).")

@@ -67,3 +67,10 @@ def test_help_documents_that_confirm_delivery_sends_a_message() -> None:
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
     assert "--confirm-delivery" in text and "SEND ONE tiny test message" in text
+
+
+def test_help_keeps_square_brackets_that_rich_markup_would_eat() -> None:
+    text = " ".join(run("--help").stdout.replace("│", " ").split())
+    assert "IPv4/IPv6 literal, [v6]:port or CIDR" in text
+    assert "<nonce>@[canary-host]" in text
+    assert "\\[" not in text
