@@ -1,10 +1,11 @@
 """Scan history: every scan stored, and what changed since the last scan of the same host.
 
-SQLite in the user's data directory by default; any SQLAlchemy URL (`postgresql://…`) gives a
-team a shared store. Findings are compared by a stable identity (`history_key`): rule,
-category and place, never the title, which carries counts ("3 of 12 requests relayed") and
-per-run nonces. So ongoing abuse stays UNCHANGED night after night while its counts grow, and
-"fixed" means that hole is gone, not merely that a number moved.
+SQLite in the user's data directory by default; any SQLAlchemy URL (`postgresql://…`, driven
+by psycopg 3 from the `postgres` extra) gives a team a shared store. Findings are compared by
+a stable identity (`history_key`): rule, category and place, never the title, which carries
+counts ("3 of 12 requests relayed") and per-run nonces. So ongoing abuse stays UNCHANGED night
+after night while its counts grow, and "fixed" means that hole is gone, not merely that a
+number moved.
 """
 
 from __future__ import annotations
@@ -113,11 +114,20 @@ class Change:
     unchanged: tuple[dict[str, Any], ...]
 
 
+def with_driver(url: str) -> str:
+    """`postgresql://` / `postgres://` mean psycopg 3 (the `postgres` extra), not SQLAlchemy's
+    default psycopg2, which the extra does not install; explicit drivers are kept."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url.removeprefix(scheme)
+    return url
+
+
 class History:
     """A scan store at a SQLAlchemy URL; tables are created on first use."""
 
     def __init__(self, url: str | None = None) -> None:
-        self.url = url or default_url()
+        self.url = with_driver(url or default_url())
         if self.url.startswith("sqlite:///"):
             Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         try:
