@@ -53,9 +53,13 @@ def _dest5(host: str, port: int) -> bytes:
     return dst + struct.pack("!H", port)
 
 
-async def socks5_greet(conn: Conn) -> int:
-    """Offer only 'no authentication'; return the method the server chose."""
-    await conn.send(b"\x05\x01\x00")
+async def socks5_greet(conn: Conn, methods: bytes = b"\x00") -> int:
+    """Offer `methods` (only 'no authentication' unless told); return the server's choice.
+
+    Only 'no authentication' is offered when probing: a server that accepts both might pick
+    username/password and hide that it is open.
+    """
+    await conn.send(b"\x05" + bytes([len(methods)]) + methods)
     reply = await conn.read_exact(2, "SOCKS5 method reply")
     if reply[0] != 5:
         raise NotSocks(f"not a SOCKS5 reply: {reply!r}", reply)
@@ -126,6 +130,19 @@ async def _open_tunnel(conn: Conn, version: str, host: str, port: int,
     return None
 
 
+async def _auth_wanted(ctx: ProbeContext, result: PortResult) -> str:
+    """After 'no authentication' was refused: which credentials does the server want?
+    Asked on a new connection offering GSSAPI and username/password (nothing is sent
+    after the server's choice)."""
+    try:
+        async with ctx.connection(result.host, result.port, Transcript()) as conn:
+            method = await socks5_greet(conn, b"\x01\x02")
+    except NetError as exc:
+        return f"; asked which methods it wants, no answer ({exc.kind})"
+    return (f"; offered GSSAPI and username/password instead, it chose {method:#04x} "
+            f"({SOCKS5_METHODS.get(method, 'unknown method')})")
+
+
 async def _socks_check(ctx: ProbeContext, result: PortResult, version: str, dest_port: int,
                        smtp: bool) -> Outcome | str:
     """One tunnel attempt (SOCKS5, SOCKS4 or SOCKS4a) to the canary's HTTP or SMTP port;
@@ -143,6 +160,8 @@ async def _socks_check(ctx: ProbeContext, result: PortResult, version: str, dest
     try:
         async with ctx.connection(result.host, result.port, t) as conn:
             refused = await _open_tunnel(conn, version, c.host, dest_port, recognised)
+            if refused is not None and refused.endswith("(no acceptable method)"):
+                refused += await _auth_wanted(ctx, result)
             if refused is not None:
                 return refused
             granted = True
