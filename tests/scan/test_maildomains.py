@@ -72,15 +72,20 @@ def test_this_machine_mailname(tmp_path: Path) -> None:
     assert LISTED_DOMAIN not in this_machine_domains(mailname)
 
 
+def scan_postfix_host(dnsbl: Any, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """An audit + blocklist scan of a host whose Postfix config is the one above."""
+    return subprocess.run(
+        [sys.executable, "-m", "relayguard", "scan", UNREACHABLE_IP, "--no-probe", "--no-logs",
+         "--config", str(postfix_dir(tmp)), "--resolver", f"{dnsbl.host}:{dnsbl.port}", *args,
+         "--no-history", "--format", "json"], capture_output=True, text=True, env=ENV,
+        timeout=120)
+
+
 @pytest.mark.server
 def test_scan_checks_the_configs_mail_domains_on_domain_lists(dnsbl: Any,
                                                                tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "relayguard", "scan", UNREACHABLE_IP, "--no-probe", "--no-logs",
-         "--config", str(postfix_dir(tmp_path)), "--public-address", "11.22.33.45",
-         "--resolver", f"{dnsbl.host}:{dnsbl.port}", "--zones", f"{ZONE},{DBL_ZONE}",
-         "--no-history", "--format", "json"], capture_output=True, text=True, env=ENV,
-        timeout=120)
+    done = scan_postfix_host(dnsbl, tmp_path, "--public-address", "11.22.33.45",
+                             "--zones", f"{ZONE},{DBL_ZONE}")
     assert done.returncode == 1, done.stderr
     doc = json.loads(done.stdout)
     targets = doc["stats"]["blocklist"]["targets"]
@@ -100,12 +105,18 @@ def test_scan_checks_the_configs_mail_domains_on_domain_lists(dnsbl: Any,
 
 @pytest.mark.server
 def test_given_mail_domains_replace_the_discovered_ones(dnsbl: Any, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "relayguard", "scan", UNREACHABLE_IP, "--no-probe", "--no-logs",
-         "--config", str(postfix_dir(tmp_path)), "--mail-domain", "dbltest.com",
-         "--resolver", f"{dnsbl.host}:{dnsbl.port}", "--zones", f"{ZONE}",
-         "--no-history", "--format", "json"], capture_output=True, text=True, env=ENV,
-        timeout=120)
+    done = scan_postfix_host(dnsbl, tmp_path, "--mail-domain", "dbltest.com", "--zones", ZONE)
+    targets = json.loads(done.stdout)["stats"]["blocklist"]["targets"]
+    assert "dbltest.com" in targets and LISTED_DOMAIN not in targets
+
+
+@pytest.mark.server
+def test_no_domain_list_chosen_says_the_domains_were_not_checked(dnsbl: Any,
+                                                                 tmp_path: Path) -> None:
+    done = scan_postfix_host(dnsbl, tmp_path, "--public-address", "11.22.33.45",
+                             "--zones", ZONE)
     doc = json.loads(done.stdout)
-    assert "dbltest.com" in doc["stats"]["blocklist"]["targets"]
-    assert LISTED_DOMAIN not in doc["stats"]["blocklist"]["targets"]
+    assert list(doc["stats"]["blocklist"]["targets"]) == ["11.22.33.45"]
+    assert f"{UNREACHABLE_IP}: mail domains mx.{LISTED_DOMAIN}, {LISTED_DOMAIN} not checked: no " \
+           "domain list among the chosen zones" in doc["notes"]
+    assert doc["errors"] == [] and done.returncode == 0
