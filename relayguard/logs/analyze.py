@@ -467,6 +467,14 @@ def incident_finding(inc: Incident, analysis: LogAnalysis) -> Finding | None:
             f"{inc.extra.get('foreign_domains')} foreign domain(s) ({o['relayed']} sent)",
             location=loc, evidence=_evidence(inc, _summary(inc)),
             confidence=Confidence.CONFIRMED if o["relayed"] else Confidence.LIKELY)
+    if kind == "smtp-sender-volume":
+        who = ("authenticated user" if inc.extra.get("authenticated") else "local sender") + \
+            f" {inc.extra.get('sender')}"
+        return R.LOGS_SMTP_SENDER_VOLUME.finding(
+            f"{who}: {'; '.join(inc.extra.get('reasons', []))} "
+            f"(hour from {inc.extra.get('hour_start')})",
+            location=loc, evidence=_evidence(inc, _summary(inc)),
+            confidence=Confidence.LIKELY)
     if kind == "smtp-relay-denied":
         return R.LOGS_SMTP_RELAY_DENIED.finding(
             f"{inc.events} relay attempt(s) refused from {len(inc.clients)} client(s)",

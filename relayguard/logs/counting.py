@@ -7,7 +7,11 @@ stays constant however large the logs are; when a bound is hit the result says s
 
 from __future__ import annotations
 
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+V = TypeVar("V")
 
 
 class TopK:
@@ -120,3 +124,35 @@ def iso(t: float | None) -> str | None:
     import time
 
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+class LruMap(Generic[V]):
+    """Per-key state for at most `cap` keys (clients, senders). When a new key arrives and the
+    map is full, the least recently touched key that `expendable` allows is dropped (the
+    oldest of all if none is), and `evicted` counts it: a long-running watcher keeps seeing new
+    keys instead of silently ignoring them once full."""
+
+    __slots__ = ("cap", "evicted", "items")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.items: OrderedDict[str, V] = OrderedDict()
+        self.evicted = 0
+
+    def get(self, key: str) -> V | None:
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: V, expendable: Callable[[V], bool] | None = None) -> None:
+        if key not in self.items and len(self.items) >= self.cap:
+            victim = next((k for k, v in self.items.items()
+                           if expendable is None or expendable(v)), next(iter(self.items)))
+            del self.items[victim]
+            self.evicted += 1
+        self.items[key] = value
+        self.items.move_to_end(key)
+
+    def __len__(self) -> int:
+        return len(self.items)

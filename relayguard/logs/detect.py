@@ -15,7 +15,7 @@ from statistics import median
 from typing import Any
 
 from relayguard.logs.apacheconf import ProxyConfig
-from relayguard.logs.counting import Distinct, Timeline, TopK, iso
+from relayguard.logs.counting import Distinct, LruMap, Timeline, TopK, iso
 from relayguard.logs.formats import AccessRecord, SyslogLine
 from relayguard.logs.incidents import Incident, IncidentBook, Sample
 
@@ -439,6 +439,80 @@ class _ClientRelay:
     domains: Distinct = field(default_factory=lambda: Distinct(1000))
     messages: int = 0
 
+    def expendable(self) -> bool:
+        """Not (yet) a relayer: may make room for a new client."""
+        return self.domains.count() < RELAY_MIN_DOMAINS
+
+
+SENDER_WINDOW = 3600.0  # a sender's activity is judged per hour of it, against its own
+SENDER_HISTORY = 3  # earlier hours (at least this many known); an hour is suspicious with
+SENDER_SPIKE = 10  # this many times its usual foreign domains or deliveries, and at least
+SENDER_MIN_DOMAINS = 20  # this many foreign domains, or
+SENDER_MIN_VOLUME = 100  # this many deliveries. With no history (a log of the burst alone):
+SENDER_NEW_DOMAINS = 100  # this many foreign domains ("hundreds"; an application's bulk
+SENDER_NEW_VOLUME = 1000  # notices reach ~50), or this many deliveries, within the hour
+
+
+@dataclass
+class _SenderVolume:
+    """Outbound deliveries of one authenticated user or trusted local sender, per hour of its
+    activity: the busiest hour (deliveries, foreign domains) against its usual hour."""
+
+    incident: Incident
+    window_start: float | None = None
+    window_count: int = 0
+    window_domains: Distinct = field(default_factory=lambda: Distinct(1000))
+    domains: Distinct = field(default_factory=lambda: Distinct(500))  # all recipient domains
+    history: list[tuple[int, int]] = field(default_factory=list)  # earlier hours' (deliveries,
+    # foreign domains), the last 48
+    worst: dict[str, Any] = field(default_factory=dict)  # the most suspicious hour so far
+
+    def add(self, t: float | None, domain: str, own: bool) -> None:
+        if t is not None and self.window_start is not None and \
+                t - self.window_start > SENDER_WINDOW:
+            self._close()
+        if self.window_start is None:
+            self.window_start = t
+        self.window_count += 1
+        self.domains.add(domain)
+        if domain and not own:
+            self.window_domains.add(domain)
+
+    def _close(self) -> None:
+        self.worst = self.judge()
+        self.history = [*self.history, (self.window_count, self.window_domains.count())][-48:]
+        self.window_start, self.window_count = None, 0
+        self.window_domains = Distinct(1000)
+
+    def judge(self) -> dict[str, Any]:
+        """The worse of the stored worst hour and the current one (reason empty if fine)."""
+        known = len(self.history) >= SENDER_HISTORY
+        base_n = median(h[0] for h in self.history) if known else None
+        base_d = median(h[1] for h in self.history) if known else None
+        n, doms = self.window_count, self.window_domains.count()
+        reasons = []
+        if base_d is None and doms >= SENDER_NEW_DOMAINS:
+            reasons.append(f"{self.window_domains.describe()} foreign domains within an hour")
+        elif base_d is not None and doms >= max(SENDER_MIN_DOMAINS, SENDER_SPIKE * base_d):
+            reasons.append(f"{self.window_domains.describe()} foreign domains within an hour, "
+                           f"usually {base_d:g}")
+        if base_n is None and n >= SENDER_NEW_VOLUME:
+            reasons.append(f"{n} deliveries within an hour")
+        elif base_n is not None and n >= max(SENDER_MIN_VOLUME, SENDER_SPIKE * base_n):
+            reasons.append(f"{n} deliveries within an hour, usually {base_n:g}")
+        now = {"hour_start": iso(self.window_start), "deliveries": n, "foreign_domains": doms,
+               "usual_per_hour": None if base_n is None else {"deliveries": base_n,
+                                                              "foreign_domains": base_d},
+               "reasons": reasons}
+        worst = self.worst
+        if worst and (bool(worst["reasons"]), worst["foreign_domains"], worst["deliveries"]) \
+                >= (bool(reasons), doms, n):
+            return worst
+        return now
+
+    def expendable(self) -> bool:
+        return not self.judge()["reasons"]
+
 
 class MailDetector:
     """Postfix and Exim: relayed mail, refused relay attempts, SASL bursts, blocklist bounces."""
@@ -452,14 +526,14 @@ class MailDetector:
         self.book = IncidentBook()
         self.msgs: OrderedDict[str, _Msg] = OrderedDict()
         self.max_msgs = 100_000
-        self.relay_clients: dict[str, _ClientRelay] = {}
+        self.relay_clients: LruMap[_ClientRelay] = LruMap(1000)
+        self.sender_volumes: LruMap[_SenderVolume] = LruMap(1000)
         self.sasl_windows: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self.sasl_burst_clients: set[str] = set()
         self.counts: dict[str, int] = {"inbound_blocklist_rejects": 0, "rejects": 0,
                                        "sent": 0, "deferred": 0, "bounced": 0}
         self.senders = TopK(64)
         self.outbound_senders = TopK(64)  # outbound deliveries per envelope sender
-        self.sasl_users: dict[str, list[Any]] = {}  # user -> [deliveries, Distinct domains]
         self.outcome_timeline = Timeline(cap=2048)  # deferred+bounced per minute
 
     def _msg(self, qid: str, create: bool = True) -> _Msg | None:
@@ -584,32 +658,34 @@ class MailDetector:
         st = self._msg(qid, create=False)
         if st is not None and status != "deferred":
             self.outbound_senders.add(st.sender or "<>" if st.sender is not None else "?")
-            if st.user:
-                entry = self.sasl_users.get(st.user)
-                if entry is None and len(self.sasl_users) < 200:
-                    entry = self.sasl_users[st.user] = [0, Distinct(500)]
-                if entry is not None:
-                    entry[0] += 1
-                    entry[1].add(domain)
-        if st is None or st.client_ip is None or st.user or st.client_ip in self.trusted or \
-                intended:
+        if st is None or intended:
             return
         if to in st.seen_rcpts:
-            return  # a retry of the same recipient is not a new relayed message
+            return  # a retry of the same recipient is not a new message
         if len(st.seen_rcpts) < 100:
             st.seen_rcpts.add(to)
+        outcome = "relayed" if status == "sent" else ("refused" if status == "bounced"
+                                                      else "unknown")
+        if st.user or st.client_ip is None or st.client_ip in self.trusted:
+            # allowed to send anywhere: judged by its own volume (a stolen password, a
+            # hacked web form posting through localhost)
+            key = f"user {st.user}" if st.user else f"sender {st.sender or '<>'}"
+            sv = self.sender_volumes.get(key)
+            if sv is None:
+                sv = _SenderVolume(Incident("smtp-sender-volume", timeline=Timeline(cap=256)))
+                self.sender_volumes.put(key, sv, _SenderVolume.expendable)
+            sv.add(rec.time, domain, self.is_own(domain))
+            sv.incident.add(rec.time, st.client_ip or "local", domain or None, sample,
+                            outcome=outcome, status=status)
+            return
         cr = self.relay_clients.get(st.client_ip)
         if cr is None:
-            if len(self.relay_clients) >= 1000:
-                return
-            cr = self.relay_clients[st.client_ip] = _ClientRelay(
-                Incident("smtp-relayed", timeline=Timeline(cap=256)))
+            cr = _ClientRelay(Incident("smtp-relayed", timeline=Timeline(cap=256)))
+            self.relay_clients.put(st.client_ip, cr, _ClientRelay.expendable)
         cr.domains.add(domain)
         if not st.relay_counted:
             st.relay_counted = True
             cr.messages += 1
-        outcome = "relayed" if status == "sent" else ("refused" if status == "bounced"
-                                                      else "unknown")
         cr.incident.add(rec.time, st.client_ip, domain or None, sample, outcome=outcome,
                         status=status)
 
@@ -624,8 +700,8 @@ class MailDetector:
             st = self._msg(m["id"])
             assert st is not None
             st.client_ip, st.sender = m["ip"], m["from"]
-            auth = re.search(r" A=\S+", msg)
-            st.user = auth.group(0) if auth else None
+            auth = re.search(r" A=(?:[^:\s]+:)?(\S+)", msg)  # A=dovecot_plain:alice
+            st.user = auth.group(1) if auth else None
             self.senders.add(m["from"])
             return
         m = _EXIM_DELIVERY.match(msg)
@@ -653,13 +729,20 @@ class MailDetector:
     # -- snapshot ------------------------------------------------------------------------------
     def volume(self) -> dict[str, Any]:
         """Outbound volume per sender and per authenticated user, and bounce/defer spikes."""
-        users = sorted(((u, n, d.describe()) for u, (n, d) in self.sasl_users.items()),
-                       key=lambda x: -x[1])[:10]
+        users = sorted(((k[5:], sv.incident.events, sv.domains.describe())
+                        for k, sv in self.sender_volumes.items.items() if k.startswith("user ")),
+                       key=lambda x: (-x[1], x[0]))[:10]
         spikes = VolumeDetector.spikes(self.outcome_timeline, floor=30.0)
         return {"outbound_by_sender": self.outbound_senders.top(10),
                 "authenticated_users": [{"user": u, "deliveries": n, "domains": d}
                                         for u, n, d in users],
-                "deferred_bounced_spikes": spikes}
+                "deferred_bounced_spikes": spikes,
+                "clients_dropped": self.relay_clients.evicted,
+                "senders_dropped": self.sender_volumes.evicted}
+
+    def is_own(self, domain: str) -> bool:
+        return domain in self.given_domains or domain in self.local_domains.keys or \
+            domain in self.relay_domains.keys
 
     def own_domains(self) -> set[str]:
         """Domains mail is meant to reach here: given, delivered locally, relayed for."""
@@ -672,8 +755,15 @@ class MailDetector:
         for inc in sasl:
             inc.extra["burst_clients"] = sorted(self.sasl_burst_clients)[:20]
             out.append(inc)
+        for key, sv in self.sender_volumes.items.items():
+            worst = sv.judge()
+            if worst["reasons"]:
+                inc = sv.incident
+                inc.extra.update({"sender": key.split(" ", 1)[1],
+                                  "authenticated": key.startswith("user "), **worst})
+                out.append(inc)
         own = self.own_domains()
-        for ip, cr in self.relay_clients.items():
+        for ip, cr in self.relay_clients.items.items():
             foreign = {d for d in cr.domains.keys if d and d not in own}
             enough = len(foreign) >= RELAY_MIN_DOMAINS or (self.given_domains and foreign)
             if not enough:

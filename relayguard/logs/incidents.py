@@ -28,6 +28,7 @@ KIND_CATEGORY: dict[str, Category | None] = {
     "smtp-relayed": Category.RELAY_ABUSE,
     "smtp-relay-denied": Category.RELAY_ABUSE,
     "smtp-sasl-failures": Category.RELAY_ABUSE,
+    "smtp-sender-volume": Category.RELAY_ABUSE,
     "smtp-blocklist-bounce": Category.BLOCKLISTED,
     "volume-spike": None,
 }

@@ -95,6 +95,21 @@ LOGS_SMTP_SASL_BURST = Rule(
     why="Password guessing against submission: a guessed account becomes a relay for spam.",
     fix="Rate-limit or block the client (fail2ban postfix-sasl jail), enforce strong passwords.",
     reference="https://www.postfix.org/SASL_README.html")
+LOGS_SMTP_SENDER_VOLUME = Rule(
+    id="LOGS-SMTP-SENDER-VOLUME", server="logs", category=Category.RELAY_ABUSE,
+    severity=Severity.HIGH,
+    title="An account or local sender suddenly mailed many foreign domains",
+    description="Mail from a SASL-authenticated user, or handed in locally (pickup, a trusted "
+                "client such as a web application on 127.0.0.1), went out within one hour to "
+                "ten times the foreign domains (at least 20) or deliveries (at least 100) of "
+                "its usual hour; with no earlier hours in the log, to 100 foreign domains or "
+                "1000 deliveries.",
+    why="A guessed or stolen password, or a hacked contact form, turns the server into a "
+        "spam source without any open relay: the MTA does what an allowed sender asks.",
+    fix="Lock the account (change its password, end its sessions) or stop the local script, "
+        "remove its queued mail (`postqueue -p`, `postsuper -d`), and rate-limit senders "
+        "(Postfix `smtpd_client_message_rate_limit`, policyd) before the blocklists react.",
+    reference="https://www.postfix.org/SASL_README.html")
 LOGS_SMTP_BLOCKLISTED = Rule(
     id="LOGS-SMTP-BLOCKLISTED", server="logs", category=Category.BLOCKLISTED,
     severity=Severity.HIGH,
@@ -108,5 +123,6 @@ LOGS_SMTP_BLOCKLISTED = Rule(
 
 RULES: tuple[Rule, ...] = (
     LOGS_PROXY_SMTP, LOGS_PROXY_CONNECT, LOGS_PROXY_HTTP, LOGS_PROXY_HOST_HEADER, LOGS_PROXY_SCAN,
-    LOGS_SMTP_RELAYED, LOGS_SMTP_RELAY_DENIED, LOGS_SMTP_SASL_BURST, LOGS_SMTP_BLOCKLISTED,
+    LOGS_SMTP_RELAYED, LOGS_SMTP_RELAY_DENIED, LOGS_SMTP_SASL_BURST, LOGS_SMTP_SENDER_VOLUME,
+    LOGS_SMTP_BLOCKLISTED,
 )

@@ -142,8 +142,10 @@ def incident_keys(analysis: LogAnalysis) -> dict[int, str]:
         for kind, items in det.book.by_kind.items():
             for i, inc in enumerate(items):
                 keys[id(inc)] = f"{kind}#{i}"
-    for ip, cr in analysis.mail.relay_clients.items():
+    for ip, cr in analysis.mail.relay_clients.items.items():
         keys[id(cr.incident)] = f"smtp-relayed@{ip}"
+    for sender, sv in analysis.mail.sender_volumes.items.items():
+        keys[id(sv.incident)] = f"smtp-sender-volume@{sender}"
     return keys
 
 

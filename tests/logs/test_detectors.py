@@ -297,3 +297,32 @@ def test_connect_sizes_of_debians_stock_format(tmp_path: Path) -> None:
     upstream = home.replace("11173", "10900") + revalidated.replace("304 214", "304 -")
     got = run(tmp_path, upstream + tunnels.splitlines(keepends=True)[0] + refused)
     assert got["incidents"]["proxy-smtp"]["outcomes"] == {"unknown": 1}  # %b: a body of 187
+
+
+def _authed_mail(qid: str, hour: int, minute: int, user: str, rcpts: list[str]) -> str:
+    stamp = f"Mar  1 {hour:02d}:{minute:02d}:00 mx"
+    out = (f"{stamp} postfix/smtpd[7]: {qid}: client=h[198.51.100.9], sasl_method=PLAIN, "
+           f"sasl_username={user}\n"
+           f"{stamp} postfix/qmgr[8]: {qid}: from=<{user}@example.com>, size=9, nrcpt=1\n")
+    for r in rcpts:
+        out += (f"{stamp} postfix/smtp[9]: {qid}: to=<{r}>, relay=m[192.0.2.1]:25, delay=1, "
+                "delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)\n")
+    return out
+
+
+def test_sender_volume_against_its_own_usual_hour(tmp_path: Path) -> None:
+    """Four ordinary hours (two mails to two domains), then an hour to 30 domains: ten times
+    its usual, so flagged; the same 30 domains with no history stay below 100 (an app's bulk
+    notices look like that) and are not."""
+    usual = "".join(_authed_mail(f"Q{h}{m}", h, m, "carol", [f"a@d{m}.example"])
+                    for h in range(8, 12) for m in (10, 20))
+    burst = _authed_mail("QB", 12, 30, "carol", [f"x@t{i}.example" for i in range(30)])
+    got = run(tmp_path, usual + burst, year=2026)
+    assert got["rules"] == ["LOGS-SMTP-SENDER-VOLUME"]
+    inc = got["incidents"]["smtp-sender-volume"]
+    assert inc["reasons"] == ["30 foreign domains within an hour, usually 2"]
+    assert inc["hour_start"] == "2026-03-01T12:30:00Z"
+    # hours of activity run from their first delivery: 8:10-9:10 holds three mails
+    assert inc["usual_per_hour"] == {"deliveries": 3, "foreign_domains": 2}
+    assert run(tmp_path, burst, year=2026)["rules"] == []
+    assert run(tmp_path, usual, year=2026)["rules"] == []
