@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from relayguard.audit.addresses import is_local_net, parse_ip
 from relayguard.audit.base import IPAddress
 from relayguard.audit.postfix import (
     Networks,
@@ -27,6 +28,7 @@ from relayguard.audit.postfix import (
 from relayguard.audit.readfile import lines_of
 from relayguard.catalogue import Rule
 from relayguard.findings import Category, Confidence, Edit, Evidence, Finding, Location, Severity
+from relayguard.scan.discover import local_addresses
 
 _REF = "https://www.postfix.org/postconf.5.html"
 # Examples are main.cf text; where a master.cf matters it follows this line (`split_example`).
@@ -63,6 +65,26 @@ MYNETWORKS_OPEN = Rule(
     reference=f"{_REF}#mynetworks",
     bad=_BASE + "mynetworks = 127.0.0.0/8 0.0.0.0/0\n",
     good=_BASE + "mynetworks = 127.0.0.0/8 [::1]/128\n",
+)
+
+MYNETWORKS_PUBLIC = Rule(
+    id="POSTFIX-MYNETWORKS-PUBLIC",
+    server="postfix",
+    category=Category.OPEN_SMTP_RELAY,
+    severity=Severity.HIGH,
+    title="mynetworks trusts a public range that is not this host",
+    description="`mynetworks` includes a public (Internet-routed) network or address narrower "
+    "than a /16 that is not one of this host's own addresses. Only loopback, the host's own "
+    "addresses and its private LANs belong there. Severity follows the size: high up to a "
+    "/24 (IPv6 /48), medium for smaller ranges, low for one foreign address.",
+    why="Every host in that range may relay through this server without authentication: "
+    "a neighbour on a hosting network, a customer, or whoever gets the addresses next. One "
+    "compromised machine there turns this server into a spam relay.",
+    fix="Remove the range; let those hosts submit with SMTP AUTH on port 587, or list only "
+    "the single addresses you really run: `mynetworks = 127.0.0.0/8 [::1]/128`.",
+    reference=f"{_REF}#mynetworks",
+    bad=_BASE + "mynetworks = 127.0.0.0/8 45.0.0.0/17\n",
+    good=_BASE + "mynetworks = 127.0.0.0/8 [::1]/128 10.1.0.0/16\n",
 )
 
 IMPLICIT_SUBNET = Rule(
@@ -275,7 +297,8 @@ NO_WORKING_RELAY_CHECK = Rule(
     "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n",
 )
 
-RULES: tuple[Rule, ...] = (MYNETWORKS_OPEN, IMPLICIT_SUBNET, PERMIT_BEFORE, MASTER_OVERRIDE,
+RULES: tuple[Rule, ...] = (MYNETWORKS_OPEN, MYNETWORKS_PUBLIC, IMPLICIT_SUBNET, PERMIT_BEFORE,
+                           MASTER_OVERRIDE,
                            SASL_CLEARTEXT, RELAY_DOMAINS_WILDCARD, XCLIENT_BROAD,
                            SASL_ANONYMOUS, UNTRUSTED_ROUTING, FORBIDDEN_CLEARED,
                            PROXY_PROTOCOL_EXPOSED, NO_WORKING_RELAY_CHECK)
@@ -292,14 +315,50 @@ def networks_for(params: Params, cfg: PostfixConfig, root: Path | None) -> Netwo
     return parse_networks(params.get("mynetworks"), setting, root, cfg.errors, cfg.files)
 
 
-def _open_net(net: ipaddress.IPv4Network | ipaddress.IPv6Network, client: IPAddress) -> bool:
-    if client in net:
-        return True
-    if net.prefixlen == 0:
-        return True
-    limit = 16 if net.version == 4 else 32
-    return net.prefixlen <= limit and not (net.is_private or net.is_loopback
-                                           or net.is_link_local)
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Placeholders in documentation and examples: nobody's hosts, so trusting them opens nothing.
+_DOC_NETS = tuple(ipaddress.ip_network(n) for n in (
+    "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"))
+
+
+def _public(net: Net) -> bool:
+    """Does `net` hold Internet addresses (not only loopback, private LAN or doc space)?"""
+    return not is_local_net(net) and not any(
+        net.version == d.version and net.subnet_of(d) for d in _DOC_NETS)  # type: ignore[arg-type]
+
+
+def trust_severity(net: Net, client: IPAddress, own: frozenset[IPAddress]) -> Severity | None:
+    """How bad trusting `net` is: critical for the world, the outside client or a public /16
+    (IPv6 /32) or wider; then by size; None for local nets and the host's own addresses."""
+    if client in net or net.prefixlen == 0:
+        return Severity.CRITICAL
+    if not _public(net) or (net.num_addresses == 1 and net.network_address in own):
+        return None
+    wide, site = (16, 24) if net.version == 4 else (32, 48)
+    if net.prefixlen <= wide:
+        return Severity.CRITICAL
+    if net.prefixlen <= site:
+        return Severity.HIGH
+    return Severity.LOW if net.num_addresses == 1 else Severity.MEDIUM
+
+
+def _open_net(net: Net, client: IPAddress) -> bool:
+    return trust_severity(net, client, frozenset()) is Severity.CRITICAL
+
+
+def own_addresses(params: Params, root: Path | None) -> frozenset[IPAddress]:
+    """The host's own addresses: those the config binds to, and on a live system (no --root)
+    the kernel's list; trusting exactly one of them is what `mynetworks_style = host` does."""
+    out: set[IPAddress] = set()
+    for name in ("inet_interfaces", "proxy_interfaces", "smtp_bind_address",
+                 "smtp_bind_address6"):
+        for item in split_list(params.get(name)):
+            addr = parse_ip(item)
+            if addr is not None:
+                out.add(addr)
+    if root is None:
+        out.update(a for a in map(parse_ip, local_addresses()) if a is not None)
+    return frozenset(out)
 
 
 def _ev(setting: Setting | None, text: str | None = None) -> Evidence:
@@ -371,7 +430,7 @@ def audit_config(cfg: PostfixConfig, client: IPAddress,
         trusted_decision = decide(params, True, LOOPBACK, root, cfg.errors, cfg.files)
         listen = service_listen(svc, params, cfg.services)
         label = f"service {svc.name} ({svc.path}:{svc.line})"
-        _check_mynetworks(cfg, svc, params, nets, client, trusted_decision, label, add)
+        _check_mynetworks(cfg, svc, params, nets, client, trusted_decision, label, add, root)
         _check_permit(cfg, svc, params, decision, False, label, add)
         _check_relay_domains(cfg, params, add)
         _check_sasl(cfg, svc, params, add)
@@ -407,23 +466,28 @@ def _mta_fact(svc: Service, params: Params, nets: Networks, td: RelayDecision,
 
 
 def _check_mynetworks(cfg: PostfixConfig, svc: Service, params: Params, nets: Networks,
-                      client: IPAddress, td: RelayDecision, label: str, add) -> None:
+                      client: IPAddress, td: RelayDecision, label: str, add,
+                      root: Path | None) -> None:
     setting = params.setting("mynetworks")
     if setting is None:
         return
-    bad = [(n, p, ln) for n, p, ln, neg in nets.nets if not neg and _open_net(n, client)]
-    if not bad:
-        return
-    rule = _rule(MYNETWORKS_OPEN, setting)
-    sev = Severity.CRITICAL if (td.accepted and not td.fatal) else Severity.MEDIUM
-    for net, path, line in bad:
+    own = own_addresses(params, root)
+    relays = td.accepted and not td.fatal
+    flagged = [(n, p, ln, sev) for n, p, ln, neg in nets.nets
+               if not neg and (sev := trust_severity(n, client, own)) is not None]
+    # one rewrite of the setting line drops every flagged item on it (edits must not clash)
+    keep = [i for i in split_list(setting.value)
+            if not any(_item_is(x, n) for x in split_list(params.expand(i, 0))
+                       for n, p, ln, _ in flagged if (p, ln) == (setting.path, setting.line))]
+    line_edit = rewrite_setting(cfg, setting, keep or split_list(TRUSTED_LIST))
+    for net, path, line, size_sev in flagged:
+        wide = size_sev is Severity.CRITICAL
+        rule = _rule(MYNETWORKS_OPEN if wide else MYNETWORKS_PUBLIC, setting)
+        sev = size_sev if relays else min(size_sev, Severity.MEDIUM)
         edits: list[Edit] = []
         if path == setting.path and line == setting.line:
-            keep = [i for i in split_list(setting.value)
-                    if not any(_item_is(x, net) for x in split_list(params.expand(i, 0)))]
-            e = rewrite_setting(cfg, setting, keep or split_list(TRUSTED_LIST))
-            if e:
-                edits.append(e)
+            if line_edit:
+                edits.append(line_edit)
             where = Location(setting.path, setting.line)
             ev = [_ev(setting)]
         else:
@@ -435,12 +499,16 @@ def _check_mynetworks(cfg: PostfixConfig, svc: Service, params: Params, nets: Ne
                                          f"{lines[line - 1] if 0 < line <= len(lines) else net}",
                                          where)]
         who = f"the outside client {client}" if client in net else "the whole Internet" \
-            if net.prefixlen == 0 else f"the public range {net}"
+            if net.prefixlen == 0 else f"the public range {net}" if wide else \
+            "a public address that is not this host's" if net.num_addresses == 1 else \
+            f"{net.num_addresses} public addresses that are not this host's" \
+            if net.version == 4 else f"a public /{net.prefixlen} that is not this host's"
         prefix = f"{label}: " if setting.service else ""
         add(rule.finding(f"{prefix}mynetworks includes {net}: {who} may relay",
                          location=where, evidence=ev, severity=sev,
                          category=Category.OPEN_SMTP_RELAY, confidence=Confidence.LIKELY,
-                         edits=edits, fix=MYNETWORKS_OPEN.fix))
+                         edits=edits,
+                         fix=(MYNETWORKS_OPEN if wide else MYNETWORKS_PUBLIC).fix))
 
 
 def _item_is(item: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
