@@ -102,10 +102,13 @@ def parse(path: Path, root: Path | None = None) -> SquidConfig:
     return cfg
 
 
-def _parse_file(cfg: SquidConfig, path: Path, root: Path | None, depth: int) -> None:
+def _parse_file(cfg: SquidConfig, path: Path, root: Path | None, depth: int,
+                chain: tuple[str, ...] = ()) -> None:
+    """Read one file; `chain` holds the (resolved) files whose includes led here."""
     shown = str(path)
     lines = read_lines(path, shown)
     cfg.files.append(shown)
+    chain = (*chain, str(path.resolve()))
     stack: list[tuple[bool, bool]] = []  # (branch active, condition line) per open `if`
     i = 0
     while i < len(lines):
@@ -139,7 +142,7 @@ def _parse_file(cfg: SquidConfig, path: Path, root: Path | None, depth: int) -> 
         if not all(active for active, _ in stack):
             continue
         if name == "include":
-            _include(cfg, d, path, root, depth)
+            _include(cfg, d, path, root, depth, chain)
             continue
         cfg.directives.append(d)
         _interpret(cfg, d, path, root)
@@ -173,7 +176,8 @@ def _condition(cfg: SquidConfig, d: Directive) -> bool:
     return True
 
 
-def _include(cfg: SquidConfig, d: Directive, path: Path, root: Path | None, depth: int) -> None:
+def _include(cfg: SquidConfig, d: Directive, path: Path, root: Path | None, depth: int,
+             chain: tuple[str, ...]) -> None:
     if depth + 1 > MAX_INCLUDE_DEPTH:
         cfg.errors.append(ErrorEntry(d.path, "include nested too deeply (Squid stops at "
                                      f"{MAX_INCLUDE_DEPTH})", d.line))
@@ -192,8 +196,14 @@ def _include(cfg: SquidConfig, d: Directive, path: Path, root: Path | None, dept
                                          "(Squid refuses to start)", d.line))
             continue
         for m in matches:
+            if str(Path(m).resolve()) in chain:
+                cfg.errors.append(ErrorEntry(d.path, f"include {m}: include loop ({m} is "
+                                             "already being read); not followed, and Squid "
+                                             "refuses to start (includes nested too deeply)",
+                                             d.line))
+                continue
             try:
-                _parse_file(cfg, Path(m), root, depth + 1)
+                _parse_file(cfg, Path(m), root, depth + 1, chain)
             except InputError as exc:
                 cfg.errors.append(ErrorEntry(d.path, f"include {m}: {exc.message}", d.line))
 

@@ -150,6 +150,20 @@ def test_bad_input_is_an_error_entry_with_its_line(tmp_path: Path, text: str, li
                for e in result.errors), result.errors
 
 
+def test_include_loop_is_one_error_and_findings_are_not_repeated(tmp_path: Path) -> None:
+    conf, other = tmp_path / "squid.conf", tmp_path / "other.conf"
+    conf.write_text(f"http_port 3128\ninclude {other}\nhttp_access allow all\n")
+    other.write_text(f"include {conf}\n")
+    result = AUDITOR.audit(conf, OUT)
+    [err] = result.errors
+    assert (err.source, err.line) == (str(other), 1) and "include loop" in err.message
+    places = [(f.rule, str(f.location)) for f in result.findings]
+    assert places and len(places) == len(set(places)), places
+    assert result.files == [str(conf), str(other)]
+    verdict = AUDITOR.config_test(conf)  # Squid itself refuses the loop
+    assert verdict is None or verdict[0] is False
+
+
 def test_unreadable_input_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         parse(tmp_path / "missing.conf")
