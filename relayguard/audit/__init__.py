@@ -48,15 +48,19 @@ def run_audit(paths: list[Path], *, server_type: str | None = None,
     errors: list[ErrorEntry] = []
     notes: list[str] = []
     if paths:
+        seen: set[Path] = set()
         for path in paths:
             if not path.exists():
                 errors.append(ErrorEntry(str(path), "no such file or directory"))
                 continue
+            if path.resolve() in seen:
+                notes.append(f"{path}: given more than once; audited once")
+                continue
+            seen.add(path.resolve())
             chosen = [auditor_named(server_type)] if server_type else \
                 [a for a in auditors() if a.recognise(path)]
             if not chosen:
-                errors.append(ErrorEntry(str(path), "not recognised as a supported server's "
-                                         "config; use --type to say which server it is"))
+                errors.append(ErrorEntry(str(path), _why_not(path)))
                 continue
             results += [_run(a, path, options, errors) for a in chosen]
     else:
@@ -69,6 +73,10 @@ def run_audit(paths: list[Path], *, server_type: str | None = None,
             for path in found:
                 notes.append(f"{a.name}: auditing {path}")
                 results.append(_run(a, path, options, errors))
+    if not results:
+        where = ", ".join(map(str, paths)) if paths else str(options.root or Path("/"))
+        errors.append(ErrorEntry(where, "no supported server config found: nothing was "
+                                 "audited, so nothing can be called clean"))
     from relayguard.audit.cross import cross_findings
 
     findings = [f for r in results for f in r.findings] + cross_findings(results)
@@ -82,6 +90,16 @@ def run_audit(paths: list[Path], *, server_type: str | None = None,
     report = Report(command="audit", findings=tuple(findings), errors=tuple(errors),
                     stats=stats, notes=tuple(notes))
     return report, results
+
+
+def _why_not(path: Path) -> str:
+    """The most helpful reason no auditor took `path` (an auditor's own hint first)."""
+    for a in auditors():
+        hint = getattr(a, "why_not", None)
+        reason = hint(path) if hint is not None else None
+        if reason:
+            return reason
+    return "not recognised as a supported server's config; use --type to say which server it is"
 
 
 def _run(auditor: Auditor, path: Path, options: AuditOptions,

@@ -59,6 +59,9 @@ class Auditor(Protocol):
         """Parse the config at `path` the way the server does and evaluate the rules."""
         ...
 
+    # Optional: `why_not(path) -> str | None` says why a path that looks like this server's
+    # cannot be audited (Postfix: main.cf missing), instead of a bare "not recognised".
+
     def config_test(self, path: Path) -> tuple[bool, str] | None:
         """Run the server's own syntax check on the config at `path` (`apache2 -t -f`,
         `nginx -t -c`, `squid -k parse -f`, `postfix -c DIR check`…): (accepted, output),

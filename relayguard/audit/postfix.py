@@ -750,6 +750,16 @@ class PostfixAuditor:
         p = under_root("/etc/postfix", root)
         return [p] if (p / "main.cf").is_file() else []
 
+    def why_not(self, path: Path) -> str | None:
+        """Why a path that looks like Postfix's cannot be audited (main.cf missing)."""
+        if path.is_dir() and not (path / "main.cf").exists() and (
+                (path / "master.cf").is_file() or path.name == "postfix"):
+            return ("looks like a Postfix config directory, but main.cf is missing (Postfix "
+                    "cannot start without it): nothing to audit")
+        if path.name == "master.cf":
+            return "master.cf alone cannot be audited: give the directory holding main.cf"
+        return None
+
     def recognise(self, path: Path) -> bool:
         if path.is_dir():
             return (path / "main.cf").is_file()

@@ -1,0 +1,60 @@
+"""The audit driver: nothing audited is never reported as clean, a near-miss says what is
+missing, and the same config named twice is audited once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def audit(*args: str, cwd: Path | None = None) -> tuple[int, dict]:
+    proc = subprocess.run([sys.executable, "-m", "relayguard", "audit", *args, "--format",
+                           "json"], capture_output=True, text=True, timeout=120, check=False,
+                          cwd=cwd)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def messages(doc: dict) -> list[str]:
+    return [f"{e['source']}: {e['message']}" for e in doc["errors"]]
+
+
+def test_empty_root_is_an_error_not_a_clean_bill(tmp_path: Path) -> None:
+    code, doc = audit("--root", str(tmp_path))
+    assert code == 2
+    assert doc["findings"] == [] and doc["stats"]["configs"] == 0
+    assert any("no supported server config found" in m for m in messages(doc)), messages(doc)
+
+
+@pytest.mark.parametrize("content", [b"just some notes\n", b"\x7fELF\x00\x01"])
+def test_explicit_paths_none_recognised_is_an_error(tmp_path: Path, content: bytes) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(content)
+    code, doc = audit(str(notes))
+    assert code == 2
+    assert any("no supported server config found" in m for m in messages(doc)), messages(doc)
+
+
+def test_postfix_directory_without_main_cf_says_so(tmp_path: Path) -> None:
+    conf = tmp_path / "postfix"
+    conf.mkdir()
+    (conf / "master.cf").write_text("smtp inet n - y - - smtpd\n")
+    code, doc = audit(str(conf))
+    assert code == 2
+    assert any(m.startswith(f"{conf}: ") and "main.cf is missing" in m
+               for m in messages(doc)), messages(doc)
+
+
+def test_the_same_config_named_twice_is_audited_once(tmp_path: Path) -> None:
+    (tmp_path / "squid.conf").write_text("http_port 3128\nhttp_access allow all\n")
+    _, once = audit("squid.conf", cwd=tmp_path)
+    code, twice = audit("squid.conf", "./squid.conf", str(tmp_path / "squid.conf"), cwd=tmp_path)
+    assert code == 1 and once["findings"]
+    assert [f["fingerprint"] for f in twice["findings"]] == \
+        [f["fingerprint"] for f in once["findings"]]
+    assert twice["stats"]["configs"] == 1
+    assert sum("given more than once" in n for n in twice["notes"]) == 2
