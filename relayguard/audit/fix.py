@@ -113,7 +113,10 @@ def _relocate(copy: Path, src: Path) -> None:
 
 def _apply_in_copy(copy: Path, origin: Path, edits: list[Edit]) -> None:
     for path, group in _by_path(edits).items():
-        rel = _abs(path).relative_to(origin)  # ValueError when outside: cannot verify
+        if not _abs(path).is_relative_to(origin):
+            raise ValueError(f"it edits {path}, outside the config directory {origin}; "
+                             "apply the rule's fix by hand")
+        rel = _abs(path).relative_to(origin)
         target = copy / rel
         resolved = target.resolve()
         if resolved.is_relative_to(copy.resolve()):

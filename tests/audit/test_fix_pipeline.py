@@ -84,6 +84,19 @@ def test_one_rule_firing_twice_gets_both_fixes(tmp_path: Path) -> None:
     assert doc["stats"]["fixes"][0]["diff"].count("+        deny all;") == 2
 
 
+def test_a_fix_outside_the_config_directory_is_refused_in_plain_words(tmp_path: Path) -> None:
+    (tmp_path / "actions").mkdir()
+    (tmp_path / "actions" / "default.action").write_text("{+block}\n/ads\n")
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config").write_text(
+        f"confdir {tmp_path}/actions\nlisten-address 0.0.0.0:8118\nactionsfile default.action\n")
+    doc = fix_json(str(tmp_path / "conf" / "config"), cwd=tmp_path)
+    [why] = [r for r in refusals(doc) if r.startswith("PRIVOXY-CONNECT-ANY-PORT")]
+    assert f"it edits {tmp_path}/actions/default.action, outside the config directory " \
+        f"{tmp_path}/conf; apply the rule's fix by hand" in why
+    assert "subpath" not in why and "relative" not in why
+
+
 def _finding(line: int) -> Finding:
     return Finding("X-RULE", Category.OPEN_HTTP_PROXY, Severity.HIGH, Confidence.LIKELY, "t",
                    Location("/cfg/a.conf", line))
