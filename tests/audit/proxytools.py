@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from relayguard.audit.base import AuditOptions, Auditor, AuditResult
+from relayguard.catalogue import rule_by_id
 from relayguard.findings import Edit, Severity
 from tests.servers import http_canary, tcp_canary
 from tests.servers.socks import socks5_connect
@@ -113,6 +114,9 @@ def check_fixture(auditor: Auditor, fixture: Path, tmp: Path, name: str) -> None
     for rule in exp.must_not:
         assert rule not in rules, f"{fixture.name}: {rule} must not fire, got {got}"
     for f in result.findings:
+        rule = rule_by_id(f.rule)
+        assert rule is not None and f.severity <= rule.severity, \
+            f"{f.rule} reported {f.severity.label}, above its catalogue {rule and rule.severity}"
         assert f.location.path == str(target)
         assert f.evidence, f"{f.rule} has no evidence"
         assert f.fix, f"{f.rule} has no fix text"

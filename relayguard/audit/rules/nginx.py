@@ -51,13 +51,14 @@ OPEN_PROXY_HOST = Rule(
     id="NGINX-OPEN-PROXY-HOST",
     server="nginx",
     category=Category.OPEN_HTTP_PROXY,
-    severity=Severity.HIGH,
+    severity=Severity.CRITICAL,
     title="proxy_pass to $host in a server that receives arbitrary hosts",
     description="`proxy_pass http://$host…` in the default server of its listen socket (or a "
     "server whose `server_name` regex matches anything). `$host` is the host from the request "
     "line, else the Host header: requests for hosts nobody configured land in this server.",
     why="Any client can use the server as an open HTTP proxy to third-party hosts (on the port "
-    "written in the config; on any port if the port is request-derived too).",
+    "written in the config: high; on any port, SMTP included, if the port is request-derived "
+    "too: critical).",
     fix="Proxy to a fixed backend, or move the `$host` proxy into a server with literal "
     "`server_name`s and a separate default server that answers `return 444;`, or restrict "
     "it with `allow <LAN>; deny all;`.",
@@ -71,13 +72,13 @@ PROXY_CONNECT = Rule(
     id="NGINX-PROXY-CONNECT",
     server="nginx",
     category=Category.OPEN_CONNECT_PROXY,
-    severity=Severity.HIGH,
+    severity=Severity.CRITICAL,
     title="proxy_connect (third-party CONNECT module) enabled without an ACL",
     description="The ngx_http_proxy_connect_module's `proxy_connect;` turns the server into a "
     "CONNECT tunnel; without `allow/deny` or auth at server level anyone may tunnel. "
     "`proxy_connect_allow all` or a list with 25/465/587 opens SMTP ports as well.",
-    why="An open CONNECT proxy hides the real client behind this host; with SMTP ports it is "
-    "exactly how spam gets relayed and the host blocklisted.",
+    why="An open CONNECT proxy hides the real client behind this host (high); with SMTP ports "
+    "it is exactly how spam gets relayed and the host blocklisted (critical).",
     fix="`allow <LAN>; deny all;` in that server and `proxy_connect_allow 443;`.",
     reference="https://github.com/chobits/ngx_http_proxy_connect_module#proxy_connect",
     bad=_MINI.format(body="        proxy_connect;\n        proxy_connect_allow all;"),
@@ -89,7 +90,7 @@ STREAM_SNI_PROXY = Rule(
     id="NGINX-STREAM-SNI-PROXY",
     server="nginx",
     category=Category.OPEN_CONNECT_PROXY,
-    severity=Severity.HIGH,
+    severity=Severity.CRITICAL,
     title="stream proxy_pass target taken from client data (SNI or other)",
     description="A `stream {}` server whose `proxy_pass` is built from a client-controlled "
     "variable (`$ssl_preread_server_name`, a map fed by it) with no `allow/deny`: the client "

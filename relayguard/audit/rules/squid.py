@@ -471,7 +471,8 @@ def _open_findings(cfg: SquidConfig, stranger: IPAddress,
     out: list[Finding] = []
     get, tunnel = outside[("GET", 80)], outside[("CONNECT", 443)]
     smtp = [((m, p), d) for (m, p), d in outside.items() if p in SMTP_PORTS and d.allowed]
-    worst = Severity.CRITICAL if smtp else Severity.HIGH
+    # These stay at their catalogue severity (high): the SMTP reach they also open is its
+    # own critical finding (SQUID-SAFE-PORTS-SMTP) below, not a reason to inflate them.
     implicit = [(k, d) for k, d in outside.items() if d.allowed and d.rule is None]
 
     def conf(d: Decision) -> Confidence:
@@ -489,21 +490,20 @@ def _open_findings(cfg: SquidConfig, stranger: IPAddress,
         out.append(IMPLICIT_ALLOW.finding(
             f"Squid's implicit last rule allows {req(m, p).describe()}",
             location=last.location, evidence=_decision_evidence(cfg, req(m, p), d),
-            confidence=conf(d), severity=worst, category=cat,
+            confidence=conf(d), category=cat,
             edits=_restrict_edit(cfg, d, stranger)))
     if get.allowed and get.rule is not None:
         out.append(OPEN_HTTP.finding(
             f"Squid forwards GET http://… for an outside client ({stranger})",
             location=get.rule.directive.location,
             evidence=_decision_evidence(cfg, req("GET", 80), get), confidence=conf(get),
-            severity=worst, edits=_restrict_edit(cfg, get, stranger)))
+            edits=_restrict_edit(cfg, get, stranger)))
     if tunnel.allowed and tunnel.rule is not None:
         out.append(OPEN_CONNECT.finding(
             f"Squid opens CONNECT tunnels to port 443 for an outside client ({stranger})",
             location=tunnel.rule.directive.location,
             evidence=_decision_evidence(cfg, req("CONNECT", 443), tunnel),
-            confidence=conf(tunnel), severity=worst,
-            edits=_restrict_edit(cfg, tunnel, stranger)))
+            confidence=conf(tunnel), edits=_restrict_edit(cfg, tunnel, stranger)))
     if smtp:
         (m, p), d = smtp[0]
         out.append(_smtp_finding(cfg, req(m, p), d, Severity.CRITICAL,

@@ -66,6 +66,9 @@ def test_open_proxy_reaching_smtp_is_critical_with_categories(tmp_path: Path) ->
     assert by_rule["SQUID-OPEN-CONNECT"].category is Category.OPEN_CONNECT_PROXY
     smtp = by_rule["SQUID-SAFE-PORTS-SMTP"]
     assert smtp.category is Category.SMTP_VIA_PROXY and smtp.severity is Severity.CRITICAL
+    # the open-proxy findings keep the severity `relayguard rules` lists; SMTP is its own
+    assert by_rule["SQUID-OPEN-HTTP-ACCESS"].severity is Severity.HIGH
+    assert by_rule["SQUID-OPEN-CONNECT"].severity is Severity.HIGH
     assert smtp.location.line == 2
     assert result.facts["outside_verdicts"]["CONNECT 25"] is True
     (p,) = result.facts["proxy_paths"]
@@ -148,6 +151,14 @@ def test_bad_input_is_an_error_entry_with_its_line(tmp_path: Path, text: str, li
     result = AUDITOR.audit(conf, AuditOptions())
     assert any(e.line == line and needle in e.message and e.source == str(conf)
                for e in result.errors), result.errors
+
+
+def test_implicit_allow_is_reported_at_its_catalogue_severity(tmp_path: Path) -> None:
+    conf = tmp_path / "squid.conf"
+    conf.write_text("http_port 3128\nacl blocked src 10.0.0.0/8\nhttp_access deny blocked\n")
+    by_rule = {f.rule: f for f in AUDITOR.audit(conf, OUT).findings}
+    assert by_rule["SQUID-IMPLICIT-ALLOW"].severity is Severity.HIGH
+    assert by_rule["SQUID-SAFE-PORTS-SMTP"].severity is Severity.CRITICAL
 
 
 def test_include_loop_is_one_error_and_findings_are_not_repeated(tmp_path: Path) -> None:
