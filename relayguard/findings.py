@@ -63,6 +63,9 @@ class Category(StrEnum):
     # (a proxy that strips Via, modules loaded for nothing). Kept apart so that
     # scripts counting relay paths never count these.
     HARDENING = "hardening"
+    # Traffic far above its own baseline in the logs (requests per minute, deferred/bounced
+    # mail): what relaying does to a server, seen even where no line names the relay.
+    VOLUME_ANOMALY = "volume-anomaly"
 
 
 CATEGORY_MEANINGS: dict[Category, str] = {
@@ -78,6 +81,8 @@ CATEGORY_MEANINGS: dict[Category, str] = {
     Category.RELAY_ABUSE: "logs show mail relaying that actually happened",
     Category.BLOCKLISTED: "a blocklist lists the host or domain",
     Category.HARDENING: "not a relay path by itself, but weakens the defence or hides relaying",
+    Category.VOLUME_ANOMALY: "logs show traffic far above its own baseline (requests, "
+    "deferred or bounced mail): a symptom relaying causes, not proof of it",
 }
 
 

@@ -321,7 +321,7 @@ class LogAnalysis:
 
     # -- results -----------------------------------------------------------------------------
     def incidents(self) -> list[Incident]:
-        return sorted(self.proxy.snapshot() + self.mail.snapshot(),
+        return sorted(self.proxy.snapshot() + self.mail.snapshot() + self.volume.incidents(),
                       key=lambda i: (i.first or 0.0, i.kind))
 
     def report(self) -> Report:
@@ -475,6 +475,15 @@ def incident_finding(inc: Incident, analysis: LogAnalysis) -> Finding | None:
             f"(hour from {inc.extra.get('hour_start')})",
             location=loc, evidence=_evidence(inc, _summary(inc)),
             confidence=Confidence.LIKELY)
+    if kind in ("volume-spike", "mail-outcome-spike"):
+        rule = R.LOGS_VOLUME_SPIKE if kind == "volume-spike" else R.LOGS_MAIL_FAILURE_SPIKE
+        what = "requests" if kind == "volume-spike" else "deferred/bounced deliveries"
+        return rule.finding(
+            f"{inc.timeline.peak_per_minute():.0f} {what}/min at the peak, usually "
+            f"{inc.extra.get('baseline_per_minute', 0):.0f}/min: {inc.events} in "
+            f"{inc.extra.get('spike_minutes')} minute(s), {_when(inc)}",
+            location=Location(), evidence=_evidence(inc, _summary(inc)),
+            confidence=Confidence.CONFIRMED)
     if kind == "smtp-relay-denied":
         return R.LOGS_SMTP_RELAY_DENIED.finding(
             f"{inc.events} relay attempt(s) refused from {len(inc.clients)} client(s)",

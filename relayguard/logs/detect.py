@@ -404,6 +404,7 @@ TRUSTED_CLIENTS = frozenset({"127.0.0.1", "::1"})
 LOCAL_TRANSPORTS = frozenset({"local", "virtual", "lmtp", "pipe", "maildrop", "dovecot"})
 OUTBOUND_TRANSPORTS = frozenset({"smtp", "relay"})
 RELAY_MIN_DOMAINS = 3  # foreign recipient domains before an unauthenticated client is a relay
+MAIL_SPIKE_FLOOR = 30.0  # deferred+bounced per minute before a jump counts as a spike
 SASL_BURST = 10  # failures …
 SASL_WINDOW = 600.0  # … within this many seconds from one client
 
@@ -732,11 +733,11 @@ class MailDetector:
         users = sorted(((k[5:], sv.incident.events, sv.domains.describe())
                         for k, sv in self.sender_volumes.items.items() if k.startswith("user ")),
                        key=lambda x: (-x[1], x[0]))[:10]
-        spikes = VolumeDetector.spikes(self.outcome_timeline, floor=30.0)
+        bursts = spikes(self.outcome_timeline, floor=MAIL_SPIKE_FLOOR)
         return {"outbound_by_sender": self.outbound_senders.top(10),
                 "authenticated_users": [{"user": u, "deliveries": n, "domains": d}
                                         for u, n, d in users],
-                "deferred_bounced_spikes": spikes,
+                "deferred_bounced_spikes": bursts,
                 "clients_dropped": self.relay_clients.evicted,
                 "senders_dropped": self.sender_volumes.evicted}
 
@@ -762,6 +763,7 @@ class MailDetector:
                 inc.extra.update({"sender": key.split(" ", 1)[1],
                                   "authenticated": key.startswith("user "), **worst})
                 out.append(inc)
+        out += spike_incidents(self.outcome_timeline, "mail-outcome-spike", MAIL_SPIKE_FLOOR)
         own = self.own_domains()
         for ip, cr in self.relay_clients.items.items():
             foreign = {d for d in cr.domains.keys if d and d not in own}
@@ -793,32 +795,58 @@ class VolumeDetector:
         self.timeline.add_minutes(counts)
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """Request-rate spikes so far (see `spikes`)."""
-        return self.spikes(self.timeline)
+        """Request-rate spikes so far (see `spike_buckets`)."""
+        return spikes(self.timeline)
 
-    @staticmethod
-    def spikes(timeline: Timeline, window: int = 60, factor: float = 10.0,
-               floor: float = 300.0) -> list[dict[str, Any]]:
-        """Buckets whose rate is >= factor x the median of the previous `window` buckets (gaps
-        count as zero) and at least `floor` events per minute."""
-        series = timeline.series()
-        if not series:
-            return []
-        width = timeline.width
-        spikes: list[dict[str, Any]] = []
-        history: list[int] = []
-        prev: int | None = None
-        for t, n in series:
-            if prev is not None:  # empty buckets in between count as zero (at most a window)
-                history.extend([0] * min(window, (t - prev) // width - 1))
-            prev = t
-            if len(history) >= 10:
-                base = median(history[-window:])
-                rate = n * 60.0 / width
-                if rate >= floor and n >= factor * max(base, 1.0):
-                    spikes.append({"start": iso(t), "per_minute": rate,
-                                   "baseline_per_minute": base * 60.0 / width})
-            history.append(n)
-            if len(history) > window * 2:
-                del history[:-window]
-        return spikes[:100]
+    def incidents(self) -> list[Incident]:
+        """The spikes as incidents a person sees and `watch` alerts on."""
+        return spike_incidents(self.timeline, "volume-spike")
+
+
+def spike_buckets(timeline: Timeline, window: int = 60, factor: float = 10.0,
+                  floor: float = 300.0) -> list[tuple[int, int, float]]:
+    """(bucket start, events, baseline per minute) of buckets whose rate is >= factor x the
+    median of the previous `window` buckets that had events, and >= `floor` per minute.
+
+    Empty buckets are left out of the baseline: a gap in a log (downtime, a missing rotation)
+    is no quiet period to compare with, and an idle night does not make the morning a spike."""
+    width = timeline.width
+    out: list[tuple[int, int, float]] = []
+    history: list[int] = []
+    for t, n in timeline.series():
+        if len(history) >= 10:
+            base = median(history[-window:])
+            if n * 60.0 / width >= floor and n >= factor * max(base, 1.0):
+                out.append((t, n, base * 60.0 / width))
+                if len(out) >= 100:
+                    break
+        history.append(n)
+        if len(history) > window * 2:
+            del history[:-window]
+    return out
+
+
+def spikes(timeline: Timeline, floor: float = 300.0) -> list[dict[str, Any]]:
+    """`spike_buckets` for the JSON stats."""
+    width = timeline.width
+    return [{"start": iso(t), "per_minute": n * 60.0 / width, "baseline_per_minute": base}
+            for t, n, base in spike_buckets(timeline, floor=floor)]
+
+
+def spike_incidents(timeline: Timeline, kind: str, floor: float = 300.0) -> list[Incident]:
+    """Spike buckets grouped into incidents: buckets at most 10 apart make one."""
+    width = timeline.width
+    out: list[Incident] = []
+    for t, n, base in spike_buckets(timeline, floor=floor):
+        cur = out[-1] if out else None
+        if cur is None or cur.last is None or t - cur.last > 10 * width:
+            cur = Incident(kind, timeline=Timeline(cap=256, width=width))
+            cur.extra = {"baseline_per_minute": base, "spike_minutes": 0}
+            out.append(cur)
+        cur.events += n
+        cur.first = t if cur.first is None else cur.first
+        cur.last = t + width - 1
+        cur.timeline.add(t, n)
+        cur.extra["spike_minutes"] += width // 60
+        cur.extra["baseline_per_minute"] = max(cur.extra["baseline_per_minute"], base)
+    return out

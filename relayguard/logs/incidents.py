@@ -30,7 +30,8 @@ KIND_CATEGORY: dict[str, Category | None] = {
     "smtp-sasl-failures": Category.RELAY_ABUSE,
     "smtp-sender-volume": Category.RELAY_ABUSE,
     "smtp-blocklist-bounce": Category.BLOCKLISTED,
-    "volume-spike": None,
+    "volume-spike": Category.VOLUME_ANOMALY,
+    "mail-outcome-spike": Category.VOLUME_ANOMALY,
 }
 
 # Outcomes of one event: relayed (it went through), local (the server answered itself),
@@ -142,8 +143,11 @@ class Incident:
 
     @property
     def verdict(self) -> str:
-        """relayed / probably served locally / refused / unknown, from the outcome counts."""
+        """relayed / probably served locally / refused / unknown, from the outcome counts
+        (observed for incidents that are measurements, not requests)."""
         o = self.all_outcomes
+        if not o:
+            return "observed"  # a measurement (a volume spike), not requests with outcomes
         if o["relayed"]:
             return "relayed"
         if o["unknown"] or o["failed"]:

@@ -121,8 +121,31 @@ LOGS_SMTP_BLOCKLISTED = Rule(
         "list named in the bounces.",
     reference="https://www.spamhaus.org/lookup/")
 
+LOGS_VOLUME_SPIKE = Rule(
+    id="LOGS-VOLUME-SPIKE", server="logs", category=Category.VOLUME_ANOMALY,
+    severity=Severity.MEDIUM,
+    title="Requests per minute jumped far above the site's usual rate",
+    description="A minute of the access log holds at least 300 requests and ten times the "
+                "median of the 60 busy minutes before it.",
+    why="Proxy abuse and floods show up first as a server that slows down; the spike says when "
+        "to look, even where no single line names a relayed request.",
+    fix="Look at what the spike's minutes hold (clients, CONNECT and absolute-URI requests); "
+        "the other findings name the relaying if there was any.",
+    reference="https://httpd.apache.org/docs/2.4/logs.html#accesslog")
+LOGS_MAIL_FAILURE_SPIKE = Rule(
+    id="LOGS-MAIL-FAILURE-SPIKE", server="logs", category=Category.VOLUME_ANOMALY,
+    severity=Severity.MEDIUM,
+    title="Deferred and bounced deliveries jumped far above their usual rate",
+    description="A minute of the mail log holds at least 30 deferred or bounced deliveries and "
+                "ten times the median of the 60 minutes with failures before it.",
+    why="Spam sent through a relay or a stolen account bounces: remote servers refuse it, and "
+        "soon refuse the server's legitimate mail too.",
+    fix="Find what was sent (the relaying and sender-volume findings, `postqueue -p`), stop "
+        "it, and check the blocklists.",
+    reference="https://www.postfix.org/QSHAPE_README.html")
+
 RULES: tuple[Rule, ...] = (
     LOGS_PROXY_SMTP, LOGS_PROXY_CONNECT, LOGS_PROXY_HTTP, LOGS_PROXY_HOST_HEADER, LOGS_PROXY_SCAN,
     LOGS_SMTP_RELAYED, LOGS_SMTP_RELAY_DENIED, LOGS_SMTP_SASL_BURST, LOGS_SMTP_SENDER_VOLUME,
-    LOGS_SMTP_BLOCKLISTED,
+    LOGS_SMTP_BLOCKLISTED, LOGS_VOLUME_SPIKE, LOGS_MAIL_FAILURE_SPIKE,
 )

@@ -10,6 +10,7 @@ import pytest
 from relayguard.logs.analyze import LogOptions, analyse
 from relayguard.logs.detect import blocklist_name, split_hostport
 from relayguard.logs.rules import RULES
+from relayguard.report import OutputFormat, render
 
 
 def run(tmp_path: Path, text: str, name: str = "x.log", **opts: object) -> dict:
@@ -206,7 +207,36 @@ def test_volume_spike_against_rolling_baseline(tmp_path: Path) -> None:
     spikes = got["report"].stats["volume_spikes"]
     assert [s["start"] for s in spikes] == ["2026-03-01T10:30:00Z"]
     assert spikes[0]["per_minute"] == 600 and spikes[0]["baseline_per_minute"] == 5
-    assert got["rules"] == []
+    # a finding and an incident a person sees (and `watch` alerts on), not only a stat
+    assert got["rules"] == ["LOGS-VOLUME-SPIKE"]
+    (f,) = got["report"].findings
+    assert (f.category.value, f.severity.label) == ("volume-anomaly", "medium")
+    assert f.title.startswith("600 requests/min at the peak, usually 5/min: 600 in 1 minute(s)")
+    inc = got["incidents"]["volume-spike"]
+    assert (inc["events"], inc["first_seen"], inc["verdict"]) == (600, "2026-03-01T10:30:00Z",
+                                                                 "observed")
+    text = render(got["report"], OutputFormat.TEXT)
+    assert "LOGS-VOLUME-SPIKE" in text and "volume-spike: 600 event(s)" in text
+    # a gap in the log (downtime) followed by ordinary traffic is no spike: the quiet hours
+    # are not a baseline
+    busy = [f'192.0.2.1 - - [01/Mar/2026:{h:02d}:{m:02d}:00 +0000] "GET / HTTP/1.1" 200 5 '
+            f'"-" "-"\n' * 400 for h in (8, 11) for m in range(15)]
+    assert run(tmp_path, "".join(busy))["rules"] == []
+
+
+def test_deferred_and_bounced_spike_is_a_finding(tmp_path: Path) -> None:
+    def failed(minute: int, i: int) -> str:
+        return (f"Mar  1 10:{minute:02d}:{i % 60:02d} mx postfix/smtp[9]: Q{minute}X{i}: "
+                f"to=<u{i}@d{i}.example>, relay=mx.d.example[192.0.2.7]:25, delay=1, "
+                "delays=0/0/0/1, dsn=4.7.0, status=deferred (host mx.d.example[192.0.2.7] "
+                "said: 421 4.7.0 Try again later (in reply to RCPT TO command))\n")
+    lines = [failed(m, i) for m in range(20) for i in range(2)]
+    lines += [failed(25, i) for i in range(45)]
+    got = run(tmp_path, "".join(lines), year=2026)
+    assert got["rules"] == ["LOGS-MAIL-FAILURE-SPIKE"]
+    inc = got["incidents"]["mail-outcome-spike"]
+    assert (inc["events"], inc["first_seen"], inc["baseline_per_minute"]) == (
+        45, "2026-03-01T10:25:00Z", 2.0)
 
 
 def test_sendmail_and_exim_through_syslog(tmp_path: Path) -> None:

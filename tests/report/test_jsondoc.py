@@ -21,7 +21,7 @@ from tests.report.conftest import HOSTILE, make_report
 # dropping a category fails here; adding one means adding it here too, on purpose.
 CATEGORIES = {
     "open-http-proxy", "open-connect-proxy", "smtp-via-proxy", "open-socks-proxy",
-    "open-smtp-relay", "proxy-abuse", "relay-abuse", "blocklisted", "hardening",
+    "open-smtp-relay", "proxy-abuse", "relay-abuse", "blocklisted", "hardening", "volume-anomaly",
 }
 FINDING_KEYS = {"rule", "category", "categories", "severity", "confidence", "title", "location",
                 "target", "evidence", "fix", "edits", "fingerprint"}

@@ -222,3 +222,20 @@ def test_cli_once_and_status(tmp_path: Path) -> None:
     doc = json.loads(res.stdout)
     assert doc["lines"] == 3 and doc["incidents"][0]["events"] == 3
     assert doc["positions"][str(log)][0]["offset"] == log.stat().st_size
+
+
+def test_a_volume_spike_opens_an_incident_and_alerts() -> None:
+    """Requests per minute far above the baseline: watch alerts, as `logs` reports it."""
+    e = Engine(LogOptions())
+    for m in range(12):
+        _batch(e, [LINE.format(ip="10.0.0.1", m=m, req=f"GET /p{i} HTTP/1.1", status=200,
+                               size=100) for i in range(5)], 1 + 5 * m)
+    assert _events(e.review(0.0, 60, 300, Severity.LOW)[0]) == []
+    flood = [LINE.format(ip="10.0.0.2", m=12, req="GET / HTTP/1.1", status=200, size=100)] * 400
+    _batch(e, flood, 61)
+    alerts = e.review(1.0, 60, 300, Severity.LOW)[0]
+    assert _events(alerts) == [("open", "volume-spike", 400)]
+    assert alerts[0].payload["finding"]["rule"] == "LOGS-VOLUME-SPIKE"
+    assert alerts[0].payload["finding"]["category"] == "volume-anomaly"
+    _batch(e, flood, 461)  # the same minute grows: the same incident
+    assert _events(e.review(62.0, 60, 300, Severity.LOW)[0]) == [("update", "volume-spike", 800)]
