@@ -28,6 +28,7 @@ from relayguard.audit.apache_access import (
 )
 from relayguard.audit.base import AuditOptions, IPAddress
 from relayguard.audit.readfile import lines_of
+from relayguard.audit.regex_chars import regex_group_may_hold
 from relayguard.audit.tree import Node, excerpt
 from relayguard.catalogue import Rule
 from relayguard.findings import Category, Confidence, Edit, Evidence, Finding, Location, Severity
@@ -725,6 +726,21 @@ def _target_parts(target: str) -> tuple[str, str] | None:
     return None
 
 
+def _port_pickable(hostport: str, conds: list[Node], rule_node: Node) -> bool:
+    """Can the client put a `:port` into this host part? Only through a value that may hold a
+    colon: `%{HTTP_HOST}` can, `%1` captured by `^([a-z.]+)\\.gw\\.example$` cannot."""
+    for m in _REQUEST_VARS.finditer(hostport):
+        ref = m.group(0)
+        if not re.fullmatch(r"[$%]\d", ref):
+            return True  # a whole header or URL: the client writes what it likes
+        n = int(ref[1])
+        sources = [rule_node.args[0]] if ref[0] == "$" else \
+            [c.args[1] for c in conds if len(c.args) >= 2 and not c.args[1].startswith("!")]
+        if not sources or any(regex_group_may_hold(src, n, ":") for src in sources):
+            return True
+    return False
+
+
 def _rewrite_finding(ctx: _Ctx, server: Server, rule_node: Node,
                      conds: list[Node]) -> Finding | None:
     parts = _target_parts(rule_node.args[1])
@@ -738,7 +754,8 @@ def _rewrite_finding(ctx: _Ctx, server: Server, rule_node: Node,
                 and not c.args[1].startswith("!") and _is_whitelist(c.args[1]) \
                 and "$" not in re.sub(r"%\{[^}]*\}", "", hostport):
             return None
-    port_fixed = re.search(r":\d+$", hostport) is not None
+    port_fixed = re.search(r":\d+$", hostport) is not None or \
+        not _port_pickable(hostport, conds, rule_node)
     d = decide_for(server, ctx.main, ProxyRequest("GET", f"http://{VICTIM}:25/", 25),
                    ctx.client, ctx.cfg)
     if d.granted is False:
