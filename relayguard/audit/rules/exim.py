@@ -337,6 +337,18 @@ def _auth_findings(cfg: EximConfig, src: Source) -> list[Finding]:
     return out
 
 
+def _relay_lists(cfg: EximConfig) -> tuple[str, str]:
+    """Who may relay and where mail may go, naming only lists this config defines (a `+name`
+    Exim does not know makes every RCPT fail with a temporary error instead of closing)."""
+    def named(kind: str, name: str) -> bool:
+        return cfg.named_lists.get(name, ("",))[0] == kind
+
+    hosts = "+relay_from_hosts" if named("hostlist", "relay_from_hosts") else \
+        "<; 127.0.0.1 ; ::1"
+    domains = [d for d in ("+local_domains", "+relay_to_domains") if named("domainlist", d[1:])]
+    return hosts, " : ".join(domains or ["@"])
+
+
 def _accept_finding(cfg: EximConfig, acl: str, st: Statement,
                     check: Statement | None) -> Finding:
     where = st.where
@@ -353,10 +365,11 @@ def _accept_finding(cfg: EximConfig, acl: str, st: Statement,
     edits: list[Edit] = []
     if old is not None:
         indent = old[: len(old) - len(old.lstrip())]
+        hosts, domains = _relay_lists(cfg)
         edits.append(Edit(where.path, where.line, (), (
-            f"{indent}deny    !hosts = +relay_from_hosts",
+            f"{indent}deny    !hosts = {hosts}",
             f"{indent}        !authenticated = *",
-            f"{indent}        !domains = +local_domains : +relay_to_domains",
+            f"{indent}        !domains = {domains}",
             f"{indent}        message = relay not permitted")))
     return ACCEPT_BEFORE.finding(
         f"{acl}: 'accept' ({conds}) lets outside clients relay before the relay check",

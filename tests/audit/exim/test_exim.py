@@ -95,6 +95,32 @@ def test_catalogue_examples_agree_with_exim(tmp_path: Path, rule, exim: Exim) ->
 
 
 @pytest.mark.server
+@pytest.mark.parametrize("lists", ["", "domainlist local_domains = @ : localhost\n",
+                                   "hostlist relay_from_hosts = 127.0.0.1\n"
+                                   "domainlist local_domains = @\n"
+                                   "domainlist relay_to_domains = partner.example\n"],
+                         ids=["no-lists", "local-domains-only", "stock-lists"])
+def test_accept_fix_names_only_lists_the_config_defines(tmp_path: Path, exim: Exim,
+                                                         lists: str) -> None:
+    """The inserted deny must work in a config without Debian's named lists: a `+name` Exim
+    does not know turns every RCPT into a temporary error instead of a refusal."""
+    p = tmp_path / "exim4.conf"
+    p.write_text(f"{lists}acl_smtp_rcpt = acl_check_rcpt\nbegin acl\nacl_check_rcpt:\n"
+                 "  accept hosts = *\n  deny\n")
+    assert exim.rcpt(p, STRANGER)[0] == 250
+    [f] = AUDITOR.audit(p, OPTIONS).findings
+    apply_edits([f])
+    inserted = "\n".join(e for edit in f.edits for e in edit.new)
+    for name in ("relay_from_hosts", "local_domains", "relay_to_domains"):
+        assert (f"+{name}" in inserted) is (f" {name} =" in lists), inserted
+    assert AUDITOR.audit(p, OPTIONS).findings == []
+    ok, out = exim.check(p)
+    assert ok, out
+    code, text = exim.rcpt(p, STRANGER)
+    assert code == 550 and "relay not permitted" in text, (code, text, p.read_text())
+
+
+@pytest.mark.server
 def test_auth_cleartext_agrees_with_exim_advertising_auth(tmp_path: Path, exim: Exim) -> None:
     from relayguard.audit.rules.exim import AUTH_CLEARTEXT
 
