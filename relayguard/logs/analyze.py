@@ -83,6 +83,12 @@ class _Stats:
     overlong_lines: int = 0
     files: list[dict[str, Any]] = field(default_factory=list)
 
+    def overlong(self, path: str, count: int, samples: list[tuple[int | None, bytes]]) -> None:
+        """Lines longer than 64 KiB (cut), from either reading path."""
+        self.overlong_lines += count
+        for lineno, text in samples:
+            self.sample(path, lineno, b"[line longer than 64 KiB, cut] " + text)
+
     def sample(self, path: str, line: int | None, text: bytes | str) -> None:
         if len(self.unparsed_samples) < MAX_UNPARSED_SAMPLES:
             if isinstance(text, bytes):
@@ -150,9 +156,7 @@ class LogAnalysis:
                 stream.close()
         if problems.truncated:
             self.errors.append(ErrorEntry(path, problems.truncated))
-        self.stats.overlong_lines += problems.overlong
-        for lineno, text in problems.overlong_samples:
-            self.stats.sample(path, lineno, b"[line longer than 64 KiB, cut] " + text)
+        self.stats.overlong(path, problems.overlong, problems.overlong_samples)
 
     def _spec(self, spec: str, path: str) -> Detected:
         """A format by name or LogFormat string, compiled once; a bad one is reported once
@@ -287,6 +291,7 @@ class LogAnalysis:
         st.by_format[fmt.name] = st.by_format.get(fmt.name, 0) + parsed
         for lineno, text in res.unparsed_samples:
             st.sample(path, base + lineno, text)
+        st.overlong(path, res.overlong, [(base + i, t) for i, t in res.overlong_samples])
         self.feed_chunk(res, fmt, path, base)
 
     def feed_chunk(self, res: ChunkResult, fmt: AccessFormat, source: str, base: int) -> None:

@@ -132,8 +132,11 @@ def iter_chunks(stream: SafeReader | BinaryIO, problems: ReadProblems,
                 size: int = CHUNK) -> Iterator[bytes]:
     """Blocks of whole lines (each ends with b'\\n' except perhaps the very last).
 
-    A line longer than 4 x MAX_LINE is cut to MAX_LINE bytes (counted in `problems`) and the
-    rest of it is skipped as it streams by, so no line is ever held whole in memory.
+    A line longer than 4 x MAX_LINE is cut to MAX_LINE + 1 bytes and the rest of it is
+    skipped as it streams by, so no line is ever held whole in memory. Counting over-long lines
+    is left to whoever splits the chunks into lines (`iter_lines`, the fast path's
+    `scan_chunk`): the cut line is still one byte too long for them, so every over-long line
+    is counted once, with its line number, whatever path reads it.
     """
     rest = b""
     skipping = False
@@ -153,8 +156,7 @@ def iter_chunks(stream: SafeReader | BinaryIO, problems: ReadProblems,
         cut = block.rfind(b"\n")
         if cut < 0:
             if len(block) > MAX_LINE * 4:
-                _overlong(problems, None, block)
-                rest = block[:MAX_LINE]
+                rest = block[:MAX_LINE + 1]
                 skipping = True
             else:
                 rest = block

@@ -114,9 +114,10 @@ def test_ten_megabyte_line_is_cut_counted_and_memory_bounded(tmp_path: Path) -> 
             assert report.stats["lines"] == 8, (path, fast)
             inc = smtp_incident(report)
             assert inc["events"] == 4 and inc["samples"][0]["line"] == 5
-            if not fast:
-                assert report.stats["overlong_lines"] == 1
-                assert any(len(s["text"]) <= 300 for s in report.stats["unparsed_samples"])
+            # the same accounting on both paths: one over-long line, its number, a sample
+            assert report.stats["overlong_lines"] == 1, (path, fast)
+            cut = [s for s in report.stats["unparsed_samples"] if "longer than" in s["text"]]
+            assert [s["line"] for s in cut] == [4] and len(cut[0]["text"]) <= 300
 
 
 def test_binary_and_empty_lines_are_counted_not_fatal(tmp_path: Path) -> None:
@@ -463,3 +464,36 @@ def test_a_format_that_parses_nothing_is_an_error_not_a_clean_result(tmp_path: P
         "only 1 of 41 line(s) parse as combined (the format chosen for it); the rest of the file "
         "was not analysed"]
     assert analyse([write(tmp_path / "ok.log", "".join(VISIT * 7) + "junk\n")]).errors == ()
+
+
+_PEAK = """
+import json, resource, sys
+from relayguard.logs.analyze import LogOptions, analyse
+r = analyse([sys.argv[1]], LogOptions(fast=sys.argv[2] == "fast", jobs=int(sys.argv[3])))
+peak = max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF,
+                                                     resource.RUSAGE_CHILDREN))
+print(json.dumps({"peak_kib": peak, "lines": r.stats["lines"],
+                  "overlong": r.stats["overlong_lines"],
+                  "kinds": [i["kind"] for i in r.stats["incidents"]]}))
+"""
+
+
+def test_a_line_of_200_megabytes_costs_a_chunk_of_memory(tmp_path: Path) -> None:
+    """The reviewer's case: one 400 MB line made the plain-file fast path read it whole
+    (435 MB peak). Peak RSS of a fresh process stays far below the line, on every path."""
+    path = tmp_path / "huge.log"
+    with open(path, "wb") as fh:
+        fh.write("".join(VISIT).encode())
+        fh.write(b'192.0.2.9 - - [01/Mar/2026:10:01:00 +0000] "GET /')
+        block = b"A" * (1 << 20)
+        for _ in range(200):
+            fh.write(block)
+        fh.write(b' HTTP/1.1" 414 0 "-" "-"\n')
+        fh.write("".join(SPAM).encode())
+    for mode, jobs in (("fast", 1), ("fast", 2), ("slow", 1)):
+        proc = subprocess.run([sys.executable, "-c", _PEAK, str(path), mode, str(jobs)],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr
+        got = json.loads(proc.stdout)
+        assert (got["lines"], got["overlong"], got["kinds"]) == (8, 1, ["proxy-smtp"]), got
+        assert got["peak_kib"] < 120 * 1024, (mode, jobs, got)
