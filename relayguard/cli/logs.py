@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +22,19 @@ def _parse_when(text: str | None, name: str) -> float | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
+
+
+def _parse_zone(name: str | None) -> tzinfo | None:
+    """An IANA zone name (`Europe/Berlin`, `UTC`) for --tz."""
+    if name is None:
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise typer.BadParameter(f"unknown time zone {name!r} (an IANA name such as "
+                                 "Europe/Berlin or UTC)", param_hint="--tz") from None
 
 
 @app.command("logs")
@@ -53,6 +66,9 @@ def logs_command(
         "--until", help="Only events at or before this ISO date/time.")] = None,
     year: Annotated[int | None, typer.Option(
         "--year", help="Year of syslog lines without one (default: from the file date).")] = None,
+    tz: Annotated[str | None, typer.Option(
+        "--tz", help="Time zone the syslog (mail) logs were written in, e.g. Europe/Berlin "
+                     "(default: this machine's); their stamps carry none.")] = None,
     jobs: Annotated[int, typer.Option(
         "--jobs", "-j", help="Worker processes for large plain access logs (0 = all cores).",
         min=0, max=64)] = 0,
@@ -81,6 +97,7 @@ def logs_command(
         since=_parse_when(since, "--since"),
         until=_parse_when(until, "--until"),
         year=year,
+        tz=_parse_zone(tz),
         jobs=jobs,
     )
     emit(analyse(list(files), options), fmt, severity, output)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any
 
 from relayguard.findings import (
@@ -30,6 +31,7 @@ from relayguard.logs.formats import (
     AccessFormat,
     Detected,
     FormatError,
+    LocalTime,
     SquidFormat,
     YearGuesser,
     compile_apache,
@@ -69,6 +71,7 @@ class LogOptions:
     since: float | None = None
     until: float | None = None
     year: int | None = None
+    tz: tzinfo | None = None  # zone of syslog stamps (they carry none); None = this machine's
     jobs: int = 0  # 0 = all cores
     fast: bool = True
 
@@ -320,7 +323,7 @@ class LogAnalysis:
             mtime = os.stat(path).st_mtime if path != "-" else None
         except OSError:
             mtime = None
-        years = YearGuesser(reference=mtime, year=self.opt.year)
+        years = YearGuesser(reference=mtime, year=self.opt.year, tz=self.opt.tz)
         for lineno, raw in enumerate(iter_lines(_Chain(head, stream), problems), 1):
             self.feed_mail_line(years, path, lineno, raw)
 
@@ -353,8 +356,8 @@ class LogAnalysis:
         if len(incidents) > 12:
             notes.append(f"... and {len(incidents) - 12} more incident(s) in stats.incidents")
         if self.stats.by_format.get("postfix") or self.stats.by_format.get("exim"):
-            notes.append("syslog timestamps carry no zone: mail times are shown as written "
-                         "(marked Z but in the log's local time)")
+            notes.append(f"syslog timestamps carry no zone: read as {LocalTime(self.opt.tz).name()}"
+                         " and shown in UTC (--tz names the zone the logs were written in)")
         return Report(command="logs", findings=tuple(findings), errors=tuple(self.errors),
                       stats=stats, notes=tuple(notes))
 

@@ -9,10 +9,13 @@ attacker-written bytes survive unchanged into evidence and are never a reason to
 from __future__ import annotations
 
 import calendar
+import contextlib
+import os
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -98,15 +101,62 @@ def parse_clf_time(text: str) -> float | None:
     return base + int(sec)
 
 
-def parse_iso_time(text: str) -> float | None:
-    """RFC 3339 / ISO 8601 (`2024-06-14T12:02:41.123+03:00`, `…Z`, or a space) -> epoch."""
+def parse_iso_time(text: str, clock: LocalTime | None = None) -> float | None:
+    """RFC 3339 / ISO 8601 (`2024-06-14T12:02:41.123+03:00`, `…Z`, or a space) -> epoch.
+    A stamp without a zone is wall-clock time of `clock` (UTC when none is given)."""
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
     if dt.tzinfo is None:
+        if clock is not None:
+            return clock.epoch(dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second,
+                               dt.microsecond / 1e6)
         return calendar.timegm(dt.timetuple()) + dt.microsecond / 1e6
     return dt.timestamp()
+
+
+class LocalTime:
+    """Wall-clock times of one zone as epoch seconds: syslog stamps carry no zone and are the
+    writing machine's local time. `tz` None is this machine's zone (TZ, /etc/localtime); the
+    offset is looked up once per hour of the calendar, so a DST change is followed. In the
+    hour a clock is set back, the ambiguous times take the zone's first reading."""
+
+    def __init__(self, tz: tzinfo | None = None) -> None:
+        self.tz = tz
+        self._offsets: dict[tuple[int, int, int, int], int] = {}
+
+    def name(self) -> str:
+        """The zone as a person knows it: `Europe/Berlin`, or this machine's (TZ, then the
+        /etc/localtime link, then its abbreviation)."""
+        if self.tz is not None:
+            return str(self.tz)
+        zone = os.environ.get("TZ", "").lstrip(":")
+        if not zone:
+            with contextlib.suppress(OSError):
+                zone = os.readlink("/etc/localtime").split("zoneinfo/", 1)[-1]
+        return f"{zone or time.strftime('%Z')}, this machine's zone"
+
+    def epoch(self, year: int, month: int, day: int, h: int, m: int, s: int,
+              frac: float = 0.0) -> float | None:
+        key = (year, month, day, h)
+        off = self._offsets.get(key)
+        if off is None:
+            try:
+                off = self._offset(year, month, day, h)
+            except (ValueError, OverflowError, OSError):
+                return None
+            if len(self._offsets) > 4096:
+                self._offsets.clear()
+            self._offsets[key] = off
+        return calendar.timegm((year, month, day, h, m, s)) - off + frac
+
+    def _offset(self, year: int, month: int, day: int, h: int) -> int:
+        if self.tz is not None:
+            delta = datetime(year, month, day, h, tzinfo=self.tz).utcoffset()
+            return int(delta.total_seconds()) if delta is not None else 0
+        local = time.mktime((year, month, day, h, 0, 0, 0, 0, -1))
+        return calendar.timegm((year, month, day, h, 0, 0)) - int(local)
 
 
 def _strftime_to_parser(fmt: str):
@@ -448,11 +498,13 @@ class YearGuesser:
     the small disorder syslog has.
     """
 
-    def __init__(self, reference: float | None = None, year: int | None = None) -> None:
+    def __init__(self, reference: float | None = None, year: int | None = None,
+                 tz: tzinfo | None = None) -> None:
         self.reference = reference
         self.fixed = year
         self.year: int | None = year
         self.last_month = 0
+        self.clock = LocalTime(tz)
 
     def epoch(self, month: int, day: int, h: int, m: int, s: int) -> float | None:
         if self.year is None:
@@ -464,11 +516,13 @@ class YearGuesser:
         elif self.last_month and month < self.last_month - 1 and self.fixed is None:
             self.year += 1
         self.last_month = month
-        try:
-            return float(calendar.timegm((self.year, month, day, h, m, s))) \
-                if 1 <= day <= 31 and h < 24 and m < 60 and s < 61 else None
-        except (ValueError, OverflowError):
+        if not (1 <= day <= 31 and h < 24 and m < 60 and s < 61):
             return None
+        try:
+            datetime(self.year, month, day)
+        except ValueError:
+            return None
+        return self.clock.epoch(self.year, month, day, h, m, s)
 
 
 def parse_syslog(line: str, years: YearGuesser) -> SyslogLine | None:
@@ -484,14 +538,14 @@ def parse_syslog(line: str, years: YearGuesser) -> SyslogLine | None:
         return SyslogLine(t, m["host"], m["prog"], int(m["pid"]) if m["pid"] else None, m["msg"])
     m = _SYSLOG_RFC3339.match(line)
     if m is not None:
-        t = parse_iso_time(m["iso"])
+        t = parse_iso_time(m["iso"], years.clock)
         if t is None:
             return None
         return SyslogLine(t, m["host"], m["prog"], int(m["pid"]) if m["pid"] else None, m["msg"])
     m = _EXIM_MAIN.match(line)
     if m is not None:
         stamp = m["iso"] + ((m["tz"][:3] + ":" + m["tz"][3:]) if m["tz"] else "")
-        t = parse_iso_time(stamp)
+        t = parse_iso_time(stamp, years.clock)
         if t is None:
             return None
         return SyslogLine(t, "-", "exim", int(m["pid"]) if m["pid"] else None, m["msg"])

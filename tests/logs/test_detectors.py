@@ -3,6 +3,7 @@ and every logs rule's `bad` example fires it while its `good` example does not."
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from relayguard.report import OutputFormat, render
 def run(tmp_path: Path, text: str, name: str = "x.log", **opts: object) -> dict:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
+    opts.setdefault("tz", UTC)  # the sample mail lines are UTC wall time, wherever this runs
     report = analyse([str(path)], LogOptions(**opts))  # type: ignore[arg-type]
     return {"report": report, "incidents": {i["kind"]: i for i in report.stats["incidents"]},
             "rules": sorted(f.rule for f in report.findings)}

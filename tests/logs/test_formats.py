@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -112,15 +113,15 @@ def test_squid_native() -> None:
 
 
 def test_syslog_classic_rfc3339_maillog_exim() -> None:
-    years = YearGuesser(year=2026)
+    years = YearGuesser(year=2026, tz=UTC)
     a = parse_syslog("Mar  1 10:00:05 mx postfix/smtpd[12]: connect from x[192.0.2.1]", years)
     assert a is not None and (a.time, a.host, a.program, a.pid) == (T, "mx", "postfix/smtpd", 12)
     b = parse_syslog("2026-03-01T11:00:05.123456+01:00 mx postfix/10025/smtpd[3]: hi",
-                     YearGuesser())
+                     YearGuesser(tz=UTC))
     assert b is not None and b.time == pytest.approx(T + 0.123456)
     assert b.program == "postfix/10025/smtpd"
     c = parse_syslog("2026-03-01 10:00:05 1vXyZa-000ABC-12 <= a@b H=(x) [192.0.2.1] P=esmtp",
-                     YearGuesser())
+                     YearGuesser(tz=UTC))
     assert c is not None and c.program == "exim" and c.time == T
     assert parse_syslog("not syslog", years) is None
     assert parse_syslog("Foo  1 10:00:05 mx postfix/smtpd[12]: x", years) is None
@@ -128,13 +129,13 @@ def test_syslog_classic_rfc3339_maillog_exim() -> None:
 
 def test_year_inference_from_reference_and_rollover() -> None:
     ref = calendar.timegm((2026, 1, 3, 0, 0, 0))  # file written on 3 Jan 2026
-    years = YearGuesser(reference=ref)
+    years = YearGuesser(reference=ref, tz=UTC)
     dec = parse_syslog("Dec 31 23:59:59 h postfix/smtp[1]: x", years)
     jan = parse_syslog("Jan  1 00:00:01 h postfix/smtp[1]: x", years)
     assert dec is not None and jan is not None
     assert dec.time == calendar.timegm((2025, 12, 31, 23, 59, 59))
     assert jan.time == calendar.timegm((2026, 1, 1, 0, 0, 1))
-    fixed = YearGuesser(year=2015)
+    fixed = YearGuesser(year=2015, tz=UTC)
     got = parse_syslog("Oct 22 02:13:42 conch postfix/smtpd[1]: x", fixed)
     assert got is not None and got.time == calendar.timegm((2015, 10, 22, 2, 13, 42))
 
@@ -174,3 +175,22 @@ def test_server_names_from_apache_config(tmp_path: Path) -> None:
                     "</VirtualHost>\n", encoding="utf-8")
     assert read_apache_config(conf).server_names == {"www.example.com", "example.com",
                                                      "shop.example.com"}
+
+
+def test_zoneless_stamps_are_wall_time_of_the_zone() -> None:
+    """Classic syslog, RFC 3339 without an offset and Exim's mainlog, read in New York:
+    10:00:05 EST is 15:00:05 UTC; in July (EDT) 14:00:05 UTC."""
+    from zoneinfo import ZoneInfo
+
+    ny = YearGuesser(year=2026, tz=ZoneInfo("America/New_York"))
+    for line in ("Mar  1 10:00:05 mx postfix/smtpd[12]: connect from x[192.0.2.1]",
+                 "2026-03-01T10:00:05 mx postfix/smtpd[3]: hi",
+                 "2026-03-01 10:00:05 1vXyZa-000ABC-12 <= a@b H=(x) [192.0.2.1] P=esmtp"):
+        rec = parse_syslog(line, ny)
+        assert rec is not None and rec.time == T + 5 * 3600, line
+    summer = parse_syslog("Jul  1 10:00:05 mx postfix/smtpd[12]: x", ny)
+    assert summer is not None
+    assert summer.time == calendar.timegm((2026, 7, 1, 14, 0, 5))
+    # an explicit offset wins over the zone
+    own = parse_syslog("2026-03-01T11:00:05+01:00 mx postfix/smtpd[3]: hi", ny)
+    assert own is not None and own.time == T
