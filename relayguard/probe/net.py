@@ -280,6 +280,8 @@ async def open_conn(host: str, port: int, *, source: str | None, timeout: float,
         raise StepTimeout(f"connect to {host}:{port} timed out after {timeout:g}s") from None
     except ConnectionRefusedError:
         raise Refused(f"connection to {host}:{port} refused") from None
+    except ConnectionResetError:  # accepted, then reset at once: open, not closed
+        raise Reset(f"connection to {host}:{port} reset right after it was accepted") from None
     except OSError as exc:
         raise Refused(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
     conn = Conn(reader, writer, transcript, timeout)

@@ -11,13 +11,16 @@ import contextlib
 import logging
 import socket
 import struct
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
 from relayguard.findings import Report
 from relayguard.probe.context import ProbeOptions
+from relayguard.probe.net import NetError, Transcript, open_conn
 from relayguard.probe.runner import run_probe
 from relayguard.probe.targets import Target
 
@@ -148,32 +151,82 @@ HOSTILE: dict[str, tuple[Handler, str, bool]] = {
 PORT = 18080
 
 
+@contextlib.contextmanager
+def serving(groups: list[tuple[dict[str, tuple[Handler, str, bool]], int]]) -> Iterator[None]:
+    """Run every handler of every (servers, port) group on its own address:port, in a thread
+    with its own event loop: a server that writes without pause must not starve the
+    scanner's loop, as no remote server could."""
+    loop = asyncio.new_event_loop()
+    started: list[asyncio.Server] = []
+    failed: list[BaseException] = []
+    ready = threading.Event()
+
+    async def start() -> None:
+        for servers, port in groups:
+            for handler, addr, _ in servers.values():
+                async def guarded(r: asyncio.StreamReader, w: asyncio.StreamWriter,
+                                  h: Handler = handler) -> None:
+                    with contextlib.suppress(Exception, asyncio.CancelledError):
+                        await h(r, w)
+                    with contextlib.suppress(Exception):
+                        w.close()
+                started.append(await asyncio.start_server(guarded, addr, port))
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(start())
+        except BaseException as exc:  # handed to the test thread below
+            failed.append(exc)
+        ready.set()
+        if not failed:
+            loop.run_forever()
+
+    async def stop() -> None:
+        for server in started:
+            server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=5) if tasks else None
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(10), "hostile servers did not start"
+    try:
+        if failed:
+            raise failed[0]
+        yield
+    finally:
+        if not failed:
+            asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
 async def _probe_servers(servers: dict[str, tuple[Handler, str, bool]], port: int,
                          canary: str = CANARY) -> tuple[Report, float]:
-    """Start each handler on its address:port, probe them all in one run, stop them."""
-    started_servers = []
-    for handler, addr, _ in servers.values():
-        async def guarded(r: asyncio.StreamReader, w: asyncio.StreamWriter,
-                          h: Handler = handler) -> None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await h(r, w)
-            with contextlib.suppress(Exception):
-                w.close()
-        started_servers.append(await asyncio.start_server(guarded, addr, port))
-    try:
-        options = ProbeOptions(timeout=TIMEOUT, banner_wait=0.3, source=SCANNER,
-                               canary_host=canary, target_time=20)
-        started = time.monotonic()
-        report = await run_probe([Target(a, port) for _, a, _ in servers.values()], options)
-        return report, time.monotonic() - started
-    finally:
-        for s in started_servers:
-            s.close()
+    """Probe every server of a group (already serving) in one run; the report and its time."""
+    options = ProbeOptions(timeout=TIMEOUT, banner_wait=0.3, source=SCANNER,
+                           canary_host=canary, target_time=20)
+    started = time.monotonic()
+    report = await run_probe([Target(a, port) for _, a, _ in servers.values()], options)
+    return report, time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
 def hostile() -> tuple[Report, float]:
-    return asyncio.run(_probe_servers(HOSTILE, PORT))
+    with serving([(HOSTILE, PORT)]):
+        return asyncio.run(_probe_servers(HOSTILE, PORT))
+
+
+def _errors_by_address(report: Report) -> dict[str, str]:
+    """Every error message of each address, joined (a port may have more than one)."""
+    by: dict[str, list[str]] = {}
+    for e in report.errors:
+        by.setdefault(e.source.split(":")[0], []).append(e.message)
+    return {addr: " | ".join(messages) for addr, messages in by.items()}
 
 
 def test_hostile_servers_cost_bounded_time(hostile: tuple[Report, float]) -> None:
@@ -194,7 +247,7 @@ def test_each_hostile_server_is_an_error_entry_or_a_note(hostile: tuple[Report, 
 
 def test_error_messages_say_what_happened(hostile: tuple[Report, float]) -> None:
     report, _ = hostile
-    by = {e.source.split(":")[0]: e.message for e in report.errors}
+    by = _errors_by_address(report)
     assert "timeout" in by["127.0.4.50"]
     assert "64 KiB" in by["127.0.4.51"]
     assert "reset" in by["127.0.4.54"]
@@ -217,21 +270,11 @@ def test_fake_proxies_are_noted_not_reported(hostile: tuple[Report, float]) -> N
 
 
 def test_max_time_stops_the_whole_run_with_an_error() -> None:
-    async def main() -> tuple[Report, float]:
-        async def guarded(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await tarpit(r, w)
-        server = await asyncio.start_server(guarded, "127.0.4.59", PORT)
-        try:
-            options = ProbeOptions(timeout=5.0, source=SCANNER, canary_host="127.0.4.21",
-                                   max_time=1.0)
-            started = time.monotonic()
-            report = await run_probe([Target("127.0.4.59", PORT)], options)
-            return report, time.monotonic() - started
-        finally:
-            server.close()
-
-    report, elapsed = asyncio.run(main())
+    options = ProbeOptions(timeout=5.0, source=SCANNER, canary_host="127.0.4.21", max_time=1.0)
+    with serving([({"tarpit": (tarpit, "127.0.4.59", True)}, PORT)]):
+        started = time.monotonic()
+        report = asyncio.run(run_probe([Target("127.0.4.59", PORT)], options))
+        elapsed = time.monotonic() - started
     assert elapsed < 4, elapsed
     assert [e.source for e in report.errors] == ["probe"]
     assert "--max-time 1s" in report.errors[0].message
@@ -350,7 +393,8 @@ def tls_failures() -> tuple[Report, float, list[str]]:
     handler = _LoopErrors()
     logging.getLogger("asyncio").addHandler(handler)
     try:
-        report, elapsed = asyncio.run(main())
+        with serving([(STARTTLS_FAILURES, STARTTLS_PORT), (SMTPS_FAILURES, 465)]):
+            report, elapsed = asyncio.run(main())
     finally:
         logging.getLogger("asyncio").removeHandler(handler)
     return report, elapsed, handler.messages
@@ -373,7 +417,7 @@ def test_tls_failures_are_bounded_error_entries_not_crashes(
 def test_tls_failure_messages_say_what_happened(
         tls_failures: tuple[Report, float, list[str]]) -> None:
     report, _, _ = tls_failures
-    by = {e.source.split(":")[0]: e.message for e in report.errors}
+    by = _errors_by_address(report)
     assert "TLS handshake failed" in by["127.0.4.74"], by["127.0.4.74"]
     assert "TLS handshake failed" in by["127.0.4.75"], by["127.0.4.75"]
     assert "TLS handshake timed out" in by["127.0.4.76"], by["127.0.4.76"]
@@ -382,3 +426,25 @@ def test_tls_failure_messages_say_what_happened(
     assert "reset: TLS handshake failed" in by["127.0.4.78"], by["127.0.4.78"]
     assert "TLS handshake timed out" in by["127.0.4.79"], by["127.0.4.79"]
     assert "canary" not in by, by["canary"]
+
+
+def test_a_port_that_accepts_then_resets_is_never_called_closed() -> None:
+    """The RST can beat the end of connect(): that is a reset of an open port, not a refusal
+    (a refusal makes the port `closed`, with no error entry)."""
+    async def main() -> Counter[str]:
+        kinds: Counter[str] = Counter()
+        for _ in range(200):
+            try:
+                conn = await open_conn("127.0.4.54", PORT, source=SCANNER, timeout=1.0,
+                                       transcript=Transcript())
+            except NetError as exc:
+                kinds[exc.kind] += 1
+            else:
+                kinds["connected"] += 1
+                await conn.close()
+        return kinds
+
+    with serving([({"reset": HOSTILE["reset"]}, PORT)]):
+        kinds = asyncio.run(main())
+    assert "refused" not in kinds, kinds
+    assert sum(kinds.values()) == 200
