@@ -332,6 +332,11 @@ class LogAnalysis:
         return sorted(self.proxy.snapshot() + self.mail.snapshot() + self.volume.incidents(),
                       key=lambda i: (i.first or 0.0, i.kind))
 
+    def retire(self, inc: Incident) -> None:
+        """Forget an incident `watch` has closed, so later events open a new one."""
+        if not self.proxy.book.retire(inc):
+            self.mail.retire(inc)
+
     def report(self) -> Report:
         incidents = self.incidents()
         findings = [f for inc in incidents if (f := incident_finding(inc, self)) is not None]

@@ -514,6 +514,13 @@ class _SenderVolume:
     def expendable(self) -> bool:
         return not self.judge()["reasons"]
 
+    def retire(self) -> None:
+        """Its incident was closed: start a new one, the hour so far part of the history."""
+        if self.window_count:
+            self._close()
+        self.worst = {}
+        self.incident = Incident(self.incident.kind, timeline=Timeline(cap=256))
+
 
 class MailDetector:
     """Postfix and Exim: relayed mail, refused relay attempts, SASL bursts, blocklist bounces."""
@@ -741,6 +748,20 @@ class MailDetector:
                 "clients_dropped": self.relay_clients.evicted,
                 "senders_dropped": self.sender_volumes.evicted}
 
+    def retire(self, inc: Incident) -> None:
+        """Forget a closed incident (`watch`): its client's or sender's entry goes too, a
+        sender keeping its hourly history (its baseline)."""
+        if self.book.retire(inc):
+            return
+        for ip, cr in list(self.relay_clients.items.items()):
+            if cr.incident is inc:
+                del self.relay_clients.items[ip]
+                return
+        for sv in self.sender_volumes.items.values():
+            if sv.incident is inc:
+                sv.retire()
+                return
+
     def is_own(self, domain: str) -> bool:
         return domain in self.given_domains or domain in self.local_domains.keys or \
             domain in self.relay_domains.keys
@@ -818,12 +839,10 @@ def spike_buckets(timeline: Timeline, window: int = 60, factor: float = 10.0,
             base = median(history[-window:])
             if n * 60.0 / width >= floor and n >= factor * max(base, 1.0):
                 out.append((t, n, base * 60.0 / width))
-                if len(out) >= 100:
-                    break
         history.append(n)
         if len(history) > window * 2:
             del history[:-window]
-    return out
+    return out[-100:]  # the latest: a watcher running for months still sees new ones
 
 
 def spikes(timeline: Timeline, floor: float = 300.0) -> list[dict[str, Any]]:

@@ -57,6 +57,7 @@ class Incident:
     """Bounded aggregate of one kind of event over one stretch of time."""
 
     kind: str
+    serial: int = 0  # its number within its book, a stable name for `watch`
     first: float | None = None
     last: float | None = None
     events: int = 0
@@ -185,10 +186,15 @@ class Incident:
 
 
 class IncidentBook:
-    """Open and closed incidents per kind; a new incident starts after a quiet `GAP`."""
+    """Open and closed incidents per kind; a new incident starts after a quiet `GAP`.
+
+    At most MAX_INCIDENTS_PER_KIND are kept per kind (later events join the last one); a
+    long-running `watch` retires incidents once they are closed, so new bursts keep opening
+    new incidents."""
 
     def __init__(self) -> None:
         self.by_kind: dict[str, list[Incident]] = {}
+        self.serial = 0
 
     def current(self, kind: str, t: float | None) -> Incident:
         """The incident an event of `kind` at time `t` belongs to (opening one if needed)."""
@@ -198,9 +204,20 @@ class IncidentBook:
             if t is None or cur.last is None or t - cur.last <= GAP or \
                     len(items) >= MAX_INCIDENTS_PER_KIND:
                 return cur
-        inc = Incident(kind)
+        serial = getattr(self, "serial", len(items))  # state pickled before serials existed
+        inc = Incident(kind, serial=serial)
+        self.serial = serial + 1
         items.append(inc)
         return inc
+
+    def retire(self, inc: Incident) -> bool:
+        """Forget a closed incident (True if it was in this book)."""
+        items = self.by_kind.get(inc.kind, [])
+        for i, cur in enumerate(items):
+            if cur is inc:
+                del items[i]
+                return True
+        return False
 
     def all(self) -> list[Incident]:
         out = [i for items in self.by_kind.values() for i in items]

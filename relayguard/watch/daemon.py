@@ -32,6 +32,8 @@ from relayguard.watch.state import StateDB
 log = logging.getLogger("relayguard.watch")
 
 IDLE_REVIEW = 1.0  # review incidents (updates, closes) at least this often when idle
+PURGE_INTERVAL = 3600.0  # delivered alerts are removed from the outbox this often …
+SENT_KEPT = 86400.0  # … once they are this old (kept that long for deduplication)
 
 
 def options_of(cfg: WatchConfig) -> LogOptions:
@@ -77,6 +79,7 @@ class Watcher:
         self.dirty = False
         self.last_checkpoint = 0.0
         self.last_review = 0.0
+        self.last_purge = 0.0
         self.caught_up_at = time.time()
 
     def _effective(self, cfg: WatchConfig) -> WatchConfig:
@@ -222,6 +225,9 @@ class Watcher:
         if self.pending or (self.dirty and now - self.last_checkpoint
                             >= self.cfg.checkpoint_interval):
             self.checkpoint()
+        if now - self.last_purge >= PURGE_INTERVAL:
+            self.last_purge = now
+            self.db.purge_sent(now - SENT_KEPT)  # else the outbox grows for ever
         self._metrics(now)
         return fed
 

@@ -74,6 +74,7 @@ class _Tracked:
     last_alert: float
     last_change: float
     closed: bool = False
+    silent: bool = False  # below the alert threshold: followed, closed and retired unheard
 
 
 @dataclass
@@ -96,42 +97,58 @@ class IncidentTracker:
 
     def review(self, analysis: LogAnalysis, now: float, update_interval: float, quiet: float,
                min_severity: Severity) -> tuple[list[Alert], list[tuple[Incident, Finding]]]:
-        """Alerts due now, and the (incident, finding) pairs that changed (for responses)."""
+        """Alerts due now, and the (incident, finding) pairs that changed (for responses).
+
+        Every incident is followed, also those below `min_severity` (silently): once closed
+        it is retired from the detectors, so a watcher running for months keeps opening new
+        incidents instead of piling later bursts into old ones, and its memory stays flat."""
         alerts: list[Alert] = []
         changed: list[tuple[Incident, Finding]] = []
         incidents = analysis.incidents()
         keys = incident_keys(analysis)
+        seen: set[str] = set()
         for inc in incidents:
             finding = incident_finding(inc, analysis)
-            if finding is None or finding.severity < min_severity:
-                continue
+            silent = finding is None or finding.severity < min_severity
             key = keys.get(id(inc), f"{inc.kind}@{inc.first}")
-            verdict, sev = inc.verdict, int(finding.severity)
+            seen.add(key)
+            verdict = inc.verdict
+            sev = int(finding.severity) if finding is not None else -1
             tr = self.items.get(key)
             event = None
             if tr is None:
-                tr = self.items[key] = _Tracked(inc.events, inc.events, verdict, sev, now, now)
+                tr = self.items[key] = _Tracked(inc.events, inc.events, verdict, sev, now, now,
+                                                silent=silent)
                 event = "open"
-                changed.append((inc, finding))
+                if finding is not None and not silent:
+                    changed.append((inc, finding))
             elif inc.events != tr.events or verdict != tr.verdict or sev != tr.severity:
+                if finding is not None and not silent:
+                    changed.append((inc, finding))
                 escalated = verdict != tr.verdict or sev != tr.severity
                 if inc.events != tr.events:
                     tr.last_change = now
                 tr.events, tr.verdict, tr.severity = inc.events, verdict, sev
-                if tr.closed:
+                if tr.closed or (tr.silent and not silent):
                     tr.closed, event = False, "open"
                 elif escalated or now - tr.last_alert >= update_interval:
                     event = "update"
-                changed.append((inc, finding))
             elif not tr.closed and tr.alerted_events != tr.events and \
                     now - tr.last_alert >= update_interval:
                 event = "update"
             elif not tr.closed and now - tr.last_change >= quiet:
                 tr.closed, event = True, "close"
+            was_silent, tr.silent = tr.silent, silent
             if event is None:
+                continue
+            if event == "close":
+                analysis.retire(inc)
+            if silent or finding is None or (was_silent and event != "open"):
                 continue
             tr.last_alert, tr.alerted_events = now, inc.events
             alerts.append(incident_alert(key, event, inc, finding, now))
+        for key in [k for k, tr in self.items.items() if tr.closed and k not in seen]:
+            del self.items[key]  # retired, or aged out of the volume timeline
         return alerts, changed
 
 
@@ -140,8 +157,8 @@ def incident_keys(analysis: LogAnalysis) -> dict[int, str]:
     keys: dict[int, str] = {}
     for det in (analysis.proxy, analysis.mail):
         for kind, items in det.book.by_kind.items():
-            for i, inc in enumerate(items):
-                keys[id(inc)] = f"{kind}#{i}"
+            for inc in items:
+                keys[id(inc)] = f"{kind}#{getattr(inc, 'serial', 0)}"
     for ip, cr in analysis.mail.relay_clients.items.items():
         keys[id(cr.incident)] = f"smtp-relayed@{ip}"
     for sender, sv in analysis.mail.sender_volumes.items.items():

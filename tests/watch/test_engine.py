@@ -66,7 +66,10 @@ def test_open_update_escalate_close() -> None:
     assert _events(e.review(311.0, 60, 300, Severity.LOW)[0]) == [("close", "proxy-smtp", 4)]
     assert _events(e.review(900.0, 60, 300, Severity.LOW)[0]) == []
     _batch(e, [relayed], 10)
-    assert _events(e.review(901.0, 60, 300, Severity.LOW)[0]) == [("open", "proxy-smtp", 5)]
+    # closed incidents are retired: the next burst is a new incident, not the old one reopened
+    alerts = e.review(901.0, 60, 300, Severity.LOW)[0]
+    assert _events(alerts) == [("open", "proxy-smtp", 1)]
+    assert alerts[0].payload["key"] == "proxy-smtp#1"
     assert e.counters.lines == 10 and e.counters.parsed == 10
 
 
