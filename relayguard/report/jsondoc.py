@@ -10,8 +10,9 @@ from relayguard.findings import Report
 
 
 def report_dict(report: Report) -> dict[str, Any]:
-    """The contract as a plain dict: tool, version, command, findings, errors, stats."""
-    return {
+    """The contract as a plain dict: tool, version, command, findings, errors, stats; `logs`
+    adds its incidents at the top level (they stay in stats too, where reporters read them)."""
+    out: dict[str, Any] = {
         "tool": "relayguard",
         "version": __version__,
         "command": report.command,
@@ -20,6 +21,9 @@ def report_dict(report: Report) -> dict[str, Any]:
         "stats": report.stats,
         "notes": list(report.notes),
     }
+    if report.command == "logs" and isinstance(report.stats.get("incidents"), list):
+        out["incidents"] = report.stats["incidents"]
+    return out
 
 
 def render_json(report: Report) -> str:

@@ -164,6 +164,11 @@ def test_cli_json_contract_stdin_and_exit_codes(tmp_path: Path) -> None:
     doc = json.loads(proc.stdout)
     assert doc["command"] == "logs" and doc["errors"] == []
     assert {"lines", "parsed", "unparsed", "by_format", "incidents"} <= set(doc["stats"])
+    # issue 5's shape: the incidents at the top level, next to the contract's keys
+    assert {"tool", "version", "command", "findings", "errors", "stats", "notes",
+            "incidents"} == set(doc)
+    assert [i["kind"] for i in doc["incidents"]] == ["proxy-smtp"]
+    assert doc["incidents"] == doc["stats"]["incidents"]
     assert doc["stats"]["by_format"] == {"combined": 7}
     (f,) = doc["findings"]
     assert (f["rule"], f["category"], f["confidence"]) == ("LOGS-PROXY-SMTP", "proxy-abuse",
