@@ -55,32 +55,68 @@ def open_binary(path: str, problems: ReadProblems | None = None) -> SafeReader:
     return SafeReader(stream, problems or ReadProblems(), compressed)
 
 
+class _Prefixed:
+    """A stream whose first bytes were already read: sniffing a pipe, a FIFO or
+    `<(zcat x.gz)` must not seek, they cannot."""
+
+    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+        self.head, self.raw = head, raw
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.head:
+            return self.raw.read(n)
+        if n < 0:
+            out, self.head = self.head + self.raw.read(), b""
+            return out
+        out, self.head = self.head[:n], self.head[n:]
+        if len(out) < n:
+            out += self.raw.read(n - len(out))
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def _read_head(raw: BinaryIO, n: int) -> bytes:
+    """Up to `n` bytes, however few a pipe hands over per read (fewer only at its end)."""
+    head = b""
+    for _ in range(n):
+        piece = raw.read(n - len(head))
+        if not piece:
+            break
+        head += piece
+        if len(head) >= n:
+            break
+    return head
+
+
 def _open_raw(path: str) -> tuple[BinaryIO, bool]:
     if path == "-":
         raw: BinaryIO = sys.stdin.buffer
-        peek = getattr(raw, "peek", None)
-        head = peek(6)[:6] if peek else b""
     else:
         raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, closed there
-        head = raw.read(6)
-        raw.seek(0)
+    head = _read_head(raw, 6)
+    stream: BinaryIO = _Prefixed(head, raw)  # type: ignore[assignment]
     kind = compression_of(head)
     if kind == "gz":
-        return gzip.GzipFile(fileobj=raw, mode="rb"), True  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=stream, mode="rb"), True  # type: ignore[return-value]
     if kind == "bz2":
-        return bz2.BZ2File(raw, "rb"), True  # type: ignore[return-value]
+        return bz2.BZ2File(stream, "rb"), True  # type: ignore[return-value]
     if kind == "xz":
-        return lzma.LZMAFile(raw, "rb"), True  # type: ignore[return-value]
-    return raw, False
+        return lzma.LZMAFile(stream, "rb"), True  # type: ignore[return-value]
+    return stream, False
 
 
 def is_plain_file(path: str) -> bool:
     """A regular, uncompressed file: the only kind the parallel fast path may split by offset."""
-    if path == "-":
+    if path == "-" or not os.path.isfile(path):  # never open a FIFO twice: it would eat data
         return False
     try:
         with open(path, "rb") as fh:
-            return compression_of(fh.read(6)) is None and os.path.isfile(path)
+            return compression_of(fh.read(6)) is None
     except OSError:
         return False
 

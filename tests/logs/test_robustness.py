@@ -502,3 +502,36 @@ def test_a_line_of_200_megabytes_costs_a_chunk_of_memory(tmp_path: Path) -> None
         got = json.loads(proc.stdout)
         assert (got["lines"], got["overlong"], got["kinds"]) == (8, 1, ["proxy-smtp"]), got
         assert got["peak_kib"] < 120 * 1024, (mode, jobs, got)
+
+
+def test_named_pipes_and_process_substitution_are_read_without_seeking(tmp_path: Path) -> None:
+    """`relayguard logs <(zcat access.log.gz)` and a FIFO: sniffed without seeking (they
+    cannot), compressed or not, and never opened twice (a second open would eat the data)."""
+    import threading
+
+    text = "".join(VISIT + SPAM).encode()
+    fifo = tmp_path / "pipe"
+    for payload in (text, gzip.compress(text), bz2.compress(text)):
+        os.mkfifo(fifo)
+
+        def feed(data: bytes = payload) -> None:
+            with open(fifo, "wb") as fh:
+                for i in range(0, len(data), 7):  # dribbled: short reads on the other end
+                    fh.write(data[i:i + 7])
+                    fh.flush()
+
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        proc = run_cli(str(fifo), "--format", "json")
+        writer.join(10)
+        fifo.unlink()
+        doc = json.loads(proc.stdout)
+        assert doc["errors"] == [] and doc["stats"]["lines"] == 7, proc.stderr
+        assert [i["kind"] for i in doc["incidents"]] == ["proxy-smtp"]
+    gz = write(tmp_path / "access.log.gz", "".join(VISIT + SPAM), gzip.open)
+    proc = subprocess.run(["bash", "-c", f'"{sys.executable}" -m relayguard logs '
+                           f'<(zcat "{gz}") -f json'],
+                          capture_output=True, timeout=60, check=False)
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 1 and doc["errors"] == [], proc.stderr
+    assert doc["stats"]["lines"] == 7
