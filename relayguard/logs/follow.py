@@ -126,9 +126,40 @@ class FileFollower:
         self.events: list[str] = []  # human notes: rotated, truncated, appeared, lost position
 
     # -- life cycle --------------------------------------------------------------------------
-    def resume(self, saved: list[Position]) -> None:
+    def resume(self, saved: list[Position], saved_at: float | None = None) -> None:
         """Reopen saved identities: the current file at its offset, rotated ones by inode,
-        a copytruncated one through its copy (matched by head hash)."""
+        a copytruncated one through its copy (matched by head hash); then any rotated file
+        written since `saved_at` (the checkpoint) that is none of those (see
+        `_written_while_stopped`)."""
+        self._resume(saved)
+        if saved and saved_at is not None:
+            self._written_while_stopped(saved, saved_at)
+
+    def _written_while_stopped(self, saved: list[Position], saved_at: float) -> None:
+        """A file that was empty at the checkpoint has no head to recognise its copy by: if it
+        was copytruncated (or rotated twice) while we were stopped, the lines it got are in a
+        rotated file we never saw. Such a file was modified after the checkpoint (renames do
+        not change mtime, so older rotations are not picked up again); read it whole, oldest
+        first, before the current file goes on."""
+        handles = [*self.retired, *([self.current] if self.current else [])]
+        known = {p.ident for p in saved} | {h.pos.ident for h in handles}
+        found: list[tuple[float, _Handle]] = []
+        for sib in rotated_siblings(self.path):
+            try:
+                fd = os.open(sib, os.O_RDONLY)
+            except OSError:
+                continue
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) in known or st.st_mtime < saved_at or not st.st_size:
+                os.close(fd)
+                continue
+            pos = Position(self.path, st.st_dev, st.st_ino, retired_at=time.time())
+            found.append((st.st_mtime, _Handle(fd, pos, sib, once=True)))
+            self.events.append(f"{self.path}: {sib} was written while stopped and holds no "
+                               f"line read before; reading it")
+        self.retired += [h for _, h in sorted(found, key=lambda x: x[0])]
+
+    def _resume(self, saved: list[Position]) -> None:
         current = [p for p in saved if p.retired_at is None]
         for pos in (p for p in saved if p.retired_at is not None):
             found = self._find_identity(pos)

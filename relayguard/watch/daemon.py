@@ -80,6 +80,7 @@ class Watcher:
         self.last_checkpoint = 0.0
         self.last_review = 0.0
         self.last_purge = 0.0
+        self.saved_at: float | None = None  # when the state we resumed from was written
         self.caught_up_at = time.time()
 
     def _effective(self, cfg: WatchConfig) -> WatchConfig:
@@ -92,6 +93,8 @@ class Watcher:
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> None:
         saved = self.db.load_positions()
+        at = self.db.get_meta("checkpoint_at")
+        self.saved_at = float(at) if at else None
         for path in self.cfg.files:
             self._follow(path, saved.get(path, []))
         self.waker = Waker(list(self.cfg.files), self.cfg.inotify)
@@ -111,7 +114,7 @@ class Watcher:
 
     def _follow(self, path: str, saved: list[Any]) -> None:
         f = FileFollower(path, start_at_end=self.cfg.start == "end", linger=self.cfg.linger)
-        f.resume(saved)
+        f.resume(saved, self.saved_at)
         self.followers[path] = f
 
     def _start_rechecker(self) -> None:
@@ -248,7 +251,8 @@ class Watcher:
     def checkpoint(self) -> None:
         positions = {p: f.positions() for p, f in self.followers.items()}
         alerts = [(a.id, a.payload) for a in self.pending]
-        self.db.checkpoint(positions, self.engine, alerts, self.dispatcher.channels)
+        self.db.checkpoint(positions, self.engine, alerts, self.dispatcher.channels,
+                           {"checkpoint_at": repr(time.time())})
         self.pending = []
         self.dirty = False
         self.last_checkpoint = time.time()

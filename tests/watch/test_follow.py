@@ -154,6 +154,42 @@ def test_restart_after_copytruncate_while_stopped(tmp_path: Path) -> None:
     assert got == [b"a2", b"b1"]
 
 
+def test_restart_when_the_saved_file_was_empty_and_copytruncated(tmp_path: Path) -> None:
+    """What the real-logrotate test hit: the checkpoint holds a just-created, still empty
+    file (no head to recognise a copy by); while stopped it gets lines, is copytruncated,
+    and gets more. The copy was modified after the checkpoint: its lines are read, the older
+    rotation (renamed, not modified) is not read again."""
+    import time
+
+    log = tmp_path / "a.log"
+    old = tmp_path / "a.log.1"
+    _append(old, "old1", "old2")  # an earlier rotation, read long ago
+    past = time.time() - 3600
+    os.utime(old, (past, past))
+    log.touch()
+    f = FileFollower(str(log))
+    f.resume([])
+    assert f.poll() == []
+    saved = f.positions()
+    assert saved[0].offset == 0 and saved[0].head_len == 0
+    saved_at = time.time()
+    f.close()
+    os.rename(old, tmp_path / "a.log.2")  # logrotate shifts the old one (mtime kept)
+    _append(log, "c1", "c2")
+    shutil.copyfile(log, old)
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+    _append(log, "d1")
+    g = FileFollower(str(log))
+    g.resume([Position(**vars(p)) for p in saved], saved_at)
+    got = _lines(g.poll()) + _lines(g.poll())
+    assert got == [b"c1", b"c2", b"d1"]
+    assert any("written while stopped" in e for e in g.events)
+    h = FileFollower(str(log))  # without the checkpoint time: the old behaviour
+    h.resume(saved)
+    assert _lines(h.poll()) + _lines(h.poll()) == [b"d1"]
+
+
 def test_rewind_returns_the_same_lines_again(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     _append(log, "a1", "a2")
