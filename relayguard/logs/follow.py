@@ -21,6 +21,7 @@ import os
 import select
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 HEAD_BYTES = 1024  # the file identity hash covers up to this many first bytes
@@ -86,6 +87,16 @@ def is_compressed(path: str) -> bool:
     return any(head.startswith(m) for m in _MAGIC)
 
 
+def _open_each(names: list[str]) -> Iterator[tuple[str, int, os.stat_result]]:
+    """Each file that opens, read-only, with its fstat; the caller keeps or closes the fd."""
+    for name in names:
+        try:
+            fd = os.open(name, os.O_RDONLY)
+        except OSError:
+            continue
+        yield name, fd, os.fstat(fd)
+
+
 def rotated_siblings(path: str) -> list[str]:
     """Uncompressed files beside `path` whose names extend it (`.1`, `-20260101`), newest first."""
     directory, base = os.path.split(path)
@@ -144,12 +155,7 @@ class FileFollower:
         handles = [*self.retired, *([self.current] if self.current else [])]
         known = {p.ident for p in saved} | {h.pos.ident for h in handles}
         found: list[tuple[float, _Handle]] = []
-        for sib in rotated_siblings(self.path):
-            try:
-                fd = os.open(sib, os.O_RDONLY)
-            except OSError:
-                continue
-            st = os.fstat(fd)
+        for sib, fd, st in _open_each(rotated_siblings(self.path)):
             if (st.st_dev, st.st_ino) in known or st.st_mtime < saved_at or not st.st_size:
                 os.close(fd)
                 continue
@@ -346,12 +352,7 @@ class FileFollower:
         return copy
 
     def _find_copy(self, pos: Position) -> _Handle | None:
-        for sib in rotated_siblings(self.path):
-            try:
-                fd = os.open(sib, os.O_RDONLY)
-            except OSError:
-                continue
-            st = os.fstat(fd)
+        for sib, fd, st in _open_each(rotated_siblings(self.path)):
             if (st.st_dev, st.st_ino) != pos.ident and st.st_size >= pos.offset and \
                     self._head_ok(fd, pos, st.st_size):
                 copy = replace(pos, dev=st.st_dev, ino=st.st_ino, retired_at=time.time())
@@ -361,13 +362,7 @@ class FileFollower:
 
     def _find_identity(self, pos: Position) -> _Handle | None:
         """A saved identity after a restart: same inode (renamed), else a copy by head hash."""
-        candidates = [self.path, *rotated_siblings(self.path)]
-        for name in candidates:
-            try:
-                fd = os.open(name, os.O_RDONLY)
-            except OSError:
-                continue
-            st = os.fstat(fd)
+        for name, fd, st in _open_each([self.path, *rotated_siblings(self.path)]):
             if (st.st_dev, st.st_ino) == pos.ident and st.st_size >= pos.offset and \
                     self._head_ok(fd, pos, st.st_size):
                 if name == self.path:

@@ -12,39 +12,20 @@ from __future__ import annotations
 import base64
 import contextlib
 import socket
-import threading
 from collections.abc import Iterator, Mapping
 
+from tests.logs.loopback import ThreadedServer, running
 
-class DovecotAuth:
-    """Checks PLAIN credentials against `users`; every session on its own thread."""
+
+class DovecotAuth(ThreadedServer):
+    """Checks PLAIN credentials against `users`."""
 
     def __init__(self, host: str, port: int, users: Mapping[str, str]) -> None:
+        super().__init__(host, port)
         self.users = dict(users)
         self.attempts: list[tuple[str, bool]] = []
-        self._sock = socket.create_server((host, port))
-        self._sock.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self.address = (host, port)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sock.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _peer = self._sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-
-    def _session(self, conn: socket.socket) -> None:
+    def session(self, conn: socket.socket, peer_ip: str) -> None:
         conn.settimeout(30)
         with contextlib.suppress(OSError), conn, conn.makefile("rwb") as f:
             f.write(b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nSPID\t1\nCUID\t1\n"
@@ -77,9 +58,5 @@ class DovecotAuth:
 @contextlib.contextmanager
 def dovecot_auth(host: str, port: int, users: Mapping[str, str]) -> Iterator[DovecotAuth]:
     """A DovecotAuth on host:port, always stopped."""
-    server = DovecotAuth(host, port, users)
-    server.start()
-    try:
+    with running(DovecotAuth(host, port, users)) as server:
         yield server
-    finally:
-        server.stop()

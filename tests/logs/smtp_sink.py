@@ -14,43 +14,26 @@ import socket
 import threading
 from collections.abc import Iterator
 
+from tests.logs.loopback import ThreadedServer, running
+
 BLOCK_REPLY = (b"554 5.7.1 Service unavailable; Client host [{ip}] blocked using "
                b"zen.spamhaus.org; https://www.spamhaus.org/query/ip/{ip}\r\n")
 
 
-class SmtpSink:
+class SmtpSink(ThreadedServer):
     """Accepts SMTP sessions; counts accepted messages; optionally refuses RCPT (blocklist)."""
 
     def __init__(self, host: str, port: int, *, blocklisted: bool = False,
                  greeting_block: bool = False) -> None:
-        self.host, self.port, self.blocklisted = host, port, blocklisted
+        super().__init__(host, port)
+        self.blocklisted = blocklisted
         self.greeting_block = greeting_block
         self.sessions = 0
         self.messages = 0
         self.rcpts: list[str] = []
         self._lock = threading.Lock()
-        self._sock = socket.create_server((host, port))
-        self._sock.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sock.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, peer = self._sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            threading.Thread(target=self._session, args=(conn, peer[0]), daemon=True).start()
-
-    def _session(self, conn: socket.socket, peer_ip: str) -> None:
+    def session(self, conn: socket.socket, peer_ip: str) -> None:
         conn.settimeout(10)
         with contextlib.suppress(OSError), conn, conn.makefile("rwb") as f:
             with self._lock:
@@ -101,9 +84,6 @@ class SmtpSink:
 def smtp_sink(host: str, port: int, *, blocklisted: bool = False,
               greeting_block: bool = False) -> Iterator[SmtpSink]:
     """An SmtpSink on host:port, always stopped."""
-    sink = SmtpSink(host, port, blocklisted=blocklisted, greeting_block=greeting_block)
-    sink.start()
-    try:
+    with running(SmtpSink(host, port, blocklisted=blocklisted,
+                          greeting_block=greeting_block)) as sink:
         yield sink
-    finally:
-        sink.stop()
