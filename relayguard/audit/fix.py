@@ -54,7 +54,8 @@ def apply_edits(text: str, edits: Iterable[Edit]) -> str:
     return "\n".join(lines) + ("\n" if trailing or not lines else "")
 
 
-def _by_path(edits: Iterable[Edit]) -> dict[str, list[Edit]]:
+def edits_by_path(edits: Iterable[Edit]) -> dict[str, list[Edit]]:
+    """The edits grouped per file, each distinct edit once (findings may share one)."""
     out: dict[str, list[Edit]] = {}
     for e in edits:
         if e not in out.setdefault(e.path, []):
@@ -65,7 +66,7 @@ def _by_path(edits: Iterable[Edit]) -> dict[str, list[Edit]]:
 def unified_diff(edits: Iterable[Edit]) -> str:
     """A unified diff of the edits against the files as they are now."""
     chunks: list[str] = []
-    for path, group in sorted(_by_path(edits).items()):
+    for path, group in sorted(edits_by_path(edits).items()):
         old = Path(path).read_text(encoding="utf-8", errors="replace")
         new = apply_edits(old, group)
         chunks += difflib.unified_diff(old.splitlines(keepends=True),
@@ -112,7 +113,7 @@ def _relocate(copy: Path, src: Path) -> None:
 
 
 def _apply_in_copy(copy: Path, origin: Path, edits: list[Edit]) -> None:
-    for path, group in _by_path(edits).items():
+    for path, group in edits_by_path(edits).items():
         if not _abs(path).is_relative_to(origin):
             raise ValueError(f"it edits {path}, outside the config directory {origin}; "
                              "apply the rule's fix by hand")
@@ -219,7 +220,7 @@ def write_fixes(plan: FixPlan) -> list[str]:
     """Apply a verified plan to the real files; returns the backup paths written."""
     backups: list[str] = []
     stamp = time.strftime("%Y%m%d%H%M%S")
-    for path, group in _by_path(plan.edits).items():
+    for path, group in edits_by_path(plan.edits).items():
         real = Path(path).resolve()
         text = real.read_text(encoding="utf-8", errors="replace")
         new = apply_edits(text, group)

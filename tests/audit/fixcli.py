@@ -11,10 +11,11 @@ import contextlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.servers.base import Daemon, run_daemon
+from tests.servers.base import Daemon, port_open, run_daemon
 
 
 def fix_write(*paths: Path | str, outside: str, cwd: Path | None = None) -> dict:
@@ -34,8 +35,14 @@ def fix_write(*paths: Path | str, outside: str, cwd: Path | None = None) -> dict
 
 @contextlib.contextmanager
 def restarted(d: Daemon, timeout: float = 20.0) -> Iterator[Daemon]:
-    """Start the (stopped) daemon again with its own command line on its patched files."""
+    """Start the (stopped) daemon again with its own command line on its patched files. First
+    wait (bounded) until nothing listens on its port: a dying child may still hold the socket
+    (Postfix's smtpd), and the new daemon would then fail to bind while the wait for its port
+    is fooled by the old one."""
     assert d.proc is not None and d.proc.poll() is not None, "stop the daemon first"
+    deadline = time.monotonic() + 15.0
+    while port_open(d.host, d.port, timeout=0.2) and time.monotonic() < deadline:
+        time.sleep(0.1)
     again = Daemon(name=d.name, host=d.host, port=d.port, workdir=d.workdir, config=d.config,
                    logs=d.logs, extra=d.extra)
     with run_daemon(again, [str(a) for a in d.proc.args], timeout=timeout) as r:

@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 
 from relayguard.audit.base import AuditOptions, Auditor, AuditResult
+from relayguard.audit.fix import apply_edits as fix_apply
+from relayguard.audit.fix import edits_by_path
 from relayguard.catalogue import rule_by_id
 from relayguard.findings import Edit, Severity
 from tests.servers import http_canary, tcp_canary
@@ -85,19 +87,11 @@ def options_for(exp: Expectation) -> AuditOptions:
 
 
 def apply_edits(edits: list[Edit]) -> None:
-    """Apply edits bottom-up per file, checking that the old lines are still there."""
-    by_file: dict[str, list[Edit]] = {}
-    for e in dict.fromkeys(edits):  # two findings may carry the same edit
-        by_file.setdefault(e.path, []).append(e)
-    for path, items in by_file.items():
-        lines = Path(path).read_text(encoding="utf-8").split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        for e in sorted(items, key=lambda x: x.line, reverse=True):
-            start = e.line - 1
-            assert lines[start:start + len(e.old)] == list(e.old), (e, lines[start:start + 3])
-            lines[start:start + len(e.old)] = list(e.new)
-        Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    """Apply edits to their files exactly as `--fix --write` does (relayguard.audit.fix), but
+    without the verification, so a test can judge an edit the pipeline would refuse."""
+    for path, group in edits_by_path(edits).items():
+        text = Path(path).read_text(encoding="utf-8")
+        Path(path).write_text(fix_apply(text, group), encoding="utf-8")
 
 
 def check_fixture(auditor: Auditor, fixture: Path, tmp: Path, name: str) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from relayguard.findings import Edit, Finding
+from tests.audit.proxytools import apply_edits as write_edits
 from tests.servers.base import Daemon, make_workdir, run_daemon
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -18,18 +19,9 @@ STRANGER = "127.0.8.250"  # the untrusted client every agreement test speaks fro
 
 
 def apply_edits(findings: Iterable[Finding]) -> list[Edit]:
-    """Apply every edit of the findings (bottom-up per file so line numbers stay valid)."""
+    """Apply every edit of the findings to the files, with the real `--fix --write` code."""
     edits = [e for f in findings for e in f.edits]
-    by_file: dict[str, list[Edit]] = {}
-    for e in edits:
-        by_file.setdefault(e.path, []).append(e)
-    for path, items in by_file.items():
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-        for e in sorted(items, key=lambda x: x.line, reverse=True):
-            current = tuple(lines[e.line - 1: e.line - 1 + len(e.old)])
-            assert current == e.old, f"{path}:{e.line}: expected {e.old!r}, found {current!r}"
-            lines[e.line - 1: e.line - 1 + len(e.old)] = list(e.new)
-        Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_edits(edits)
     return edits
 
 

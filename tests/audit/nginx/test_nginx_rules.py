@@ -376,3 +376,14 @@ def test_stream_sni_proxy(tmp_path: Path, body: str, expected: tuple | None) -> 
     if HAVE_NGINX and Path("/usr/lib/nginx/modules/ngx_stream_module.so").exists():
         ok, out = AUDITOR.config_test(path) or (False, "")
         assert ok, out
+
+
+def test_http_host_proxy_counts_as_open_http_proxy_and_smtp_via_proxy(tmp_path: Path) -> None:
+    """Like Apache's dynamic ProxyPass, a client-steered proxy_pass is an open HTTP proxy;
+    reaching any port makes it the spam vector too: one finding, both categories."""
+    p = tmp_path / "nginx.conf"
+    p.write_text(conf("    server {\n        listen 8080;\n"
+                      "        location / { proxy_pass http://$http_host; }\n    }\n"))
+    [f] = AUDITOR.audit(p, OUTSIDE).findings
+    assert f.rule == "NGINX-OPEN-PROXY-HTTP-HOST" and f.severity is Severity.CRITICAL
+    assert [c.value for c in f.categories] == ["smtp-via-proxy", "open-http-proxy"]
