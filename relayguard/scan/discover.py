@@ -1,22 +1,21 @@
-"""What this machine listens on and which addresses it has, read from /proc (Linux).
+"""What this machine listens on, read from /proc (Linux).
 
-`scan` probes only the TCP ports something actually listens on (no guessing, no port sweep),
-and needs the host's own addresses to know which are public (blocklists) and which a probe
-may come from. Reading /proc keeps this dependency-free; on other systems the lists are empty
-and the caller falls back to the probe's default ports.
+`scan` probes only the TCP ports something actually listens on (no guessing, no port sweep).
+Reading /proc keeps this dependency-free; on other systems the list is empty and the caller
+falls back to the probe's default ports. The host's own addresses are `relayguard.hostinfo`'s.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from relayguard.hostinfo import PROC_NET
+
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's `st` column
-PROC_NET = Path("/proc/net")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,43 +81,6 @@ def listeners(proc_net: Path = PROC_NET) -> list[Listener]:
 def ports_serving(host: str, socks: list[Listener]) -> list[int]:
     """The ports on which a connection to `host` reaches a listener."""
     return sorted({s.port for s in socks if s.serves(host)})
-
-
-def local_addresses(proc_net: Path = PROC_NET) -> list[str]:
-    """The host's own IPv4/IPv6 addresses (from /proc/net/fib_trie and if_inet6)."""
-    out: list[str] = []
-    try:
-        lines = (proc_net / "fib_trie").read_text(encoding="ascii").splitlines()
-    except OSError:
-        lines = []
-    for prev, line in itertools.pairwise(lines):
-        if "/32 host LOCAL" in line:
-            addr = prev.strip().split()[-1]
-            if addr not in out:
-                out.append(addr)
-    try:
-        for line in (proc_net / "if_inet6").read_text(encoding="ascii").splitlines():
-            raw = line.split()[0]
-            addr = str(ipaddress.IPv6Address(bytes.fromhex(raw)))
-            if addr not in out:
-                out.append(addr)
-    except (OSError, ValueError, IndexError):
-        pass
-    return out
-
-
-def is_local_host(host: str, addresses: list[str] | None = None) -> bool:
-    """True when `host` (an address) is this machine: loopback or one of its addresses."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host in ("localhost", socket.gethostname())
-    return ip.is_loopback or host in (addresses if addresses is not None else local_addresses())
-
-
-def public_addresses(addresses: list[str]) -> list[str]:
-    """The globally routable ones: what a blocklist could list."""
-    return [a for a in addresses if ipaddress.ip_address(a).is_global]
 
 
 def other_addresses(address: str, socks: list[Listener]) -> tuple[list[tuple[str, int]], str]:

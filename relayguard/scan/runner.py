@@ -23,15 +23,10 @@ from typing import Any
 
 from relayguard.audit.base import AuditResult
 from relayguard.findings import ErrorEntry, Finding, Report
+from relayguard.hostinfo import is_local_host, local_addresses
 from relayguard.scan import steps
 from relayguard.scan.correlate import VERDICT_MEANINGS, stories, verdict
-from relayguard.scan.discover import (
-    is_local_host,
-    listeners,
-    local_addresses,
-    other_addresses,
-    ports_serving,
-)
+from relayguard.scan.discover import listeners, other_addresses, ports_serving
 from relayguard.scan.site import ScanOptions, Site
 from relayguard.scan.sources import (
     choose_source,

@@ -120,7 +120,7 @@ def mail_domains(site: Site, results: list[AuditResult], local: bool) -> list[st
 
 def blocklist_targets(site: Site, local: bool) -> list[str]:
     """Public addresses and mail domains to check: given ones, else this host's public ones."""
-    from relayguard.scan.discover import local_addresses, public_addresses
+    from relayguard.hostinfo import local_addresses, public_addresses
 
     wanted = [*site.public_addresses, *site.mail_domains]
     if not wanted and site.host is not None:

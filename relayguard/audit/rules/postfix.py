@@ -28,7 +28,7 @@ from relayguard.audit.postfix import (
 from relayguard.audit.readfile import lines_of
 from relayguard.catalogue import Rule
 from relayguard.findings import Category, Confidence, Edit, Evidence, Finding, Location, Severity
-from relayguard.scan.discover import local_addresses
+from relayguard.hostinfo import local_addresses
 
 _REF = "https://www.postfix.org/postconf.5.html"
 # Examples are main.cf text; where a master.cf matters it follows this line (`split_example`).
