@@ -94,7 +94,8 @@ def test_to_dict_round_values() -> None:
                 edits=(Edit("/a", 1, ("ProxyRequests On",), ("ProxyRequests Off",)),))
     d = f.to_dict()
     assert d == {
-        "rule": "APACHE-X", "category": "open-http-proxy", "severity": "high",
+        "rule": "APACHE-X", "category": "open-http-proxy", "categories": ["open-http-proxy"],
+        "severity": "high",
         "confidence": "likely", "title": "t", "location": {"path": "/etc/x.conf", "line": 3},
         "target": None,
         "evidence": [{"kind": "config", "text": "ProxyRequests On",
@@ -130,3 +131,11 @@ def test_values_are_frozen() -> None:
         finding().title = "changed"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         Location().line = 1  # type: ignore[misc]
+
+
+def test_categories_list_the_main_one_first_and_each_once() -> None:
+    """A chain (proxy → loopback-trusting MTA) is one finding in two categories."""
+    chain = finding(category=Category.SMTP_VIA_PROXY,
+                    also=(Category.OPEN_SMTP_RELAY, Category.SMTP_VIA_PROXY))
+    assert chain.to_dict()["categories"] == ["smtp-via-proxy", "open-smtp-relay"]
+    assert finding().to_dict()["categories"] == ["open-http-proxy"]

@@ -485,7 +485,9 @@ print(json.dumps({"peak_kib": peak, "lines": r.stats["lines"],
 
 def test_a_line_of_200_megabytes_costs_a_chunk_of_memory(tmp_path: Path) -> None:
     """The reviewer's case: one 400 MB line made the plain-file fast path read it whole
-    (435 MB peak). Peak RSS of a fresh process stays far below the line, on every path."""
+    (435 MB peak). Peak RSS of a fresh process stays below the line, on every path (about
+    60 MB on a quiet machine; 137 MB was seen once under a loaded full run, hence issue 5's
+    200 MB bound rather than a tighter one)."""
     path = tmp_path / "huge.log"
     with open(path, "wb") as fh:
         fh.write("".join(VISIT).encode())
@@ -501,7 +503,8 @@ def test_a_line_of_200_megabytes_costs_a_chunk_of_memory(tmp_path: Path) -> None
         assert proc.returncode == 0, proc.stderr
         got = json.loads(proc.stdout)
         assert (got["lines"], got["overlong"], got["kinds"]) == (8, 1, ["proxy-smtp"]), got
-        assert got["peak_kib"] < 120 * 1024, (mode, jobs, got)
+        # issue 5's bound for any input; reading the 200 MB line whole would exceed it
+        assert got["peak_kib"] < 200 * 1024, (mode, jobs, got)
 
 
 def test_named_pipes_and_process_substitution_are_read_without_seeking(tmp_path: Path) -> None:
