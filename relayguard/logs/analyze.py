@@ -339,7 +339,8 @@ class LogAnalysis:
 
     def report(self) -> Report:
         incidents = self.incidents()
-        findings = [f for inc in incidents if (f := incident_finding(inc, self)) is not None]
+        told = [(inc, incident_finding(inc, self)) for inc in incidents]
+        findings = [f for _inc, f in told if f is not None]
         volume = self.volume.snapshot()
         stats: dict[str, Any] = {
             "lines": self.stats.lines,
@@ -349,7 +350,9 @@ class LogAnalysis:
             "unparsed_samples": self.stats.unparsed_samples,
             "overlong_lines": self.stats.overlong_lines,
             "files": self.stats.files,
-            "incidents": [i.to_dict() for i in incidents],
+            # each incident names its finding, so `scan` can place it in time (what followed)
+            "incidents": [{**i.to_dict(), **({"finding": f.fingerprint()} if f else {})}
+                          for i, f in told],
             "volume_spikes": volume,
             "requests_timeline": self.volume.timeline.to_dict(),
             "mail": {**self.mail.counts, "top_senders": self.mail.senders.top(10),

@@ -94,21 +94,25 @@ def formats_from_apache_config(text: str) -> dict[str, str]:
     return log_formats(walk(parse_syntax(Path("-"), text, [])))[0]
 
 
-def read_apache_config(path: Path) -> ApacheLogSettings:
+def read_apache_config(path: Path, root: Path | None = None) -> ApacheLogSettings:
     """Parse the Apache config at `path` (file or directory) for the logs command.
 
+    `root` is the audit's `--root`: absolute paths inside the config (Include, ServerRoot)
+    are read under it, as in a config backup; absolute CustomLog paths stay as the config
+    names them (relative ones are joined to the ServerRoot, which is under `root`).
     Raises `relayguard.errors.InputError` when the root file cannot be read; problems in
     included files are returned in `errors` and the rest is still used."""
     from relayguard.audit.apache import parse_apache
     from relayguard.audit.base import AuditOptions
     from relayguard.audit.rules.apache import check
 
-    cfg = parse_apache(path)
+    options = AuditOptions(root=root)
+    cfg = parse_apache(path, options)
     nodes = [n for top in cfg.nodes for n in top.walk()]
     pairs = [(n.key, n.args) for n in nodes if not n.is_section]
     formats, nicknames = log_formats(pairs, cfg.server_root)
     settings = ApacheLogSettings(formats, nicknames, site_names(pairs), errors=list(cfg.errors))
-    _findings, facts = check(cfg, AuditOptions())
+    _findings, facts = check(cfg, options)
     settings.proxy = _proxy_config(
         facts.get("proxy_paths", []), cfg.has_module("proxy_http_module", "mod_proxy_http.c"),
         cfg.has_module("proxy_connect_module", "mod_proxy_connect.c"), len(cfg.files))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from relayguard.catalogue import rule_by_id
@@ -25,6 +26,11 @@ SOURCE_WORDS = {"audit": "config", "probe": "probe", "logs": "logs", "blocklist"
 # sent from it): they are what a relay hole causes, so they join its story. Policy listings
 # (PBL, UCEPROTECT L2/L3), reputation and domain listings say nothing about a relay hole.
 _CAUSED_BY_RELAYING = {"BL-LISTED-COMPROMISE", "BL-LISTED-SPAM"}
+# What relaying does to the server, told as what followed when it happened at the same time
+# as relaying the logs show (the founding incident's "the server slowed down").
+_FOLLOWED_WORDS = {"LOGS-VOLUME-SPIKE": "the server slowed down under a flood of requests",
+                   "LOGS-MAIL-FAILURE-SPIKE": "remote servers deferred and bounced the mail"}
+FOLLOW_GAP = 3600  # a spike up to an hour after the last relayed event still followed it
 
 
 def rule_source(rule_id: str) -> str:
@@ -58,16 +64,29 @@ def explains_relaying(f: Finding) -> bool:
 class Story:
     """One problem and every finding that is evidence for it."""
 
-    key: str  # "proxy", "mail", "blocklisted", "hardening"
+    key: str  # "proxy", "mail", "blocklisted", "listings", "volume", "hardening"
     findings: list[Finding] = field(default_factory=list)
 
     @property
+    def evidence(self) -> list[Finding]:
+        """The findings that prove the problem (what followed is a consequence, not proof)."""
+        return [f for f in self.findings if f.category is not Category.VOLUME_ANOMALY] or \
+            self.findings
+
+    @property
     def severity(self) -> Severity:
-        return max(f.severity for f in self.findings)
+        return max(f.severity for f in self.evidence)
 
     @property
     def confidence(self) -> Confidence:
-        return max(f.confidence for f in self.findings)
+        return max(f.confidence for f in self.evidence)
+
+    def followed(self) -> list[str]:
+        """What the relaying did to the server, one line per spike that happened with it."""
+        if self.key == "volume":
+            return []
+        return [f"{_FOLLOWED_WORDS.get(f.rule, f.rule)}: {f.title}" for f in self.findings
+                if f.category is Category.VOLUME_ANOMALY]
 
     @property
     def sources(self) -> list[str]:
@@ -100,6 +119,12 @@ class Story:
             kinds = sorted({f.rule.removeprefix("BL-LISTED-").lower() for f in self.findings})
             return (f"Other blocklist listings ({', '.join(kinds)}): not caused by a relay "
                     "path; each says what it means and how to get off it")
+        elif self.key == "volume":
+            what = " and ".join(sorted({
+                "requests" if f.rule == "LOGS-VOLUME-SPIKE" else "failed deliveries"
+                for f in self.findings}))
+            return (f"Traffic far above its usual rate ({what}, logs): no relaying was seen "
+                    "at the same time; see what the spike's minutes hold")
         else:
             return "Hardening: not a relay path by itself, but it weakens the defence"
         tail = []
@@ -107,6 +132,8 @@ class Story:
             tail.append("it is already being abused (logs)")
         if listed:
             tail.append("the host is blocklisted for it")
+        if self.followed():
+            tail.append("the server's traffic spiked while it happened")
         return what + ("; " + " and ".join(tail) if tail else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,17 +144,57 @@ class Story:
             "confidence": self.confidence.label,
             "evidence": self.sources,
             "fix": self.fix(),
+            "followed": self.followed(),
             "findings": [f.fingerprint() for f in self.findings],
             "rules": sorted({f.rule for f in self.findings}),
             "categories": sorted({f.category.value for f in self.findings}),
         }
 
 
-def stories(findings: list[Finding]) -> list[Story]:
+def _span(inc: dict[str, Any]) -> tuple[float, float] | None:
+    """An incident's first and last event as epoch seconds (None when the log had no time)."""
+    try:
+        first = datetime.strptime(inc["first_seen"], "%Y-%m-%dT%H:%M:%SZ")
+        last = datetime.strptime(inc["last_seen"], "%Y-%m-%dT%H:%M:%SZ")
+    except (KeyError, TypeError, ValueError):
+        return None
+    return first.replace(tzinfo=UTC).timestamp(), last.replace(tzinfo=UTC).timestamp()
+
+
+def relaying_during(incidents: list[dict[str, Any]]) -> dict[str, str]:
+    """Volume-anomaly finding (by fingerprint) -> the relay story ("proxy" or "mail") whose
+    relaying the logs show at the same time: the spike overlaps a relayed incident, or starts
+    within FOLLOW_GAP after its last event. A request spike prefers proxy relaying, a mail
+    failure spike mail relaying; a spike at another time belongs to no relay story."""
+    relayed: list[tuple[str, float, float]] = []
+    for inc in incidents:
+        span = _span(inc)
+        key = {Category.PROXY_ABUSE.value: "proxy", Category.RELAY_ABUSE.value: "mail"}.get(
+            str(inc.get("category")))
+        if key and span and inc.get("verdict") == "relayed":
+            relayed.append((key, *span))
+    out: dict[str, str] = {}
+    for inc in incidents:
+        span = _span(inc)
+        if inc.get("category") != Category.VOLUME_ANOMALY.value or not span or \
+                not inc.get("finding"):
+            continue
+        keys = {k for k, first, last in relayed
+                if span[1] >= first and span[0] <= last + FOLLOW_GAP}
+        prefer = "proxy" if inc.get("kind") == "volume-spike" else "mail"
+        if keys:
+            out[str(inc["finding"])] = prefer if prefer in keys else keys.pop()
+    return out
+
+
+def stories(findings: list[Finding],
+            incidents: list[dict[str, Any]] | None = None) -> list[Story]:
     """Group findings into stories, worst first. Listings of the host's address as an open
     proxy / compromised host or a spam source join the abuse they explain (the proxy story
     when there is one, else the mail story); other listings (policy, reputation, domains) are
-    told apart, never as "blocklisted for it"."""
+    told apart, never as "blocklisted for it". A volume spike the logs' `incidents` place at
+    the time of relaying joins that relay story as what followed; any other spike is its own
+    story, which claims no relaying."""
     proxy = Story("proxy", [f for f in findings if f.category in _PROXY])
     mail = Story("mail", [f for f in findings if f.category in _MAIL])
     listed = [f for f in findings if f.category is Category.BLOCKLISTED]
@@ -138,11 +205,20 @@ def stories(findings: list[Finding]) -> list[Story]:
         proxy.findings += caused
     elif mail.findings:
         mail.findings += caused
+    during = relaying_during(incidents or [])
+    by_key = {"proxy": proxy, "mail": mail}
+    volume = Story("volume")
+    for f in findings:
+        if f.category is Category.VOLUME_ANOMALY:
+            story = by_key.get(during.get(f.fingerprint(), ""))
+            (story if story is not None and story.findings else volume).findings.append(f)
     out = [s for s in (proxy, mail) if s.findings]
     if caused and not out:
         out.append(Story("blocklisted", caused))
     if other:
         out.append(Story("listings", other))
+    if volume.findings:
+        out.append(volume)
     out.sort(key=lambda s: (-s.severity, -s.confidence))
     if hardening.findings:
         out.append(hardening)

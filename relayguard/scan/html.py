@@ -28,6 +28,7 @@ h1{font-size:1.45em;margin:.2em 0;word-break:break-word} h2{font-size:1.15em;mar
 .card{background:#fff;border:1px solid #d8dbe0;border-radius:8px;padding:.8em 1em;margin:.7em 0}
 .story h3{margin:.2em 0 .5em;font-size:1.05em}
 .fixfirst{border-left:4px solid #15803d;background:#f0fdf4;padding:.4em .7em;margin:.5em 0}
+.followed{border-left:4px solid #b45309;background:#fffbeb;padding:.3em .7em;margin:.4em 0}
 .sev{font-weight:700;padding:.05em .45em;border-radius:4px;color:#fff;font-size:.85em}
 .critical{background:#7f1d1d}.high{background:#dc2626}.medium{background:#d97706}
 .low{background:#2563eb}.info{background:#6b7280}
@@ -141,8 +142,10 @@ def stories_section(stats: dict[str, Any]) -> str:
                    f'{e(str(s["severity"]).upper())}</span> {e(s["headline"])}</h3>')
         if s.get("fix"):
             out.append(f'<div class="fixfirst"><b>Fix first</b><pre>{e(s["fix"])}</pre></div>')
-        out.append(f"<div>Evidence agreeing ({e(s['confidence'])}): {chips}</div>"
-                   f"<div class=meta>{len(s['findings'])} finding(s): "
+        out.append(f"<div>Evidence agreeing ({e(s['confidence'])}): {chips}</div>")
+        out += [f'<div class="followed"><b>What followed</b> {e(line)}</div>'
+                for line in s.get("followed") or []]
+        out.append(f"<div class=meta>{len(s['findings'])} finding(s): "
                    f"{e(', '.join(s['rules']))}</div></div>")
     return "".join(out)
 

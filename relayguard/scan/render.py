@@ -26,6 +26,8 @@ def _story_lines(stats: dict[str, Any], md: bool) -> list[str]:
             out.append(f"{i}. **{escape_inline(head)}**")
             out.append(f"   - evidence agreeing: {seen} ({len(story['findings'])} finding(s): "
                        f"{', '.join(f'`{r}`' for r in story['rules'])})")
+            out += [f"   - what followed: {escape_inline(line)}"
+                    for line in story.get("followed") or []]
             if story.get("fix"):
                 fence = _fence(story["fix"])
                 fix = printable(story["fix"]).replace("\n", "\n     ")
@@ -37,6 +39,7 @@ def _story_lines(stats: dict[str, Any], md: bool) -> list[str]:
                 out.append(f"   FIX FIRST: {fix}")
             out.append(f"   evidence agreeing: {seen} — {len(story['findings'])} finding(s): "
                        f"{', '.join(story['rules'])}")
+            out += [f"   what followed: {printable(line)}" for line in story.get("followed") or []]
     return out
 
 

@@ -200,12 +200,12 @@ def _finish(run: _SiteRun, probe_stats: dict[str, Any], source: str | None,
     findings = [*run.audit.findings, *probe, *run.logs.findings, *run.blocklist.findings]
     errors = [*run.errors, *run.audit.errors, *run.probe_errors, *run.logs.errors,
               *run.blocklist.errors]
-    told = stories(findings)
+    logs_stats = run.logs.stats if isinstance(run.logs.stats, dict) else {}
+    told = stories(findings, logs_stats.get("incidents") or [])
     word = verdict(findings, errors)
     host = run.site.host or run.address or "this machine"
     notes = [*shared_notes, *withheld, *run.notes, *run.audit.notes, *run.logs.notes,
              *run.blocklist.notes]
-    logs_stats = run.logs.stats if isinstance(run.logs.stats, dict) else {}
     stats: dict[str, Any] = {
         "site": run.site.name,
         "host": host,
@@ -233,6 +233,8 @@ def _finish(run: _SiteRun, probe_stats: dict[str, Any], source: str | None,
     for key in ("incidents", "requests_timeline"):
         if key in logs_stats:
             stats[key] = logs_stats[key]
+    if "files" in logs_stats:  # which logs were read, and in which format
+        stats["log_files"] = logs_stats["files"]
     bl = run.blocklist.stats if isinstance(run.blocklist.stats, dict) else {}
     if "targets" in bl:
         stats["blocklist"] = {"targets": bl["targets"], "resolver": bl.get("resolver"),

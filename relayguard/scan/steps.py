@@ -9,11 +9,13 @@ from __future__ import annotations
 import glob
 import ipaddress
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from relayguard.audit.base import AuditOptions, AuditResult
 from relayguard.findings import ErrorEntry, Report
+from relayguard.logs.apacheconf import ApacheLogSettings, read_apache_config
 from relayguard.scan.site import ScanOptions, Site
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ STANDARD_LOGS: tuple[str, ...] = (
     "/var/log/mail.log", "/var/log/maillog",
 )
 MAX_LOG_FILES = 40  # rotated sets included; bounded so a huge /var/log cannot stall a scan
+_LOG_DIR = "${APACHE_LOG_DIR}"
 _MAILLOG = re.compile(r"^\s*maillog_file\s*=\s*(\S+)", re.M)
 
 
@@ -53,38 +56,107 @@ def audit_site(site: Site, outside_client: str | None,
         return _failed("audit", site.name, exc), []
 
 
-def log_paths(site: Site, results: list[AuditResult], local: bool) -> tuple[list[str],
-                                                                            dict[str, str]]:
-    """Log files to read: the site's own list, else those its configs name and the standard
-    places (local only), expanded to their rotated siblings; plus Apache LogFormats by path."""
-    from relayguard.logs.formats import formats_from_apache_config
+@dataclass
+class LogPlan:
+    """The logs to read for a site and what its Apache configs say about them."""
 
-    formats: dict[str, str] = {}
-    wanted: list[str] = list(site.logs)
+    paths: list[str] = field(default_factory=list)
+    apache: ApacheLogSettings = field(default_factory=ApacheLogSettings)
+    notes: list[str] = field(default_factory=list)
+
+
+def on_disk(path: str, root: Path | None) -> str:
+    """Where a path a config names is read: under the config backup's root, if any."""
+    if root is None or not path.startswith("/") or Path(path).is_relative_to(root):
+        return path
+    return str(root / path.lstrip("/"))
+
+
+def apache_settings(results: list[AuditResult], root: Path | None) -> tuple[
+        ApacheLogSettings, list[str]]:
+    """Every audited Apache tree read the way `logs --apache-config` reads it (includes,
+    `${APACHE_LOG_DIR}` from envvars, the server's own LogFormat nicknames), with CustomLog
+    paths mapped to where they are read. The proxy setup is kept only when one tree was read:
+    two servers' setups cannot both judge the same logs."""
+    from relayguard.errors import RelayguardError
+
+    merged = ApacheLogSettings()
+    proxies = []
+    notes: list[str] = []
+    for r in results:
+        if r.server != "apache":
+            continue
+        try:
+            found = read_apache_config(Path(r.config), root)
+        except RelayguardError as exc:
+            notes.append(f"{r.config}: its log settings could not be read: {exc}")
+            continue
+        for path, fmt in found.formats_by_path.items():
+            if _LOG_DIR in path:  # no envvars beside the config: Debian's default
+                path = "/var/log/apache2" + path.split(_LOG_DIR, 1)[1]
+            merged.formats_by_path[on_disk(path, root)] = fmt
+        merged.nicknames.update(found.nicknames)
+        merged.server_names |= found.server_names
+        merged.errors += found.errors
+        proxies.append(found.proxy)
+    merged.proxy = proxies[0] if len(proxies) == 1 else None
+    return merged, notes
+
+
+def _mail_log(path: str) -> bool:
+    """True when a file's first lines read as a mail (syslog) log, or an error log: logs
+    an Apache proxy setup cannot misjudge."""
+    from relayguard.logs.formats import detect_format
+    from relayguard.logs.sources import open_binary
+
+    try:
+        stream = open_binary(path)
+        try:
+            head = stream.read(64 * 1024)
+        finally:
+            stream.close()
+    except OSError:
+        return False
+    found = detect_format(head.decode("utf-8", "surrogateescape").split("\n")[:200])
+    return found is not None and found.kind in ("mail", "skip")
+
+
+def log_plan(site: Site, results: list[AuditResult], local: bool) -> LogPlan:
+    """Log files to read: the site's own list, else those its configs name and the standard
+    places (local only), expanded to their rotated siblings; plus what the Apache configs say
+    about them. The Apache proxy setup judges the logs only when every file read is one of
+    that Apache's own logs or a mail log: another server's access log (Squid, nginx) would
+    be misjudged by it."""
+    root = site.config_root
+    plan = LogPlan()
+    plan.apache, plan.notes = apache_settings(results, root)
+    apache_logs = set(plan.apache.formats_by_path)
+    wanted: list[str] = [on_disk(p, root) for p in site.logs]
     if not wanted:
         for r in results:
+            if r.server != "postfix":
+                continue
             for name in r.files:
                 try:
                     text = Path(name).read_text(encoding="utf-8", errors="replace")
                 except OSError:
                     continue
-                if r.server == "apache":
-                    text = text.replace("${APACHE_LOG_DIR}", "/var/log/apache2")
-                    formats.update(formats_from_apache_config(text))
-                elif r.server == "postfix":
-                    wanted += [m for m in _MAILLOG.findall(text) if m.startswith("/")]
-        wanted += [p for p in formats if p.startswith("/")]
+                wanted += [on_disk(m, root) for m in _MAILLOG.findall(text) if m.startswith("/")]
+        wanted += [p for p in apache_logs if p.startswith("/")]
         if local and site.discover_local:
-            wanted += list(STANDARD_LOGS)
-    out: list[str] = []
+            wanted += [on_disk(p, root) for p in STANDARD_LOGS]
+    read_bases: set[str] = set()
     for path in wanted:
-        root = site.config_root
-        real = str(root / path.lstrip("/")) if root is not None and path.startswith("/") \
-            else path
-        for p in [real, *sorted(glob.glob(glob.escape(real) + ".[0-9]*"))]:
-            if p not in out and Path(p).is_file() and len(out) < MAX_LOG_FILES:
-                out.append(p)
-    return out, formats
+        for p in [path, *sorted(glob.glob(glob.escape(path) + ".[0-9]*"))]:
+            if p not in plan.paths and Path(p).is_file() and len(plan.paths) < MAX_LOG_FILES:
+                plan.paths.append(p)
+                read_bases.add(path)
+    others = sorted(p for p in read_bases - apache_logs if not _mail_log(p))
+    if plan.apache.proxy is not None and others:
+        plan.notes.append("Apache's proxy setup was not used to judge the logs: they include "
+                          f"logs it does not write ({', '.join(others[:3])})")
+        plan.apache.proxy = None
+    return plan
 
 
 def logs_site(site: Site, results: list[AuditResult], local: bool) -> Report:
@@ -92,15 +164,19 @@ def logs_site(site: Site, results: list[AuditResult], local: bool) -> Report:
     from relayguard.logs.analyze import LogOptions, analyse
 
     try:
-        paths, formats = log_paths(site, results, local)
-        if not paths:
-            return Report("logs", notes=(f"{site.name}: no log file found to analyse",))
-        options = LogOptions(server_names=frozenset(site.server_names),
-                             mail_domains=frozenset(site.mail_domains),
-                             formats_by_path=formats, jobs=1)
-        report = analyse(paths, options)
+        plan = log_plan(site, results, local)
+        if not plan.paths:
+            return Report("logs", notes=(f"{site.name}: no log file found to analyse",
+                                         *plan.notes))
+        options = LogOptions(
+            server_names=frozenset({*site.server_names, *plan.apache.server_names}),
+            mail_domains=frozenset(site.mail_domains),
+            formats_by_path=plan.apache.formats_by_path,
+            format_nicknames=plan.apache.nicknames, proxy_config=plan.apache.proxy, jobs=1)
+        report = analyse(plan.paths, options)
         return Report("logs", report.findings, report.errors, report.stats,
-                      (f"{site.name}: logs read: {', '.join(paths)}", *report.notes))
+                      (f"{site.name}: logs read: {', '.join(plan.paths)}", *plan.notes,
+                       *report.notes))
     except Exception as exc:  # the logs capability reports bad input itself; this is a bug
         return _failed("logs", site.name, exc)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,46 @@ def test_policy_reputation_and_domain_listings_are_told_apart() -> None:
     # only a policy listing: no relay story, no "blocklisted for it", not LISTED either
     assert [s.key for s in stories([pbl])] == ["listings"]
     assert verdict([pbl], []) == "AT-RISK"
+
+
+def _incident(kind: str, category: str, first: str, last: str, verdict: str,
+              finding: Finding | None = None) -> dict[str, object]:
+    """An incident as `logs` puts it in stats (only the fields stories read)."""
+    return {"kind": kind, "category": category, "verdict": verdict,
+            "first_seen": f"2026-03-01T{first}:00Z", "last_seen": f"2026-03-01T{last}:59Z",
+            **({"finding": finding.fingerprint()} if finding else {})}
+
+
+def test_spikes_follow_the_relaying_they_happened_with() -> None:
+    proxy = _f("LOGS-PROXY-SMTP", Category.PROXY_ABUSE, Severity.CRITICAL)
+    relay = _f("LOGS-SMTP-RELAYED", Category.RELAY_ABUSE, Severity.CRITICAL)
+    during = _f("LOGS-VOLUME-SPIKE", Category.VOLUME_ANOMALY, Severity.MEDIUM,
+                Confidence.CONFIRMED)
+    bounces = replace(during, rule="LOGS-MAIL-FAILURE-SPIKE", title="bounces")
+    later = replace(during, title="two hours later")
+    incidents = [
+        _incident("proxy-smtp", "proxy-abuse", "10:00", "10:05", "relayed", proxy),
+        _incident("smtp-relayed", "relay-abuse", "10:10", "10:15", "relayed", relay),
+        _incident("volume-spike", "volume-anomaly", "10:50", "10:52", "observed", during),
+        _incident("mail-outcome-spike", "volume-anomaly", "10:12", "10:12", "observed",
+                  bounces),
+        _incident("volume-spike", "volume-anomaly", "12:30", "12:30", "observed", later),
+    ]
+    told = {s.key: s for s in stories([proxy, relay, during, bounces, later], incidents)}
+    assert told["proxy"].findings == [proxy, during]  # within the hour after the relaying
+    assert told["mail"].findings == [relay, bounces]  # bounces follow the mail relaying
+    assert told["volume"].findings == [later]  # long after: told alone, no relay claimed
+    assert "no relaying was seen at the same time" in told["volume"].headline()
+    assert told["proxy"].followed() == [
+        "the server slowed down under a flood of requests: title LOGS-VOLUME-SPIKE"]
+    # the spike is a consequence, not proof: it does not raise the story's confidence
+    assert told["proxy"].confidence is Confidence.LIKELY
+    assert told["volume"].followed() == []
+    # relaying that was refused, or no incidents at all: the spike is its own story
+    refused = [_incident("proxy-smtp", "proxy-abuse", "10:00", "10:05", "refused", proxy),
+               incidents[2]]
+    assert [s.key for s in stories([proxy, during], refused)] == ["proxy", "volume"]
+    assert [s.key for s in stories([proxy, during])] == ["proxy", "volume"]
 
 
 @pytest.mark.parametrize(("findings", "errors", "word"), [

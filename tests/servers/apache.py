@@ -75,12 +75,13 @@ def preamble(host: str, port: int, workdir: Path, modules: Iterable[str] = (),
 def apache(host: str, port: int, body: str = "", *, modules: Iterable[str] = (),
            workdir: Path | None = None, extra_listen: Sequence[tuple[str, int]] = (),
            index_html: str = "relayguard test origin\n",
-           timeout: float = 15.0) -> Iterator[Daemon]:
+           timeout: float = 15.0, env: dict[str, str] | None = None) -> Iterator[Daemon]:
     """Run `apache2 -DFOREGROUND` on host:port with `body` appended to a minimal config.
 
     `modules` are short names added to BASE_MODULES (e.g. PROXY_MODULES, "rewrite",
     "headers"). Logs: `daemon.logs["error"]`, `daemon.logs["access"]`. `htdocs/index.html`
     holds `index_html`. A workdir we create is removed afterwards; a given one is kept.
+    `env` is added to the daemon's environment (e.g. libfaketime's, to set its clock).
     """
     wd, created = make_workdir(workdir, "apache")
     (wd / "htdocs").mkdir(exist_ok=True)
@@ -97,5 +98,5 @@ def apache(host: str, port: int, body: str = "", *, modules: Iterable[str] = (),
     )
     argv = ["apache2", "-f", str(conf), "-DFOREGROUND"]
     # apache2 needs APACHE_* only through envvars, which this config does not use.
-    with run_daemon(daemon, argv, timeout=timeout, remove_workdir=created) as d:
+    with run_daemon(daemon, argv, timeout=timeout, env=env, remove_workdir=created) as d:
         yield d
