@@ -24,17 +24,16 @@ def _parse_when(text: str | None, name: str) -> float | None:
     return dt.timestamp()
 
 
-def _parse_zone(name: str | None) -> tzinfo | None:
-    """An IANA zone name (`Europe/Berlin`, `UTC`) for --tz."""
+def parse_zone(name: str | None) -> tzinfo | None:
+    """An IANA zone name (`Europe/Berlin`, `UTC`) for --tz (`logs`, `watch`)."""
     if name is None:
         return None
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from relayguard.logs.formats import zone
 
     try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise typer.BadParameter(f"unknown time zone {name!r} (an IANA name such as "
-                                 "Europe/Berlin or UTC)", param_hint="--tz") from None
+        return zone(name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tz") from None
 
 
 @app.command("logs")
@@ -97,7 +96,7 @@ def logs_command(
         since=_parse_when(since, "--since"),
         until=_parse_when(until, "--until"),
         year=year,
-        tz=_parse_zone(tz),
+        tz=parse_zone(tz),
         jobs=jobs,
     )
     emit(analyse(list(files), options), fmt, severity, output)

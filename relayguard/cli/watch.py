@@ -30,6 +30,10 @@ def watch_command(
     from_beginning: Annotated[bool, typer.Option(
         "--from-beginning", help="Read files seen for the first time from their start "
                                  "(default: from their end, like tail -F).")] = False,
+    tz: Annotated[str | None, typer.Option(
+        "--tz", help="Time zone the syslog (mail) logs are written in, e.g. Europe/Berlin "
+                     "(default: [watch] tz, else this machine's); their stamps carry none.")
+    ] = None,
     once: Annotated[bool, typer.Option(
         "--once", help="Read what is there, deliver alerts, and exit.")] = False,
     show_status: Annotated[bool, typer.Option(
@@ -37,6 +41,7 @@ def watch_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
 ) -> None:
     """Follow logs, raise incidents live, alert through every configured channel, respond."""
+    from relayguard.cli.logs import parse_zone
     from relayguard.errors import InputError
     from relayguard.watch.config import DEFAULT_STATE, WatchConfig, load_config
 
@@ -65,6 +70,9 @@ def watch_command(
         overrides["metrics"] = metrics
     if from_beginning:
         overrides["start"] = "beginning"
+    if tz is not None:
+        parse_zone(tz)  # the same check as `logs --tz`: a clear usage error
+        overrides["tz"] = tz
     from relayguard.watch.daemon import Watcher
 
     try:

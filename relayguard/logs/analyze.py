@@ -54,6 +54,12 @@ SNIFF_BYTES = 64 * 1024
 MAX_UNPARSED_SAMPLES = 10
 
 
+def parsed_too_little(lines: int, parsed: int) -> bool:
+    """(Nearly) nothing of these lines parsed: none, or under one in twenty. The file was
+    not analysed, which must be said (`logs` makes it an error, `watch` an alert)."""
+    return lines > 0 and (parsed == 0 or parsed * 20 < lines)
+
+
 @dataclass
 class LogOptions:
     """Everything `relayguard logs` can be told besides the files."""
@@ -183,7 +189,7 @@ class LogAnalysis:
     def _check_parsed(self, path: str, detected: Detected, lines: int, parsed: int) -> None:
         """A file where (nearly) nothing parsed was not analysed: an error, never a clean
         result (a wrong --log-format, a config format that does not match the file)."""
-        if lines == 0 or (parsed > 0 and parsed * 20 >= lines):
+        if not parsed_too_little(lines, parsed):
             return
         how = "the format forced with --log-format" if self.opt.log_format else \
             "the format chosen for it"

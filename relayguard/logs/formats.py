@@ -116,6 +116,18 @@ def parse_iso_time(text: str, clock: LocalTime | None = None) -> float | None:
     return dt.timestamp()
 
 
+def zone(name: str) -> tzinfo:
+    """An IANA zone name (`Europe/Berlin`, `UTC`), for `logs --tz` and watch's `tz`; a
+    ValueError that says what is wanted for anything else."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (an IANA name such as Europe/Berlin or "
+                         "UTC)") from None
+
+
 class LocalTime:
     """Wall-clock times of one zone as epoch seconds: syslog stamps carry no zone and are the
     writing machine's local time. `tz` None is this machine's zone (TZ, /etc/localtime); the

@@ -14,6 +14,7 @@ from typing import Any
 
 from relayguard.errors import InputError
 from relayguard.findings import Severity
+from relayguard.logs.formats import zone
 
 DEFAULT_STATE = "/var/lib/relayguard/watch.sqlite"
 
@@ -102,6 +103,7 @@ class WatchConfig:
     mail_domains: frozenset[str] = frozenset()
     trusted_clients: frozenset[str] = frozenset({"127.0.0.1", "::1"})
     formats: tuple[tuple[str, str], ...] = ()  # path -> forced log format
+    tz: str | None = None  # zone the syslog (mail) logs are written in; None: this machine's
     metrics: str | None = None
     update_interval: float = 60.0
     quiet: float = 300.0
@@ -112,11 +114,12 @@ class WatchConfig:
     blocklist: BlocklistConfig = field(default_factory=BlocklistConfig)
 
 
-_ALLOWED: dict[str, set[str]] = {
+# Every key each section accepts (contrib/watch.toml must show them all: tests/watch).
+ALLOWED_KEYS: dict[str, set[str]] = {
     "": {"watch", "incidents", "alerts", "respond", "blocklist"},
     "watch": {"files", "state", "start", "poll_interval", "linger", "inotify", "server_names",
-              "mail_domains", "trusted_clients", "formats", "metrics", "checkpoint_interval",
-              "line_digest"},
+              "mail_domains", "trusted_clients", "formats", "tz", "metrics",
+              "checkpoint_interval", "line_digest"},
     "incidents": {"update_interval", "quiet", "min_severity"},
     "alerts": {"stdout", "syslog", "email", "webhook", "command", "batch_window", "retry_min",
                "retry_max"},
@@ -134,7 +137,7 @@ _ALLOWED: dict[str, set[str]] = {
 class _Reader:
     def __init__(self, source: str, data: dict[str, Any], section: str) -> None:
         self.source, self.data, self.section = source, data, section
-        unknown = set(data) - _ALLOWED[section]
+        unknown = set(data) - ALLOWED_KEYS[section]
         if unknown:
             where = f"[{section}]" if section else "top level"
             raise InputError(source, f"unknown key(s) in {where}: {', '.join(sorted(unknown))}")
@@ -195,6 +198,12 @@ def parse_config(text: str, source: str = "watch.toml") -> WatchConfig:
     formats = w.get("formats", dict, {})
     if not all(isinstance(v, str) for v in formats.values()):
         raise w._err("formats", "expected a table of path = \"format\"")
+    tz = w.get("tz", str, None)
+    if tz is not None:
+        try:
+            zone(tz)
+        except ValueError as exc:
+            raise w._err("tz", str(exc)) from None
     sev_name = inc.get("min_severity", str, "low")
     try:
         min_sev = Severity[sev_name.upper()]
@@ -211,6 +220,7 @@ def parse_config(text: str, source: str = "watch.toml") -> WatchConfig:
         mail_domains=frozenset(w.strings("mail_domains")),
         trusted_clients=frozenset({"127.0.0.1", "::1", *w.strings("trusted_clients")}),
         formats=tuple(sorted(formats.items())),
+        tz=tz,
         metrics=w.get("metrics", str, None),
         checkpoint_interval=w.positive("checkpoint_interval", 1.0),
         line_digest=w.get("line_digest", bool, False),

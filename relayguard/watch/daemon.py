@@ -6,7 +6,8 @@ a wake-up event. A checkpoint (positions + detector state + new alerts, one tran
 taken at once when a batch produced alerts — so an alert is never sent for lines a crash could
 make the watcher count again — and otherwise every `checkpoint_interval` seconds while lines
 flow. SIGTERM finishes the current batch, checkpoints and gives channels a last try; SIGHUP
-re-reads the config (alerts, response, pacing, files; detector options apply on restart).
+re-reads the config (alerts, response, pacing, files, formats, tz; other detector options
+apply on restart).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, TextIO
 from relayguard.errors import InputError
 from relayguard.logs.analyze import LogOptions
 from relayguard.logs.follow import FileFollower, Waker
+from relayguard.logs.formats import LocalTime, zone
 from relayguard.watch.alerts import Dispatcher
 from relayguard.watch.config import WatchConfig, load_config
 from relayguard.watch.engine import Alert, Engine
@@ -38,14 +40,22 @@ SENT_KEPT = 86400.0  # … once they are this old (kept that long for deduplicat
 
 def options_of(cfg: WatchConfig) -> LogOptions:
     return LogOptions(server_names=cfg.server_names, mail_domains=cfg.mail_domains,
-                      trusted_clients=cfg.trusted_clients)
+                      trusted_clients=cfg.trusted_clients,
+                      tz=zone(cfg.tz) if cfg.tz else None)
+
+
+def configure(engine: Engine, cfg: WatchConfig) -> None:
+    """What a restart or SIGHUP changes in a running engine: forced formats, the digest,
+    and the zone of syslog stamps (read per batch, so it applies to the next lines)."""
+    engine.forced = dict(cfg.formats)
+    engine.line_digest = cfg.line_digest
+    engine.analysis.opt.tz = options_of(cfg).tz
 
 
 def load_engine(db: StateDB, cfg: WatchConfig) -> Engine:
     saved = db.load_detectors()
     if isinstance(saved, Engine):
-        saved.forced = dict(cfg.formats)
-        saved.line_digest = cfg.line_digest
+        configure(saved, cfg)
         return saved
     return Engine(options_of(cfg), dict(cfg.formats), cfg.line_digest)
 
@@ -98,8 +108,9 @@ class Watcher:
         for path in self.cfg.files:
             self._follow(path, saved.get(path, []))
         self.waker = Waker(list(self.cfg.files), self.cfg.inotify)
-        log.info("following %d file(s) (%s); state %s", len(self.followers), self.waker.kind,
-                 self.cfg.state)
+        log.info("following %d file(s) (%s); state %s; syslog (mail) stamps read as %s",
+                 len(self.followers), self.waker.kind, self.cfg.state,
+                 LocalTime(self.engine.analysis.opt.tz).name())
         self.checkpoint()  # positions exist from the first moment: a crash loses nothing
         self.dispatcher.start()
         if self.cfg.metrics:
@@ -197,7 +208,7 @@ class Watcher:
         if self.waker is not None:
             self.waker.close()
         self.waker = Waker(list(self.cfg.files), self.cfg.inotify)
-        self.engine.forced = dict(self.cfg.formats)
+        configure(self.engine, self.cfg)
         log.info("SIGHUP: configuration reloaded (%d file(s), channels: %s)",
                  len(self.followers), ", ".join(self.dispatcher.channels) or "none")
 
@@ -242,7 +253,7 @@ class Watcher:
             self.pending += alerts
             self.dirty = True
             for a in alerts:
-                log.info("incident %s: %s", a.payload["event"], a.payload["title"])
+                log.info("%s %s: %s", a.payload["type"], a.payload["event"], a.payload["title"])
             self.checkpoint()  # alerts leave only after the lines behind them are committed
         for inc, finding in changed:
             self.responder.consider(inc, finding)
@@ -265,6 +276,7 @@ class Watcher:
         m = self.metrics
         m.set("lines_read", c.lines)
         m.set("parse_errors", c.unparsed)
+        m.set("unparsable_files", len(self.engine.unparsable))
         m.set("incidents", c.incidents_opened)
         m.set("lag_seconds", round(now - self.caught_up_at, 3))
         if self.server is not None:

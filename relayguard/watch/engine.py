@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relayguard.findings import Finding, Severity
-from relayguard.logs.analyze import LogAnalysis, LogOptions, incident_finding
+from relayguard.logs.analyze import LogAnalysis, LogOptions, incident_finding, parsed_too_little
 from relayguard.logs.counting import iso
 from relayguard.logs.fastpath import scan_chunk
 from relayguard.logs.follow import Batch
@@ -63,6 +63,16 @@ class Counters:
     incidents_opened: int = 0
     alerts_created: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ParseWindow:
+    """Lines read and parsed from one file since its format was last judged: judged again
+    every SNIFF_MIN_LINES lines or more, so a file that stops parsing later is noticed too."""
+
+    lines: int = 0
+    parsed: int = 0
+    failing: bool = False  # the last judgement: (nearly) nothing parsed
 
 
 @dataclass
@@ -185,6 +195,17 @@ def incident_alert(key: str, event: str, inc: Incident, finding: Finding, now: f
     return Alert(alert_id, payload)
 
 
+def format_alert(path: str, name: str, window: ParseWindow, title: str) -> Alert:
+    """The alert for a followed file its format does not parse (see Engine._judge_parsing)."""
+    now = time.time()
+    alert_id = hashlib.sha1(f"unparsed|{path}|{name}|{now}".encode(),
+                            usedforsecurity=False).hexdigest()[:20]
+    return Alert(alert_id, {
+        "type": "format", "event": "unparsed", "id": alert_id, "host": socket.gethostname(),
+        "time": iso(now), "severity": "medium", "title": title, "path": path, "format": name,
+        "lines": window.lines, "parsed": window.parsed})
+
+
 class Engine:
     """The detectors plus per-file formats and counters: everything persisted as one blob."""
 
@@ -197,6 +218,8 @@ class Engine:
         self.tracker = IncidentTracker()
         self.line_digest = line_digest
         self.errors: list[str] = []
+        self.parse_windows: dict[str, ParseWindow] = {}
+        self.format_alerts: list[Alert] = []
         self._compiled: dict[str, AccessFormat | SquidFormat | None] = {}
         self._undecided: dict[str, float] = {}
 
@@ -205,6 +228,15 @@ class Engine:
         state["_compiled"] = {}  # compiled regexes are rebuilt from names
         state["_undecided"] = {}
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # state saved before parse windows existed (or with alerts not yet handed out)
+        self.__dict__.update({"parse_windows": {}, "format_alerts": [], **state})
+
+    @property
+    def unparsable(self) -> list[str]:
+        """Followed files whose format parses (nearly) none of their lines right now."""
+        return sorted(p for p, w in self.parse_windows.items() if w.failing)
 
     # -- formats ---------------------------------------------------------------------------
     def format_for(self, batch: Batch) -> FileFormat | None:
@@ -251,7 +283,36 @@ class Engine:
 
     # -- feeding ---------------------------------------------------------------------------
     def feed(self, batch: Batch, fmt: FileFormat) -> None:
-        """Account one batch of whole lines (the same calls `logs` makes per chunk)."""
+        """Account one batch of whole lines (the same calls `logs` makes per chunk), then
+        judge whether the file's format still parses it."""
+        parsed = self.counters.parsed
+        self._feed(batch, fmt)
+        if fmt.kind in ("access", "mail"):
+            self._judge_parsing(batch.path, fmt, batch.lines, self.counters.parsed - parsed)
+
+    def _judge_parsing(self, path: str, fmt: FileFormat, lines: int, parsed: int) -> None:
+        """`logs`' rule (`parsed_too_little`) over the lines since the last judgement: a file
+        whose format parses (nearly) nothing is not being watched at all, which is an alert,
+        never silence; once it parses again that is logged and the alert can fire again."""
+        window = self.parse_windows.setdefault(path, ParseWindow())
+        window.lines += lines
+        window.parsed += parsed
+        if window.lines < SNIFF_MIN_LINES:
+            return
+        failing = parsed_too_little(window.lines, window.parsed)
+        how = "the format set in [watch] formats" if path in self.forced else \
+            "the format detected for it"
+        if failing and not window.failing:
+            title = (f"{path}: only {window.parsed} of {window.lines} line(s) parse as "
+                     f"{fmt.name} ({how}); the rest is not being watched")
+            self.errors.append(title)
+            self.format_alerts.append(format_alert(path, fmt.name, window, title))
+        elif window.failing and not failing:
+            self.errors.append(f"{path}: lines parse as {fmt.name} again")
+        window.failing = failing
+        window.lines = window.parsed = 0
+
+    def _feed(self, batch: Batch, fmt: FileFormat) -> None:
         c = self.counters
         c.lines += batch.lines
         c.by_path[batch.path] = c.by_path.get(batch.path, 0) + batch.lines
@@ -285,7 +346,7 @@ class Engine:
     def _mail(self, batch: Batch, base: int) -> None:
         c = self.counters
         an = self.analysis
-        years = YearGuesser(reference=time.time())
+        years = YearGuesser(reference=time.time(), tz=an.opt.tz)
         before = an.stats.unparsed
         for i, raw in enumerate(batch.data.splitlines(), 1):
             an.feed_mail_line(years, batch.source, base + i, raw)
@@ -297,6 +358,7 @@ class Engine:
         before = len(self.tracker.items)
         alerts, changed = self.tracker.review(self.analysis, now, update_interval, quiet,
                                               min_severity)
+        alerts, self.format_alerts = self.format_alerts + alerts, []
         self.counters.incidents_opened += len(self.tracker.items) - before
         self.counters.alerts_created += len(alerts)
         return alerts, changed
@@ -310,6 +372,7 @@ class Engine:
             "line_digest": c.digest if self.line_digest else None,
             "incidents_opened": c.incidents_opened, "alerts_created": c.alerts_created,
             "formats": {p: f"{f.kind}:{f.name}" for p, f in sorted(self.formats.items())},
+            "unparsable": self.unparsable,
             "incidents": [i.to_dict() for i in self.analysis.incidents()],
             "errors": list(self.errors),
             "pid": os.getpid(),

@@ -15,6 +15,8 @@ from relayguard.errors import InputError
 HELP = {
     "lines_read": ("counter", "Log lines read"),
     "parse_errors": ("counter", "Log lines no known format parsed"),
+    "unparsable_files": ("gauge", "Followed files whose format parses (nearly) none of their "
+                                  "lines (they are not being watched)"),
     "incidents": ("counter", "Incidents opened"),
     "alerts_created": ("counter", "Alerts created (queued to every channel)"),
     "alerts_sent": ("counter", "Alerts delivered, per channel"),
