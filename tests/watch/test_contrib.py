@@ -3,6 +3,7 @@ accepts, and logrotate accepts the snippet."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from relayguard.cli import app
-from relayguard.watch.config import parse_config
+from relayguard.watch.config import ALLOWED_KEYS, parse_config
 
 CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
 
@@ -27,6 +28,32 @@ def test_example_watch_toml_parses(tmp_path: Path) -> None:
     assert cfg.alerts.email is not None and cfg.alerts.email.password == "secret"
     assert cfg.respond.mode == "nftables" and cfg.respond.dry_run is True
     assert cfg.blocklist.targets == ("203.0.113.25", "example.org")
+
+
+def _documented(text: str) -> dict[str, set[str]]:
+    """Keys per section of an example config, commented-out ones included."""
+    out: dict[str, set[str]] = {"": set()}
+    section = ""
+    for line in text.splitlines():
+        head = re.match(r"^#?\s*\[([a-z_.]+)\]\s*$", line)
+        if head:
+            section = head.group(1)
+            out.setdefault(section, set())
+            out[section.rpartition(".")[0]].add(section.rpartition(".")[2])
+            continue
+        key = re.match(r"^#?\s*([a-z_0-9]+)\s*=", line)
+        if key:
+            out.setdefault(section, set()).add(key.group(1))
+    return out
+
+
+def test_example_watch_toml_documents_every_key() -> None:
+    """A key the parser accepts but the example never shows is a key nobody finds."""
+    documented = _documented((CONTRIB / "watch.toml").read_text())
+    missing = {f"{section}.{key}".lstrip(".") for section, keys in ALLOWED_KEYS.items()
+               for key in keys - documented.get(section, set())}
+    assert missing == set()
+    assert 'tz = "Europe/Berlin"' in (CONTRIB / "watch.toml").read_text()
 
 
 def test_systemd_unit_uses_real_options() -> None:
