@@ -128,6 +128,10 @@ class ProbeContext:
                 asyncio.get_running_loop().call_later(
                     HANDLER_TIMEOUT, self.canary.scanner_endpoints.discard, mine)
 
+    def kept(self, host: str, port: int) -> KeptConnection:
+        """A connection to host:port that sequential checks may share (see KeptConnection)."""
+        return KeptConnection(self, host, port)
+
     async def canary_hits(self, nonce: str, settle: bool = True,
                           host: str | None = None) -> list[CanaryHit]:
         """Hits for `nonce`.
@@ -145,6 +149,46 @@ class ProbeContext:
         if host is not None and host in self.rtt:
             grace = min(grace, max(CANARY_GRACE_FLOOR, 20 * self.rtt[host]))
         return await self.canary.wait(nonce, grace)
+
+
+class KeptConnection:
+    """One connection shared by checks that run one after another on the same port.
+
+    A check that leaves the connection clean (a refusal read in full, HTTP keep-alive) calls
+    `keep()`; the next check then reuses it instead of paying another TCP handshake. Anything
+    else (a tunnel, an error, a reply of unknown length) closes it, and the next check gets a
+    fresh one. Until closed it counts against every limit like any other connection.
+    """
+
+    def __init__(self, ctx: ProbeContext, host: str, port: int) -> None:
+        self._ctx, self._host, self._port = ctx, host, port
+        self._stack = contextlib.AsyncExitStack()
+        self._conn: Conn | None = None
+        self._kept = False
+        self.reused = False  # whether the last `get()` returned a kept connection
+
+    async def get(self, transcript: Transcript) -> Conn:
+        """The kept connection, now logging to `transcript`; else a new one."""
+        if self._conn is not None and self._kept:
+            self._kept = False
+            self.reused = True
+            self._conn.transcript = transcript
+            transcript.note(f"same connection to {Location(host=self._host, port=self._port)}"
+                            " (the proxy kept it open after the previous refusal)")
+            return self._conn
+        await self.close()
+        self.reused = False
+        self._conn = await self._stack.enter_async_context(
+            self._ctx.connection(self._host, self._port, transcript))
+        return self._conn
+
+    def keep(self) -> None:
+        """The current connection is clean: the next `get()` may reuse it."""
+        self._kept = self._conn is not None
+
+    async def close(self) -> None:
+        self._conn, self._kept = None, False
+        await self._stack.aclose()
 
 
 def transcript_evidence(result: PortResult, transcript: Transcript,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 import socket
 import ssl
 import time
@@ -66,16 +67,22 @@ class Refused(NetError):
     kind = "refused"
 
 
+# Byte -> text for `printable`: printable ASCII, CR and LF as they are, the rest as \\xNN.
+_SHOWN = [chr(b) if b in (10, 13) or 32 <= b < 127 else f"\\x{b:02x}" for b in range(256)]
+_PLAIN = re.compile(rb"[^\n\r\x20-\x7e]")
+
+
 def printable(data: bytes, limit: int = TRANSCRIPT_BYTES) -> str:
-    """Bytes as readable text: CRLF kept as line breaks, other controls escaped, capped."""
+    """Bytes as readable text: CRLF kept as line breaks, other controls escaped, capped.
+
+    Runs once per transcript chunk of every finding, so the common all-ASCII chunk is decoded
+    in one step rather than byte by byte."""
     shown = data[:limit]
-    out = []
-    for b in shown:
-        if b in (10, 13) or 32 <= b < 127:
-            out.append(chr(b))
-        else:
-            out.append(f"\\x{b:02x}")
-    text = "".join(out).replace("\r\n", "\n").replace("\r", "\\r\n")
+    if _PLAIN.search(shown) is None:
+        text = shown.decode("ascii")
+    else:
+        text = "".join(map(_SHOWN.__getitem__, shown))
+    text = text.replace("\r\n", "\n").replace("\r", "\\r\n")
     if len(data) > limit:
         text += f"\n… ({len(data) - limit} more bytes)"
     return text
@@ -121,6 +128,7 @@ class Conn:
         self.timeout = timeout
         self.buffer = b""  # bytes read but not yet consumed
         self.connect_time = 0.0  # seconds the TCP (and TLS) handshake took
+        self.received = 0  # bytes read from the peer so far
 
     @property
     def local_endpoint(self) -> tuple[str, int]:
@@ -176,6 +184,7 @@ class Conn:
             raise Closed(f"connection closed before a complete {what} "
                          f"({len(self.buffer)} bytes received)")
         self.transcript.received(chunk)
+        self.received += len(chunk)
         self.buffer += chunk
 
     async def read_until(self, marker: bytes, what: str = "reply",
