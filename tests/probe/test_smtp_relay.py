@@ -123,3 +123,29 @@ def test_open_relay_on_an_smtps_port_is_found_by_implicit_tls(
         assert f.rule == "PROBE-SMTP-RELAY"
         assert any("connect 127.0.4.48:4650 (TLS)" in e.text
                    for e in f.evidence if e.kind == "transcript")
+
+
+def _pipelined_tricks(transcripts: str) -> int:
+    """How many tricks went out as one write: RSET, MAIL FROM and RCPT TO sent with no
+    reply between them."""
+    lines = transcripts.splitlines()
+    return sum(1 for a, b, c in zip(lines, lines[1:], lines[2:], strict=False)
+               if a == "> RSET" and b.startswith("> MAIL FROM:") and c.startswith("> RCPT TO:"))
+
+
+@pytest.mark.parametrize(("address", "canary", "extra", "pipelined"), [
+    ("127.0.4.90", "127.0.4.92", "", True),
+    ("127.0.4.91", "127.0.4.93", "smtpd_discard_ehlo_keywords = pipelining\n", False),
+])
+def test_tricks_are_pipelined_only_when_the_mta_offers_it(address: str, canary: str,
+                                                          extra: str, pipelined: bool) -> None:
+    with postfix(address, 2525, OPEN + extra) as mta:
+        report = probe(address, 2525, canary)
+        log = mta.wait_log("mail", "disconnect from")
+    assert report.errors == ()
+    (f,) = report.findings
+    assert f.confidence is Confidence.LIKELY and "20/20 relay tricks accepted" in f.title
+    transcripts = "\n".join(e.text for e in f.evidence if e.kind == "transcript")
+    assert _pipelined_tricks(transcripts) == (20 if pipelined else 0)
+    # Postfix names any client that talks ahead of a reply it must wait for.
+    assert "improper command pipelining" not in log
