@@ -118,6 +118,19 @@ class LogAnalysis:
         self.skipped: list[str] = []
         self._specs: dict[str, Detected] = {}
 
+    def reconfigure(self, options: LogOptions) -> list[str]:
+        """Take new options mid-stream (`watch` restart or SIGHUP): what the detectors
+        learned is kept, and only what the old options alone made is dropped (see
+        `ProxyDetector.set_server_names`, `MailDetector.set_options`). Returns what was
+        dropped, in words."""
+        self.opt = options
+        self.proxy.config = options.proxy_config
+        notes = [f"{inc.kind} incident #{inc.serial} retired: every destination in it is a "
+                 f"server name now" for inc in self.proxy.set_server_names(options.server_names)]
+        notes += [f"relay record of {ip} dropped: a trusted client now"
+                  for ip in self.mail.set_options(options.mail_domains, options.trusted_clients)]
+        return notes
+
     # -- inputs ----------------------------------------------------------------------------
     def run(self, paths: list[str]) -> Report:
         for path in order_rotated(paths):

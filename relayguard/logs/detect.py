@@ -113,7 +113,7 @@ class ProxyDetector:
 
     def __init__(self, server_names: frozenset[str] = frozenset(),
                  config: ProxyConfig | None = None) -> None:
-        self.given_names = frozenset(n.lower().rstrip(".") for n in server_names)
+        self.given_names = _own_names(server_names)
         self.learned_names = Distinct(256)
         self.local = LocalPages()
         self.book = IncidentBook()
@@ -336,6 +336,22 @@ class ProxyDetector:
             out += [(verdict, g[2]) for g in mine]
         return out
 
+    def set_server_names(self, server_names: frozenset[str]) -> list[Incident]:
+        """New server names mid-stream (`watch` restart or SIGHUP): they judge the requests
+        read from now on. An absolute-URI or Host-header incident whose every destination is
+        now one of them held only requests they would not have counted: it is retired, and
+        returned (one with an approximate destination list is kept: it may hold others)."""
+        self.given_names = _own_names(server_names)
+        gone = []
+        for kind in ("proxy-http", "proxy-host-header"):
+            for inc in list(self.book.by_kind.get(kind, [])):
+                dests = inc.destinations
+                if dests.counts and not dests.approximate and all(
+                        split_hostport(d)[0] in self.given_names for d in dests.counts):
+                    self.book.retire(inc)
+                    gone.append(inc)
+        return gone
+
     def snapshot(self) -> list[Incident]:
         """Current incidents with their 2xx answers judged (state is not consumed)."""
         out = self.book.all()
@@ -416,6 +432,16 @@ def blocklist_name(text: str) -> str:
         return "unnamed"
     name = next(g for g in m.groups() if g)
     return _KNOWN_LISTS.get(name.lower(), name.rstrip(".;,").lower())
+
+
+def _own_names(names: frozenset[str]) -> frozenset[str]:
+    """Server names as requests are compared with them: lower case, no trailing dot."""
+    return frozenset(n.lower().rstrip(".") for n in names)
+
+
+def _own_domains(domains: frozenset[str]) -> frozenset[str]:
+    """Mail domains as recipients are compared with them: lower case."""
+    return frozenset(d.lower() for d in domains)
 
 
 def _domain(addr: str) -> str:
@@ -527,7 +553,7 @@ class MailDetector:
 
     def __init__(self, own_domains: frozenset[str] = frozenset(),
                  trusted_clients: frozenset[str] = TRUSTED_CLIENTS) -> None:
-        self.given_domains = frozenset(d.lower() for d in own_domains)
+        self.given_domains = _own_domains(own_domains)
         self.local_domains = Distinct(1000)
         self.relay_domains = Distinct(1000)  # seen through the relay transport (relay_domains)
         self.trusted = trusted_clients
@@ -761,6 +787,19 @@ class MailDetector:
             if sv.incident is inc:
                 sv.retire()
                 return
+
+    def set_options(self, own_domains: frozenset[str], trusted: frozenset[str]) -> list[str]:
+        """New mail domains and trusted clients mid-stream (`watch` restart or SIGHUP). Own
+        domains are judged when incidents are reported, so they apply to what was already
+        seen too; a client trusted now loses its relay record (what it sent was allowed
+        after all). Returns the clients whose record was dropped."""
+        self.given_domains = _own_domains(own_domains)
+        newly = trusted - self.trusted
+        self.trusted = trusted
+        dropped = [ip for ip in self.relay_clients.items if ip in newly]
+        for ip in dropped:
+            del self.relay_clients.items[ip]
+        return dropped
 
     def is_own(self, domain: str) -> bool:
         return domain in self.given_domains or domain in self.local_domains.keys or \

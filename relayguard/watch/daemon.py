@@ -6,8 +6,9 @@ a wake-up event. A checkpoint (positions + detector state + new alerts, one tran
 taken at once when a batch produced alerts — so an alert is never sent for lines a crash could
 make the watcher count again — and otherwise every `checkpoint_interval` seconds while lines
 flow. SIGTERM finishes the current batch, checkpoints and gives channels a last try; SIGHUP
-re-reads the config (alerts, response, pacing, files, formats, tz; other detector options
-apply on restart).
+re-reads the config (alerts, response, pacing, files, formats and every detector option).
+The detector options (server_names, mail_domains, trusted_clients, tz) always come from the
+current config and CLI, never from the state file: the state keeps only what was learned.
 """
 
 from __future__ import annotations
@@ -44,20 +45,21 @@ def options_of(cfg: WatchConfig) -> LogOptions:
                       tz=zone(cfg.tz) if cfg.tz else None)
 
 
-def configure(engine: Engine, cfg: WatchConfig) -> None:
-    """What a restart or SIGHUP changes in a running engine: forced formats, the digest,
-    and the zone of syslog stamps (read per batch, so it applies to the next lines)."""
+def configure(engine: Engine, cfg: WatchConfig) -> list[str]:
+    """Set the current config on an engine restored or running (restart, SIGHUP): forced
+    formats, the digest and every detector option (`Engine.reconfigure`). Returns what
+    changed in the options, in words."""
     engine.forced = dict(cfg.formats)
     engine.line_digest = cfg.line_digest
-    engine.analysis.opt.tz = options_of(cfg).tz
+    return engine.reconfigure(options_of(cfg), time.time())
 
 
-def load_engine(db: StateDB, cfg: WatchConfig) -> Engine:
+def load_engine(db: StateDB, cfg: WatchConfig) -> tuple[Engine, list[str]]:
+    """The saved engine under the current config (and what that changed), or a new one."""
     saved = db.load_detectors()
     if isinstance(saved, Engine):
-        configure(saved, cfg)
-        return saved
-    return Engine(options_of(cfg), dict(cfg.formats), cfg.line_digest)
+        return saved, configure(saved, cfg)
+    return Engine(options_of(cfg), dict(cfg.formats), cfg.line_digest), []
 
 
 class Watcher:
@@ -76,10 +78,11 @@ class Watcher:
         self.stdout = stdout or sys.stdout
         self.metrics = Metrics()
         self.db = StateDB(self.cfg.state)
-        self.engine = load_engine(self.db, self.cfg)
+        self.engine, changes = load_engine(self.db, self.cfg)
         self.followers: dict[str, FileFollower] = {}
         self.dispatcher = Dispatcher(self.cfg.alerts, self.cfg.state, self.metrics, self.stdout)
         self.responder = Responder(self.cfg.respond, self.db, self.metrics)
+        self._options_changed("options changed since the state was saved", changes)
         self.rechecker: Rechecker | None = None
         self.server: MetricsServer | None = None
         self.waker: Waker | None = None
@@ -141,6 +144,19 @@ class Watcher:
 
     def request_reload(self) -> None:
         self.reload_requested = True
+
+    def _options_changed(self, why: str, changes: list[str]) -> None:
+        """Log what new detector options changed; warn of blocks now on trusted clients."""
+        if not changes:
+            return
+        for change in changes:
+            log.info("%s: %s", why, change)
+        if self.cfg.respond.dry_run:
+            return
+        for address in sorted(set(self.responder.blocked) & self.cfg.trusted_clients):
+            log.warning("%s is a trusted client now but stays blocked until its timeout "
+                        "(remove it from the block set by hand; [respond] allow keeps it "
+                        "from being blocked again)", address)
 
     def run(self, once: bool = False) -> None:
         """Follow until stopped (or, with `once`, until every file is read to its end)."""
@@ -208,7 +224,7 @@ class Watcher:
         if self.waker is not None:
             self.waker.close()
         self.waker = Waker(list(self.cfg.files), self.cfg.inotify)
-        configure(self.engine, self.cfg)
+        self._options_changed("SIGHUP", configure(self.engine, self.cfg))
         log.info("SIGHUP: configuration reloaded (%d file(s), channels: %s)",
                  len(self.followers), ", ".join(self.dispatcher.channels) or "none")
 

@@ -6,7 +6,8 @@ and hands it whole-line batches — access logs through the same byte-level fast
 `IncidentTracker` watches the detectors' incidents between batches: an incident *opens* (alert
 at once), *updates* (at most every `update_interval`, at once when its verdict or severity
 changes) and *closes* after `quiet` seconds without new events. Everything here is pickled
-into the state database with the file positions, so a restart continues the same incidents.
+into the state database with the file positions, so a restart continues the same incidents;
+the detector options, though, always come from the current config (`Engine.reconfigure`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import socket
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from relayguard.findings import Finding, Severity
@@ -27,6 +28,7 @@ from relayguard.logs.follow import Batch
 from relayguard.logs.formats import (
     AccessFormat,
     FormatError,
+    LocalTime,
     SquidFormat,
     YearGuesser,
     detect_format,
@@ -114,13 +116,10 @@ class IncidentTracker:
         incidents instead of piling later bursts into old ones, and its memory stays flat."""
         alerts: list[Alert] = []
         changed: list[tuple[Incident, Finding]] = []
-        incidents = analysis.incidents()
-        keys = incident_keys(analysis)
         seen: set[str] = set()
-        for inc in incidents:
+        for key, inc in keyed_incidents(analysis):
             finding = incident_finding(inc, analysis)
             silent = finding is None or finding.severity < min_severity
-            key = keys.get(id(inc), f"{inc.kind}@{inc.first}")
             seen.add(key)
             verdict = inc.verdict
             sev = int(finding.severity) if finding is not None else -1
@@ -160,6 +159,43 @@ class IncidentTracker:
         for key in [k for k, tr in self.items.items() if tr.closed and k not in seen]:
             del self.items[key]  # retired, or aged out of the volume timeline
         return alerts, changed
+
+    def drop_missing(self, present: set[str], alerted: dict[str, tuple[Incident, Finding]],
+                     reason: str, now: float) -> list[Alert]:
+        """Forget open incidents that are no longer reported (new options ended them); those
+        that were alerted get their "close" now, with `reason`, not never."""
+        alerts = []
+        for key in [k for k, tr in self.items.items() if not tr.closed and k not in present]:
+            del self.items[key]
+            if key in alerted:
+                inc, finding = alerted[key]
+                alert = incident_alert(key, "close", inc, finding, now)
+                alert.payload["reason"] = reason
+                alerts.append(alert)
+        return alerts
+
+
+def keyed_incidents(analysis: LogAnalysis) -> list[tuple[str, Incident]]:
+    """The detectors' current incidents, each with its stable name (`incident_keys`)."""
+    keys = incident_keys(analysis)
+    return [(keys.get(id(inc), f"{inc.kind}@{inc.first}"), inc) for inc in analysis.incidents()]
+
+
+def option_changes(old: LogOptions, new: LogOptions) -> list[str]:
+    """What differs between two sets of detector options, in words (for the log)."""
+    out = []
+    for f in fields(LogOptions):
+        was, now = getattr(old, f.name), getattr(new, f.name)
+        if was == now:
+            continue
+        if isinstance(was, frozenset) and isinstance(now, frozenset):
+            out.append(" ".join([f.name, *(f"+{x}" for x in sorted(now - was)),
+                                 *(f"-{x}" for x in sorted(was - now))]))
+        elif f.name == "tz":
+            out.append(f"tz {LocalTime(was).name()} -> {LocalTime(now).name()}")
+        else:
+            out.append(f"{f.name} {was!r} -> {now!r}")
+    return out
 
 
 def incident_keys(analysis: LogAnalysis) -> dict[int, str]:
@@ -219,7 +255,7 @@ class Engine:
         self.line_digest = line_digest
         self.errors: list[str] = []
         self.parse_windows: dict[str, ParseWindow] = {}
-        self.format_alerts: list[Alert] = []
+        self.queued_alerts: list[Alert] = []  # raised between reviews (formats, options)
         self._compiled: dict[str, AccessFormat | SquidFormat | None] = {}
         self._undecided: dict[str, float] = {}
 
@@ -230,8 +266,33 @@ class Engine:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # state saved before parse windows existed (or with alerts not yet handed out)
-        self.__dict__.update({"parse_windows": {}, "format_alerts": [], **state})
+        # state saved before parse windows existed (or with alerts not yet handed out, under
+        # their old name)
+        queued = state.pop("format_alerts", [])
+        self.__dict__.update({"parse_windows": {}, "queued_alerts": queued, **state})
+
+    def reconfigure(self, options: LogOptions, now: float) -> list[str]:
+        """Detector options from the current config on restored state (restart, SIGHUP):
+        the detectors keep what they learned and drop what only the old options made
+        (`LogAnalysis.reconfigure`); an alerted incident that thereby ends is closed with an
+        alert saying why. Returns the changes and what was dropped, in words."""
+        changes = option_changes(self.analysis.opt, options)
+        if not changes:
+            self.analysis.opt = options
+            return []
+        alerted: dict[str, tuple[Incident, Finding]] = {}
+        for key, inc in keyed_incidents(self.analysis):
+            tr = self.tracker.items.get(key)
+            if tr is None or tr.closed or tr.silent:
+                continue
+            finding = incident_finding(inc, self.analysis)
+            if finding is not None:
+                alerted[key] = (inc, finding)
+        notes = self.analysis.reconfigure(options)
+        present = {key for key, _inc in keyed_incidents(self.analysis)}
+        reason = f"no longer an incident with the new options ({'; '.join(changes)})"
+        self.queued_alerts += self.tracker.drop_missing(present, alerted, reason, now)
+        return changes + notes
 
     @property
     def unparsable(self) -> list[str]:
@@ -306,7 +367,7 @@ class Engine:
             title = (f"{path}: only {window.parsed} of {window.lines} line(s) parse as "
                      f"{fmt.name} ({how}); the rest is not being watched")
             self.errors.append(title)
-            self.format_alerts.append(format_alert(path, fmt.name, window, title))
+            self.queued_alerts.append(format_alert(path, fmt.name, window, title))
         elif window.failing and not failing:
             self.errors.append(f"{path}: lines parse as {fmt.name} again")
         window.failing = failing
@@ -358,7 +419,7 @@ class Engine:
         before = len(self.tracker.items)
         alerts, changed = self.tracker.review(self.analysis, now, update_interval, quiet,
                                               min_severity)
-        alerts, self.format_alerts = self.format_alerts + alerts, []
+        alerts, self.queued_alerts = self.queued_alerts + alerts, []
         self.counters.incidents_opened += len(self.tracker.items) - before
         self.counters.alerts_created += len(alerts)
         return alerts, changed

@@ -155,7 +155,7 @@ def test_a_file_that_parses_again_is_said_and_can_alert_again(tmp_path: Path) ->
     assert [a.payload["lines"] for a in alerts if a.payload["type"] == "format"] == [10, 10]
     # a state saved before parse windows existed still loads and judges
     state = engine.__getstate__()
-    for key in ("parse_windows", "format_alerts"):
+    for key in ("parse_windows", "queued_alerts"):
         state.pop(key)
     old = Engine.__new__(Engine)
     old.__setstate__(state)
