@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import re
 import socket
@@ -29,10 +30,11 @@ def endpoint(sockaddr: tuple[object, ...] | None) -> tuple[str, int]:
     if not sockaddr:
         return ("?", 0)
     addr = str(sockaddr[0])
-    with contextlib.suppress(ValueError):
-        mapped = ipaddress.IPv6Address(addr).ipv4_mapped
-        if mapped is not None:
-            addr = str(mapped)
+    if ":" in addr:
+        with contextlib.suppress(ValueError):
+            mapped = ipaddress.IPv6Address(addr).ipv4_mapped
+            if mapped is not None:
+                addr = str(mapped)
     return addr, int(sockaddr[1])  # type: ignore[call-overload]
 
 
@@ -292,6 +294,9 @@ async def open_conn(host: str, port: int, *, source: str | None, timeout: float,
     except ConnectionResetError:  # accepted, then reset at once: open, not closed
         raise Reset(f"connection to {host}:{port} reset right after it was accepted") from None
     except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):  # our side, not the target's
+            raise NetError(f"cannot connect to {host}:{port} from {source or 'this host'}: "
+                           f"{exc.strerror or exc} (no local address/port to use)") from None
         raise Refused(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
     conn = Conn(reader, writer, transcript, timeout)
     conn.connect_time = time.monotonic() - started

@@ -240,6 +240,10 @@ async def run_probe(targets: list[Target], options: ProbeOptions,
                 seen.add((address, port))
                 jobs.append((address, port))
 
+    if options.source is not None and not _is_local(options.source):
+        errors.append(ErrorEntry("probe", f"--source-address {options.source} is not an "
+                                 "address of this host; nothing was probed"))
+        return Report("probe", (), tuple(errors), {"targets": len(targets)}, tuple(notes))
     canary_host = options.canary_host or options.source
     if canary_host is None and jobs:
         canary_host = route_local_address(jobs[0][0])

@@ -74,3 +74,13 @@ def test_help_keeps_square_brackets_that_rich_markup_would_eat() -> None:
     assert "IPv4/IPv6 literal, [v6]:port or CIDR" in text
     assert "<nonce>@[canary-host]" in text
     assert "\\[" not in text
+
+
+def test_a_source_address_this_host_lacks_is_an_error_not_closed_ports() -> None:
+    # ::2 is never configured on a host: binding to it fails, so no port was ever tried.
+    done = run("[::1]:9", "--source-address", "::2", "--canary-host", "::1", "--format", "json")
+    assert done.returncode == 2, done.stderr
+    doc = json.loads(done.stdout)
+    assert "services" not in doc["stats"]
+    assert [e["message"] for e in doc["errors"]] == [
+        "--source-address ::2 is not an address of this host; nothing was probed"]
