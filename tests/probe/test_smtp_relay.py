@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -148,4 +149,25 @@ def test_tricks_are_pipelined_only_when_the_mta_offers_it(address: str, canary: 
     transcripts = "\n".join(e.text for e in f.evidence if e.kind == "transcript")
     assert _pipelined_tricks(transcripts) == (20 if pipelined else 0)
     # Postfix names any client that talks ahead of a reply it must wait for.
+    assert "improper command pipelining" not in log
+
+
+def test_an_mta_that_greets_late_and_punishes_early_talkers_is_still_found() -> None:
+    # Postfix's anti-zombie recipe: wait a second before the greeting and reject clients that
+    # talk first. The identifying HTTP request goes out before that greeting; the port must
+    # still be SMTP, and the relay checks (which wait for the banner) must still work.
+    late = ("smtpd_delay_reject = no\n"
+            "smtpd_client_restrictions = sleep 1, reject_unauth_pipelining\n")
+    with postfix("127.0.4.86", 2525, OPEN + late) as mta:
+        report = probe("127.0.4.86", 2525, "127.0.4.97")
+        deadline = time.monotonic() + 5  # identification + control + 3 trick sessions
+        while (log := mta.log("mail")).count("disconnect from unknown[127.0.4.99]") < 5 \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert report.errors == ()
+    assert report.stats["services"] == {"smtp": 1}
+    (f,) = report.findings
+    assert f.rule == "PROBE-SMTP-RELAY" and f.confidence is Confidence.LIKELY
+    # The one early request (identification) was seen; the relay sessions waited their turn.
+    assert log.count("warning: non-SMTP command") == 1, log
     assert "improper command pipelining" not in log
