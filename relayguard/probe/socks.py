@@ -7,6 +7,7 @@ SMTP port. A SOCKS5 server that wants credentials is closed for strangers: noted
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import struct
@@ -204,58 +205,71 @@ def _smtp_port(ctx: ProbeContext) -> int | None:
     return next(iter(ctx.canary.bound_smtp.values()), None)
 
 
+Tried = list[Outcome | str]  # what each tunnel attempt gave: an outcome, or why no tunnel
+
+
+async def _socks5_checks(ctx: ProbeContext, result: PortResult, smtp_port: int | None
+                         ) -> tuple[bool, Tried, NetError | None]:
+    """SOCKS5 to the canary's HTTP port and, when that is open, to its SMTP port (or the
+    --smtp-check-target): whether the port answered as SOCKS5, what each attempt gave, and
+    why not when it did not answer."""
+    tried: Tried = []
+    try:
+        first = await _socks_check(ctx, result, "SOCKS5", ctx.canary.http_port, smtp=False)
+    except NetError as exc:
+        return False, tried, exc
+    tried.append(first)
+    if isinstance(first, str):
+        return True, tried, None
+    with contextlib.suppress(NetError):  # it answered SOCKS5 once; a silent retry proves nothing
+        if smtp_port is not None:
+            tried.append(await _socks_check(ctx, result, "SOCKS5", smtp_port, smtp=True))
+        elif ctx.options.smtp_check_target is not None:
+            tried.append(await _socks5_check_target(ctx, result,
+                                                    *ctx.options.smtp_check_target))
+    return True, tried, None
+
+
+async def _socks4_checks(ctx: ProbeContext, result: PortResult, smtp_port: int | None
+                         ) -> tuple[bool, Tried, NetError | None]:
+    """SOCKS4 and SOCKS4a to the canary's HTTP port, SOCKS4 to its SMTP port when SOCKS4 is
+    open (IPv4 canary only: SOCKS4 has no IPv6 addresses)."""
+    tried: Tried = []
+    answered = False
+    if ":" in ctx.canary.host:
+        return False, tried, None
+    try:
+        for version in ("SOCKS4", "SOCKS4a"):
+            got = await _socks_check(ctx, result, version, ctx.canary.http_port, False)
+            answered = True
+            tried.append(got)
+            if not isinstance(got, str) and got.hits and smtp_port is not None \
+                    and version == "SOCKS4":
+                tried.append(await _socks_check(ctx, result, version, smtp_port, True))
+    except NetError as exc:
+        return answered, tried, exc
+    return answered, tried, None
+
+
 async def check_socks(ctx: ProbeContext, result: PortResult) -> list[str]:
-    """Try SOCKS5 then SOCKS4/4a; fill `result`; return the versions the port speaks.
+    """Try SOCKS5 and SOCKS4/4a (side by side: they are independent); fill `result`; return
+    the versions the port speaks.
 
     Raises NetError (NotSocks, Closed, Reset, timeout) when neither version answers, so the
     caller can classify the port.
     """
-    outcomes: list[Outcome] = []
-    versions: list[str] = []
     smtp_port = _smtp_port(ctx)
-    first_error: NetError | None = None
-
-    try:
-        first = await _socks_check(ctx, result, "SOCKS5", ctx.canary.http_port, smtp=False)
-        versions.append("socks5")
-        if isinstance(first, str):
-            result.note(first)
-        else:
-            outcomes.append(first)
-            more: Outcome | str | None = None
-            if smtp_port is not None:
-                more = await _socks_check(ctx, result, "SOCKS5", smtp_port, smtp=True)
-            elif ctx.options.smtp_check_target is not None:
-                more = await _socks5_check_target(ctx, result, *ctx.options.smtp_check_target)
-            if isinstance(more, str):
-                result.note(more)
-            elif more is not None:
-                outcomes.append(more)
-    except NetError as exc:
-        first_error = exc
-
-    if ":" not in ctx.canary.host:
-        try:
-            for version in ("SOCKS4", "SOCKS4a"):
-                got = await _socks_check(ctx, result, version, ctx.canary.http_port, False)
-                if "socks4" not in versions:
-                    versions.append("socks4")
-                if isinstance(got, str):
-                    result.note(got)
-                    continue
-                outcomes.append(got)
-                if got.hits and smtp_port is not None and version == "SOCKS4":
-                    more = await _socks_check(ctx, result, version, smtp_port, True)
-                    if isinstance(more, str):
-                        result.note(more)
-                    else:
-                        outcomes.append(more)
-        except NetError as exc:
-            if first_error is None:
-                first_error = exc
-
+    (v5, tried5, error5), (v4, tried4, error4) = await asyncio.gather(
+        _socks5_checks(ctx, result, smtp_port), _socks4_checks(ctx, result, smtp_port))
+    versions = ["socks5"] * v5 + ["socks4"] * v4
     if not versions:
-        raise first_error or NotSocks("no SOCKS reply", b"")
+        raise error5 or error4 or NotSocks("no SOCKS reply", b"")
+    outcomes: list[Outcome] = []
+    for got in (*tried5, *tried4):
+        if isinstance(got, str):
+            result.note(got)
+        else:
+            outcomes.append(got)
     for o in outcomes:
         if o.error:
             result.error(f"{o.label}: {o.error}")
