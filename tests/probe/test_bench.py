@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -51,3 +52,39 @@ def test_the_benchmarks_nmap_run_reports_an_open_socks_proxy() -> None:
             targets.write_text(address + "\n")
             _, found = bench.run_nmap(targets, Path(tmp) / "nmap.xml")
     assert found == {(address, 1080, "socks-open-proxy")}
+
+
+def test_the_benchmark_spreads_a_few_hundred_targets_over_several_slash_24s() -> None:
+    addrs = _bench().target_addresses(400)
+    assert len(set(addrs)) == 400
+    assert addrs[0] == "127.0.20.10"
+    assert {a.rsplit(".", 1)[0] for a in addrs} == {"127.0.20", "127.0.21"}
+    assert all(10 <= int(a.rsplit(".", 1)[1]) <= 249 for a in addrs)
+
+
+@pytest.mark.server
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (port 80)")
+def test_the_origin_serves_a_burst_of_proxies_without_dropping_connections() -> None:
+    # With socketserver's backlog of 5 a burst like this waited out SYN retries (1 s, 3 s),
+    # and nmap, which fetches the origin through every proxy, looked several times slower.
+    import asyncio
+
+    bench = _bench()
+
+    async def fetch() -> bytes:
+        reader, writer = await asyncio.open_connection(bench.ORIGIN, 80)
+        writer.write(b"GET / HTTP/1.0\r\n\r\n")
+        body = await reader.read()
+        writer.close()
+        return body
+
+    async def burst() -> list[bytes]:
+        async with asyncio.timeout(10):
+            return await asyncio.gather(*(fetch() for _ in range(300)))
+
+    with bench.origin():
+        started = time.monotonic()
+        bodies = asyncio.run(burst())
+        elapsed = time.monotonic() - started
+    assert all(bench.MARKER.encode() in b for b in bodies)
+    assert elapsed < 0.9, elapsed  # no connection waited out a 1 s SYN retry
