@@ -128,9 +128,9 @@ class ProbeContext:
                 asyncio.get_running_loop().call_later(
                     HANDLER_TIMEOUT, self.canary.scanner_endpoints.discard, mine)
 
-    def kept(self, host: str, port: int) -> KeptConnection:
+    def kept(self, host: str, port: int, *, tls: bool = False) -> KeptConnection:
         """A connection to host:port that sequential checks may share (see KeptConnection)."""
-        return KeptConnection(self, host, port)
+        return KeptConnection(self, host, port, tls)
 
     async def canary_hits(self, nonce: str, settle: bool = True,
                           host: str | None = None) -> list[CanaryHit]:
@@ -154,40 +154,42 @@ class ProbeContext:
 class KeptConnection:
     """One connection shared by checks that run one after another on the same port.
 
-    A check that leaves the connection clean (a refusal read in full, HTTP keep-alive) calls
-    `keep()`; the next check then reuses it instead of paying another TCP handshake. Anything
-    else (a tunnel, an error, a reply of unknown length) closes it, and the next check gets a
-    fresh one. Until closed it counts against every limit like any other connection.
+    A check that leaves the connection clean (a refusal read in full, HTTP keep-alive; an SMTP
+    banner and nothing else) calls `keep(why)`; the next check then reuses it instead of
+    paying another TCP handshake (and, for SMTP, another greeting). Anything else (a tunnel,
+    an error, a reply of unknown length) closes it, and the next check gets a fresh one.
+    Until closed it counts against every limit like any other connection.
     """
 
-    def __init__(self, ctx: ProbeContext, host: str, port: int) -> None:
-        self._ctx, self._host, self._port = ctx, host, port
+    def __init__(self, ctx: ProbeContext, host: str, port: int, tls: bool = False) -> None:
+        self._ctx, self._host, self._port, self._tls = ctx, host, port, tls
         self._stack = contextlib.AsyncExitStack()
         self._conn: Conn | None = None
-        self._kept = False
+        self._why: str | None = None  # set while the connection is kept for the next check
         self.reused = False  # whether the last `get()` returned a kept connection
 
     async def get(self, transcript: Transcript) -> Conn:
         """The kept connection, now logging to `transcript`; else a new one."""
-        if self._conn is not None and self._kept:
-            self._kept = False
-            self.reused = True
+        if self._conn is not None and self._why is not None:
+            if self._conn.transcript is not transcript:
+                transcript.note(f"same connection to "
+                                f"{Location(host=self._host, port=self._port)} ({self._why})")
             self._conn.transcript = transcript
-            transcript.note(f"same connection to {Location(host=self._host, port=self._port)}"
-                            " (the proxy kept it open after the previous refusal)")
+            self._why = None
+            self.reused = True
             return self._conn
         await self.close()
         self.reused = False
         self._conn = await self._stack.enter_async_context(
-            self._ctx.connection(self._host, self._port, transcript))
+            self._ctx.connection(self._host, self._port, transcript, tls=self._tls))
         return self._conn
 
-    def keep(self) -> None:
-        """The current connection is clean: the next `get()` may reuse it."""
-        self._kept = self._conn is not None
+    def keep(self, why: str) -> None:
+        """The current connection is clean: the next `get()` may reuse it (`why` is noted)."""
+        self._why = why if self._conn is not None else None
 
     async def close(self) -> None:
-        self._conn, self._kept = None, False
+        self._conn, self._why = None, None
         await self._stack.aclose()
 
 

@@ -196,7 +196,7 @@ async def _connect_check(ctx: ProbeContext, result: PortResult, rule: rules.Rule
         conn, resp = await _request_head(conn_of, t, request)
         if not 200 <= resp.status < 300:
             if await _drain_refusal(conn, resp):
-                conn_of.keep()
+                conn_of.keep("the proxy kept it open after the previous refusal")
             return o
         if _has_body(resp):
             result.note(f"{o.label} answered {resp.status} with a page, not a tunnel "

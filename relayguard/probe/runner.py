@@ -19,7 +19,7 @@ from collections.abc import Callable
 from relayguard.findings import ErrorEntry, Finding, Report
 from relayguard.probe import http, socks
 from relayguard.probe.canary import Canary
-from relayguard.probe.context import PortResult, ProbeContext, ProbeOptions
+from relayguard.probe.context import KeptConnection, PortResult, ProbeContext, ProbeOptions
 from relayguard.probe.net import (
     Closed,
     NetError,
@@ -71,33 +71,48 @@ def banner_wait(options: ProbeOptions, connect_time: float) -> float:
 
 async def _probe_port(ctx: ProbeContext, result: PortResult) -> None:
     """Identify the service on one open port and run the checks that fit it."""
-    host, port = result.host, result.port
+    kept = ctx.kept(result.host, result.port)
+    try:
+        await _identify_and_check(ctx, result, kept)
+    finally:
+        await kept.close()
+
+
+async def _identify_and_check(ctx: ProbeContext, result: PortResult,
+                              kept: KeptConnection) -> None:
+    """_probe_port's work; a banner that came before we said anything leaves its connection
+    in `kept` for the SMTP checks, which then skip one connection and one greeting."""
     t = Transcript()
     first = b""
+    greeted = False  # the banner came before we said anything; `kept` holds its connection
     closed_at_once = False
     failures: list[NetError] = []
     http_found: tuple[http.HttpResponse, http.Outcome] | None = None
     try:
-        async with ctx.connection(host, port, t) as conn:
-            first = await conn.read_some(wait=banner_wait(ctx.options, conn.connect_time),
-                                         what="banner")
-            listener = ctx.canary.serving(conn.local_endpoint)
-            if listener is not None:  # e.g. reached through another address of this host
-                _is_canary(result, listener)
-                return
-            if first and b"\n" not in first and len(first) < 512:
-                first += await conn.read_until(b"\n", "banner line")
-            if not first:
-                # Silent: a client-first service. Ask it to proxy on this same connection.
-                try:
-                    http_found = await http.identify(ctx, result, conn, t)
-                except http.NotHttp as exc:
-                    if _SMTP_BANNER.match(exc.data):  # a slow banner, after our request
-                        first = exc.data
-                    else:
-                        failures.append(exc)
-                except NetError as exc:
+        conn = await kept.get(t)
+        first = await conn.read_some(wait=banner_wait(ctx.options, conn.connect_time),
+                                     what="banner")
+        listener = ctx.canary.serving(conn.local_endpoint)
+        if listener is not None:  # e.g. reached through another address of this host
+            _is_canary(result, listener)
+            return
+        if first and b"\n" not in first and len(first) < 512:
+            first += await conn.read_until(b"\n", "banner line")
+        if _SMTP_BANNER.match(first):
+            conn.buffer = first + conn.buffer  # the SMTP checks read the whole banner
+            kept.keep("the one its banner was read on")
+            greeted = True
+        elif not first:
+            # Silent: a client-first service. Ask it to proxy on this same connection.
+            try:
+                http_found = await http.identify(ctx, result, conn, t)
+            except http.NotHttp as exc:
+                if _SMTP_BANNER.match(exc.data):  # a slow banner, after our request
+                    first = exc.data
+                else:
                     failures.append(exc)
+            except NetError as exc:
+                failures.append(exc)
     except Refused:
         result.service = "closed"
         return
@@ -115,11 +130,13 @@ async def _probe_port(ctx: ProbeContext, result: PortResult) -> None:
         result.service = "error"
         result.error(f"{exc.kind}: {exc}")
         return
+    if not greeted:  # done with it: free its place under --per-host and --concurrency
+        await kept.close()
 
     if first:
         if _SMTP_BANNER.match(first):
             result.service = "smtp"
-            await Smtp(ctx, result).check()
+            await Smtp(ctx, result).check((kept, t) if greeted else None)
             return
         result.service = "unknown"
         result.error("unrecognised service (not HTTP, SOCKS or SMTP); it sent first: "

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from relayguard.findings import Confidence, Evidence, Location
 from relayguard.probe import rules
 from relayguard.probe.canary import CanaryHit, new_nonce
-from relayguard.probe.context import PortResult, ProbeContext, split_hits
+from relayguard.probe.context import KeptConnection, PortResult, ProbeContext, split_hits
 from relayguard.probe.net import MAX_READ, Conn, NetError, TooLarge, Transcript
 
 SCANNER_NAME = "relayguard.invalid"
@@ -189,36 +189,48 @@ class Smtp:
             s = await self._open(conn, starttls)
             if isinstance(s, str):
                 return s
-            pipelining = "PIPELINING" in s.extensions
-            for trick in batch:
-                t.note(f"trick: {trick.name}")
-                steps = ["RSET", f"MAIL FROM:{trick.mail}", f"RCPT TO:{trick.rcpt}"]
-                # With PIPELINING the RCPT goes out with its MAIL; when the MAIL was refused
-                # its reply (503 or the like) is read and ignored, as RCPT is skipped without.
-                replies = await pipeline(conn, steps if pipelining else steps[:2])
-                mail = replies[1]
-                if mail.code == 530 and not s.tls:
-                    results.append(TrickResult(trick, mail, None))
-                    return "530: STARTTLS or AUTH demanded before MAIL"
-                if mail.code != 250:
-                    results.append(TrickResult(trick, mail, None))
-                    continue
-                rcpt = replies[2] if pipelining else await command(conn, steps[2])
-                results.append(TrickResult(trick, mail, rcpt))
-                if rcpt.code == 421:
-                    return f"MTA closed the session: {rcpt.text}"
-            await command(conn, "RSET")
-            await conn.send(b"QUIT\r\n")
+            return await self._tricks_in(s, batch, results)
+
+    async def _tricks_in(self, s: Session, batch: list[Trick],
+                         results: list[TrickResult]) -> str | None:
+        """A few tricks in an open session, then RSET and QUIT; a string when the MTA ended
+        the session early."""
+        conn = s.conn
+        pipelining = "PIPELINING" in s.extensions
+        for trick in batch:
+            conn.transcript.note(f"trick: {trick.name}")
+            steps = ["RSET", f"MAIL FROM:{trick.mail}", f"RCPT TO:{trick.rcpt}"]
+            # With PIPELINING the RCPT goes out with its MAIL; when the MAIL was refused its
+            # reply (503 or the like) is read and ignored, as RCPT is skipped without.
+            replies = await pipeline(conn, steps if pipelining else steps[:2])
+            mail = replies[1]
+            if mail.code == 530 and not s.tls:
+                results.append(TrickResult(trick, mail, None))
+                return "530: STARTTLS or AUTH demanded before MAIL"
+            if mail.code != 250:
+                results.append(TrickResult(trick, mail, None))
+                continue
+            rcpt = replies[2] if pipelining else await command(conn, steps[2])
+            results.append(TrickResult(trick, mail, rcpt))
+            if rcpt.code == 421:
+                return f"MTA closed the session: {rcpt.text}"
+        await command(conn, "RSET")
+        await conn.send(b"QUIT\r\n")
         return None
 
-    async def run_tricks(self, all_tricks: list[Trick], starttls: bool
+    async def run_tricks(self, all_tricks: list[Trick], starttls: bool,
+                         session: Session | None = None
                          ) -> tuple[list[TrickResult], list[str]]:
+        """Every trick, a batch per session, the sessions side by side; the first batch in
+        `session` when one is open already."""
         results: list[TrickResult] = []
         problems: list[str] = []
         batches = [all_tricks[i:i + TRICKS_PER_SESSION]
                    for i in range(0, len(all_tricks), TRICKS_PER_SESSION)]
-        outcomes = await asyncio.gather(
-            *(self._run_batch(b, starttls, results) for b in batches), return_exceptions=True)
+        runs = [self._run_batch(b, starttls, results) for b in batches[session is not None:]]
+        if session is not None:
+            runs.insert(0, self._tricks_in(session, batches[0], results))
+        outcomes = await asyncio.gather(*runs, return_exceptions=True)
         for o in outcomes:
             if isinstance(o, NetError):
                 problems.append(f"{o.kind}: {o}")
@@ -228,13 +240,24 @@ class Smtp:
                 problems.append(o)
         return results, problems
 
-    async def check(self, first_conn_banner: SmtpReply | None = None) -> None:
-        """All relay checks; fill the PortResult."""
+    async def check(self, greeted: tuple[KeptConnection, Transcript] | None = None) -> None:
+        """All relay checks; fill the PortResult.
+
+        `greeted`: the connection whose banner identified the port (the banner pushed back
+        unread) and its transcript; the first session runs on it instead of a new one.
+        """
         ip = self.result.host
-        # Learn the server name (and STARTTLS) from one session before building the tricks.
-        t = Transcript()
+        if greeted is not None and not self.implicit_tls:
+            kept, t = greeted
+        else:
+            if greeted is not None:  # a plaintext greeting on a port checked with TLS (465)
+                await greeted[0].close()
+            kept, t = self.ctx.kept(ip, self.result.port, tls=self.implicit_tls), Transcript()
         self.transcripts.append(t)
-        async with self.ctx.connection(ip, self.result.port, t, tls=self.implicit_tls) as conn:
+        try:
+            # Learn the server name (and STARTTLS) first: the tricks are built from it. The
+            # first batch of tricks then runs in this same session.
+            conn = await kept.get(t)
             s = await self._open(conn, starttls=False)
             if isinstance(s, str):
                 self.result.note(s)
@@ -249,10 +272,10 @@ class Smtp:
             else:
                 await command(conn, steps[0])
                 control_reply = await command(conn, steps[1])
-            await conn.send(b"QUIT\r\n")
-
-        all_tricks = tricks(ip, srv, self.ctx.canary.host)
-        results, problems = await self.run_tricks(all_tricks, starttls=False)
+            all_tricks = tricks(ip, srv, self.ctx.canary.host)
+            results, problems = await self.run_tricks(all_tricks, starttls=False, session=s)
+        finally:
+            await kept.close()
         tls_used = False
         need_tls = any("530" in p for p in problems)
         if (offers_tls or need_tls) and not any(r.accepted for r in results) \

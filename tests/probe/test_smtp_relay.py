@@ -148,6 +148,12 @@ def test_tricks_are_pipelined_only_when_the_mta_offers_it(address: str, canary: 
     assert f.confidence is Confidence.LIKELY and "20/20 relay tricks accepted" in f.title
     transcripts = "\n".join(e.text for e in f.evidence if e.kind == "transcript")
     assert _pipelined_tricks(transcripts) == (20 if pipelined else 0)
+    # Three sessions of up to eight tricks, the first on the connection whose banner
+    # identified the port (so it is read once, and no session is spent on the server name).
+    assert report.stats["connections"] == 3
+    assert log.count("]: connect from unknown[127.0.4.99]") == 3
+    first = next(e.text for e in f.evidence if e.kind == "transcript")
+    assert first.count("# connect ") == 1 and "\n< 220 " in first and "> EHLO " in first
     # Postfix names any client that talks ahead of a reply it must wait for.
     assert "improper command pipelining" not in log
 
