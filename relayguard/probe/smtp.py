@@ -191,6 +191,13 @@ class Smtp:
                 return s
             return await self._tricks_in(s, batch, results)
 
+    async def _tricks_then_close(self, s: Session, kept: KeptConnection, batch: list[Trick],
+                                 results: list[TrickResult]) -> str | None:
+        try:
+            return await self._tricks_in(s, batch, results)
+        finally:
+            await kept.close()
+
     async def _tricks_in(self, s: Session, batch: list[Trick],
                          results: list[TrickResult]) -> str | None:
         """A few tricks in an open session, then RSET and QUIT; a string when the MTA ended
@@ -219,17 +226,18 @@ class Smtp:
         return None
 
     async def run_tricks(self, all_tricks: list[Trick], starttls: bool,
-                         session: Session | None = None
+                         session: tuple[Session, KeptConnection] | None = None
                          ) -> tuple[list[TrickResult], list[str]]:
         """Every trick, a batch per session, the sessions side by side; the first batch in
-        `session` when one is open already."""
+        `session` when one is open already (its connection is closed right after, so that
+        under --per-host 1 the other sessions can start)."""
         results: list[TrickResult] = []
         problems: list[str] = []
         batches = [all_tricks[i:i + TRICKS_PER_SESSION]
                    for i in range(0, len(all_tricks), TRICKS_PER_SESSION)]
         runs = [self._run_batch(b, starttls, results) for b in batches[session is not None:]]
         if session is not None:
-            runs.insert(0, self._tricks_in(session, batches[0], results))
+            runs.insert(0, self._tricks_then_close(*session, batches[0], results))
         outcomes = await asyncio.gather(*runs, return_exceptions=True)
         for o in outcomes:
             if isinstance(o, NetError):
@@ -273,7 +281,8 @@ class Smtp:
                 await command(conn, steps[0])
                 control_reply = await command(conn, steps[1])
             all_tricks = tricks(ip, srv, self.ctx.canary.host)
-            results, problems = await self.run_tricks(all_tricks, starttls=False, session=s)
+            results, problems = await self.run_tricks(all_tricks, starttls=False,
+                                                      session=(s, kept))
         finally:
             await kept.close()
         tls_used = False

@@ -158,15 +158,13 @@ async def _socks_check(ctx: ProbeContext, result: PortResult, version: str, dest
     recognised: list[bool] = []
     granted = False
     why = ""
+    refused: str | None = None
     try:
         async with ctx.connection(result.host, result.port, t) as conn:
             refused = await _open_tunnel(conn, version, c.host, dest_port, recognised)
-            if refused is not None and refused.endswith("(no acceptable method)"):
-                refused += await _auth_wanted(ctx, result)
-            if refused is not None:
-                return refused
-            granted = True
-            await _through(conn, ctx, nonce, smtp)
+            if refused is None:
+                granted = True
+                await _through(conn, ctx, nonce, smtp)
     except NetError as exc:
         if not recognised:  # no SOCKS reply at all: the caller classifies the port
             raise
@@ -174,6 +172,11 @@ async def _socks_check(ctx: ProbeContext, result: PortResult, version: str, dest
         if seen or not granted:
             return o.saw(seen, f"{exc.kind}: {exc}")
         why = f" ({exc.kind})"
+    if refused is not None:
+        # Asked on a second connection, once this one is closed (--per-host may be 1).
+        if refused.endswith("(no acceptable method)"):
+            refused += await _auth_wanted(ctx, result)
+        return refused
     return granted_tunnel(result, o, await ctx.canary_hits(nonce, settle=bool(why),
                                                            host=result.host), why)
 

@@ -95,3 +95,29 @@ def test_without_a_tight_per_host_cap_the_same_server_sees_more_at_once() -> Non
     """The counting server can see parallel connections: the cap above is what limits them."""
     peak, _ = asyncio.run(_max_concurrent("127.0.4.83", (18081, 18082, 18083), 16))
     assert peak > 3, peak
+
+
+@pytest.mark.server
+def test_per_host_1_never_waits_on_itself() -> None:
+    """With one connection per host, no check may hold a connection while it waits for
+    another: an MTA's first session rides on the identifying connection and the other
+    sessions need it closed; a SOCKS5 server that wants credentials is asked which ones on a
+    second connection; a proxy's SMTP CONNECTs share one. Each must finish promptly."""
+    from tests.servers import PROXY_MODULES, apache
+    from tests.servers.postfix import postfix
+
+    with postfix("127.0.4.98", 2525, "mynetworks = 127.0.0.0/8\n"), \
+            microsocks("127.0.4.94", 1080, user="u", password="p"), \
+            apache("127.0.4.95", 8080, "ProxyRequests On\n", modules=PROXY_MODULES):
+        options = ProbeOptions(timeout=2.0, source="127.0.4.99", canary_host="127.0.4.96",
+                               per_host=1)
+        started = time.monotonic()
+        report = asyncio.run(run_probe([Target("127.0.4.98", 2525), Target("127.0.4.94", 1080),
+                                        Target("127.0.4.95", 8080)], options))
+        elapsed = time.monotonic() - started
+    assert report.errors == ()
+    assert {(f.location.host, f.category.value) for f in report.findings} == {
+        ("127.0.4.98", "open-smtp-relay"), ("127.0.4.95", "open-http-proxy"),
+        ("127.0.4.95", "open-connect-proxy"), ("127.0.4.95", "smtp-via-proxy")}
+    assert any("127.0.4.94:1080" in n and "username/password" in n for n in report.notes)
+    assert elapsed < 10, elapsed  # a self-wait lasts until the per-port deadline (120 s)
