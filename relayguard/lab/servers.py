@@ -268,6 +268,7 @@ def postfix(workdir: Path, host: str, port: int) -> Process:
         "alias_maps =", "alias_database =",
         "maillog_file_prefixes = /var, /tmp", f"maillog_file = {workdir}/maillog",
         "disable_dns_lookups = yes", "smtp_host_lookup = native",
+        "smtpd_peername_lookup = no",  # no reverse DNS: the lab stays on loopback
         "mynetworks = 127.0.0.0/8",
         # Belt and braces: nothing is ever delivered anywhere, even if a DATA got through
         # (`discard:` accepts at RCPT like a real relay would, then drops the message).

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.servers.base import Daemon, port_open, run_daemon
+from tests.servers.base import Daemon, run_daemon, wait_port_closed
 
 
 def fix_write(*paths: Path | str, outside: str, cwd: Path | None = None) -> dict:
@@ -40,9 +40,7 @@ def restarted(d: Daemon, timeout: float = 20.0) -> Iterator[Daemon]:
     (Postfix's smtpd), and the new daemon would then fail to bind while the wait for its port
     is fooled by the old one."""
     assert d.proc is not None and d.proc.poll() is not None, "stop the daemon first"
-    deadline = time.monotonic() + 15.0
-    while port_open(d.host, d.port, timeout=0.2) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_port_closed(d.host, d.port)
     again = Daemon(name=d.name, host=d.host, port=d.port, workdir=d.workdir, config=d.config,
                    logs=d.logs, extra=d.extra)
     with run_daemon(again, [str(a) for a in d.proc.args], timeout=timeout) as r:

@@ -123,6 +123,14 @@ def wait_port(host: str, port: int, timeout: float = START_TIMEOUT,
     raise DaemonError(f"nothing listening on {host}:{port} after {timeout:.0f}s")
 
 
+def wait_port_closed(host: str, port: int, timeout: float = 15.0) -> None:
+    """Wait (bounded) until nothing accepts on host:port: a killed daemon's children (Postfix's
+    smtpd) may hold the listening socket a moment after the leader is gone."""
+    deadline = time.monotonic() + timeout
+    while port_open(host, port, timeout=0.2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process group, then SIGKILL it if it lingers; never raises."""
     if proc.poll() is None:
@@ -168,6 +176,8 @@ def run_daemon(daemon: Daemon, argv: Sequence[str], *, wait: bool = True,
         yield daemon
     finally:
         stop_process(proc)
+        if daemon.port:
+            wait_port_closed(daemon.host, daemon.port, timeout=STOP_TIMEOUT)
         if cleanup is not None:
             with contextlib.suppress(Exception):
                 cleanup()

@@ -73,6 +73,9 @@ def main_cf_base(host: str, workdir: Path) -> str:
         f"maillog_file = {workdir}/maillog",
         "smtp_host_lookup = native",
         "disable_dns_lookups = yes",
+        # No reverse lookup of clients: it would ask the machine's resolver, off loopback,
+        # and stall sessions for its timeout under load.
+        "smtpd_peername_lookup = no",
         "",
     ])
 
