@@ -2,17 +2,22 @@
 
 Each sub-command lives in its own module here and registers itself on `app`; it parses
 options, calls the library, and hands the `Report` to `emit`, which renders, prints and
-computes the exit status.
+computes the exit status. Those modules are imported only when their command runs (or
+`--help` lists them): start-up is part of every command's run time, and building all nine
+commands' options cost more than reading a 100 MB log.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Iterator, MutableMapping
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from relayguard import __version__
 from relayguard.findings import Report, Severity
@@ -27,8 +32,59 @@ class ExitStatus(IntEnum):
     ERROR = 2  # usage or input error, or a check that could not be completed
 
 
+# every sub-command, in the order `--help` lists them; `relayguard.cli.<name>` defines it
+COMMANDS = ("audit", "blocklist", "history", "lab", "logs", "probe", "rules", "scan", "watch")
+
+
+class _LazyCommands(MutableMapping[str, Any]):
+    """The root group's commands by name, each imported and built on first use."""
+
+    def __init__(self, built: MutableMapping[str, Any]) -> None:
+        self.built = dict(built)
+
+    def __getitem__(self, name: str) -> Any:
+        cmd = self.built.get(name)
+        if cmd is None:
+            if name not in COMMANDS:
+                raise KeyError(name)
+            cmd = self.built[name] = _build_command(name)
+        return cmd
+
+    def __setitem__(self, name: str, cmd: Any) -> None:
+        self.built[name] = cmd
+
+    def __delitem__(self, name: str) -> None:
+        del self.built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*COMMANDS, *self.built]))
+
+    def __len__(self) -> int:
+        return len({*COMMANDS, *self.built})
+
+
+class LazyGroup(TyperGroup):
+    """The root group: a sub-command's module (and its options' parsers) load only when that
+    command runs, or when `--help` lists them all."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.commands = _LazyCommands(self.commands)
+
+
+def _build_command(name: str) -> Any:
+    """Import `relayguard.cli.<name>` (it registers itself on `app`) and build its command."""
+    from typer.main import get_command_from_info
+
+    importlib.import_module(f"relayguard.cli.{name}")
+    info = next(i for i in app.registered_commands if i.name == name)
+    return get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
+                                 rich_markup_mode=app.rich_markup_mode)
+
+
 app = typer.Typer(
     name="relayguard",
+    cls=LazyGroup,
     help="Find out what a stranger can make this server relay: open proxies, open SMTP "
     "relays, and the abuse already in the logs.",
     no_args_is_help=True,
@@ -117,7 +173,3 @@ def _root(
 def main() -> None:
     """Console-script entry point; usage errors exit 2 (click's convention matches ours)."""
     app()
-
-
-# Sub-commands register themselves on `app` when imported.
-from relayguard.cli import audit, blocklist, history, lab, logs, probe, rules, scan, watch  # noqa: E402, F401
