@@ -12,7 +12,8 @@ import asyncio
 import ipaddress
 import math
 import time
-from dataclasses import dataclass, field
+from asyncio import Future
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from relayguard.blocklist.dnsclient import DnsAnswer, DnsClient, Status
@@ -216,6 +217,29 @@ def _test_names(zone: Zone, family: Family) -> tuple[str, str]:
             ip_query_name(ipaddress.ip_address("::ffff:7f00:1"), zone.name))
 
 
+_ASKED = ListResult(Zone.generic("asked.invalid"), State.UNKNOWN, detail="not answered yet")
+
+
+def _list_result(zone: Zone, answer: DnsAnswer) -> ListResult:
+    """What one A answer from a self-tested list means (the TXT reason is added later)."""
+    if answer.status is Status.NXDOMAIN:
+        return ListResult(zone, State.NOT_LISTED, answer=answer)
+    if answer.status is Status.ANSWER:
+        state, decoded, why = decode(zone, answer.values)
+        remedy = REFUSAL_REMEDY if state is State.REFUSED else ""
+        return ListResult(zone, state, decoded, answer=answer, detail=why, remedy=remedy)
+    if answer.status is Status.REFUSED:
+        return ListResult(zone, State.REFUSED, answer=answer,
+                          detail="the nameserver answered REFUSED: it does not serve this "
+                          "zone or will not recurse for you", remedy=REFUSAL_REMEDY)
+    detail = {
+        Status.NODATA: "NOERROR without an A record (NODATA): not a valid DNSBL answer",
+        Status.SERVFAIL: "SERVFAIL: the resolver could not get an answer (a Spamhaus DQS "
+        "key without access also shows as SERVFAIL)",
+    }.get(answer.status, f"{answer.status.value}: {answer.detail}")
+    return ListResult(zone, State.UNKNOWN, answer=answer, detail=detail)
+
+
 class Checker:
     """Runs one check over targets and zones with a shared client and self-test cache."""
 
@@ -296,58 +320,51 @@ class Checker:
                    f"{neg.status.value}{': ' + neg.detail if neg.detail else ''}")
 
     # -- per target ----------------------------------------------------------------------
-    async def check_one(self, value: str, family: Family, zone: Zone,
-                        stem: str | None = None) -> ListResult:
-        """Ask one list about one address or domain, after its self-test passed.
-
-        `stem` is the query name without the zone (computed once per target by the caller).
-        """
-        health = await self.health(zone, family)
-        if not health.usable:
-            return ListResult(zone, State.UNUSABLE, detail=f"{health.reason}: {health.detail}",
-                              remedy=REFUSAL_REMEDY if health.reason == "refused" else "")
-        if stem is None:
-            stem = _stem(value, family)
-        qname = f"{stem}.{zone.name}"
-        answer = await self.client.query(qname, "A", bucket=zone.name)
-        if answer.status is Status.NXDOMAIN:
-            return ListResult(zone, State.NOT_LISTED, answer=answer)
-        if answer.status is Status.ANSWER:
-            state, decoded, why = decode(zone, answer.values)
-            txt_answer = None
-            if state in (State.LISTED, State.REFUSED):
-                txt_answer = await self.client.query(qname, "TXT", bucket=zone.name)
-            txt = txt_answer.values if txt_answer and txt_answer.status is Status.ANSWER else ()
-            remedy = REFUSAL_REMEDY if state is State.REFUSED else ""
-            return ListResult(zone, state, decoded, txt, answer, txt_answer, why, remedy)
-        if answer.status is Status.REFUSED:
-            return ListResult(zone, State.REFUSED, answer=answer,
-                              detail="the nameserver answered REFUSED: it does not serve this "
-                              "zone or will not recurse for you", remedy=REFUSAL_REMEDY)
-        detail = {
-            Status.NODATA: "NOERROR without an A record (NODATA): not a valid DNSBL answer",
-            Status.SERVFAIL: "SERVFAIL: the resolver could not get an answer (a Spamhaus DQS "
-            "key without access also shows as SERVFAIL)",
-        }.get(answer.status, f"{answer.status.value}: {answer.detail}")
-        return ListResult(zone, State.UNKNOWN, answer=answer, detail=detail)
-
     async def check_target(self, target: TargetResult) -> None:
-        """Fill in every applicable list's result and the target's verdict."""
+        """Fill in every applicable list's result and the target's verdict.
+
+        Only lists that passed their self-test are asked, all at once; a listing's TXT
+        reason is asked as soon as its A answer is in.
+        """
         family = target.family
         zones = [z for z in self.zones if _applies(z, family)]
+        healths = [self._used_health.get((z.name, family)) or await self.health(z, family)
+                   for z in zones]
         if family is Family.IPV6:
             # An uncatalogued list without the IPv6 test entry simply does not do IPv6.
-            healths = await asyncio.gather(*(self.health(z, family) for z in zones))
-            zones = [z for z, h in zip(zones, healths, strict=True)
-                     if z.catalogued or h.reason != "empty"]
+            kept = [(z, h) for z, h in zip(zones, healths, strict=True)
+                    if z.catalogued or h.reason != "empty"]
+            zones, healths = [z for z, _h in kept], [h for _z, h in kept]
         target.applicable = len(zones)
         stem = _stem(target.value, family)
-        target.lists = list(await asyncio.gather(
-            *(self.check_one(target.value, family, z, stem) for z in zones)))
-        target.answered = sum(1 for r in target.lists
-                              if r.state in (State.LISTED, State.NOT_LISTED))
+        submit = self.client.submit
+        results: list[ListResult] = []
+        asked: list[tuple[int, Zone, Future[DnsAnswer]]] = []
+        for zone, health in zip(zones, healths, strict=True):
+            if health.usable:
+                asked.append((len(results), zone,
+                              submit(f"{stem}.{zone.name}", "A", bucket=zone.name)))
+                results.append(_ASKED)
+            else:
+                results.append(ListResult(zone, State.UNUSABLE,
+                                          detail=f"{health.reason}: {health.detail}",
+                                          remedy=REFUSAL_REMEDY if health.reason == "refused"
+                                          else ""))
+        reasons: list[tuple[int, Future[DnsAnswer]]] = []
+        for i, zone, pending in asked:
+            answer = await pending
+            results[i] = _list_result(zone, answer)
+            if answer.status is Status.ANSWER and results[i].state in (State.LISTED,
+                                                                      State.REFUSED):
+                reasons.append((i, submit(answer.qname, "TXT", bucket=zone.name)))
+        for i, pending in reasons:
+            txt = await pending
+            results[i] = replace(results[i], txt_answer=txt, txt=txt.values
+                                 if txt.status is Status.ANSWER else ())
+        target.lists = results
+        target.answered = sum(1 for r in results if r.state in (State.LISTED, State.NOT_LISTED))
         target.required = self.min_lists if self.min_lists else max(1, math.ceil(len(zones) / 2))
-        if any(r.state is State.LISTED for r in target.lists):
+        if any(r.state is State.LISTED for r in results):
             target.verdict = Verdict.LISTED
         elif zones and target.answered >= target.required:
             target.verdict = Verdict.CLEAN
@@ -412,8 +429,13 @@ class Checker:
                     continue
                 seen.add((item.value, item.family))
                 result.targets.append(item)
-        await asyncio.gather(*(self.check_target(t) for t in result.targets
-                               if t.verdict is not Verdict.SKIPPED))
+        checked = [t for t in result.targets if t.verdict is not Verdict.SKIPPED]
+        # Every list's self-test first, side by side: no target query goes to a list that
+        # turns out dead or refusing.
+        families = {t.family for t in checked}
+        await asyncio.gather(*(self.health(z, f) for f in sorted(families) for z in self.zones
+                               if _applies(z, f)))
+        await asyncio.gather(*(self.check_target(t) for t in checked))
         result.health = [self._used_health[k] for k in sorted(self._used_health)]
         result.queries = self.client.sent
         result.cache_hits = self.client.cache_hits

@@ -1,32 +1,45 @@
-"""A polite async DNS client for blocklist queries: asyncio UDP, dnspython messages.
+"""A polite async DNS client for blocklist queries: raw UDP sockets on the asyncio loop.
 
 It talks only to the nameservers it is given (`--resolver`), caps concurrency, paces each
 zone to a query rate, retries timeouts and SERVFAIL a bounded number of times, caches answers
 for their TTL and never runs past a total deadline. Every outcome comes back as a `DnsAnswer`
 value (answer, NXDOMAIN, NODATA, SERVFAIL, REFUSED, timeout); nothing raises to the caller.
+Common replies are decoded by `relayguard.blocklist.wire`; dnspython reads everything else
+and asks again over TCP when a reply is truncated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import ipaddress
 import os
 import random
 import socket
+from asyncio import Future
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, cast
 
 import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
-import dns.name
 import dns.rcode
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 
+from relayguard.blocklist.wire import query, question, read_reply
 from relayguard.errors import InputError
+
+# dnspython caches rdata classes per (class, type) on first sight, and a record of class ANY
+# caches "generic" for (ANY, type), which it then also uses for class IN: one odd reply would
+# turn every later IN A value into "\# 4 7f000002". Loading the IN classes first prevents it.
+for _rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.TXT, dns.rdatatype.SOA,
+                dns.rdatatype.CNAME):
+    dns.rdata.get_rdata_class(dns.rdataclass.IN, _rdtype)
 
 MAX_CACHE_TTL = 3600
 DEFAULT_NEGATIVE_TTL = 300
@@ -98,7 +111,12 @@ class DnsAnswer:
 
 
 class DnsClient:
-    """Bounded, paced, cached DNS queries to fixed nameservers; see the module docstring."""
+    """Bounded, paced, cached DNS queries to fixed nameservers; see the module docstring.
+
+    The hot path has no task, semaphore or timer per query: `submit` returns a future that a
+    socket's reader callback resolves, a FIFO queue holds what exceeds the concurrency cap,
+    and one timer per client expires the queries in flight, earliest first.
+    """
 
     def __init__(self, servers: list[Nameserver], *, timeout: float = 2.0, retries: int = 1,
                  concurrency: int = 64, rate: float = 20.0, deadline: float = 60.0,
@@ -112,213 +130,332 @@ class DnsClient:
         self.rate = rate
         self.deadline_seconds = deadline
         self._concurrency = max(1, concurrency)
-        self._sem: asyncio.Semaphore | None = None
-        self._deadline: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadline = 0.0
         self._next_slot: dict[str, float] = {}
         self._cache: dict[tuple[str, str], tuple[float, DnsAnswer]] = {}
         self.sent = 0
         self.cache_hits = 0
         self._turn = 0
-        self._muxes: dict[Nameserver, list[_UdpMux]] = {}
-        self._open_locks: dict[Nameserver, asyncio.Lock] = {}
+        self._pools: dict[Nameserver, list[_UdpSocket]] = {}
+        self._pending: deque[_Job] = deque()
+        self._inflight = 0
+        self._pumping = False
+        self._expiry: list[tuple[float, int, _Job, int]] = []  # heap: (when, seq, job, try)
+        self._seq = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._tcp_tasks: dict[asyncio.Task[None], _Job] = {}
 
     def start(self) -> None:
         """Begin the total deadline (call inside the running event loop)."""
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + self.deadline_seconds
-        self._sem = asyncio.Semaphore(self._concurrency)
-
-    def _remaining(self) -> float:
-        if self._deadline is None:
-            self.start()
-        assert self._deadline is not None
-        return self._deadline - asyncio.get_running_loop().time()
+        self._loop = asyncio.get_running_loop()
+        self._deadline = self._loop.time() + self.deadline_seconds
 
     async def query(self, qname: str, rdtype: str = "A", *, bucket: str = "") -> DnsAnswer:
         """Ask every configured server in turn, with retries, inside the deadline."""
-        key = (qname.lower(), rdtype)
-        loop = asyncio.get_running_loop()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > loop.time():
-            self.cache_hits += 1
-            return hit[1]
-        if (self.rate > 0 or self._remaining() <= 0) and not await self._pace(bucket):
-            return DnsAnswer(qname, rdtype, Status.TIMEOUT, detail="total deadline reached "
-                             "before the query could be sent")
-        if self._sem is None:
+        return await self.submit(qname, rdtype, bucket=bucket)
+
+    def submit(self, qname: str, rdtype: str = "A", *, bucket: str = "") -> Future[DnsAnswer]:
+        """Start a query and return the future of its answer (call inside the event loop).
+
+        A cached answer is returned while its TTL lasts; otherwise the query waits for its
+        zone's pace slot (`bucket`) and a concurrency slot, then goes out. The future always
+        ends with a DnsAnswer, never an exception.
+        """
+        loop = self._loop
+        if loop is None or loop is not asyncio.get_running_loop():
             self.start()
-        assert self._sem is not None
-        async with self._sem:
-            answer = await self._ask(qname, rdtype)
-        if answer.status in (Status.ANSWER, Status.NXDOMAIN, Status.NODATA):
-            self._cache[key] = (loop.time() + min(answer.ttl, MAX_CACHE_TTL), answer)
-        return answer
-
-    async def _pace(self, bucket: str) -> bool:
-        """Wait for this zone's next query slot; False when that slot is past the deadline."""
-        remaining = self._remaining()
-        if remaining <= 0:
-            return False
-        if self.rate <= 0:
-            return True
-        now = asyncio.get_running_loop().time()
-        slot = max(now, self._next_slot.get(bucket, now))
-        self._next_slot[bucket] = slot + 1.0 / self.rate
+            loop = self._loop
+            assert loop is not None
+        fut: Future[DnsAnswer] = loop.create_future()
+        key = (qname.lower(), rdtype)
+        now = loop.time()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            self.cache_hits += 1
+            fut.set_result(hit[1])
+            return fut
+        remaining = self._deadline - now
+        slot = now
+        if remaining > 0 and self.rate > 0:
+            slot = max(now, self._next_slot.get(bucket, now))
+            self._next_slot[bucket] = slot + 1.0 / self.rate
         if slot - now >= remaining:
-            return False
-        if slot > now:
-            await asyncio.sleep(slot - now)
-        return True
-
-    async def _ask(self, qname: str, rdtype: str) -> DnsAnswer:
-        last: DnsAnswer | None = None
-        for _attempt in range(self.retries + 1):
-            server = self.servers[self._turn % len(self.servers)]
-            self._turn += 1
-            remaining = self._remaining()
-            if remaining <= 0:
-                break
-            last = await self._once(qname, rdtype, server, min(self.timeout, remaining))
-            if last.status not in (Status.TIMEOUT, Status.SERVFAIL, Status.REFUSED,
-                                   Status.ERROR):
-                return last
-            if last.status is Status.REFUSED and len(self.servers) == 1:
-                return last
-        return last or DnsAnswer(qname, rdtype, Status.TIMEOUT,
-                                 detail="total deadline reached")
-
-    async def _once(self, qname: str, rdtype: str, server: Nameserver,
-                    timeout: float) -> DnsAnswer:
-        self.sent += 1
-        where = str(server)
+            fut.set_result(DnsAnswer(qname, rdtype, Status.TIMEOUT, detail="total deadline "
+                                     "reached before the query could be sent"))
+            return fut
         try:
             wanted = _RDTYPES.get(rdtype) or dns.rdatatype.from_text(rdtype)
-            pool = self._muxes.get(server) or await self._open(server)
-            mux = pool[_RANDOM.randrange(len(pool))] if len(pool) > 1 else pool[0]
-            data = await mux.ask(qname, wanted, timeout)
-            answer = parse_reply(data, qname, rdtype, where)
-            if answer is not None:
-                return answer
-            # Truncated: ask again over TCP.
-            request = dns.message.make_query(qname, rdtype)
-            response = await dns.asyncquery.tcp(request, server.host, timeout=timeout,
-                                                port=server.port, source=self.source)
-        except TimeoutError:
-            return DnsAnswer(qname, rdtype, Status.TIMEOUT, server=where,
-                             detail=f"no answer within {timeout:.1f}s")
-        except (OSError, dns.exception.DNSException, ValueError) as exc:
-            return DnsAnswer(qname, rdtype, Status.ERROR, server=where,
-                             detail=f"{type(exc).__name__}: {exc}")
-        return _classify(qname, rdtype, response, where)
+            job = _Job(qname, rdtype, question(qname, wanted), key, fut)
+        except (ValueError, dns.exception.DNSException) as exc:
+            fut.set_result(DnsAnswer(qname, rdtype, Status.ERROR,
+                                     detail=f"{type(exc).__name__}: {exc}"))
+            return fut
+        if slot > now:
+            loop.call_at(slot, self._enqueue, job)
+        else:
+            self._enqueue(job)
+        return fut
 
-    async def _open(self, server: Nameserver) -> list[_UdpMux]:
-        """One small pool of connected UDP sockets per nameserver, shared by all queries."""
-        lock = self._open_locks.setdefault(server, asyncio.Lock())
-        async with lock:
-            if server in self._muxes:
-                return self._muxes[server]
-            loop = asyncio.get_running_loop()
-            pool: list[_UdpMux] = []
-            family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-            local = (self.source, 0) if self.source else None
+    def _enqueue(self, job: _Job) -> None:
+        self._pending.append(job)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Send queued queries while there is room (a loop, so a burst never recurses)."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self._pending and self._inflight < self._concurrency:
+                self._inflight += 1
+                self._attempt(self._pending.popleft())
+        finally:
+            self._pumping = False
+
+    def _attempt(self, job: _Job) -> None:
+        """Send the job's next try to the next server, or finish it when it may not."""
+        assert self._loop is not None
+        now = self._loop.time()
+        if job.tries > self.retries or now >= self._deadline:
+            self._finish(job, job.last or DnsAnswer(job.qname, job.rdtype, Status.TIMEOUT,
+                                                    detail="total deadline reached"))
+            return
+        server = self.servers[self._turn % len(self.servers)]
+        self._turn += 1
+        job.tries += 1
+        job.server = server
+        job.timeout = min(self.timeout, self._deadline - now)
+        self.sent += 1
+        try:
+            pool = self._pools.get(server) or self._open(server)
+        except OSError as exc:
+            self.answered(job, DnsAnswer(job.qname, job.rdtype, Status.ERROR,
+                                         server=str(server),
+                                         detail=f"{type(exc).__name__}: {exc}"))
+            return
+        when = now + job.timeout
+        self._seq += 1
+        heapq.heappush(self._expiry, (when, self._seq, job, job.tries))
+        if self._timer is None or when < self._timer_at:
+            self._arm(when)
+        pool[self.sent % len(pool)].send(job)
+
+    def answered(self, job: _Job, answer: DnsAnswer | None) -> None:
+        """One try's outcome (None: truncated, ask over TCP): finish the job or try again."""
+        job.sock = None
+        if answer is None:
+            task = asyncio.ensure_future(self._tcp(job))
+            self._tcp_tasks[task] = job
+            task.add_done_callback(self._tcp_tasks.pop)
+            return
+        if answer.status not in _RETRY or (answer.status is Status.REFUSED
+                                           and len(self.servers) == 1):
+            self._finish(job, answer)
+        else:
+            job.last = answer
+            self._attempt(job)
+
+    def _finish(self, job: _Job, answer: DnsAnswer) -> None:
+        if answer.status in _CACHED and self._loop is not None:
+            self._cache[job.key] = (self._loop.time() + min(answer.ttl, MAX_CACHE_TTL), answer)
+        if not job.fut.done():
+            job.fut.set_result(answer)
+        self._inflight -= 1
+        self._pump()
+
+    def _arm(self, when: float) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._expire)
+        self._timer_at = when
+
+    def _expire(self) -> None:
+        """Time out every try whose time is up, then sleep until the next one's."""
+        assert self._loop is not None
+        self._timer = None
+        heap = self._expiry
+        now = self._loop.time() + _TIMER_SLACK
+        while heap and heap[0][0] <= now:
+            _when, _seq, job, attempt = heapq.heappop(heap)
+            if job.sock is not None and job.tries == attempt:
+                job.sock.forget(job)
+                self.answered(job, DnsAnswer(job.qname, job.rdtype, Status.TIMEOUT,
+                                             server=str(job.server),
+                                             detail=f"no answer within {job.timeout:.1f}s"))
+        while heap and (heap[0][2].sock is None or heap[0][2].tries != heap[0][3]):
+            heapq.heappop(heap)  # answered already: no need to wake for it
+        if heap and self._timer is None:
+            self._arm(heap[0][0])
+
+    async def _tcp(self, job: _Job) -> None:
+        """Ask the server of a truncated UDP answer again over TCP (the same try)."""
+        server = job.server
+        assert server is not None
+        where = str(server)
+        try:
+            request = dns.message.make_query(job.qname, job.rdtype)
+            response = await dns.asyncquery.tcp(request, server.host, timeout=job.timeout,
+                                                port=server.port, source=self.source)
+            answer = _classify(job.qname, job.rdtype, response, where)
+        except (TimeoutError, dns.exception.Timeout):
+            answer = DnsAnswer(job.qname, job.rdtype, Status.TIMEOUT, server=where,
+                               detail=f"no answer within {job.timeout:.1f}s")
+        except (OSError, dns.exception.DNSException, ValueError) as exc:
+            answer = DnsAnswer(job.qname, job.rdtype, Status.ERROR, server=where,
+                               detail=f"{type(exc).__name__}: {exc}")
+        self.answered(job, answer)
+
+    def _open(self, server: Nameserver) -> list[_UdpSocket]:
+        """A few connected UDP sockets per nameserver, shared by all queries to it."""
+        assert self._loop is not None
+        pool: list[_UdpSocket] = []
+        try:
             for _ in range(_SOCKETS_PER_SERVER):
-                transport, mux = await loop.create_datagram_endpoint(
-                    _UdpMux, remote_addr=(server.host, server.port), local_addr=local,
-                    family=family)
-                sock = transport.get_extra_info("socket")
-                if sock is not None:  # bursts of answers must not overflow the default buffer
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-                pool.append(mux)
-            self._muxes[server] = pool
-            return pool
+                pool.append(_UdpSocket(self, self._loop, server, self.source))
+        except OSError:
+            for sock in pool:
+                sock.close()
+            raise
+        self._pools[server] = pool
+        return pool
 
     def close(self) -> None:
-        """Close the UDP sockets (the event loop that made them must still be running)."""
-        for pool in self._muxes.values():
-            for mux in pool:
-                mux.close()
-        self._muxes.clear()
-        self._open_locks.clear()
+        """Close the sockets; anything still unanswered ends as an ERROR answer."""
+        left = [job for pool in self._pools.values() for s in pool for job in s.waiting.values()]
+        left += [*self._pending, *self._tcp_tasks.values()]
+        for task in list(self._tcp_tasks):
+            task.cancel()
+        for pool in self._pools.values():
+            for sock in pool:
+                sock.close()
+        self._pools.clear()
+        self._pending.clear()
+        self._expiry.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for job in left:
+            if not job.fut.done():
+                job.fut.set_result(DnsAnswer(job.qname, job.rdtype, Status.ERROR,
+                                             detail="the client was closed first"))
+        self._inflight = 0
 
 
 _SOCKETS_PER_SERVER = 4
+_TIMER_SLACK = 0.001  # expire up to 1 ms early rather than spin on the clock's resolution
 _RDTYPES = {"A": dns.rdatatype.A, "AAAA": dns.rdatatype.AAAA, "TXT": dns.rdatatype.TXT}
+_RETRY = frozenset((Status.TIMEOUT, Status.SERVFAIL, Status.REFUSED, Status.ERROR))
+_CACHED = frozenset((Status.ANSWER, Status.NXDOMAIN, Status.NODATA))
 # Query IDs only need to be unpredictable to off-path spoofers (the sockets are connected):
 # a PRNG seeded from the OS is enough and much cheaper than a urandom call per query.
 _RANDOM = random.Random(int.from_bytes(os.urandom(16), "big"))
 
 
-class _UdpMux(asyncio.DatagramProtocol):
+class _Job:
+    """One query from submit to answer: its question, future and tries so far."""
+
+    __slots__ = ("fut", "key", "last", "qid", "qname", "question", "rdtype", "server", "sock",
+                 "timeout", "tries")
+
+    def __init__(self, qname: str, rdtype: str, question_wire: bytes, key: tuple[str, str],
+                 fut: Future[DnsAnswer]) -> None:
+        self.qname = qname
+        self.rdtype = rdtype
+        self.question = question_wire
+        self.key = key
+        self.fut = fut
+        self.tries = 0
+        self.last: DnsAnswer | None = None
+        self.timeout = 0.0
+        self.server: Nameserver | None = None
+        self.sock: _UdpSocket | None = None  # set while a UDP try waits for its answer
+        self.qid = 0
+
+
+class _UdpSocket:
     """Many queries in flight over one connected UDP socket, matched by ID and question.
 
     dnspython's asyncquery opens a socket per query; sharing a few sockets is what makes
     thousands of DNSBL lookups cheap. The socket is connected, so the kernel drops
     datagrams from anyone but the nameserver; ID and question bytes are checked as well.
+    A readable socket is drained in one callback, not one event-loop turn per datagram.
     """
 
-    def __init__(self) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
-        self.waiting: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}
+    def __init__(self, client: DnsClient, loop: asyncio.AbstractEventLoop, server: Nameserver,
+                 source: str | None) -> None:
+        family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if source:
+                sock.bind((source, 0))
+            sock.connect((server.host, server.port))
+            with contextlib.suppress(OSError):  # bursts of answers must not overflow it
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            loop.add_reader(sock.fileno(), self._readable)
+        except (OSError, ValueError) as exc:
+            sock.close()
+            raise OSError(f"cannot open a UDP socket to {server}: {exc}") from exc
+        self.client = client
+        self.loop = loop
+        self.sock = sock
+        self.where = str(server)
+        self.waiting: dict[int, _Job] = {}
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def send(self, job: _Job) -> None:
+        qid = _RANDOM.getrandbits(16)
+        while qid in self.waiting:
+            qid = _RANDOM.getrandbits(16)
+        job.qid, job.sock = qid, self
+        self.waiting[qid] = job
+        try:
+            self.sock.send(query(qid, job.question))
+        except (BlockingIOError, InterruptedError):
+            pass  # a full send buffer drops it like the network would: the timeout retries
+        except OSError as exc:  # e.g. an earlier ICMP unreachable: nothing here will answer
+            self._fail(exc)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        if len(data) < 12 or not data[2] & 0x80:  # too short, or a query rather than a reply
-            return
-        item = self.waiting.get(int.from_bytes(data[:2], "big"))
-        if item is None:
-            return
-        question, fut = item
-        if data[12:12 + len(question)].lower() == question and not fut.done():
-            fut.set_result(data)
+    def forget(self, job: _Job) -> None:
+        if self.waiting.get(job.qid) is job:
+            del self.waiting[job.qid]
 
-    def error_received(self, exc: Exception) -> None:
-        # e.g. ICMP port unreachable: nothing listens there, so nothing in flight will answer
-        for _question, fut in self.waiting.values():
-            if not fut.done():
-                fut.set_exception(exc)
+    def _readable(self) -> None:
+        waiting = self.waiting
+        for _ in range(_MAX_DRAIN):
+            try:
+                data = self.sock.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._fail(exc)
+                return
+            if len(data) < 12 or not data[2] & 0x80:  # too short, or a query, not a reply
+                continue
+            job = waiting.get(data[0] << 8 | data[1])
+            if job is None or data[12:12 + len(job.question)].lower() != job.question:
+                continue
+            del waiting[job.qid]
+            self.client.answered(job, parse_reply(data, job.qname, job.rdtype, self.where))
+
+    def _fail(self, exc: OSError) -> None:
+        """Every query in flight here fails with `exc` (each retried at most its tries)."""
+        jobs = list(self.waiting.values())
+        self.waiting.clear()
+        for job in jobs:
+            self.client.answered(job, DnsAnswer(job.qname, job.rdtype, Status.ERROR,
+                                                server=self.where,
+                                                detail=f"{type(exc).__name__}: {exc}"))
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    async def ask(self, qname: str, rdtype: int, timeout: float) -> bytes:
-        if self.transport is None or self.transport.is_closing():
-            raise OSError("socket closed")
-        loop = asyncio.get_running_loop()
-        qid = _RANDOM.randrange(65536)
-        while qid in self.waiting:
-            qid = _RANDOM.randrange(65536)
-        question = _question_wire(qname, rdtype)
-        fut: asyncio.Future[bytes] = loop.create_future()
-        self.waiting[qid] = (question, fut)
-        timer = loop.call_later(timeout, _expire, fut)
-        try:
-            # header: ID, flags RD, 1 question
-            self.transport.sendto(qid.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00"
-                                  b"\x00\x00\x00\x00" + question)
-            return await fut
-        finally:
-            timer.cancel()
-            self.waiting.pop(qid, None)
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
 
-def _expire(fut: asyncio.Future[bytes]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
-
-
-def _question_wire(qname: str, rdtype: int) -> bytes:
-    """The question section for an ASCII name (lower-case, so answers compare directly)."""
-    labels = qname.rstrip(".").lower().encode("ascii").split(b".")
-    if not all(0 < len(label) < 64 for label in labels):
-        raise ValueError(f"bad label in {qname!r}")
-    wire = b"".join([bytes((len(label),)) + label for label in labels])
-    if len(wire) > 254:
-        raise ValueError(f"name too long: {qname!r}")
-    return wire + b"\x00" + rdtype.to_bytes(2, "big") + b"\x00\x01"
+_MAX_DRAIN = 256  # datagrams read per wake-up before other callbacks get a turn
 
 
 def parse_reply(data: bytes, qname: str, rdtype: str, where: str) -> DnsAnswer | None:
@@ -326,9 +463,33 @@ def parse_reply(data: bytes, qname: str, rdtype: str, where: str) -> DnsAnswer |
 
     The bytes come from the network, so any parse failure becomes an ERROR answer.
     """
-    # Fast path for the common answer: NXDOMAIN with nothing else to read.
-    if len(data) >= 12 and data[3] & 0x0F == dns.rcode.NXDOMAIN and data[6:12] == bytes(6):
-        return DnsAnswer(qname, rdtype, Status.NXDOMAIN, ttl=DEFAULT_NEGATIVE_TTL, server=where)
+    fast = _fast_answer(data, qname, rdtype, where)
+    return fast if fast is not None else _dnspython_answer(data, qname, rdtype, where)
+
+
+def _fast_answer(data: bytes, qname: str, rdtype: str, where: str) -> DnsAnswer | None:
+    """The common replies through the lean decoder; None: let dnspython read it."""
+    reply = read_reply(data, _RDTYPES.get(rdtype, 0))
+    if reply is None:
+        return None
+    rcode = reply.rcode
+    if rcode == dns.rcode.NXDOMAIN:
+        return DnsAnswer(qname, rdtype, Status.NXDOMAIN, server=where,
+                         ttl=DEFAULT_NEGATIVE_TTL if reply.negative_ttl is None
+                         else reply.negative_ttl)
+    if rcode == dns.rcode.SERVFAIL:
+        return DnsAnswer(qname, rdtype, Status.SERVFAIL, server=where)
+    if rcode == dns.rcode.REFUSED:
+        return DnsAnswer(qname, rdtype, Status.REFUSED, server=where)
+    if not reply.values:
+        return DnsAnswer(qname, rdtype, Status.NODATA, server=where,
+                         ttl=DEFAULT_NEGATIVE_TTL if reply.negative_ttl is None
+                         else reply.negative_ttl, detail="NOERROR with no records")
+    return DnsAnswer(qname, rdtype, Status.ANSWER, reply.values,
+                     min(reply.ttl, MAX_CACHE_TTL), where)
+
+
+def _dnspython_answer(data: bytes, qname: str, rdtype: str, where: str) -> DnsAnswer | None:
     try:
         response = dns.message.from_wire(data)
         if response.flags & dns.flags.TC:

@@ -5,8 +5,9 @@
   code per catalogue entry (so every decoded code is exercised) and an uncatalogued zone.
 - `rbl_bad` (127.0.6.2): rbldnsd serving a refusing Spamhaus (127.255.255.254 for
   everything), a wildcarded dead list (127.0.0.2 for everything) and an empty zone.
-- `faults` (127.0.6.3): dnslib for what rbldnsd cannot do: SERVFAIL, NODATA, answers outside
-  127/8, slow answers (timeouts), NXDOMAIN for the test point, plus A/AAAA for hostnames.
+- `faults` (127.0.6.3): dnslib (UDP and TCP) for what rbldnsd cannot do: SERVFAIL, NODATA,
+  answers outside 127/8, slow answers (timeouts), NXDOMAIN for the test point, truncated UDP
+  replies (answered over TCP), plus A/AAAA for hostnames.
 - `silent` (127.0.6.4): a UDP socket that never answers.
 Nothing here talks to anything but these loopback servers.
 """
@@ -303,9 +304,13 @@ class FaultResolver:
             reply.header.rcode = RCODE.SERVFAIL
             return reply
         zone = next((z for z in ("servfail", "nodata", "hijack", "slow", "nxall", "hijackall",
-                                 "good", "dom") if qname.endswith(f".{z}.faults.test.")), None)
+                                 "good", "dom", "trunc") if qname.endswith(f".{z}.faults.test.")),
+                    None)
         if zone is None:
             reply.header.rcode = RCODE.REFUSED
+            return reply
+        if zone == "trunc" and handler.protocol == "udp":
+            reply.header.tc = 1  # "too big for UDP": the answer is only given over TCP
             return reply
         if zone == "nxall":
             reply.header.rcode = RCODE.NXDOMAIN
@@ -328,7 +333,7 @@ class FaultResolver:
         if qname.startswith(self.TEST_NEG):
             reply.header.rcode = RCODE.NXDOMAIN
             return reply
-        if zone == "good":
+        if zone in ("good", "trunc"):
             if qname.startswith("44.33.22.11."):
                 a("127.0.0.2")
             else:
@@ -356,16 +361,18 @@ def faults() -> Iterator[Faults]:
 
     handler = FaultResolver()
     port = free_udp_port(FAULT_IP)
-    server = DNSServer(handler, address=FAULT_IP, port=port,
-                       logger=DNSLogger(logf=lambda s: None))
-    server.start_thread()
+    servers = [DNSServer(handler, address=FAULT_IP, port=port, tcp=tcp,
+                         logger=DNSLogger(logf=lambda s: None)) for tcp in (False, True)]
+    for server in servers:
+        server.start_thread()
     try:
         yield Faults(f"{FAULT_IP}:{port}", handler)
     finally:
         handler.closing.set()
         time.sleep(0.1)  # let in-flight slow answers go out before the socket closes
-        server.stop()
-        server.server.server_close()
+        for server in servers:
+            server.stop()
+            server.server.server_close()
 
 
 @pytest.fixture(scope="session")
