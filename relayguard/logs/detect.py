@@ -9,7 +9,8 @@ incidents, which `relayguard.logs.verdicts` turns into findings.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
+from bisect import bisect_left, insort
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
@@ -872,15 +873,18 @@ def spike_buckets(timeline: Timeline, window: int = 60, factor: float = 10.0,
     is no quiet period to compare with, and an idle night does not make the morning a spike."""
     width = timeline.width
     out: list[tuple[int, int, float]] = []
-    history: list[int] = []
-    for t, n in timeline.series():
-        if len(history) >= 10:
-            base = median(history[-window:])
+    recent: deque[int] = deque()  # the last `window` buckets, and the same values sorted:
+    ordered: list[int] = []  # the median is read off the middle, no sort per bucket
+    for i, (t, n) in enumerate(timeline.series()):
+        if i >= 10:
+            k = len(ordered)
+            base = ordered[k // 2] if k % 2 else (ordered[k // 2 - 1] + ordered[k // 2]) / 2
             if n * 60.0 / width >= floor and n >= factor * max(base, 1.0):
                 out.append((t, n, base * 60.0 / width))
-        history.append(n)
-        if len(history) > window * 2:
-            del history[:-window]
+        recent.append(n)
+        insort(ordered, n)
+        if len(recent) > window:
+            del ordered[bisect_left(ordered, recent.popleft())]
     return out[-100:]  # the latest: a watcher running for months still sees new ones
 
 

@@ -3,9 +3,10 @@
 Almost every line of a web log is ordinary traffic, so it is never decoded or parsed: a chunk
 of bytes yields its line count, its per-minute request counts (by walking the distinct minute
 stamps and counting each with `bytes.count`, falling back to a per-line regex when the chunk is
-out of order or has malformed lines) and the few candidate lines (CONNECT or absolute-URI
-requests) that the ordinary parser and `ProxyDetector` then see. Plain files are split into
-chunks at line boundaries and scanned on all cores; compressed streams are scanned in-process.
+out of order, has malformed lines or holds a few lines a minute) and the few candidate lines
+(CONNECT or absolute-URI requests) that the ordinary parser and `ProxyDetector` then see. Plain
+files are split into chunks at line boundaries and scanned on all cores; compressed streams are
+scanned in-process.
 """
 
 from __future__ import annotations
@@ -13,24 +14,31 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from relayguard.logs import sources
 from relayguard.logs.formats import parse_clf_time
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 CHUNK_BYTES = 8 * 1024 * 1024
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 
 _TS = re.compile(rb"\[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d):\d\d ([+-]\d{4})\]")
-_TS_LINE = re.compile(rb"^[^\n\[]*\[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d):\d\d ([+-]\d{4})\]",
-                      re.M)
+# a line's stamp: the first `[` of the line opens it. The next lines' stamps are found after
+# their newline (a literal to scan for, where `^` with re.M tests every position: 2.5x slower)
+_STAMP_FIRST = rb"[^\n\[]*\[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d):\d\d ([+-]\d{4})\]"
+_TS_LINE = re.compile(_STAMP_FIRST)
+_TS_NEXT_LINE = re.compile(rb"\n" + _STAMP_FIRST)
 # the request right after the time stamp, with a target that is not origin-form (`/…`, `*`):
 # CONNECT authorities and absolute URIs (and some junk the parser then drops)
-_CANDIDATE = re.compile(rb'\] "[^ "\n]{1,24} [^/* \n]')
-_HOME = re.compile(rb'"GET (/) HTTP/1\.[01]" 2\d\d (\d+)')
+_CANDIDATE = re.compile(rb'\] "[^ "\n]{1,24}+ [^/* \n]')  # possessive: a quarter faster
+_SIZE_304 = re.compile(rb'" 304 (-|0 )?')  # a 304 logged without a size, or with one
+_OWN_GET = re.compile(rb'"GET (/[^ "]*) HTTP/1\.[01]" 2\d\d (\d+)')  # a local page, its size
 _ABS_PATH = re.compile(rb'\] "[^ "]{1,24} [a-zA-Z][a-zA-Z0-9+.-]{0,15}://[^/\s"]*(/[^\s"]*)')
 MAX_CANDIDATE_LINE = 64 * 1024
 MAX_UNPARSED_SAMPLES = 5
@@ -74,22 +82,44 @@ class ChunkResult:
         return self
 
 
+_DAY_EPOCH: dict[bytes, int | None] = {}
+
+
 def _key_epoch(stamp: bytes, tz: bytes) -> int | None:
-    t = parse_clf_time(stamp.decode("ascii") + ":00 " + tz.decode("ascii"))
-    return int(t) if t is not None else None
+    """Epoch of the minute `dd/Mon/yyyy:HH:MM` in zone `tz`, as `parse_clf_time` reads it: the
+    day is parsed once (cached), hour and minute are added (a chunk holds hundreds of minutes
+    and few days)."""
+    hour, minute = int(stamp[12:14]), int(stamp[15:17])
+    if hour > 23 or minute > 59:
+        return None
+    day = stamp[:11] + tz
+    base = _DAY_EPOCH.get(day, -1)
+    if base == -1:
+        t = parse_clf_time(stamp[:11].decode("ascii") + ":00:00:00 " + tz.decode("ascii"))
+        if len(_DAY_EPOCH) > 4096:
+            _DAY_EPOCH.clear()
+        base = _DAY_EPOCH[day] = int(t) if t is not None else None
+    return None if base is None else base + hour * 3600 + minute * 60
 
 
 def _minutes_walk(data: bytes, nlines: int) -> dict[int, int] | None:
     """Per-minute counts by walking distinct stamps; None when the chunk needs the slow way.
 
     For each minute stamp K (as `[dd/Mon/yyyy:HH:MM`) the end of its run of lines is found by
-    galloping then bisecting over line starts, and its lines are counted with one
-    `bytes.count(K)` over the run. If the minutes are not in order (or some line has no
-    stamp) the counts do not add up to the line count and the caller counts per line.
+    probing lines just past and just short of where the previous minute's run length puts it
+    (galloping on when the run is longer, bisecting between), and its lines are counted with
+    one `bytes.count(K)` over the run. If the minutes are not in order (or some line has no
+    stamp) the counts do not add up to the line count and the caller counts per line; so it
+    does when minutes hold a few lines each, where the walk costs more per line.
     """
     counts: dict[bytes, tuple[int, bytes]] = {}
     n, total = len(data), 0
     search, count, find = _TS.search, data.count, data.find
+
+    def line_at(pos: int) -> int:
+        """Start of the first line that starts after `pos` (n if none)."""
+        ls = find(b"\n", pos) + 1
+        return ls if 0 < ls < n else n
 
     def key_at(ls: int) -> bytes | None:
         end = find(b"\n", ls)
@@ -105,18 +135,30 @@ def _minutes_walk(data: bytes, nlines: int) -> dict[int, int] | None:
         if key in counts:
             return None  # minutes out of order: count per line instead
         first = data.rfind(b"\n", 0, m.start()) + 1
-        lo, hi, step = first, n, run
-        while True:  # gallop: lo always starts a line with `key`
-            ls = find(b"\n", lo + step) + 1
-            if ls <= 0 or ls >= n:
-                break
-            if key_at(ls) == key:
+        # lo always starts a line with `key`; hi is n or starts a line with another key
+        lo, hi = first, n
+        guess = first + run + (run >> 3)  # just past the expected end of the run
+        ls = line_at(guess)
+        if ls < hi and key_at(ls) == key:  # a longer run than the last one: gallop on
+            lo, step = ls, max(1024, run >> 2)
+            while True:
+                ls = line_at(lo + step)
+                if ls >= hi:
+                    break
+                if key_at(ls) != key:
+                    hi = ls
+                    break
                 lo, step = ls, step * 2
-            else:
-                hi = ls
-                break
-        while hi - lo > 2048:  # bisect down to a few lines
-            ls = find(b"\n", (lo + hi) // 2) + 1
+        elif ls < hi:
+            hi = ls
+            ls = line_at(max(first, guess - (run >> 2)))  # just short of the expected end
+            if lo < ls < hi:
+                if key_at(ls) == key:
+                    lo = ls
+                else:
+                    hi = ls
+        while hi - lo > 4096:  # bisect down to a few lines
+            ls = line_at((lo + hi) // 2)
             if ls <= lo or ls >= hi:
                 break
             if key_at(ls) == key:
@@ -132,6 +174,8 @@ def _minutes_walk(data: bytes, nlines: int) -> dict[int, int] | None:
         counts[key] = (c, m.group(2))
         total += c
         pos = ls
+        if total < 16 * len(counts) and len(counts) >= 32:
+            return None  # a few lines a minute: reading each stamp is cheaper than the walk
     if total != nlines:
         return None
     out: dict[int, int] = {}
@@ -146,17 +190,16 @@ def _minutes_walk(data: bytes, nlines: int) -> dict[int, int] | None:
 def _minutes_per_line(data: bytes, nlines: int, res: ChunkResult) -> None:
     """Exact per-line stamps; lines without one are counted and sampled as unparsed."""
     out: dict[int, int] = {}
-    cache: dict[tuple[bytes, bytes], int | None] = {}
     matched = 0
-    for stamp, tz in _TS_LINE.findall(data):
-        k = (stamp, tz)
-        t = cache.get(k, -1)
-        if t == -1:
-            t = cache[k] = _key_epoch(stamp, tz)
-        if t is None:
-            continue
-        matched += 1
-        out[t] = out.get(t, 0) + 1
+    stamps = _TS_NEXT_LINE.findall(data)
+    first = _TS_LINE.match(data)
+    if first is not None:
+        stamps.append(first.groups())
+    for (stamp, tz), c in Counter(stamps).items():  # counted in C
+        t = _key_epoch(stamp, tz)
+        if t is not None:
+            matched += c
+            out[t] = out.get(t, 0) + c
     res.minutes = out
     res.unparsed = nlines - matched
     res.minute_disorder = True
@@ -178,11 +221,10 @@ def scan_chunk(data: bytes) -> ChunkResult:
     res.lines = nlines
     # size-unit evidence from the chunk's first MiB: plenty of 304s where there are any, and
     # whole-chunk counts would cost a tenth of the scan
-    n304 = data.count(b'" 304 ', 0, EVIDENCE_BYTES)
-    if n304:
-        empty = data.count(b'" 304 -', 0, EVIDENCE_BYTES) + \
-            data.count(b'" 304 0 ', 0, EVIDENCE_BYTES)
-        res.sizes_304 = (empty, n304 - empty)
+    sizes = _SIZE_304.findall(data, 0, EVIDENCE_BYTES)
+    if sizes:
+        empty = len(sizes) - sizes.count(b"")
+        res.sizes_304 = (empty, len(sizes) - empty)
     minutes = _minutes_walk(data, nlines)
     if minutes is None:
         _minutes_per_line(data, nlines, res)
@@ -236,19 +278,16 @@ def _overlong_lines(data: bytes, res: ChunkResult) -> None:
 
 
 def _local_sizes(data: bytes, paths: set[bytes], res: ChunkResult) -> None:
-    """Sizes of the site's own pages for the paths proxy requests asked for, and of `/`."""
-    for i, m in enumerate(_HOME.finditer(data)):
-        res.local_sizes.append(("/", int(m.group(2))))
-        if i >= 7:
-            break
-    for p in paths:
-        if p == b"/":
-            continue
-        pat = re.compile(rb'"GET ' + re.escape(p) + rb' HTTP/1\.[01]" 2\d\d (\d+)')
-        for i, m in enumerate(pat.finditer(data)):
-            res.local_sizes.append((p.decode("utf-8", "surrogateescape"), int(m.group(1))))
-            if i >= 7:
-                break
+    """Sizes of the site's own pages for `/` and the paths proxy requests asked for (8 each at
+    most, in file order), from one regex pass over the chunk's 2xx GETs: one pass costs what
+    four literal searches do, and a chunk can ask for 17 paths."""
+    wanted = {p: 0 for p in (b"/", *paths)}
+    for m in _OWN_GET.finditer(data):
+        p = m.group(1)
+        seen = wanted.get(p)
+        if seen is not None and seen < 8:
+            wanted[p] = seen + 1
+            res.local_sizes.append((p.decode("utf-8", "surrogateescape"), int(m.group(2))))
 
 
 class _Range:
@@ -315,8 +354,8 @@ def scan_plain_file(path: str, jobs: int) -> Iterator[ChunkResult]:
         for a, b in ranges:
             yield _scan_range(path, a, b)
         return
-    import multiprocessing
-    from concurrent.futures.process import BrokenProcessPool
+    import multiprocessing  # only here: a small file or one core starts faster without them
+    from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 
     done = 0  # ranges already yielded
     try:
