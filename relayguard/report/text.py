@@ -7,7 +7,6 @@ import io
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
-from rich.syntax import Syntax
 from rich.text import Text
 
 from relayguard.findings import Finding, Report, Severity
@@ -33,7 +32,7 @@ def _finding_panel(n: int, f: Finding) -> Panel:
                f"{f.location}"),
         style="dim",
     )
-    body: list[Text | Syntax] = [head, meta]
+    body: list[Text] = [head, meta]
     for ev in f.evidence:
         where = f" ({ev.location})" if ev.location else ""
         body.append(Text(_clean(f"\n{ev.kind}{where}:"), style="bold"))
