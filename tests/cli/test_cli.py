@@ -49,6 +49,29 @@ def test_version() -> None:
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"relayguard {__version__}\n", "")
 
 
+def test_help_lists_every_command_and_a_command_loads_only_its_own_module() -> None:
+    """Start-up is part of every command's run time (issue 5 times `logs` end to end), so
+    `--version` loads no command module and a command only its own; `--help` still lists every
+    command with its help."""
+    import importlib
+
+    from relayguard.cli import COMMANDS, app
+
+    text = flat(run("--help").stdout)
+    for name in COMMANDS:
+        importlib.import_module(f"relayguard.cli.{name}")
+        doc = next(i.callback.__doc__ for i in app.registered_commands if i.name == name)
+        assert f" {name} {' '.join(doc.split()[:4])}" in text, name
+    probe = ("import sys\nfrom relayguard.cli import main\nsys.argv[0] = 'relayguard'\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in sys.modules if m.startswith('relayguard.cli.')))")
+    for args, loaded in ((["--version"], []), (["logs", "/nonexistent.log"], ["logs"]),
+                         (["rules", "--help"], ["rules"])):
+        proc = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True,
+                              text=True, timeout=60, env=ENV)
+        assert proc.stdout.splitlines()[-1] == repr([f"relayguard.cli.{n}" for n in loaded])
+
+
 def test_rules_lists_every_rule() -> None:
     proc = run("rules")
     assert proc.returncode == 0, proc.stderr
