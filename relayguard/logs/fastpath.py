@@ -38,7 +38,6 @@ _TS_NEXT_LINE = re.compile(rb"\n" + _STAMP_FIRST)
 # CONNECT authorities and absolute URIs (and some junk the parser then drops)
 _CANDIDATE = re.compile(rb'\] "[^ "\n]{1,24}+ [^/* \n]')  # possessive: a quarter faster
 _SIZE_304 = re.compile(rb'" 304 (-|0 )?')  # a 304 logged without a size, or with one
-_OWN_GET = re.compile(rb'"GET (/[^ "]*) HTTP/1\.[01]" 2\d\d (\d+)')  # a local page, its size
 _ABS_PATH = re.compile(rb'\] "[^ "]{1,24} [a-zA-Z][a-zA-Z0-9+.-]{0,15}://[^/\s"]*(/[^\s"]*)')
 MAX_CANDIDATE_LINE = 64 * 1024
 MAX_UNPARSED_SAMPLES = 5
@@ -279,15 +278,24 @@ def _overlong_lines(data: bytes, res: ChunkResult) -> None:
 
 def _local_sizes(data: bytes, paths: set[bytes], res: ChunkResult) -> None:
     """Sizes of the site's own pages for `/` and the paths proxy requests asked for (8 each at
-    most, in file order), from one regex pass over the chunk's 2xx GETs: one pass costs what
-    four literal searches do, and a chunk can ask for 17 paths."""
+    most, in file order), from one regex pass that matches only 2xx GETs of those paths: the
+    regex engine skips every other GET in C, where matching all of them (most lines of a web
+    log) cost a match object each — a third of a busy chunk's scan. Stops once every path has
+    its 8."""
     wanted = {p: 0 for p in (b"/", *paths)}
-    for m in _OWN_GET.finditer(data):
+    alts = b"|".join(re.escape(p) for p in sorted(wanted, key=len, reverse=True))
+    own_get = re.compile(rb'"GET (' + alts + rb') HTTP/1\.[01]" 2\d\d (\d+)')
+    left = len(wanted)
+    for m in own_get.finditer(data):
         p = m.group(1)
-        seen = wanted.get(p)
-        if seen is not None and seen < 8:
+        seen = wanted[p]
+        if seen < 8:
             wanted[p] = seen + 1
             res.local_sizes.append((p.decode("utf-8", "surrogateescape"), int(m.group(2))))
+            if seen == 7:
+                left -= 1
+                if not left:
+                    return
 
 
 class _Range:
