@@ -211,12 +211,14 @@ def _minutes_per_line(data: bytes, nlines: int, res: ChunkResult) -> None:
                     break
 
 
-def scan_chunk(data: bytes) -> ChunkResult:
-    """Scan whole lines of one chunk (it ends at a newline, or at the end of the input)."""
+def scan_chunk(data: bytes, nlines: int | None = None) -> ChunkResult:
+    """Scan whole lines of one chunk (it ends at a newline, or at the end of the input);
+    `nlines`, when the caller has counted them already (`watch`), spares a pass."""
     res = ChunkResult()
-    nlines = data.count(b"\n")
-    if data and not data.endswith(b"\n"):
-        nlines += 1
+    if nlines is None:
+        nlines = data.count(b"\n")
+        if data and not data.endswith(b"\n"):
+            nlines += 1
     res.lines = nlines
     # size-unit evidence from the chunk's first MiB: plenty of 304s where there are any, and
     # whole-chunk counts would cost a tenth of the scan

@@ -392,7 +392,7 @@ class Engine:
             c.unparsed += batch.lines
             return
         if isinstance(access, AccessFormat) and access.fast_ok:
-            res = scan_chunk(batch.data)
+            res = scan_chunk(batch.data, batch.lines)
             c.unparsed += res.unparsed
             c.parsed += res.lines - res.unparsed
             an.feed_chunk(res, access, batch.source, base)
