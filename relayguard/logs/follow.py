@@ -24,8 +24,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from relayguard.logs.sources import MAX_LINE  # a longer "line" is consumed as it is
+
 HEAD_BYTES = 1024  # the file identity hash covers up to this many first bytes
-MAX_LINE = 64 * 1024  # a longer "line" without a newline is consumed as it is
 READ_BYTES = 4 * 1024 * 1024  # at most this much per read
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z", ".zip")
 _MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
