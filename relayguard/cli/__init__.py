@@ -3,25 +3,27 @@
 Each sub-command lives in its own module here and registers itself on `app`; it parses
 options, calls the library, and hands the `Report` to `emit`, which renders, prints and
 computes the exit status. Those modules are imported only when their command runs (or
-`--help` lists them): start-up is part of every command's run time, and building all nine
-commands' options cost more than reading a 100 MB log.
+`--help` lists them): start-up is part of every command's run time, so this module imports
+only click (not typer, whose pydantic imports cost more than half of a `logs` run's start-up).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, TypeVar
 
-import typer
-from typer.core import TyperGroup
+import click
 
 from relayguard import __version__
 from relayguard.findings import Report, Severity
 from relayguard.report import OutputFormat, render
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ExitStatus(IntEnum):
@@ -36,75 +38,71 @@ class ExitStatus(IntEnum):
 COMMANDS = ("audit", "blocklist", "history", "lab", "logs", "probe", "rules", "scan", "watch")
 
 
-class _LazyCommands(MutableMapping[str, Any]):
-    """The root group's commands by name, each imported and built on first use."""
+class Command(click.Command):
+    """A sub-command whose whole first help paragraph is listed by `relayguard --help` (click
+    would cut it at 45 characters or the first full stop)."""
 
-    def __init__(self, built: MutableMapping[str, Any]) -> None:
-        self.built = dict(built)
-
-    def __getitem__(self, name: str) -> Any:
-        cmd = self.built.get(name)
-        if cmd is None:
-            if name not in COMMANDS:
-                raise KeyError(name)
-            cmd = self.built[name] = _build_command(name)
-        return cmd
-
-    def __setitem__(self, name: str, cmd: Any) -> None:
-        self.built[name] = cmd
-
-    def __delitem__(self, name: str) -> None:
-        del self.built[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(dict.fromkeys([*COMMANDS, *self.built]))
-
-    def __len__(self) -> int:
-        return len({*COMMANDS, *self.built})
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return " ".join(inspect.cleandoc(self.help or "").partition("\n\n")[0].split())
 
 
-class LazyGroup(TyperGroup):
-    """The root group: a sub-command's module (and its options' parsers) load only when that
-    command runs, or when `--help` lists them all."""
+class LazyGroup(click.Group):
+    """The root group: a sub-command's module (and its options) load only when that command
+    runs, or when `--help` lists them all."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.commands = _LazyCommands(self.commands)
+    command_class = Command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            importlib.import_module(f"relayguard.cli.{cmd_name}")  # registers itself on `app`
+        return self.commands.get(cmd_name)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:  # help on stdout, exit 2: no command given
+            click.echo(ctx.get_help())
+            ctx.exit(int(ExitStatus.ERROR))
+        return super().parse_args(ctx, args)
 
 
-def _build_command(name: str) -> Any:
-    """Import `relayguard.cli.<name>` (it registers itself on `app`) and build its command."""
-    from typer.main import get_command_from_info
-
-    importlib.import_module(f"relayguard.cli.{name}")
-    info = next(i for i in app.registered_commands if i.name == name)
-    return get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
-                                 rich_markup_mode=app.rich_markup_mode)
+def _version_callback(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        sys.stdout.write(f"relayguard {__version__}\n")
+        ctx.exit(0)
 
 
-app = typer.Typer(
-    name="relayguard",
+@click.group(
+    "relayguard",
     cls=LazyGroup,
     help="Find out what a stranger can make this server relay: open proxies, open SMTP "
     "relays, and the abuse already in the logs.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+    context_settings={"show_default": True, "max_content_width": 120},
 )
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_version_callback, help="Print the version and exit.")
+def app() -> None:
+    """The root group; each sub-command is a module of this package."""
 
-FormatOption = Annotated[
-    OutputFormat | None,
-    typer.Option("--format", "-f", help="Output format (default: text)."),
-]
-FailOnOption = Annotated[
-    str,
-    typer.Option("--fail-on", help="Exit 1 when a finding is at least this severe "
-                 "(critical, high, medium, low, info)."),
-]
-OutputOption = Annotated[
-    Path | None,
-    typer.Option("--output", "-o", help="Write the report to this file instead of stdout."),
-]
+
+def _to_format(_ctx: click.Context, _param: click.Parameter, value: str | None
+               ) -> OutputFormat | None:
+    return None if value is None else OutputFormat(value)
+
+
+format_option = click.option(
+    "--format", "-f", "fmt", type=click.Choice([f.value for f in OutputFormat]),
+    callback=_to_format, help="Output format (default: text).")
+
+
+def report_options(func: F) -> F:
+    """--format, --fail-on and --output, shared by every command that emits a Report."""
+    func = click.option("--output", "-o", type=click.Path(path_type=Path),
+                        help="Write the report to this file instead of stdout.")(func)
+    func = click.option("--fail-on", default="high", help="Exit 1 when a finding is at least "
+                        "this severe (critical, high, medium, low, info).")(func)
+    return format_option(func)
 
 
 def exit_status(report: Report, fail_on: Severity) -> ExitStatus:
@@ -121,7 +119,7 @@ def parse_fail_on(text: str) -> Severity:
     try:
         return Severity.parse(text)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--fail-on") from None
+        raise click.BadParameter(str(exc), param_hint="--fail-on") from None
 
 
 def emit(report: Report, fmt: OutputFormat | None, fail_on: Severity,
@@ -138,36 +136,19 @@ def emit(report: Report, fmt: OutputFormat | None, fail_on: Severity,
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
-    raise typer.Exit(int(exit_status(report, fail_on)))
+    raise click.exceptions.Exit(int(exit_status(report, fail_on)))
 
 
 def fail(message: str) -> None:
     """Print a one-line error and exit 2; the only way commands report fatal input errors."""
     sys.stderr.write(f"relayguard: error: {message}\n")
-    raise typer.Exit(int(ExitStatus.ERROR))
+    raise click.exceptions.Exit(int(ExitStatus.ERROR))
 
 
 def _width() -> int:
     import shutil
 
     return max(60, min(shutil.get_terminal_size((100, 24)).columns, 140))
-
-
-def _version_callback(value: bool) -> None:
-    if value:
-        sys.stdout.write(f"relayguard {__version__}\n")
-        raise typer.Exit(0)
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version_callback, is_eager=True,
-                     help="Print the version and exit."),
-    ] = False,
-) -> None:
-    """Find out what a stranger can make this server relay."""
 
 
 def main() -> None:

@@ -6,40 +6,43 @@ import ipaddress
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
 
-import typer
+import click
 
 from relayguard.audit.base import AuditOptions, AuditResult
-from relayguard.cli import FailOnOption, FormatOption, OutputOption, app, emit, fail, parse_fail_on
+from relayguard.cli import app, emit, fail, parse_fail_on, report_options
 from relayguard.findings import Report
 from relayguard.report import OutputFormat
 
 
 @app.command("audit")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path), help="Config files or "
+                "directories (default: every supported server's standard locations).")
+@click.option("--type", "-t", "server_type",
+              help="Treat the paths as this server's config (apache, …).")
+@click.option("--outside-client", help="Decide access for this client address (default: an "
+              "Internet address none of the ACLs mention).")
+@click.option("--root", type=click.Path(path_type=Path), help="Audit a system image or config "
+              "backup unpacked here (absolute paths inside configs are read under it).")
+@click.option("--define", "-D", multiple=True,
+              help="Apache -D NAME[=VALUE] the daemon is started with.")
+@click.option("--fix", is_flag=True, help="Print a unified diff that closes each hole, offered "
+              "only when the patched config re-audits clean and the server's own config test "
+              "accepts it.")
+@click.option("--write", is_flag=True, help="With --fix: apply the verified patch (a backup of "
+              "each file is kept next to it).")
+@report_options
 def audit_command(
-    paths: Annotated[list[Path] | None, typer.Argument(
-        help="Config files or directories (default: every supported server's standard "
-        "locations).", show_default=False)] = None,
-    server_type: Annotated[str | None, typer.Option(
-        "--type", "-t", help="Treat the paths as this server's config (apache, …).")] = None,
-    outside_client: Annotated[str | None, typer.Option(
-        "--outside-client", help="Decide access for this client address (default: an Internet "
-        "address none of the ACLs mention).")] = None,
-    root: Annotated[Path | None, typer.Option(
-        "--root", help="Audit a system image or config backup unpacked here (absolute paths "
-        "inside configs are read under it).")] = None,
-    define: Annotated[list[str] | None, typer.Option(
-        "--define", "-D", help="Apache -D NAME[=VALUE] the daemon is started with.")] = None,
-    fix: Annotated[bool, typer.Option(
-        "--fix", help="Print a unified diff that closes each hole, offered only when the "
-        "patched config re-audits clean and the server's own config test accepts it.")] = False,
-    write: Annotated[bool, typer.Option(
-        "--write", help="With --fix: apply the verified patch (a backup of each file is "
-        "kept next to it).")] = False,
-    fmt: FormatOption = None,
-    fail_on: FailOnOption = "high",
-    output: OutputOption = None,
+    paths: tuple[Path, ...],
+    server_type: str | None,
+    outside_client: str | None,
+    root: Path | None,
+    define: tuple[str, ...],
+    fix: bool,
+    write: bool,
+    fmt: OutputFormat | None,
+    fail_on: str,
+    output: Path | None,
 ) -> None:
     """Static analysis of server configs for every way a stranger can relay through them."""
     from relayguard.audit import run_audit

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
-from relayguard.cli import FailOnOption, FormatOption, OutputOption, app, emit, fail, parse_fail_on
+from relayguard.cli import app, emit, fail, parse_fail_on, report_options
+from relayguard.report import OutputFormat
 
 if TYPE_CHECKING:
     from relayguard.blocklist.dnsclient import Nameserver
@@ -21,38 +23,44 @@ _PUBLIC_RESOLVERS = frozenset({
 
 
 @app.command("blocklist")
+@click.argument("targets", nargs=-1, required=True, help="IPv4/IPv6 addresses, domains or "
+                "hostnames (a hostname is also checked through all its A/AAAA addresses).")
+@click.option("--zones", "-z", multiple=True, help="Comma-separated zones to ask instead of the "
+              "zone set; `name:domain` marks an uncatalogued domain list.")
+@click.option("--zone-set", default="default",
+              help="Catalogue set when --zones is not given: default or all.")
+@click.option("--resolver", "-r", multiple=True, help="Nameserver IP[:PORT] to ask (repeatable). "
+              "Default: the system resolvers in /etc/resolv.conf (reported in the output).")
+@click.option("--source", help="Local IP address to send queries from.")
+@click.option("--timeout", type=float, default=2.0, help="Seconds to wait for one answer.")
+@click.option("--retries", type=int, default=1, help="Retries after a timeout or SERVFAIL.")
+@click.option("--concurrency", type=int, default=64, help="Queries in flight at most.")
+@click.option("--rate", type=float, default=20.0,
+              help="Queries per second per zone (0: no limit).")
+@click.option("--deadline", type=float, default=60.0, help="Total seconds for the whole check; "
+              "what is unanswered by then is `unknown` (raise it, or --rate, for hundreds of "
+              "targets).")
+@click.option("--min-lists", type=int, help="Usable lists that must answer for `clean` "
+              "(default: half of the applicable lists).")
+@click.option("--no-resolve", is_flag=True, help="Check names on domain lists only; do not look "
+              "up their A/AAAA addresses.")
+@report_options
 def blocklist_command(
-    targets: Annotated[list[str], typer.Argument(
-        help="IPv4/IPv6 addresses, domains or hostnames (a hostname is also checked through "
-        "all its A/AAAA addresses).")],
-    zones: Annotated[list[str] | None, typer.Option(
-        "--zones", "-z", help="Comma-separated zones to ask instead of the zone set; "
-        "`name:domain` marks an uncatalogued domain list.")] = None,
-    zone_set: Annotated[str, typer.Option(
-        "--zone-set", help="Catalogue set when --zones is not given: default or all.")
-    ] = "default",
-    resolver: Annotated[list[str] | None, typer.Option(
-        "--resolver", "-r", help="Nameserver IP[:PORT] to ask (repeatable). Default: the "
-        "system resolvers in /etc/resolv.conf (reported in the output).")] = None,
-    source: Annotated[str | None, typer.Option(
-        "--source", help="Local IP address to send queries from.")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for one answer.")] = 2.0,
-    retries: Annotated[int, typer.Option(help="Retries after a timeout or SERVFAIL.")] = 1,
-    concurrency: Annotated[int, typer.Option(help="Queries in flight at most.")] = 64,
-    rate: Annotated[float, typer.Option(help="Queries per second per zone (0: no limit).")
-                    ] = 20.0,
-    deadline: Annotated[float, typer.Option(
-        help="Total seconds for the whole check; what is unanswered by then is `unknown` "
-        "(raise it, or --rate, for hundreds of targets).")] = 60.0,
-    min_lists: Annotated[int | None, typer.Option(
-        "--min-lists", help="Usable lists that must answer for `clean` (default: half of "
-        "the applicable lists).")] = None,
-    no_resolve: Annotated[bool, typer.Option(
-        "--no-resolve", help="Check names on domain lists only; do not look up their "
-        "A/AAAA addresses.")] = False,
-    fmt: FormatOption = None,
-    fail_on: FailOnOption = "high",
-    output: OutputOption = None,
+    targets: tuple[str, ...],
+    zones: tuple[str, ...],
+    zone_set: str,
+    resolver: tuple[str, ...],
+    source: str | None,
+    timeout: float,
+    retries: int,
+    concurrency: int,
+    rate: float,
+    deadline: float,
+    min_lists: int | None,
+    no_resolve: bool,
+    fmt: OutputFormat | None,
+    fail_on: str,
+    output: Path | None,
 ) -> None:
     """Check addresses and domains against self-tested DNS blocklists, with decoded codes."""
     from relayguard.blocklist.check import check
@@ -92,7 +100,7 @@ def blocklist_command(
     emit(build_report(result, [str(s) for s in servers], tuple(notes)), fmt, severity, output)
 
 
-def _zones(zones: list[str] | None, zone_set: str) -> tuple[Zone, ...]:
+def _zones(zones: tuple[str, ...], zone_set: str) -> tuple[Zone, ...]:
     """The zones to ask: --zones (catalogue entry or generic) or a catalogue set."""
     from relayguard.blocklist.names import to_alabel
     from relayguard.blocklist.zones import Zone as CatalogueZone

@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
 
-import typer
+import click
 
 from relayguard.cli import app, fail
 from relayguard.report import printable
 
 
 @app.command("history")
-def history_command(
-    host: Annotated[str | None, typer.Argument(
-        help="Host as scanned (default: list the hosts and their last scans).",
-        show_default=False)] = None,
-    db: Annotated[str | None, typer.Option(
-        "--db", help="History store: SQLAlchemy URL (default: $RELAYGUARD_DB or SQLite in "
-        "~/.local/share/relayguard).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-) -> None:
+@click.argument("host", required=False,
+                help="Host as scanned (default: list the hosts and their last scans).")
+@click.option("--db", help="History store: SQLAlchemy URL (default: $RELAYGUARD_DB or SQLite in "
+              "~/.local/share/relayguard).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def history_command(host: str | None, db: str | None, as_json: bool) -> None:
     """Compare the latest scan of HOST with the one before: new, fixed, unchanged findings.
     Exit 1 when something is new, 0 otherwise, 2 when the store or host is unknown."""
     from relayguard.errors import RelayguardError
@@ -44,7 +40,7 @@ def history_command(
                                  f"{last['verdict']}\n")
             if not rows:
                 sys.stdout.write("no scan stored yet\n")
-        raise typer.Exit(0)
+        raise click.exceptions.Exit(0)
     change = store.changes(host)
     if change is None:
         fail(f"no scan of {host!r} in the history store")
@@ -68,4 +64,4 @@ def history_command(
             lines += [f"  {d['severity']:<8} {d['rule']}  {printable(d['location'])}  "
                       f"{printable(d['title'])}" for d in items]
         sys.stdout.write("\n".join(lines) + "\n")
-    raise typer.Exit(1 if change.new and change.before is not None else 0)
+    raise click.exceptions.Exit(1 if change.new and change.before is not None else 0)

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Annotated
 
-import typer
+import click
 
 from relayguard.cli import app, fail
 
 
 @app.command("lab")
-def lab_command(
-    address: Annotated[str, typer.Option(
-        "--address", help="Loopback address the lab's Apache and Postfix listen on.")
-    ] = "127.0.10.1",
-    keep: Annotated[bool, typer.Option(
-        "--keep", help="Keep the lab's work directory (configs, logs, backups).")] = False,
-) -> None:
+@click.option("--address", default="127.0.10.1",
+              help="Loopback address the lab's Apache and Postfix listen on.")
+@click.option("--keep", is_flag=True,
+              help="Keep the lab's work directory (configs, logs, backups).")
+def lab_command(address: str, keep: bool) -> None:
     """Start a real Apache with an open forward proxy and a real Postfix on loopback, let
     spammers relay through it, scan, fix, and prove the hole closed. Needs root and the
     Debian packages apache2, postfix and iproute2. Exit 0 when the hole was closed."""
@@ -40,7 +37,7 @@ def lab_command(
         return
     except KeyboardInterrupt:
         sys.stderr.write("relayguard lab: interrupted; everything it started is stopped\n")
-        raise typer.Exit(130) from None
+        raise click.exceptions.Exit(130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-    raise typer.Exit(0 if result.closed else 1)
+    raise click.exceptions.Exit(0 if result.closed else 1)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Annotated
 
-import typer
+import click
 
-from relayguard.cli import FailOnOption, FormatOption, OutputOption, app, emit, fail, parse_fail_on
+from relayguard.cli import app, emit, fail, parse_fail_on, report_options
+from relayguard.report import OutputFormat
 
 
 def _parse_when(text: str | None, name: str) -> float | None:
@@ -18,7 +18,7 @@ def _parse_when(text: str | None, name: str) -> float | None:
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise typer.BadParameter(f"not an ISO date/time: {text!r}", param_hint=name) from None
+        raise click.BadParameter(f"not an ISO date/time: {text!r}", param_hint=name) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
@@ -33,44 +33,47 @@ def parse_zone(name: str | None) -> tzinfo | None:
     try:
         return zone(name)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--tz") from None
+        raise click.BadParameter(str(exc), param_hint="--tz") from None
 
 
 @app.command("logs")
+@click.argument("files", nargs=-1, required=True, help="Log files (plain, .gz, .bz2, .xz; rotated "
+                "sets are read oldest first); `-` reads stdin.")
+@report_options
+@click.option("--server-name", multiple=True, help="The site's own host names (absolute-URI "
+              "requests for them are not proxying). Repeatable.")
+@click.option("--mail-domain", multiple=True,
+              help="Domains the MTA receives mail for. Repeatable.")
+@click.option("--trusted-client", multiple=True, help="Client IPs allowed to relay (besides "
+              "127.0.0.1 and ::1). Repeatable.")
+@click.option("--log-format", help="Force a format: combined, common, vhost_combined, nginx, "
+              "squid, syslog, or an Apache LogFormat / nginx log_format string.")
+@click.option("--apache-config", type=click.Path(path_type=Path), help="The Apache config (e.g. "
+              "/etc/apache2/apache2.conf; includes followed): its LogFormat/CustomLog, "
+              "ServerName/ServerAlias and whether it can proxy at all.")
+@click.option("--since", help="Only events at or after this ISO date/time (UTC if no zone).")
+@click.option("--until", help="Only events at or before this ISO date/time.")
+@click.option("--year", type=int,
+              help="Year of syslog lines without one (default: from the file date).")
+@click.option("--tz", help="Time zone the syslog (mail) logs were written in, e.g. Europe/Berlin "
+              "(default: this machine's); their stamps carry none.")
+@click.option("--jobs", "-j", type=click.IntRange(0, 64), default=0,
+              help="Worker processes for large plain access logs (0 = all cores).")
 def logs_command(
-    files: Annotated[list[str], typer.Argument(
-        help="Log files (plain, .gz, .bz2, .xz; rotated sets are read oldest first); "
-             "`-` reads stdin.")],
-    fmt: FormatOption = None,
-    fail_on: FailOnOption = "high",
-    output: OutputOption = None,
-    server_name: Annotated[list[str] | None, typer.Option(
-        "--server-name", help="The site's own host names (absolute-URI requests for them are "
-                              "not proxying). Repeatable.")] = None,
-    mail_domain: Annotated[list[str] | None, typer.Option(
-        "--mail-domain", help="Domains the MTA receives mail for. Repeatable.")] = None,
-    trusted_client: Annotated[list[str] | None, typer.Option(
-        "--trusted-client", help="Client IPs allowed to relay (besides 127.0.0.1 and ::1). "
-                                 "Repeatable.")] = None,
-    log_format: Annotated[str | None, typer.Option(
-        "--log-format", help="Force a format: combined, common, vhost_combined, nginx, squid, "
-                             "syslog, or an Apache LogFormat / nginx log_format string.")] = None,
-    apache_config: Annotated[Path | None, typer.Option(
-        "--apache-config", help="The Apache config (e.g. /etc/apache2/apache2.conf; includes "
-                                "followed): its LogFormat/CustomLog, ServerName/ServerAlias "
-                                "and whether it can proxy at all.")] = None,
-    since: Annotated[str | None, typer.Option(
-        "--since", help="Only events at or after this ISO date/time (UTC if no zone).")] = None,
-    until: Annotated[str | None, typer.Option(
-        "--until", help="Only events at or before this ISO date/time.")] = None,
-    year: Annotated[int | None, typer.Option(
-        "--year", help="Year of syslog lines without one (default: from the file date).")] = None,
-    tz: Annotated[str | None, typer.Option(
-        "--tz", help="Time zone the syslog (mail) logs were written in, e.g. Europe/Berlin "
-                     "(default: this machine's); their stamps carry none.")] = None,
-    jobs: Annotated[int, typer.Option(
-        "--jobs", "-j", help="Worker processes for large plain access logs (0 = all cores).",
-        min=0, max=64)] = 0,
+    files: tuple[str, ...],
+    fmt: OutputFormat | None,
+    fail_on: str,
+    output: Path | None,
+    server_name: tuple[str, ...],
+    mail_domain: tuple[str, ...],
+    trusted_client: tuple[str, ...],
+    log_format: str | None,
+    apache_config: Path | None,
+    since: str | None,
+    until: str | None,
+    year: int | None,
+    tz: str | None,
+    jobs: int,
 ) -> None:
     """Find relaying that already happened in access and mail logs, with its timeline."""
     from relayguard.errors import InputError

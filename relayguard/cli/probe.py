@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
-from relayguard.cli import FailOnOption, FormatOption, OutputOption, app, emit, fail, parse_fail_on
+from relayguard.cli import app, emit, fail, parse_fail_on, report_options
+from relayguard.report import OutputFormat
 
 if TYPE_CHECKING:
     from relayguard.findings import Report
@@ -34,49 +35,55 @@ def _hostport(option: str, text: str) -> tuple[str, int]:
 
 
 @app.command("probe")
+@click.argument("targets", nargs=-1, help="host, host:port, IPv4/IPv6 literal, [v6]:port or CIDR "
+                "(wider than /20 needs --allow-large). Without a port, every port of --ports is "
+                "tried.")
+@click.option("--targets-file", "-T", type=click.Path(path_type=Path),
+              help="Read targets from this file, one per line.")
+@click.option("--ports", "-p", help="Ports for targets without one, e.g. 25,80,3128,8000-8080 "
+              "(default: common proxy and mail ports).")
+@click.option("--source-address", "-S", help="Send probes from this local address.")
+@click.option("--canary-host", help="Address targets must use to reach the scanner's canary "
+              "(default: the local address of the route to the first target).")
+@click.option("--canary-bind", help="Local address the canary listens on, when targets reach it "
+              "through NAT at --canary-host (default: --canary-host itself).")
+@click.option("--smtp-check-target", help="HOST:PORT of a real MTA whose 220 banner proves SMTP "
+              "reachability through a proxy when the canary cannot listen on 25/465/587.")
+@click.option("--confirm-delivery", is_flag=True, help="Opt-in: through an MTA that accepts a "
+              "foreign RCPT, SEND ONE tiny test message to <nonce>@[canary-host] and confirm the "
+              "relay when the canary receives it. Off by default: probes otherwise stop at RCPT "
+              "and never send DATA.")
+@click.option("--timeout", type=float, default=5.0,
+              help="Seconds for one step (connect, one reply).")
+@click.option("--banner-wait", type=float, default=0.5, help="Seconds of silence after "
+              "connecting before a port is treated as client-first (HTTP/SOCKS) rather than SMTP.")
+@click.option("--concurrency", type=int, default=64, help="Connections open at once, in total.")
+@click.option("--per-host", type=int, default=4, help="Connections open at once to one host.")
+@click.option("--rate", type=float, default=0.0,
+              help="New connections per second (0: no limit).")
+@click.option("--max-time", type=float, default=1800.0, help="Seconds for the whole run.")
+@click.option("--allow-large", is_flag=True,
+              help="Allow networks wider than /20 (IPv4) or /116 (IPv6).")
+@report_options
 def probe_command(
-    targets: Annotated[list[str] | None, typer.Argument(
-        help="host, host:port, IPv4/IPv6 literal, \\[v6]:port or CIDR (wider than /20 needs "
-        "--allow-large). Without a port, every port of --ports is tried.",
-        show_default=False)] = None,
-    targets_file: Annotated[Path | None, typer.Option(
-        "--targets-file", "-T", help="Read targets from this file, one per line.")] = None,
-    ports: Annotated[str | None, typer.Option(
-        "--ports", "-p", help="Ports for targets without one, e.g. 25,80,3128,8000-8080 "
-        "(default: common proxy and mail ports).")] = None,
-    source_address: Annotated[str | None, typer.Option(
-        "--source-address", "-S", help="Send probes from this local address.")] = None,
-    canary_host: Annotated[str | None, typer.Option(
-        "--canary-host", help="Address targets must use to reach the scanner's canary "
-        "(default: the local address of the route to the first target).")] = None,
-    canary_bind: Annotated[str | None, typer.Option(
-        "--canary-bind", help="Local address the canary listens on, when targets reach "
-        "it through NAT at --canary-host (default: --canary-host itself).")] = None,
-    smtp_check_target: Annotated[str | None, typer.Option(
-        "--smtp-check-target", help="HOST:PORT of a real MTA whose 220 banner proves SMTP "
-        "reachability through a proxy when the canary cannot listen on 25/465/587.")] = None,
-    confirm_delivery: Annotated[bool, typer.Option(
-        "--confirm-delivery", help="Opt-in: through an MTA that accepts a foreign RCPT, SEND "
-        "ONE tiny test message to <nonce>@\\[canary-host] and confirm the relay when the canary "
-        "receives it. Off by default: probes otherwise stop at RCPT and never send DATA.")
-    ] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds for one step (connect, one reply).")
-                       ] = 5.0,
-    banner_wait: Annotated[float, typer.Option(
-        "--banner-wait", help="Seconds of silence after connecting before a port is treated "
-        "as client-first (HTTP/SOCKS) rather than SMTP.")] = 0.5,
-    concurrency: Annotated[int, typer.Option(help="Connections open at once, in total.")] = 64,
-    per_host: Annotated[int, typer.Option("--per-host", help="Connections open at once to "
-                                          "one host.")] = 4,
-    rate: Annotated[float, typer.Option(help="New connections per second (0: no limit).")
-                    ] = 0.0,
-    max_time: Annotated[float, typer.Option("--max-time", help="Seconds for the whole run.")
-                        ] = 1800.0,
-    allow_large: Annotated[bool, typer.Option(
-        "--allow-large", help="Allow networks wider than /20 (IPv4) or /116 (IPv6).")] = False,
-    fmt: FormatOption = None,
-    fail_on: FailOnOption = "high",
-    output: OutputOption = None,
+    targets: tuple[str, ...],
+    targets_file: Path | None,
+    ports: str | None,
+    source_address: str | None,
+    canary_host: str | None,
+    canary_bind: str | None,
+    smtp_check_target: str | None,
+    confirm_delivery: bool,
+    timeout: float,
+    banner_wait: float,
+    concurrency: int,
+    per_host: int,
+    rate: float,
+    max_time: float,
+    allow_large: bool,
+    fmt: OutputFormat | None,
+    fail_on: str,
+    output: Path | None,
 ) -> None:
     """Ask targets to relay to the scanner's own canary: open HTTP/CONNECT/SOCKS proxies,
     SMTP through proxies, open SMTP relays. Verdicts are confirmed only by the canary."""

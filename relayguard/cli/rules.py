@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import click
 
 from relayguard.catalogue import Rule, all_rules, rule_by_id
-from relayguard.cli import FormatOption, app, fail
+from relayguard.cli import app, fail, format_option
 from relayguard.report import OutputFormat
 
 
@@ -22,10 +22,9 @@ def rule_dict(rule: Rule) -> dict[str, Any]:
 
 
 @app.command("rules")
-def rules_command(
-    rule_id: Annotated[str | None, typer.Argument(help="Print this rule's documentation.")] = None,
-    fmt: FormatOption = None,
-) -> None:
+@click.argument("rule_id", required=False, help="Print this rule's documentation.")
+@format_option
+def rules_command(rule_id: str | None, fmt: OutputFormat | None) -> None:
     """List every rule with id, category, severity and description, or document one."""
     fmt = fmt or OutputFormat.TEXT
     if fmt is OutputFormat.SARIF:

@@ -7,20 +7,18 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
-from typer.core import TyperCommand
+import click
 
 from relayguard.cli import (
+    Command,
     ExitStatus,
-    FailOnOption,
-    FormatOption,
-    OutputOption,
     app,
     exit_status,
     fail,
     parse_fail_on,
+    report_options,
 )
 from relayguard.report import OutputFormat
 
@@ -55,27 +53,27 @@ def _address(option: str, text: str | None) -> str | None:
         raise AssertionError from None
 
 
-class NagiosAwareCommand(TyperCommand):
+class NagiosAwareCommand(Command):
     """Under `--nagios` every way out is a plugin status: click's own parse errors (exit 2,
     which Nagios reads as CRITICAL) and uncaught exceptions (exit 1, WARNING) become UNKNOWN
     (3) with one status line on stdout, as the Monitoring Plugins guidelines require."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         nagios = "--nagios" in args
         try:
             return super().parse_args(ctx, args)
-        except typer.TyperException as exc:  # click's UsageError / BadParameter
+        except click.ClickException as exc:  # click's UsageError / BadParameter
             if not nagios:
                 raise
             _usage(True, _click_message(exc))
             raise AssertionError from None  # _usage always raises
 
-    def invoke(self, ctx: typer.Context) -> object:
+    def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort):
+        except (click.exceptions.Exit, click.Abort):
             raise
-        except typer.TyperException as exc:
+        except click.ClickException as exc:
             if not ctx.params.get("nagios"):
                 raise
             _usage(True, _click_message(exc))
@@ -93,62 +91,71 @@ def _click_message(exc: Exception) -> str:
 
 
 @app.command("scan", cls=NagiosAwareCommand)
+@click.argument("host", required=False,
+                help="Host name or address to scan (default: this machine).")
+@click.option("--inventory", "-i", type=click.Path(path_type=Path),
+              help="Scan every site of this TOML inventory (a fleet).")
+@click.option("--ports", "-p", help="Ports to probe, e.g. 25,8080 (default: what listens, for "
+              "this machine; common proxy and mail ports otherwise).")
+@click.option("--config", "-c", type=click.Path(path_type=Path), multiple=True, help="Config "
+              "file/dir to audit (repeatable; default: this machine's standard locations).")
+@click.option("--root", type=click.Path(path_type=Path),
+              help="Audit a config backup unpacked here.")
+@click.option("--log", multiple=True, help="Log file to analyse (repeatable; default: those the "
+              "configs name and the standard places).")
+@click.option("--public-address", multiple=True,
+              help="The host's public address, for blocklists (repeatable).")
+@click.option("--mail-domain", multiple=True,
+              help="A mail domain of the host, for blocklists (repeatable).")
+@click.option("--source-address", "-S", help="Send probes from this local address (one the "
+              "servers do not trust gives a stranger's view).")
+@click.option("--canary-host", help="Address targets use to reach the scanner's canary.")
+@click.option("--resolver", "-r", multiple=True,
+              help="Blocklist nameserver IP[:PORT] (repeatable).")
+@click.option("--zones", "-z", multiple=True,
+              help="Blocklist zones (comma-separated; NAME[:ip|domain]).")
+@click.option("--no-probe", is_flag=True, help="Skip network probes.")
+@click.option("--no-audit", is_flag=True, help="Skip the config audit.")
+@click.option("--no-logs", is_flag=True, help="Skip log analysis.")
+@click.option("--no-blocklist", is_flag=True, help="Skip blocklists.")
+@click.option("--timeout", type=float, default=3.0, help="Seconds for one probe step.")
+@click.option("--max-time", type=float, default=300.0, help="Seconds for all probes.")
+@click.option("--jobs", "-j", type=int, default=4, help="Sites worked on at once.")
+@click.option("--nagios", is_flag=True, help="Print one Nagios/Icinga status line with perfdata; "
+              "exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
+@click.option("--db", help="History store: SQLAlchemy URL (default: $RELAYGUARD_DB or SQLite in "
+              "~/.local/share/relayguard).")
+@click.option("--no-history", is_flag=True, help="Do not store this scan.")
+@click.option("--output-dir", type=click.Path(path_type=Path),
+              help="Fleet: also write one report per site into this directory.")
+@report_options
 def scan_command(
-    host: Annotated[str | None, typer.Argument(
-        help="Host name or address to scan (default: this machine).", show_default=False)
-    ] = None,
-    inventory: Annotated[Path | None, typer.Option(
-        "--inventory", "-i", help="Scan every site of this TOML inventory (a fleet).")] = None,
-    ports: Annotated[str | None, typer.Option(
-        "--ports", "-p", help="Ports to probe, e.g. 25,8080 (default: what listens, for this "
-        "machine; common proxy and mail ports otherwise).")] = None,
-    config: Annotated[list[Path] | None, typer.Option(
-        "--config", "-c", help="Config file/dir to audit (repeatable; default: this machine's "
-        "standard locations).")] = None,
-    root: Annotated[Path | None, typer.Option(
-        "--root", help="Audit a config backup unpacked here.")] = None,
-    log: Annotated[list[str] | None, typer.Option(
-        "--log", help="Log file to analyse (repeatable; default: those the configs name and "
-        "the standard places).")] = None,
-    public_address: Annotated[list[str] | None, typer.Option(
-        "--public-address", help="The host's public address, for blocklists (repeatable).")
-    ] = None,
-    mail_domain: Annotated[list[str] | None, typer.Option(
-        "--mail-domain", help="A mail domain of the host, for blocklists (repeatable).")
-    ] = None,
-    source_address: Annotated[str | None, typer.Option(
-        "--source-address", "-S", help="Send probes from this local address (one the "
-        "servers do not trust gives a stranger's view).")] = None,
-    canary_host: Annotated[str | None, typer.Option(
-        "--canary-host", help="Address targets use to reach the scanner's canary.")] = None,
-    resolver: Annotated[list[str] | None, typer.Option(
-        "--resolver", "-r", help="Blocklist nameserver IP[:PORT] (repeatable).")] = None,
-    zones: Annotated[list[str] | None, typer.Option(
-        "--zones", "-z", help="Blocklist zones (comma-separated; NAME[:ip|domain]).")] = None,
-    no_probe: Annotated[bool, typer.Option("--no-probe", help="Skip network probes.")] = False,
-    no_audit: Annotated[bool, typer.Option("--no-audit", help="Skip the config audit.")
-                        ] = False,
-    no_logs: Annotated[bool, typer.Option("--no-logs", help="Skip log analysis.")] = False,
-    no_blocklist: Annotated[bool, typer.Option("--no-blocklist", help="Skip blocklists.")
-                            ] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds for one probe step.")] = 3.0,
-    max_time: Annotated[float, typer.Option("--max-time", help="Seconds for all probes.")
-                        ] = 300.0,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Sites worked on at once.")] = 4,
-    nagios: Annotated[bool, typer.Option(
-        "--nagios", help="Print one Nagios/Icinga status line with perfdata; exit 0 OK, "
-        "1 WARNING, 2 CRITICAL, 3 UNKNOWN.")] = False,
-    db: Annotated[str | None, typer.Option(
-        "--db", help="History store: SQLAlchemy URL (default: $RELAYGUARD_DB or SQLite in "
-        "~/.local/share/relayguard).")] = None,
-    no_history: Annotated[bool, typer.Option("--no-history", help="Do not store this scan.")
-                          ] = False,
-    output_dir: Annotated[Path | None, typer.Option(
-        "--output-dir", help="Fleet: also write one report per site into this directory.")
-    ] = None,
-    fmt: FormatOption = None,
-    fail_on: FailOnOption = "high",
-    output: OutputOption = None,
+    host: str | None,
+    inventory: Path | None,
+    ports: str | None,
+    config: tuple[Path, ...],
+    root: Path | None,
+    log: tuple[str, ...],
+    public_address: tuple[str, ...],
+    mail_domain: tuple[str, ...],
+    source_address: str | None,
+    canary_host: str | None,
+    resolver: tuple[str, ...],
+    zones: tuple[str, ...],
+    no_probe: bool,
+    no_audit: bool,
+    no_logs: bool,
+    no_blocklist: bool,
+    timeout: float,
+    max_time: float,
+    jobs: int,
+    nagios: bool,
+    db: str | None,
+    no_history: bool,
+    output_dir: Path | None,
+    fmt: OutputFormat | None,
+    fail_on: str,
+    output: Path | None,
 ) -> None:
     """Audit, probe, read the logs and check blocklists for one host or a fleet; one
     correlated verdict per site, the fix first."""
@@ -157,7 +164,7 @@ def scan_command(
 
     try:
         severity = parse_fail_on(fail_on)
-    except typer.BadParameter as exc:
+    except click.BadParameter as exc:
         _usage(nagios, str(exc))
         return
     if nagios and fmt is not None:
@@ -216,20 +223,20 @@ def scan_command(
 
         line, state = render_nagios(reports)
         sys.stdout.write(line)
-        raise typer.Exit(int(state))
+        raise click.exceptions.Exit(int(state))
     fmt = fmt or OutputFormat.TEXT
     if inventory is not None:
         _emit_fleet(reports, fmt, severity, output, output_dir)
     else:
         _write(_render_one(reports[0], fmt, output), output)
-        raise typer.Exit(int(exit_status(reports[0], severity)))
+        raise click.exceptions.Exit(int(exit_status(reports[0], severity)))
 
 
 def _usage(nagios: bool, message: str) -> None:
     """A usage/input error: exit 2, or UNKNOWN (3) with one status line under --nagios."""
     if nagios:
         sys.stdout.write(f"RELAYGUARD UNKNOWN - {message.splitlines()[0]}\n")
-        raise typer.Exit(3)
+        raise click.exceptions.Exit(3)
     fail(message)
 
 
@@ -302,4 +309,4 @@ def _emit_fleet(reports: list[Report], fmt: OutputFormat, severity: object,
     _write(text, output)
     statuses = [exit_status(r, severity) for r in reports]  # type: ignore[arg-type]
     worst = ExitStatus.ERROR if ExitStatus.ERROR in statuses else max(statuses)
-    raise typer.Exit(int(worst))
+    raise click.exceptions.Exit(int(worst))

@@ -7,38 +7,39 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import click
 
 from relayguard.cli import app, fail
 
 
 @app.command("watch")
+@click.argument("files", nargs=-1, help="Log files to follow (like tail -F: rotation, "
+                "truncation, files created later). Default: [watch] files from --config.")
+@click.option("--config", "-c", type=click.Path(path_type=Path), help="watch.toml: alerts, "
+              "response, blocklist re-checks (see contrib/watch.toml).")
+@click.option("--state", help="SQLite state file (positions, detector state, alert outbox). "
+              "Default: [watch] state, else /var/lib/relayguard/watch.sqlite.")
+@click.option("--metrics", help="Serve Prometheus metrics on ADDR:PORT.")
+@click.option("--from-beginning", is_flag=True, help="Read files seen for the first time from "
+              "their start (default: from their end, like tail -F).")
+@click.option("--tz", help="Time zone the syslog (mail) logs are written in, e.g. Europe/Berlin "
+              "(default: [watch] tz, else this machine's); their stamps carry none.")
+@click.option("--once", is_flag=True, help="Read what is there, deliver alerts, and exit.")
+@click.option("--status", "show_status", is_flag=True,
+              help="Print what the state file holds (JSON) and exit.")
+@click.option("--verbose", "-v", is_flag=True, help="Log more.")
 def watch_command(
-    files: Annotated[list[str] | None, typer.Argument(
-        help="Log files to follow (like tail -F: rotation, truncation, files created "
-             "later). Default: [watch] files from --config.")] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="watch.toml: alerts, response, blocklist re-checks "
-                               "(see contrib/watch.toml).")] = None,
-    state: Annotated[str | None, typer.Option(
-        "--state", help="SQLite state file (positions, detector state, alert outbox). "
-                        "Default: [watch] state, else /var/lib/relayguard/watch.sqlite.")] = None,
-    metrics: Annotated[str | None, typer.Option(
-        "--metrics", help="Serve Prometheus metrics on ADDR:PORT.")] = None,
-    from_beginning: Annotated[bool, typer.Option(
-        "--from-beginning", help="Read files seen for the first time from their start "
-                                 "(default: from their end, like tail -F).")] = False,
-    tz: Annotated[str | None, typer.Option(
-        "--tz", help="Time zone the syslog (mail) logs are written in, e.g. Europe/Berlin "
-                     "(default: [watch] tz, else this machine's); their stamps carry none.")
-    ] = None,
-    once: Annotated[bool, typer.Option(
-        "--once", help="Read what is there, deliver alerts, and exit.")] = False,
-    show_status: Annotated[bool, typer.Option(
-        "--status", help="Print what the state file holds (JSON) and exit.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+    files: tuple[str, ...],
+    config: Path | None,
+    state: str | None,
+    metrics: str | None,
+    from_beginning: bool,
+    tz: str | None,
+    once: bool,
+    show_status: bool,
+    verbose: bool,
 ) -> None:
     """Follow logs, raise incidents live, alert through every configured channel, respond."""
     from relayguard.cli.logs import parse_zone

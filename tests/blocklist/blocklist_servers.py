@@ -417,7 +417,7 @@ class CliRun:
 
 def run_cli(*args: str) -> CliRun:
     """`relayguard blocklist ARGS` in-process; tests always pass --resolver themselves."""
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from relayguard.cli import app
 

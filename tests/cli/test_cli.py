@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
-import typer
 
 from relayguard import __version__
 from relayguard.catalogue import Rule, all_rules, rule_by_id
@@ -49,6 +49,19 @@ def test_version() -> None:
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"relayguard {__version__}\n", "")
 
 
+def test_no_command_prints_help_and_exits_2() -> None:
+    proc = run()
+    assert proc.returncode == 2 and proc.stderr == ""
+    assert proc.stdout.startswith("Usage: ") and " audit " in flat(proc.stdout)
+
+
+def test_command_help_documents_positional_arguments_literally() -> None:
+    """Argument help is shown (plain click would drop it) and brackets print as written."""
+    text = flat(run("watch", "--help").stdout)
+    assert "[FILES]... Log files to follow" in text
+    assert "Default: [watch] files from --config." in text
+
+
 def test_help_lists_every_command_and_a_command_loads_only_its_own_module() -> None:
     """Start-up is part of every command's run time (issue 5 times `logs` end to end), so
     `--version` loads no command module and a command only its own; `--help` still lists every
@@ -60,7 +73,7 @@ def test_help_lists_every_command_and_a_command_loads_only_its_own_module() -> N
     text = flat(run("--help").stdout)
     for name in COMMANDS:
         importlib.import_module(f"relayguard.cli.{name}")
-        doc = next(i.callback.__doc__ for i in app.registered_commands if i.name == name)
+        doc = app.commands[name].help or ""
         assert f" {name} {' '.join(doc.split()[:4])}" in text, name
     probe = ("import sys\nfrom relayguard.cli import main\nsys.argv[0] = 'relayguard'\n"
              "try:\n    main()\nexcept SystemExit:\n    pass\n"
@@ -169,16 +182,16 @@ def test_exit_status(report: Report, fail_on: Severity, status: ExitStatus) -> N
 
 def test_parse_fail_on() -> None:
     assert parse_fail_on("Medium") is Severity.MEDIUM
-    with pytest.raises(typer.BadParameter, match="unknown severity 'x'"):
+    with pytest.raises(click.BadParameter, match="unknown severity 'x'"):
         parse_fail_on("x")
 
 
 def test_emit_prints_and_exits_with_the_status(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(typer.Exit) as exc:
+    with pytest.raises(click.exceptions.Exit) as exc:
         emit(rep(Severity.CRITICAL), OutputFormat.JSON, Severity.HIGH)
     assert exc.value.exit_code == 1
     assert [f["rule"] for f in json.loads(capsys.readouterr().out)["findings"]] == ["R-0"]
-    with pytest.raises(typer.Exit) as exc:
+    with pytest.raises(click.exceptions.Exit) as exc:
         emit(rep(Severity.LOW), None, Severity.HIGH)  # text by default, never ANSI to a pipe
     out = capsys.readouterr().out
     assert exc.value.exit_code == 0 and "1 finding(s): 1 low" in out and "\x1b" not in out
@@ -186,12 +199,12 @@ def test_emit_prints_and_exits_with_the_status(capsys: pytest.CaptureFixture[str
 
 def test_emit_writes_output_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "report.md"
-    with pytest.raises(typer.Exit) as exc:
+    with pytest.raises(click.exceptions.Exit) as exc:
         emit(rep(errors=1), OutputFormat.MARKDOWN, Severity.HIGH, target)
     assert exc.value.exit_code == 2
     assert capsys.readouterr().out == ""
     assert target.read_text(encoding="utf-8").startswith("# relayguard audit report\n")
-    with pytest.raises(typer.Exit) as exc:
+    with pytest.raises(click.exceptions.Exit) as exc:
         emit(rep(), OutputFormat.JSON, Severity.HIGH, tmp_path / "no" / "dir" / "x.json")
     assert exc.value.exit_code == 2
     assert capsys.readouterr().err.startswith("relayguard: error: cannot write ")
@@ -199,7 +212,7 @@ def test_emit_writes_output_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_rules_listing_prints_titles_literally(monkeypatch: pytest.MonkeyPatch) -> None:
     """Titles are not rich markup: "[P]" (RewriteRule's proxy flag) must survive."""
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from relayguard.cli import app
 

@@ -172,7 +172,7 @@ def test_nagios_fleet(open_host: Host, closed_host: Host, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--bogus"], "RELAYGUARD UNKNOWN - No such option: --bogus"),
+    (["--bogus"], "RELAYGUARD UNKNOWN - No such option '--bogus'"),
     (["--jobs", "abc"], "RELAYGUARD UNKNOWN - Invalid value for '--jobs' / '-j'"),
     (["--fail-on", "nope"], "RELAYGUARD UNKNOWN - "),
 ])
@@ -190,7 +190,7 @@ def test_nagios_unknown_on_click_parse_errors(args: list[str], message: str) -> 
 def test_nagios_unknown_on_an_uncaught_exception(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug that escapes the scan is UNKNOWN (3), not Python's exit 1 (WARNING). Injected:
     nothing real crashes the scan on purpose."""
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     import relayguard.scan as scan_pkg
     from relayguard.cli import app

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from relayguard.cli import app
 from relayguard.watch.config import ALLOWED_KEYS, parse_config

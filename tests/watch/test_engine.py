@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 from relayguard.cli import app
 from relayguard.errors import InputError
