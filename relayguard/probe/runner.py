@@ -31,7 +31,7 @@ from relayguard.probe.net import (
     printable,
 )
 from relayguard.probe.smtp import Smtp
-from relayguard.probe.targets import Target
+from relayguard.probe.targets import Target, addresses_of
 
 Progress = Callable[[int, int], None]
 _SMTP_BANNER = re.compile(rb"^[2-5]\d\d[ -]")
@@ -47,17 +47,6 @@ def route_local_address(dest: str) -> str:
     with socket.socket(family, socket.SOCK_DGRAM) as s:
         s.connect((dest, 9))
         return str(s.getsockname()[0])
-
-
-async def resolve(host: str) -> str:
-    """An address for `host` (literals as they are, names via the system resolver)."""
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    return str(infos[0][4][0])
 
 
 def banner_wait(options: ProbeOptions, connect_time: float) -> float:
@@ -253,14 +242,17 @@ async def run_probe(targets: list[Target], options: ProbeOptions,
     seen: set[tuple[str, int]] = set()
     for target in targets:
         try:
-            address = await resolve(target.host)
-        except OSError as exc:
+            addresses, note = await asyncio.to_thread(addresses_of, target.host)
+        except (OSError, UnicodeError) as exc:
             errors.append(ErrorEntry(target.host, f"cannot resolve: {exc}"))
             continue
-        for port in (target.port,) if target.port else options.ports:
-            if (address, port) not in seen:
-                seen.add((address, port))
-                jobs.append((address, port))
+        if note is not None and note not in notes:
+            notes.append(note)
+        for address in addresses:
+            for port in (target.port,) if target.port else options.ports:
+                if (address, port) not in seen:
+                    seen.add((address, port))
+                    jobs.append((address, port))
 
     if options.source is not None and not _is_local(options.source):
         errors.append(ErrorEntry("probe", f"--source-address {options.source} is not an "

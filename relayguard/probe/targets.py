@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from relayguard.errors import InputError, UsageError
 LARGE_V4_PREFIX = 20
 LARGE_V6_PREFIX = 116
 HARD_CAP = 65536
+MAX_ADDRESSES_PER_NAME = 16  # a hostile or broken DNS answer must not widen the scan
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$")
 
@@ -48,6 +50,28 @@ def _expand_network(text: str, allow_large: bool) -> list[Target]:
                          f"{HARD_CAP} are ever probed in one run")
     hosts = list(net.hosts()) if net.num_addresses > 2 else list(net)
     return [Target(str(h)) for h in hosts]
+
+
+def addresses_of(host: str) -> tuple[list[str], str | None]:
+    """Every distinct address a target name resolves to (A and AAAA, in resolver order, at
+    most MAX_ADDRESSES_PER_NAME) and a note naming them when there are several; a literal is
+    itself. All of them are the named host: an open proxy on a name's second address is as
+    open as on its first. OSError when the name does not resolve."""
+    try:
+        return [str(ipaddress.ip_address(host))], None
+    except ValueError:
+        pass
+    found: list[str] = []
+    for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM):
+        address = str(info[4][0])
+        if address not in found:
+            found.append(address)
+    kept = found[:MAX_ADDRESSES_PER_NAME]
+    if len(kept) < 2:
+        return kept, None
+    left = f"; {len(found) - len(kept)} more not probed" if len(found) > len(kept) else ""
+    return kept, f"{host} resolves to {len(found)} addresses, each probed: " \
+                 f"{', '.join(kept)}{left}"
 
 
 def parse_target(text: str, allow_large: bool = False) -> list[Target]:

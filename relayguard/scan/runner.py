@@ -24,6 +24,7 @@ from typing import Any
 from relayguard.audit.base import AuditResult
 from relayguard.findings import ErrorEntry, Finding, Report
 from relayguard.hostinfo import is_local_host, local_addresses
+from relayguard.probe.targets import addresses_of
 from relayguard.scan import steps
 from relayguard.scan.correlate import VERDICT_MEANINGS, stories, verdict
 from relayguard.scan.discover import listeners, other_addresses, ports_serving
@@ -65,17 +66,9 @@ class _SiteRun:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _resolve(host: str) -> str:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
-    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    return str(infos[0][4][0])
-
-
-def _local_targets(run: _SiteRun) -> None:
-    """This machine: the address strangers reach, and the ports listening there."""
+def _local_targets(run: _SiteRun, others: list[str]) -> None:
+    """This machine: the address strangers reach, and the ports listening there (and at the
+    `others` addresses the site's name also resolves to)."""
     socks = listeners()
     if run.site.host is None:
         from relayguard.probe.runner import route_local_address
@@ -101,7 +94,8 @@ def _local_targets(run: _SiteRun) -> None:
             # not every wildcard service of the machine.
             socks = [s for s in socks if not s.wildcard]
         run.ports = ports_serving(run.address, socks)
-        if not run.ports:
+        run.extra += [(a, p) for a in others for p in ports_serving(a, socks)]
+        if not run.ports and not run.extra:
             run.notes.append(f"nothing listens on {run.address} (read from /proc/net/tcp)")
 
 
@@ -109,21 +103,27 @@ def _prepare(run: _SiteRun, options: ScanOptions, addresses: list[str]) -> None:
     """Resolve the site, decide local vs remote and its ports, audit (first pass)."""
     site = run.site
     started = time.monotonic()
+    others: list[str] = []
+    note: str | None = None
     if site.host is not None:
         try:
-            run.address = _resolve(site.host)
+            (run.address, *others), note = addresses_of(site.host)
         except (OSError, UnicodeError) as exc:
             run.errors.append(ErrorEntry(site.host, f"cannot resolve: {exc}; site not probed"))
     run.local = site.host is None or (run.address is not None
                                       and is_local_host(run.address, addresses))
     if site.ports is not None:
         run.ports = list(site.ports)
+        run.extra += [(a, p) for a in others for p in run.ports]
     elif run.local:
-        _local_targets(run)
+        _local_targets(run, others)
     else:
         from relayguard.probe.context import DEFAULT_PORTS
 
         run.ports = list(DEFAULT_PORTS)
+        run.extra += [(a, p) for a in others for p in run.ports]
+    if note:
+        run.notes.append(note)
     if options.audit:
         run.audit, run.audit_results = steps.audit_site(site, None, run.local)
     run.timings["audit"] = round(time.monotonic() - started, 3)

@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from tests.servers.hosts import hosts_override_works, with_hosts
 from tests.servers.microsocks import microsocks
 
 ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
@@ -84,3 +86,24 @@ def test_a_source_address_this_host_lacks_is_an_error_not_closed_ports() -> None
     assert "services" not in doc["stats"]
     assert [e["message"] for e in doc["errors"]] == [
         "--source-address ::2 is not an address of this host; nothing was probed"]
+
+
+@pytest.mark.server
+def test_every_address_of_a_name_is_probed(tmp_path: Path) -> None:
+    """A name with two addresses whose open proxy is on the second: probing only the first
+    (as the probe once did) would call it clean."""
+    if not hosts_override_works(tmp_path):
+        pytest.skip("cannot give a test its own /etc/hosts here (needs root and unshare)")
+    argv = with_hosts([sys.executable, "-m", "relayguard", "probe", "twoaddr.test:1080",
+                       "--source-address", SCANNER, "--canary-host", "127.0.4.9",
+                       "--timeout", "2", "--format", "json"],
+                      {"twoaddr.test": ["127.0.4.35", "127.0.4.36"]}, tmp_path)
+    with microsocks("127.0.4.36", 1080):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=ENV)
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    assert {f["target"] for f in doc["findings"]} == {"127.0.4.36:1080"}
+    assert "open-socks-proxy" in {f["category"] for f in doc["findings"]}
+    assert doc["stats"]["services"] == {"closed": 1, "socks5": 1}
+    assert any("twoaddr.test resolves to 2 addresses" in n and "127.0.4.35" in n
+               for n in doc["notes"]), doc["notes"]

@@ -210,3 +210,26 @@ def test_ipv6_loopback_target_is_scanned_not_a_traceback(db: str) -> None:
     assert doc["stats"]["address"] == "::1" and doc["stats"]["probe_source"] is None
     assert doc["stats"]["ports"]["open"] == [port]
     assert any(n.startswith("TRUSTED SOURCE: this host is probing itself") for n in doc["notes"])
+
+
+@pytest.mark.parametrize("ports", [[], ["--ports", "1080"]])
+def test_every_address_of_the_site_name_is_scanned(tmp_path: Path, ports: list[str]) -> None:
+    """The site's name has two addresses and the open SOCKS proxy listens on the second only;
+    found whether its ports are read from this machine's listeners or given."""
+    from tests.servers.hosts import hosts_override_works, with_hosts
+    from tests.servers.microsocks import microsocks
+
+    if not hosts_override_works(tmp_path):
+        pytest.skip("cannot give a test its own /etc/hosts here (needs root and unshare)")
+    argv = with_hosts([sys.executable, "-m", "relayguard", "scan", "twoaddr.test", *ports,
+                       "--no-blocklist", "--no-logs", "--no-audit", "--no-history",
+                       "--timeout", "2", "--format", "json"],
+                      {"twoaddr.test": ["127.0.10.35", "127.0.10.36"]}, tmp_path)
+    with microsocks("127.0.10.36", 1080):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=ENV)
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    assert {f["target"] for f in doc["findings"]} == {"127.0.10.36:1080"}
+    assert doc["stats"]["verdict"] == "OPEN"
+    assert doc["stats"]["ports"]["other_addresses"] == ["127.0.10.36:1080"]
+    assert any("twoaddr.test resolves to 2 addresses" in n for n in doc["notes"]), doc["notes"]
