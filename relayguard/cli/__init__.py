@@ -145,6 +145,25 @@ def fail(message: str) -> None:
     raise click.exceptions.Exit(int(ExitStatus.ERROR))
 
 
+def address_option(option: str, text: str | None, *, reachable: bool = False) -> str | None:
+    """An IP-address option's value, normalised (None stays None); anything else is a usage
+    error. `reachable`: the address targets connect to, so a wildcard (0.0.0.0, ::) is refused.
+    """
+    if text is None:
+        return None
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        fail(f"{option} {text!r} is not an IP address")
+        raise AssertionError("unreachable") from None
+    if reachable and address.is_unspecified:
+        fail(f"{option} {address} is not an address targets can reach; for a wildcard "
+             "listener use --canary-bind")
+    return str(address)
+
+
 def _width() -> int:
     import shutil
 

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from relayguard.cli import app, emit, fail, parse_fail_on, report_options
+from relayguard.cli import address_option, app, emit, fail, parse_fail_on, report_options
 from relayguard.report import OutputFormat
 
 if TYPE_CHECKING:
     from relayguard.findings import Report
     from relayguard.probe.context import ProbeOptions
     from relayguard.probe.targets import Target
-
-
-def _address(option: str, text: str) -> str:
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        fail(f"{option} {text!r} is not an IP address")
-        raise AssertionError("unreachable") from None
 
 
 def _hostport(option: str, text: str) -> tuple[str, int]:
@@ -103,12 +94,9 @@ def probe_command(
                                    ("--max-time", max_time, 1, 86400)):
         if not low <= value <= high:
             fail(f"{name} must be between {low:g} and {high:g}")
-    source = _address("--source-address", source_address) if source_address else None
-    canary = _address("--canary-host", canary_host) if canary_host else None
-    if canary is not None and ipaddress.ip_address(canary).is_unspecified:
-        fail(f"--canary-host {canary} is not an address targets can reach; for a wildcard "
-             "listener use --canary-bind")
-    bind = _address("--canary-bind", canary_bind) if canary_bind else None
+    source = address_option("--source-address", source_address)
+    canary = address_option("--canary-host", canary_host, reachable=True)
+    bind = address_option("--canary-bind", canary_bind)
     check_target = _hostport("--smtp-check-target", smtp_check_target) \
         if smtp_check_target else None
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import sys
 import time
@@ -14,6 +13,7 @@ import click
 from relayguard.cli import (
     Command,
     ExitStatus,
+    address_option,
     app,
     exit_status,
     fail,
@@ -40,16 +40,6 @@ def _ports(text: str | None) -> tuple[int, ...] | None:
         return tuple(parse_ports(text))
     except RelayguardError as exc:
         fail(f"--ports: {exc}")
-        raise AssertionError from None
-
-
-def _address(option: str, text: str | None) -> str | None:
-    if text is None:
-        return None
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        fail(f"{option} {text!r} is not an IP address")
         raise AssertionError from None
 
 
@@ -110,6 +100,8 @@ def _click_message(exc: Exception) -> str:
 @click.option("--source-address", "-S", help="Send probes from this local address (one the "
               "servers do not trust gives a stranger's view).")
 @click.option("--canary-host", help="Address targets use to reach the scanner's canary.")
+@click.option("--canary-bind", help="Local address the canary listens on, when targets reach it "
+              "through NAT at --canary-host (default: --canary-host itself).")
 @click.option("--resolver", "-r", multiple=True,
               help="Blocklist nameserver IP[:PORT] (repeatable).")
 @click.option("--zones", "-z", multiple=True,
@@ -140,6 +132,7 @@ def scan_command(
     mail_domain: tuple[str, ...],
     source_address: str | None,
     canary_host: str | None,
+    canary_bind: str | None,
     resolver: tuple[str, ...],
     zones: tuple[str, ...],
     no_probe: bool,
@@ -178,8 +171,9 @@ def scan_command(
     if root is not None and not root.is_dir():
         _usage(nagios, f"--root {root}: not a directory")
     options = ScanOptions(
-        source=_address("--source-address", source_address),
-        canary_host=_address("--canary-host", canary_host),
+        source=address_option("--source-address", source_address),
+        canary_host=address_option("--canary-host", canary_host, reachable=True),
+        canary_bind=address_option("--canary-bind", canary_bind),
         probe=not no_probe, audit=not no_audit, logs=not no_logs, blocklist=not no_blocklist,
         resolvers=tuple(resolver or ()),
         zones=tuple(z.strip() for chunk in zones or () for z in chunk.split(",") if z.strip()),

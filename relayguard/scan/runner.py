@@ -170,7 +170,8 @@ def _probe(runs: list[_SiteRun], options: ScanOptions, source: str | None) -> Re
     popts = ProbeOptions(
         ports=tuple(sorted({t.port for t in targets if t.port})), timeout=options.probe_timeout,
         banner_wait=0.5, concurrency=options.concurrency, per_host=4, source=source,
-        canary_host=options.canary_host, smtp_check_target=options.smtp_check_target,
+        canary_host=options.canary_host, canary_bind=options.canary_bind,
+        smtp_check_target=options.smtp_check_target,
         max_time=options.probe_max_time, target_time=max(20.0, 12 * options.probe_timeout))
     return asyncio.run(run_probe(targets, popts))
 

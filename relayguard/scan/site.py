@@ -36,6 +36,7 @@ class ScanOptions:
 
     source: str | None = None  # probe from this address (default: picked, see sources.py)
     canary_host: str | None = None
+    canary_bind: str | None = None  # where the canary listens when targets reach it via NAT
     smtp_check_target: tuple[str, int] | None = None
     probe: bool = True
     audit: bool = True

@@ -8,13 +8,9 @@ open HTTP proxy, never a path to SMTP.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -27,6 +23,7 @@ from relayguard.probe.runner import run_probe
 from relayguard.probe.targets import Target
 from tests.audit.relay_helpers import nginx
 from tests.servers.microsocks import microsocks
+from tests.servers.nat import one_to_one_nat
 
 pytestmark = pytest.mark.server
 
@@ -131,22 +128,6 @@ def test_probe_localhost_as_root_does_not_report_itself() -> None:
     assert doc["stats"]["services"].get("canary") == len(held), doc["notes"]
 
 
-@contextlib.contextmanager
-def one_to_one_nat(public: str, private: str) -> Iterator[None]:
-    """Loopback 1:1 NAT with nftables: connections to `public` go to `private`."""
-    nft = shutil.which("nft")
-    table = f"relayguard_probe_nat_{os.getpid()}"
-    script = (f"table ip {table} {{\n chain out {{\n  type nat hook output priority -100;\n"
-              f"  ip daddr {public} dnat to {private}\n }}\n}}\n")
-    if nft is None or subprocess.run([nft, "-f", "-"], input=script, text=True,
-                                     capture_output=True, timeout=10).returncode != 0:
-        pytest.skip("nftables NAT is not available here")
-    try:
-        yield
-    finally:
-        subprocess.run([nft, "delete", "table", "ip", table], capture_output=True, timeout=10)
-
-
 def test_canary_behind_nat_binds_one_address_and_advertises_another() -> None:
     public, private, proxy = "127.0.4.67", "127.0.4.68", "127.0.4.69"
     with one_to_one_nat(public, private), microsocks(proxy, 1080):
@@ -165,10 +146,11 @@ def test_canary_behind_nat_binds_one_address_and_advertises_another() -> None:
     assert report.stats["services"] == {"canary": 2, "socks5": 1}, report.notes
 
 
-def test_cli_canary_bind_must_be_an_address_and_canary_host_not_a_wildcard() -> None:
+@pytest.mark.parametrize("command", ["probe", "scan"])
+def test_cli_canary_bind_must_be_an_address_and_canary_host_not_a_wildcard(command: str) -> None:
     for args, message in ((("--canary-bind", "nowhere"), "--canary-bind 'nowhere' is not an"),
                           (("--canary-host", "0.0.0.0"), "use --canary-bind")):
-        done = subprocess.run([sys.executable, "-m", "relayguard", "probe", "127.0.4.1", *args],
+        done = subprocess.run([sys.executable, "-m", "relayguard", command, "127.0.4.1", *args],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and message in done.stderr, done.stderr
 

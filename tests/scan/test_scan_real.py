@@ -233,3 +233,24 @@ def test_every_address_of_the_site_name_is_scanned(tmp_path: Path, ports: list[s
     assert doc["stats"]["verdict"] == "OPEN"
     assert doc["stats"]["ports"]["other_addresses"] == ["127.0.10.36:1080"]
     assert any("twoaddr.test resolves to 2 addresses" in n for n in doc["notes"]), doc["notes"]
+
+
+def test_canary_behind_nat_with_canary_bind(tmp_path: Path) -> None:
+    """`scan --canary-bind`: the canary listens on one address and targets are told another
+    (NAT in between); the relayed connections still reach it and confirm the open proxy."""
+    from tests.servers.microsocks import microsocks
+    from tests.servers.nat import one_to_one_nat
+
+    public, private, proxy = "127.0.10.67", "127.0.10.68", "127.0.10.69"
+    with one_to_one_nat(public, private), microsocks(proxy, 1080):
+        done = scan(proxy, "--ports", "1080", "--canary-host", public, "--canary-bind",
+                    private, "--no-blocklist", "--no-logs", "--no-audit", "--no-history",
+                    "--timeout", "2", "--format", "json")
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["errors"] == []
+    assert {f["rule"] for f in doc["findings"]} == {"PROBE-SOCKS5", "PROBE-SOCKS-SMTP"}
+    assert {f["confidence"] for f in doc["findings"]} == {"confirmed"}
+    transcripts = "\n".join(e["text"] for f in doc["findings"] for e in f["evidence"]
+                            if e["kind"] == "transcript")
+    assert public in transcripts and private not in transcripts
