@@ -255,6 +255,28 @@ def test_bounded_structures() -> None:
 # ---------------------------------------------------------------------------------------------
 # hypothesis
 
+@FUZZ
+@given(st.integers(1, 8), st.lists(st.tuples(st.integers(0, 30), st.integers(1, 4)),
+                                   max_size=400), st.integers(0, 400))
+def test_topk_evicts_what_space_saving_evicts(k: int, stream: list[tuple[int, int]],
+                                              old_at: int) -> None:
+    """The victim found from the floor is `min(counts, key=counts.get)`'s, key for key and
+    in the same order, also for a TopK pickled before the floor existed (`old_at`)."""
+    top, ref = TopK(k), {}
+    for i, (key, n) in enumerate(stream):
+        if i == old_at:
+            del top.floor  # as unpickled from an older state file
+        name = f"k{key}"
+        if name in ref:
+            ref[name] += n
+        elif len(ref) < k:
+            ref[name] = n
+        else:
+            ref[name] = ref.pop(min(ref, key=ref.__getitem__)) + n
+        top.add(name, n)
+        assert list(top.counts.items()) == list(ref.items())
+
+
 ACCESS_FORMATS = [compile_apache(f) for f in APACHE_FORMATS.values()] + [
     compile_nginx('$remote_addr - [$time_local] "$request" $status $body_bytes_sent "$http_host"')]
 text_lines = st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=300)
