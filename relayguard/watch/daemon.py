@@ -5,10 +5,12 @@ in their own threads and talk to the main loop only through the state database (
 a wake-up event. A checkpoint (positions + detector state + new alerts, one transaction) is
 taken at once when a batch produced alerts — so an alert is never sent for lines a crash could
 make the watcher count again — and otherwise every `checkpoint_interval` seconds while lines
-flow. SIGTERM finishes the current batch, checkpoints and gives channels a last try; SIGHUP
-re-reads the config (alerts, response, pacing, files, formats and every detector option).
-The detector options (server_names, mail_domains, trusted_clients, tz) always come from the
-current config and CLI, never from the state file: the state keeps only what was learned.
+flow; a backlog's blocks are scanned on a second core meanwhile (pipeline.py), and what is in
+flight is fed before any checkpoint. SIGTERM finishes the current batch, checkpoints and gives
+channels a last try; SIGHUP re-reads the config (alerts, response, pacing, files, formats and
+every detector option). The detector options (server_names, mail_domains, trusted_clients,
+tz) always come from the current config and CLI, never from the state file: the state keeps
+only what was learned.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from relayguard.watch.alerts import Dispatcher
 from relayguard.watch.config import WatchConfig, load_config
 from relayguard.watch.engine import Alert, Engine
 from relayguard.watch.metrics import Metrics, MetricsServer
+from relayguard.watch.pipeline import Pipeline
 from relayguard.watch.recheck import Rechecker
 from relayguard.watch.respond import Responder, ResponseError
 from relayguard.watch.state import StateDB
@@ -79,6 +82,7 @@ class Watcher:
         self.metrics = Metrics()
         self.db = StateDB(self.cfg.state)
         self.engine, changes = load_engine(self.db, self.cfg)
+        self.pipeline = Pipeline(self.engine)
         self.followers: dict[str, FileFollower] = {}
         self.dispatcher = Dispatcher(self.cfg.alerts, self.cfg.state, self.metrics, self.stdout)
         self.responder = Responder(self.cfg.respond, self.db, self.metrics)
@@ -92,6 +96,7 @@ class Watcher:
         self.dirty = False
         self.last_checkpoint = 0.0
         self.last_review = 0.0
+        self.reviewed_lines = -1
         self.last_purge = 0.0
         self.saved_at: float | None = None  # when the state we resumed from was written
         self.caught_up_at = time.time()
@@ -174,6 +179,7 @@ class Watcher:
             self.shutdown()
 
     def shutdown(self) -> None:
+        self.pipeline.close()  # every line read is fed before the last review
         with contextlib.suppress(Exception):
             self.review(time.time(), force=True)
         self.checkpoint()
@@ -230,27 +236,32 @@ class Watcher:
 
     # -- the loop body -----------------------------------------------------------------------
     def step(self) -> int:
-        """Read what is there, feed it, review incidents; returns the lines fed."""
-        fed = 0
+        """Read what is there, feed it (through the pipeline: a backlog's blocks may still be
+        in flight afterwards), review incidents. Returns the lines read, else the lines of
+        earlier reads fed now; 0 means idle with nothing in flight."""
+        read = 0
         for f in self.followers.values():
             for batch in f.poll():
                 fmt = self.engine.format_for(batch)
                 if fmt is None:
                     f.rewind(batch)
                     continue
-                self.engine.feed(batch, fmt)
-                fed += batch.lines
+                self.pipeline.feed(batch, fmt)
+                read += batch.lines
                 self.dirty = True
             for event in f.events:
                 log.info("%s", event)
             f.events.clear()
+        # caught up: wait for what is in flight; else feed only what is finished
+        fed = self.pipeline.collect() if read else self.pipeline.drain()
         for err in self.engine.errors:
             log.error("%s", err)
         self.engine.errors.clear()
         now = time.time()
-        if not fed:
+        if not read:
             self.caught_up_at = now
-        if fed or now - self.last_review >= IDLE_REVIEW:
+        if self.engine.counters.lines != self.reviewed_lines or \
+                now - self.last_review >= IDLE_REVIEW:
             self.review(now)
         if self.pending or (self.dirty and now - self.last_checkpoint
                             >= self.cfg.checkpoint_interval):
@@ -259,10 +270,11 @@ class Watcher:
             self.last_purge = now
             self.db.purge_sent(now - SENT_KEPT)  # else the outbox grows for ever
         self._metrics(now)
-        return fed
+        return read or fed
 
     def review(self, now: float, force: bool = False) -> None:
         self.last_review = now
+        self.reviewed_lines = self.engine.counters.lines  # fed lines, wherever fed
         alerts, changed = self.engine.review(now, self.cfg.update_interval, self.cfg.quiet,
                                              self.cfg.alerts.min_severity)
         if alerts:
@@ -276,6 +288,9 @@ class Watcher:
         self.responder.expire()
 
     def checkpoint(self) -> None:
+        """Positions, detector state and new alerts in one transaction; the batches in flight
+        are fed first, so the positions cover only lines the detectors have seen."""
+        self.pipeline.drain()
         positions = {p: f.positions() for p, f in self.followers.items()}
         alerts = [(a.id, a.payload) for a in self.pending]
         self.db.checkpoint(positions, self.engine, alerts, self.dispatcher.channels,

@@ -23,7 +23,7 @@ from typing import Any
 from relayguard.findings import Finding, Severity
 from relayguard.logs.analyze import LogAnalysis, LogOptions, incident_finding, parsed_too_little
 from relayguard.logs.counting import iso
-from relayguard.logs.fastpath import scan_chunk
+from relayguard.logs.fastpath import ChunkResult, scan_chunk
 from relayguard.logs.follow import Batch
 from relayguard.logs.formats import (
     AccessFormat,
@@ -335,6 +335,8 @@ class Engine:
         return fmt
 
     def _access(self, fmt: FileFormat) -> AccessFormat | SquidFormat | None:
+        if fmt.kind != "access":
+            return None
         if fmt.name not in self._compiled:
             try:
                 self._compiled[fmt.name] = fmt.access()
@@ -343,11 +345,17 @@ class Engine:
         return self._compiled[fmt.name]
 
     # -- feeding ---------------------------------------------------------------------------
-    def feed(self, batch: Batch, fmt: FileFormat) -> None:
+    def fast_access(self, fmt: FileFormat) -> AccessFormat | None:
+        """The access format when the bytes-level fast path (`scan_chunk`) reads this file."""
+        access = self._access(fmt)
+        return access if isinstance(access, AccessFormat) and access.fast_ok else None
+
+    def feed(self, batch: Batch, fmt: FileFormat, scanned: ChunkResult | None = None) -> None:
         """Account one batch of whole lines (the same calls `logs` makes per chunk), then
-        judge whether the file's format still parses it."""
+        judge whether the file's format still parses it. `scanned` is the batch's
+        `scan_chunk` result when a worker made it (pipeline.py); else it is scanned here."""
         parsed = self.counters.parsed
-        self._feed(batch, fmt)
+        self._feed(batch, fmt, scanned)
         if fmt.kind in ("access", "mail"):
             self._judge_parsing(batch.path, fmt, batch.lines, self.counters.parsed - parsed)
 
@@ -373,7 +381,7 @@ class Engine:
         window.failing = failing
         window.lines = window.parsed = 0
 
-    def _feed(self, batch: Batch, fmt: FileFormat) -> None:
+    def _feed(self, batch: Batch, fmt: FileFormat, scanned: ChunkResult | None) -> None:
         c = self.counters
         c.lines += batch.lines
         c.by_path[batch.path] = c.by_path.get(batch.path, 0) + batch.lines
@@ -387,15 +395,16 @@ class Engine:
         if fmt.kind == "mail":
             self._mail(batch, base)
             return
-        access = self._access(fmt) if fmt.kind == "access" else None
-        if access is None:
-            c.unparsed += batch.lines
-            return
-        if isinstance(access, AccessFormat) and access.fast_ok:
-            res = scan_chunk(batch.data, batch.lines)
+        fast = self.fast_access(fmt)
+        if fast is not None:
+            res = scanned if scanned is not None else scan_chunk(batch.data, batch.lines)
             c.unparsed += res.unparsed
             c.parsed += res.lines - res.unparsed
-            an.feed_chunk(res, access, batch.source, base)
+            an.feed_chunk(res, fast, batch.source, base)
+            return
+        access = self._access(fmt)
+        if access is None:
+            c.unparsed += batch.lines
             return
         st = an.stats
         before = st.unparsed
