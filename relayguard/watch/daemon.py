@@ -130,6 +130,7 @@ class Watcher:
                 self.responder.ensure()
             except ResponseError as exc:
                 log.error("response disabled until nft works: %s", exc)
+        self.responder.release_exempt(self.cfg.trusted_clients)
 
     def _follow(self, path: str, saved: list[Any]) -> None:
         f = FileFollower(path, start_at_end=self.cfg.start == "end", linger=self.cfg.linger)
@@ -151,17 +152,9 @@ class Watcher:
         self.reload_requested = True
 
     def _options_changed(self, why: str, changes: list[str]) -> None:
-        """Log what new detector options changed; warn of blocks now on trusted clients."""
-        if not changes:
-            return
+        """Log what new detector options changed."""
         for change in changes:
             log.info("%s: %s", why, change)
-        if self.cfg.respond.dry_run:
-            return
-        for address in sorted(set(self.responder.blocked) & self.cfg.trusted_clients):
-            log.warning("%s is a trusted client now but stays blocked until its timeout "
-                        "(remove it from the block set by hand; [respond] allow keeps it "
-                        "from being blocked again)", address)
 
     def run(self, once: bool = False) -> None:
         """Follow until stopped (or, with `once`, until every file is read to its end)."""
@@ -231,6 +224,7 @@ class Watcher:
             self.waker.close()
         self.waker = Waker(list(self.cfg.files), self.cfg.inotify)
         self._options_changed("SIGHUP", configure(self.engine, self.cfg))
+        self.responder.release_exempt(self.cfg.trusted_clients)
         log.info("SIGHUP: configuration reloaded (%d file(s), channels: %s)",
                  len(self.followers), ", ".join(self.dispatcher.channels) or "none")
 

@@ -12,6 +12,7 @@ state database.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import subprocess
@@ -144,6 +145,50 @@ class Responder:
         self.db.record_action("block", address, until, reason, c.dry_run)
         self.metrics.inc("blocks")
         self.metrics.set("blocked", len(self.blocked))
+
+    def release(self, address: str, reason: str) -> None:
+        """Lift one block before its timeout (ResponseError when that cannot be done)."""
+        c = self.cfg
+        if not c.dry_run:
+            if c.mode == "nftables":
+                name = c.set6 if ":" in address else c.set4
+                res = self._nft(f"delete element {c.family} {c.table} {name} {{ {address} }}\n")
+                expired = b"No such file or directory" in res.stderr  # the kernel was first
+                if res.returncode != 0 and not expired:
+                    raise ResponseError(res.stderr.decode(errors="replace").strip())
+            elif c.unblock_command:
+                self._run(c.unblock_command, address, reason)
+            else:
+                raise ResponseError("no unblock_command is configured")
+        log.warning("%sunblocked %s before its timeout (%s)", "dry-run: " if c.dry_run else "",
+                    address, reason)
+        del self.blocked[address]
+        self.db.record_action("unblock", address, None, reason, c.dry_run)
+        self.metrics.set("blocked", len(self.blocked))
+
+    def release_exempt(self, trusted: frozenset[str]) -> None:
+        """Unblock the blocked clients the allow-list or the trusted clients cover now (the
+        admin said so in the config; waiting out the timeout would keep a friend locked out)."""
+        if not self.active:
+            return
+        trusted_ips = set()
+        for text in trusted:
+            with contextlib.suppress(ValueError):
+                trusted_ips.add(ipaddress.ip_address(text))
+        for address in sorted(self.blocked):
+            try:
+                addr = ipaddress.ip_address(address)
+            except ValueError:
+                continue
+            why = "allow-listed now" if self.allowed(addr) else \
+                "a trusted client now" if addr in trusted_ips else None
+            if why is None:
+                continue
+            try:
+                self.release(address, why)
+            except ResponseError as exc:
+                log.error("unblock of %s (%s) failed: %s; it stays blocked until its timeout",
+                          address, why, exc)
 
     def _run(self, argv: tuple[str, ...], address: str, reason: str) -> None:
         args = [a.format(address=address, timeout=self.cfg.timeout, reason=reason) for a in argv]

@@ -4,7 +4,9 @@ packets to a real Apache, the allow-listed client keeps working; dry-run touches
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -139,9 +141,21 @@ nft = ["ip", "netns", "exec", "{ns}", "nft"]
             assert OFFENDER in listed and FRIEND not in listed and "timeout" in listed
             actions = {a["action"]: a["address"] for a in state(db)["actions"]}
             assert actions["allowed"] == FRIEND
+            # The admin trusts the offender after all: SIGHUP lifts the block at once rather
+            # than leaving a now-trusted client locked out for the rest of its 600 s.
+            cfg.write_text(cfg.read_text().replace(
+                "[watch]\n", f'[watch]\ntrusted_clients = ["{OFFENDER}"]\n'))
+            w.signal(signal.SIGHUP)
+            wait_until(lambda: [a for a in state(db).get("actions", [])
+                                if a["action"] == "unblock"], 10)
+            assert b"inside the namespace" in (_request(OFFENDER, GET) or b"")
+            listed = _run("ip", "netns", "exec", ns, "nft", "list", "set", "inet", "relayguard",
+                          "blocked4").stdout
+            assert OFFENDER not in listed
             assert w.terminate() == 0
             assert f"blocked {OFFENDER} for 600s" in w.stderr()
             assert f"not blocking {FRIEND}: allow-listed" in w.stderr()
+            assert f"unblocked {OFFENDER} before its timeout (a trusted client now)" in w.stderr()
 
 
 def test_dry_run_records_but_never_runs_nft(tmp_path: Path) -> None:
@@ -162,4 +176,28 @@ def test_dry_run_records_but_never_runs_nft(tmp_path: Path) -> None:
     acts = [(a["action"], a["address"], a["dry_run"]) for a in db.actions()]
     assert acts == [("allowed", "127.0.0.5", 1), ("block", "198.51.100.7", 1),
                     ("unblock", "198.51.100.7", 1)]
+    db.close()
+
+
+def test_a_client_allow_listed_since_its_block_is_released_at_start(tmp_path: Path) -> None:
+    """Blocks are saved across restarts; one on an address the new allow-list covers is lifted
+    when the responder starts, others stay (dry-run, so only the records say so)."""
+    db = StateDB(str(tmp_path / "s.sqlite"))
+    inc = Incident("proxy-smtp")
+    for ip in ("198.51.100.7", "198.51.100.8"):
+        inc.add(1.0, ip, "mx:25", Sample("a.log", 1, "x"), outcome="relayed")
+
+    class F:
+        rule = "LOGS-PROXY-SMTP"
+
+    first = Responder(RespondConfig(mode="nftables", timeout=600, nft=("false",)), db, Metrics())
+    assert sorted(first.consider(inc, F())) == ["198.51.100.7", "198.51.100.8"]  # type: ignore[arg-type]
+    allowed = ipaddress.ip_network("198.51.100.7/32")
+    again = Responder(RespondConfig(mode="nftables", timeout=600, nft=("false",),
+                                    allow=(allowed,)), db, Metrics())
+    again.release_exempt(frozenset({"127.0.0.1"}))
+    assert sorted(again.blocked) == ["198.51.100.8"]
+    released = [(a["action"], a["address"], a["reason"]) for a in db.actions()
+                if a["action"] == "unblock"]
+    assert released == [("unblock", "198.51.100.7", "allow-listed now")]
     db.close()
