@@ -14,8 +14,10 @@ import contextlib
 import re
 import secrets
 import socket
+from collections import Counter
 from dataclasses import dataclass, field
 
+from relayguard.hostinfo import tcp_socket_between
 from relayguard.probe.net import endpoint
 
 NONCE_RE = re.compile(rb"rg[0-9a-f]{32}")
@@ -42,6 +44,44 @@ def new_nonce() -> str:
 
 
 Endpoint = tuple[str, int]  # (address, port) of one end of a TCP connection, see net.endpoint
+Link = tuple[Endpoint, Endpoint]  # a TCP connection as (client end, server end)
+
+
+def _through_nat(link: Link) -> bool:
+    """A connection from one of the scanner's local ends that no socket of this host opened to
+    the canary's address: the scanner's own, reaching it through NAT (or a port forward).
+
+    The check is needed because the scanner's ports are picked at connect(), per
+    destination: a local relay reaching the canary may use the very same local end
+    (net.NO_PORT_OPTION), and its socket then shows in /proc. Unknown (not Linux) counts as
+    the scanner's own: no proof from a connection we cannot tell apart.
+    """
+    return tcp_socket_between(*link) is not True
+
+
+@dataclass
+class ScannerSockets:
+    """The scanner's own probe connections, (local end, remote end), counted: the same pair
+    can come back while an earlier one's mark is still kept."""
+
+    links: Counter[Link] = field(default_factory=Counter)
+    local_ends: Counter[Endpoint] = field(default_factory=Counter)
+
+    def add(self, link: Link) -> None:
+        self.links[link] += 1
+        self.local_ends[link[0]] += 1
+
+    def drop(self, link: Link) -> None:
+        self.links[link] -= 1
+        self.local_ends[link[0]] -= 1
+        if self.links[link] <= 0:
+            del self.links[link]
+        if self.local_ends[link[0]] <= 0:
+            del self.local_ends[link[0]]
+
+    def carried(self, link: Link) -> bool:
+        """True when the canary's connection `link` is one of the scanner's own sockets."""
+        return link in self.links or (link[0] in self.local_ends and _through_nat(link))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +118,9 @@ class Canary:
     problems: list[str] = field(default_factory=list)
     bound_smtp: dict[int, int] = field(default_factory=dict)  # wanted port -> bound port
     closed_port: int = 0  # a port on `host` nothing listens on (negative control)
-    # Local ends of the scanner's own probe connections (kept by ProbeContext).
-    scanner_endpoints: set[Endpoint] = field(default_factory=set)
-    _live: dict[Endpoint, str] = field(default_factory=dict)  # connected peer -> listener
+    # The scanner's own probe connections (kept by ProbeContext).
+    scanner: ScannerSockets = field(default_factory=ScannerSockets)
+    _live: dict[Link, str] = field(default_factory=dict)  # connection in progress -> listener
     _servers: list[asyncio.Server] = field(default_factory=list)
     _hits: dict[str, list[CanaryHit]] = field(default_factory=dict)
     _events: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -148,10 +188,15 @@ class Canary:
         out.update({port: "smtp" for port in self.bound_smtp.values()})
         return out
 
-    def serving(self, peer: Endpoint) -> str | None:
-        """The listener a connection from `peer` is talking to right now, if any: a probe
-        whose own socket shows up here reached the canary itself, not a target."""
-        return self._live.get(peer)
+    def serving(self, local: Endpoint, remote: Endpoint) -> str | None:
+        """The listener the scanner's connection `local` -> `remote` is talking to right now,
+        if any: a probe whose own socket shows up here reached the canary itself, not a
+        target (directly, or through NAT when only its local end matches)."""
+        listener = self._live.get((local, remote))
+        if listener is not None:
+            return listener
+        return next((kind for link, kind in self._live.items()
+                     if link[0] == local and _through_nat(link)), None)
 
     async def wait(self, nonce: str, timeout: float) -> list[CanaryHit]:
         """Hits for `nonce`, waiting up to `timeout` for the first one."""
@@ -164,9 +209,10 @@ class Canary:
 
     # --- listeners -----------------------------------------------------------------------
 
-    def _record(self, data: bytes, listener: str, port: int, peer: Endpoint) -> list[str]:
+    def _record(self, data: bytes, listener: str, link: Link) -> list[str]:
         found: list[str] = []
-        own = peer in self.scanner_endpoints
+        own = self.scanner.carried(link)
+        peer, (_, port) = link
         for m in NONCE_RE.finditer(data):
             nonce = m.group().decode()
             if nonce in found:
@@ -180,21 +226,21 @@ class Canary:
             self._events.setdefault(nonce, asyncio.Event()).set()
         return found
 
-    def _track(self, writer: asyncio.StreamWriter, listener: str) -> tuple[Endpoint, int]:
-        """Register a new conversation (task and live peer); its peer and our port."""
-        peer = endpoint(writer.get_extra_info("peername"))
-        sock = endpoint(writer.get_extra_info("sockname"))
-        self._live[peer] = listener
+    def _track(self, writer: asyncio.StreamWriter, listener: str) -> Link:
+        """Register a new conversation (task and live connection); its (peer, our end)."""
+        link = (endpoint(writer.get_extra_info("peername")),
+                endpoint(writer.get_extra_info("sockname")))
+        self._live[link] = listener
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(lambda _: self._live.pop(peer, None))
-        return peer, int(sock[1])
+            task.add_done_callback(lambda _: self._live.pop(link, None))
+        return link
 
     async def _handle_http(self, reader: asyncio.StreamReader,
                            writer: asyncio.StreamWriter) -> None:
-        peer, port = self._track(writer, "http")
+        link = self._track(writer, "http")
         head = b""
         with contextlib.suppress(Exception, asyncio.CancelledError):
             async with asyncio.timeout(HANDLER_TIMEOUT):
@@ -203,7 +249,7 @@ class Canary:
                     if not chunk:
                         break
                     head += chunk
-            nonces = self._record(head, "http", port, peer)
+            nonces = self._record(head, "http", link)
             body = f"relayguard-canary {' '.join(nonces) or '-'}\n".encode()
             reply = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
                      b"X-Relayguard-Canary: 1\r\nContent-Length: "
@@ -217,7 +263,7 @@ class Canary:
 
     async def _handle_raw(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
-        peer, port = self._track(writer, "raw")
+        link = self._track(writer, "raw")
         data = b""
         with contextlib.suppress(Exception, asyncio.CancelledError):
             async with asyncio.timeout(HANDLER_TIMEOUT):
@@ -226,7 +272,7 @@ class Canary:
                     if not chunk:
                         break
                     data += chunk
-            nonces = self._record(data, "raw", port, peer)
+            nonces = self._record(data, "raw", link)
             writer.write(f"relayguard-canary {' '.join(nonces) or '-'}\r\n".encode())
             async with asyncio.timeout(2):
                 await writer.drain()
@@ -235,7 +281,7 @@ class Canary:
     async def _handle_smtp(self, reader: asyncio.StreamReader,
                            writer: asyncio.StreamWriter) -> None:
         """Just enough SMTP for a tunnel check (EHLO nonce) or one delivered message."""
-        peer, port = self._track(writer, "smtp")
+        link = self._track(writer, "smtp")
         total = 0
         with contextlib.suppress(Exception, asyncio.CancelledError):
             async with asyncio.timeout(HANDLER_TIMEOUT):
@@ -246,7 +292,7 @@ class Canary:
                     if not line:
                         break
                     total += len(line)
-                    nonces = self._record(line, "smtp", port, peer)
+                    nonces = self._record(line, "smtp", link)
                     tag = (" " + " ".join(nonces)) if nonces else ""
                     verb = line[:4].upper()
                     if verb in (b"EHLO", b"HELO"):
@@ -263,7 +309,7 @@ class Canary:
                                 break
                             body += chunk
                         total += len(body)
-                        nonces = self._record(body, "smtp", port, peer)
+                        nonces = self._record(body, "smtp", link)
                         reply = f"250 accepted{' ' + ' '.join(nonces) if nonces else ''}\r\n"
                     elif verb == b"QUIT":
                         writer.write(b"221 bye\r\n")

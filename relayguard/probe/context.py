@@ -119,14 +119,14 @@ class ProbeContext:
                 self.rtt[host] = min(self.rtt.get(host, conn.connect_time), conn.connect_time)
             # The canary marks hits over our own sockets; keep the mark until it cannot
             # still be reading what this connection sent.
-            mine = conn.local_endpoint
-            self.canary.scanner_endpoints.add(mine)
+            mine = (conn.local_endpoint, conn.remote_endpoint)
+            self.canary.scanner.add(mine)
             try:
                 yield conn
             finally:
                 await conn.close()
                 asyncio.get_running_loop().call_later(
-                    HANDLER_TIMEOUT, self.canary.scanner_endpoints.discard, mine)
+                    HANDLER_TIMEOUT, self.canary.scanner.drop, mine)
 
     def kept(self, host: str, port: int, *, tls: bool = False) -> KeptConnection:
         """A connection to host:port that sequential checks may share (see KeptConnection)."""

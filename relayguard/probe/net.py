@@ -16,12 +16,18 @@ import ipaddress
 import re
 import socket
 import ssl
+import sys
 import time
 from dataclasses import dataclass, field
 
 MAX_READ = 64 * 1024  # per reply: enough for any proxy error page, bounded against tarpits
 REPLY_TIMEOUTS = 3  # a whole reply must arrive within this many --timeouts
 TRANSCRIPT_BYTES = 2048  # per direction chunk kept in evidence; the rest is summarised
+# Linux's IP_BIND_ADDRESS_NO_PORT (24 at IPPROTO_IP, for IPv6 sockets too): bind() to the
+# source address leaves the port to connect(), which knows the destination, so one local port
+# serves many targets instead of each connection (and its TIME_WAIT) holding one of its own.
+NO_PORT_OPTION = getattr(socket, "IP_BIND_ADDRESS_NO_PORT",
+                         24 if sys.platform.startswith("linux") else None)
 
 
 def endpoint(sockaddr: tuple[object, ...] | None) -> tuple[str, int]:
@@ -135,6 +141,10 @@ class Conn:
     @property
     def local_endpoint(self) -> tuple[str, int]:
         return endpoint(self.writer.get_extra_info("sockname"))
+
+    @property
+    def remote_endpoint(self) -> tuple[str, int]:
+        return endpoint(self.writer.get_extra_info("peername"))
 
     async def send(self, data: bytes) -> None:
         self.transcript.sent(data)
@@ -276,17 +286,45 @@ def unverified_tls_context() -> ssl.SSLContext:
     return ctx
 
 
+def _source_socket(family: socket.AddressFamily, source: str) -> socket.socket:
+    """A non-blocking TCP socket bound to `source` whose port connect() will pick (where the
+    kernel can defer it): a scan of thousands of targets then never runs out of ports."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if NO_PORT_OPTION is not None:
+            with contextlib.suppress(OSError):  # older kernels: bind() picks the port
+                sock.setsockopt(socket.IPPROTO_IP, NO_PORT_OPTION, 1)
+        sock.setblocking(False)
+        sock.bind((source, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _connect(host: str, port: int, source: str | None, family: socket.AddressFamily
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """TCP connect, from `source` when given; the socket is closed on any failure."""
+    if not source:
+        return await asyncio.open_connection(host, port, family=family, limit=MAX_READ)
+    sock = _source_socket(family, source)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        return await asyncio.open_connection(sock=sock, limit=MAX_READ)
+    except BaseException:  # cancelled by the timeout, too
+        sock.close()
+        raise
+
+
 async def open_conn(host: str, port: int, *, source: str | None, timeout: float,
                     transcript: Transcript, tls: bool = False) -> Conn:
     """Connect (bound to `source` when given) within `timeout`, then, for implicit TLS, do
     the handshake within another `timeout`; map failures to NetError naming the step."""
-    local = (source, 0) if source else None
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     started = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(
-                host, port, local_addr=local, family=family, limit=MAX_READ)
+            reader, writer = await _connect(host, port, source, family)
     except TimeoutError:
         raise StepTimeout(f"connect to {host}:{port} timed out after {timeout:g}s") from None
     except ConnectionRefusedError:

@@ -81,7 +81,7 @@ async def _identify_and_check(ctx: ProbeContext, result: PortResult,
         conn = await kept.get(t)
         first = await conn.read_some(wait=banner_wait(ctx.options, conn.connect_time),
                                      what="banner")
-        listener = ctx.canary.serving(conn.local_endpoint)
+        listener = ctx.canary.serving(conn.local_endpoint, conn.remote_endpoint)
         if listener is not None:  # e.g. reached through another address of this host
             _is_canary(result, listener)
             return

@@ -8,12 +8,10 @@ falls back to the probe's default ports. The host's own addresses are `relayguar
 from __future__ import annotations
 
 import ipaddress
-import socket
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from relayguard.hostinfo import PROC_NET
+from relayguard.hostinfo import PROC_NET, proc_address
 
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's `st` column
 
@@ -36,19 +34,6 @@ class Listener:
         return ipaddress.ip_address(self.address) == ipaddress.ip_address(host)
 
 
-def _hex_address(text: str) -> str:
-    """/proc/net/tcp{,6} hex address (host byte order per 32-bit word) to text."""
-    raw = bytes.fromhex(text)
-    if len(raw) not in (4, 16):
-        raise ValueError(f"not an address: {text!r}")
-    if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, struct.pack("<I", struct.unpack(">I", raw)[0]))
-    words = struct.unpack(">4I", raw)
-    packed = b"".join(struct.pack("<I", w) for w in words)
-    addr = ipaddress.IPv6Address(packed)
-    return str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
-
-
 def parse_proc_net(text: str) -> list[Listener]:
     """Listening sockets from the text of /proc/net/tcp or tcp6 (header line skipped)."""
     out: list[Listener] = []
@@ -61,7 +46,7 @@ def parse_proc_net(text: str) -> list[Listener]:
             number = int(port, 16)
             if not 0 < number < 65536:
                 continue
-            out.append(Listener(_hex_address(addr), number))
+            out.append(Listener(proc_address(addr), number))
         except ValueError:
             continue
     return out

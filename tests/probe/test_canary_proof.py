@@ -101,7 +101,7 @@ def test_a_nonce_the_scanner_itself_carries_to_the_canary_is_marked_own() -> Non
             nonce = new_nonce()
             async with ctx.connection("127.0.4.64", canary.http_port, Transcript()) as conn:
                 await asyncio.sleep(0.1)  # the canary waits for the request meanwhile
-                assert canary.serving(conn.local_endpoint) == "http"
+                assert canary.serving(conn.local_endpoint, conn.remote_endpoint) == "http"
                 await conn.send(build_request("GET", f"/{nonce}", "x"))
                 await read_response(conn)
             (hit,) = await canary.wait(nonce, 2.0)
@@ -111,6 +111,32 @@ def test_a_nonce_the_scanner_itself_carries_to_the_canary_is_marked_own() -> Non
             await canary.stop()
 
     asyncio.run(main())
+
+
+def test_a_nonce_the_scanner_carries_to_the_canary_through_nat_is_marked_own() -> None:
+    """A port the kernel forwards straight to the canary (here 1:1 NAT): the canary sees the
+    scanner's local end but not the address it dialled, and it is still the scanner's own."""
+    public, private = "127.0.4.110", "127.0.4.111"
+
+    async def main() -> None:
+        canary = Canary(private, http_port=0, raw_port=0, smtp_ports=())
+        await canary.start()
+        try:
+            ctx = ProbeContext(ProbeOptions(timeout=2.0, source=SCANNER), canary)
+            nonce = new_nonce()
+            async with ctx.connection(public, canary.http_port, Transcript()) as conn:
+                await asyncio.sleep(0.1)  # the canary waits for the request meanwhile
+                assert conn.remote_endpoint == (public, canary.http_port)
+                assert canary.serving(conn.local_endpoint, conn.remote_endpoint) == "http"
+                await conn.send(build_request("GET", f"/{nonce}", "x"))
+                await read_response(conn)
+            (hit,) = await canary.wait(nonce, 2.0)
+            assert hit.own
+        finally:
+            await canary.stop()
+
+    with one_to_one_nat(public, private):
+        asyncio.run(main())
 
 
 def test_probe_localhost_as_root_does_not_report_itself() -> None:
