@@ -151,11 +151,12 @@ def log_plan(site: Site, results: list[AuditResult], local: bool) -> LogPlan:
             if p not in plan.paths and Path(p).is_file() and len(plan.paths) < MAX_LOG_FILES:
                 plan.paths.append(p)
                 read_bases.add(path)
-    others = sorted(p for p in read_bases - apache_logs if not _mail_log(p))
-    if plan.apache.proxy is not None and others:
-        plan.notes.append("Apache's proxy setup was not used to judge the logs: they include "
-                          f"logs it does not write ({', '.join(others[:3])})")
-        plan.apache.proxy = None
+    if plan.apache.proxy is not None:
+        others = sorted(p for p in read_bases - apache_logs if not _mail_log(p))
+        if others:
+            plan.notes.append("Apache's proxy setup was not used to judge the logs: they "
+                              f"include logs it does not write ({', '.join(others[:3])})")
+            plan.apache.proxy = None
     return plan
 
 
