@@ -31,7 +31,7 @@ from relayguard.probe.net import (
     printable,
 )
 from relayguard.probe.smtp import Smtp
-from relayguard.probe.targets import Target, addresses_of
+from relayguard.probe.targets import Target, addresses_of, literal
 
 Progress = Callable[[int, int], None]
 _SMTP_BANNER = re.compile(rb"^[2-5]\d\d[ -]")
@@ -242,7 +242,8 @@ async def run_probe(targets: list[Target], options: ProbeOptions,
     seen: set[tuple[str, int]] = set()
     for target in targets:
         try:
-            addresses, note = await asyncio.to_thread(addresses_of, target.host)
+            addresses, note = (addresses_of(target.host) if literal(target.host) is not None
+                               else await asyncio.to_thread(addresses_of, target.host))
         except (OSError, UnicodeError) as exc:
             errors.append(ErrorEntry(target.host, f"cannot resolve: {exc}"))
             continue

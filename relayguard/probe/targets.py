@@ -52,15 +52,23 @@ def _expand_network(text: str, allow_large: bool) -> list[Target]:
     return [Target(str(h)) for h in hosts]
 
 
+def literal(host: str) -> str | None:
+    """The canonical form of an IP address literal, None for a name: a literal needs no
+    resolver (nor a thread to wait for one)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
 def addresses_of(host: str) -> tuple[list[str], str | None]:
     """Every distinct address a target name resolves to (A and AAAA, in resolver order, at
     most MAX_ADDRESSES_PER_NAME) and a note naming them when there are several; a literal is
     itself. All of them are the named host: an open proxy on a name's second address is as
     open as on its first. OSError when the name does not resolve."""
-    try:
-        return [str(ipaddress.ip_address(host))], None
-    except ValueError:
-        pass
+    address = literal(host)
+    if address is not None:
+        return [address], None
     found: list[str] = []
     for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM):
         address = str(info[4][0])
