@@ -19,6 +19,7 @@ import random
 import socket
 from asyncio import Future
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -472,21 +473,8 @@ def _fast_answer(data: bytes, qname: str, rdtype: str, where: str) -> DnsAnswer 
     reply = read_reply(data, _RDTYPES.get(rdtype, 0))
     if reply is None:
         return None
-    rcode = reply.rcode
-    if rcode == dns.rcode.NXDOMAIN:
-        return DnsAnswer(qname, rdtype, Status.NXDOMAIN, server=where,
-                         ttl=DEFAULT_NEGATIVE_TTL if reply.negative_ttl is None
-                         else reply.negative_ttl)
-    if rcode == dns.rcode.SERVFAIL:
-        return DnsAnswer(qname, rdtype, Status.SERVFAIL, server=where)
-    if rcode == dns.rcode.REFUSED:
-        return DnsAnswer(qname, rdtype, Status.REFUSED, server=where)
-    if not reply.values:
-        return DnsAnswer(qname, rdtype, Status.NODATA, server=where,
-                         ttl=DEFAULT_NEGATIVE_TTL if reply.negative_ttl is None
-                         else reply.negative_ttl, detail="NOERROR with no records")
-    return DnsAnswer(qname, rdtype, Status.ANSWER, reply.values,
-                     min(reply.ttl, MAX_CACHE_TTL), where)
+    return _answer(qname, rdtype, where, reply.rcode, lambda: (reply.values, reply.ttl),
+                   lambda: reply.negative_ttl)
 
 
 def _dnspython_answer(data: bytes, qname: str, rdtype: str, where: str) -> DnsAnswer | None:
@@ -501,10 +489,21 @@ def _dnspython_answer(data: bytes, qname: str, rdtype: str, where: str) -> DnsAn
 
 
 def _classify(qname: str, rdtype: str, response: dns.message.Message, where: str) -> DnsAnswer:
-    rcode = response.rcode()
+    return _answer(qname, rdtype, where, response.rcode(), lambda: _records(response, rdtype),
+                   lambda: _negative_ttl(response))
+
+
+def _answer(qname: str, rdtype: str, where: str, rcode: int,
+            records: Callable[[], tuple[tuple[str, ...], int]],
+            negative_ttl: Callable[[], int | None]) -> DnsAnswer:
+    """What a reply's rcode and records mean, one mapping for both decoders so they agree.
+
+    `records` (the values asked for and their lowest TTL) and `negative_ttl` are read only
+    when the rcode needs them, so a section the answer does not use cannot spoil it.
+    """
     if rcode == dns.rcode.NXDOMAIN:
-        return DnsAnswer(qname, rdtype, Status.NXDOMAIN, ttl=_negative_ttl(response),
-                         server=where)
+        return DnsAnswer(qname, rdtype, Status.NXDOMAIN, server=where,
+                         ttl=_or_default(negative_ttl()))
     if rcode == dns.rcode.SERVFAIL:
         return DnsAnswer(qname, rdtype, Status.SERVFAIL, server=where)
     if rcode == dns.rcode.REFUSED:
@@ -512,6 +511,15 @@ def _classify(qname: str, rdtype: str, response: dns.message.Message, where: str
     if rcode != dns.rcode.NOERROR:
         return DnsAnswer(qname, rdtype, Status.ERROR, server=where,
                          detail=f"rcode {dns.rcode.to_text(rcode)}")
+    values, ttl = records()
+    if not values:
+        return DnsAnswer(qname, rdtype, Status.NODATA, server=where,
+                         ttl=_or_default(negative_ttl()), detail="NOERROR with no records")
+    return DnsAnswer(qname, rdtype, Status.ANSWER, values, min(ttl, MAX_CACHE_TTL), where)
+
+
+def _records(response: dns.message.Message, rdtype: str) -> tuple[tuple[str, ...], int]:
+    """The answer section's records of the type asked for, and their lowest TTL."""
     wanted = dns.rdatatype.from_text(rdtype)
     values: list[str] = []
     ttl = MAX_CACHE_TTL
@@ -524,14 +532,16 @@ def _classify(qname: str, rdtype: str, response: dns.message.Message, where: str
                 values.append(b"".join(rdata.strings).decode("utf-8", "replace"))
             else:
                 values.append(rdata.to_text())
-    if not values:
-        return DnsAnswer(qname, rdtype, Status.NODATA, ttl=_negative_ttl(response),
-                         server=where, detail="NOERROR with no records")
-    return DnsAnswer(qname, rdtype, Status.ANSWER, tuple(values), ttl, where)
+    return tuple(values), ttl
 
 
-def _negative_ttl(response: dns.message.Message) -> int:
+def _or_default(negative_ttl: int | None) -> int:
+    return DEFAULT_NEGATIVE_TTL if negative_ttl is None else negative_ttl
+
+
+def _negative_ttl(response: dns.message.Message) -> int | None:
+    """min(SOA TTL, SOA minimum) from the authority section; None without an SOA."""
     for rrset in response.authority:
         if rrset.rdtype == dns.rdatatype.SOA:
             return int(min(rrset.ttl, rrset[0].minimum))
-    return DEFAULT_NEGATIVE_TTL
+    return None

@@ -13,11 +13,12 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from dns.name import MAX_COMPRESSION_POINTER_CHAIN as _MAX_HOPS  # dnspython's own limit
+
 A, SOA, TXT, IN = 1, 6, 16, 1
 _TC, _OPCODE = 0x0200, 0x7800
 _RCODES = frozenset((0, 2, 3, 5))  # NOERROR, SERVFAIL, NXDOMAIN, REFUSED
 _MAX_TTL = 0x7FFFFFFF  # dnspython reads larger TTLs as 0 (RFC 2181 §8)
-_MAX_HOPS = 16  # dnspython's MAX_COMPRESSION_POINTER_CHAIN
 _RR = struct.Struct("!HHIH")
 _COUNTS = struct.Struct("!HHHH")
 _LENGTH = [bytes((size,)) for size in range(64)]  # a label's length byte, by length
