@@ -217,9 +217,6 @@ def _test_names(zone: Zone, family: Family) -> tuple[str, str]:
             ip_query_name(ipaddress.ip_address("::ffff:7f00:1"), zone.name))
 
 
-_ASKED = ListResult(Zone.generic("asked.invalid"), State.UNKNOWN, detail="not answered yet")
-
-
 def _list_result(zone: Zone, answer: DnsAnswer) -> ListResult:
     """What one A answer from a self-tested list means (the TXT reason is added later)."""
     if answer.status is Status.NXDOMAIN:
@@ -328,45 +325,44 @@ class Checker:
         """
         family = target.family
         zones = [z for z in self.zones if _applies(z, family)]
-        healths = [self._used_health.get((z.name, family)) or await self.health(z, family)
-                   for z in zones]
+        pairs = [(z, self._used_health.get((z.name, family))
+                  or await self.health(z, family))  # keeps check_target safe to call alone
+                 for z in zones]
         if family is Family.IPV6:
             # An uncatalogued list without the IPv6 test entry simply does not do IPv6.
-            kept = [(z, h) for z, h in zip(zones, healths, strict=True)
-                    if z.catalogued or h.reason != "empty"]
-            zones, healths = [z for z, _h in kept], [h for _z, h in kept]
-        target.applicable = len(zones)
+            pairs = [(z, h) for z, h in pairs if z.catalogued or h.reason != "empty"]
+        target.applicable = len(pairs)
         stem = _stem(target.value, family)
         submit = self.client.submit
+        # Every A query goes out before the first is awaited.
+        asked = [submit(f"{stem}.{z.name}", "A", bucket=z.name) if h.usable else None
+                 for z, h in pairs]
         results: list[ListResult] = []
-        asked: list[tuple[int, Zone, Future[DnsAnswer]]] = []
-        for zone, health in zip(zones, healths, strict=True):
-            if health.usable:
-                asked.append((len(results), zone,
-                              submit(f"{stem}.{zone.name}", "A", bucket=zone.name)))
-                results.append(_ASKED)
-            else:
+        reasons: list[Future[DnsAnswer] | None] = []
+        for (zone, health), pending in zip(pairs, asked, strict=True):
+            if pending is None:
                 results.append(ListResult(zone, State.UNUSABLE,
                                           detail=f"{health.reason}: {health.detail}",
                                           remedy=REFUSAL_REMEDY if health.reason == "refused"
                                           else ""))
-        reasons: list[tuple[int, Future[DnsAnswer]]] = []
-        for i, zone, pending in asked:
+                reasons.append(None)
+                continue
             answer = await pending
-            results[i] = _list_result(zone, answer)
-            if answer.status is Status.ANSWER and results[i].state in (State.LISTED,
-                                                                      State.REFUSED):
-                reasons.append((i, submit(answer.qname, "TXT", bucket=zone.name)))
-        for i, pending in reasons:
-            txt = await pending
-            results[i] = replace(results[i], txt_answer=txt, txt=txt.values
-                                 if txt.status is Status.ANSWER else ())
+            results.append(_list_result(zone, answer))
+            listed = (answer.status is Status.ANSWER
+                      and results[-1].state in (State.LISTED, State.REFUSED))
+            reasons.append(submit(answer.qname, "TXT", bucket=zone.name) if listed else None)
+        for i, pending in enumerate(reasons):
+            if pending is not None:
+                txt = await pending
+                results[i] = replace(results[i], txt_answer=txt, txt=txt.values
+                                     if txt.status is Status.ANSWER else ())
         target.lists = results
         target.answered = sum(1 for r in results if r.state in (State.LISTED, State.NOT_LISTED))
-        target.required = self.min_lists if self.min_lists else max(1, math.ceil(len(zones) / 2))
+        target.required = self.min_lists if self.min_lists else max(1, math.ceil(len(pairs) / 2))
         if any(r.state is State.LISTED for r in results):
             target.verdict = Verdict.LISTED
-        elif zones and target.answered >= target.required:
+        elif pairs and target.answered >= target.required:
             target.verdict = Verdict.CLEAN
         else:
             target.verdict = Verdict.INCONCLUSIVE
@@ -409,7 +405,7 @@ class Checker:
         return found
 
     async def run(self, targets: list[Target]) -> CheckResult:
-        """Expand targets, self-test lists lazily, query everything, all inside the deadline."""
+        """Expand targets, self-test every list first, then ask them, all within the deadline."""
         start = time.monotonic()
         self._health_tasks.clear()
         self._used_health.clear()
