@@ -212,46 +212,45 @@ Tried = list[Outcome | str]  # what each tunnel attempt gave: an outcome, or why
 
 
 async def _socks5_checks(ctx: ProbeContext, result: PortResult, smtp_port: int | None
-                         ) -> tuple[bool, Tried, NetError | None]:
+                         ) -> tuple[Tried, NetError | None]:
     """SOCKS5 to the canary's HTTP port and, when that is open, to its SMTP port (or the
-    --smtp-check-target): whether the port answered as SOCKS5, what each attempt gave, and
-    why not when it did not answer."""
+    --smtp-check-target): what each attempt gave (empty when the port did not answer as
+    SOCKS5), and why not when it did not answer."""
     tried: Tried = []
     try:
         first = await _socks_check(ctx, result, "SOCKS5", ctx.canary.http_port, smtp=False)
     except NetError as exc:
-        return False, tried, exc
+        return tried, exc
     tried.append(first)
     if isinstance(first, str):
-        return True, tried, None
+        return tried, None
     with contextlib.suppress(NetError):  # it answered SOCKS5 once; a silent retry proves nothing
         if smtp_port is not None:
             tried.append(await _socks_check(ctx, result, "SOCKS5", smtp_port, smtp=True))
         elif ctx.options.smtp_check_target is not None:
             tried.append(await _socks5_check_target(ctx, result,
                                                     *ctx.options.smtp_check_target))
-    return True, tried, None
+    return tried, None
 
 
 async def _socks4_checks(ctx: ProbeContext, result: PortResult, smtp_port: int | None
-                         ) -> tuple[bool, Tried, NetError | None]:
+                         ) -> tuple[Tried, NetError | None]:
     """SOCKS4 and SOCKS4a to the canary's HTTP port, SOCKS4 to its SMTP port when SOCKS4 is
-    open (IPv4 canary only: SOCKS4 has no IPv6 addresses)."""
+    open (IPv4 canary only: SOCKS4 has no IPv6 addresses); like `_socks5_checks`, what each
+    attempt gave (empty when the port did not answer) and why it stopped."""
     tried: Tried = []
-    answered = False
     if ":" in ctx.canary.host:
-        return False, tried, None
+        return tried, None
     try:
         for version in ("SOCKS4", "SOCKS4a"):
             got = await _socks_check(ctx, result, version, ctx.canary.http_port, False)
-            answered = True
             tried.append(got)
             if not isinstance(got, str) and got.hits and smtp_port is not None \
                     and version == "SOCKS4":
                 tried.append(await _socks_check(ctx, result, version, smtp_port, True))
     except NetError as exc:
-        return answered, tried, exc
-    return answered, tried, None
+        return tried, exc
+    return tried, None
 
 
 async def check_socks(ctx: ProbeContext, result: PortResult) -> list[str]:
@@ -262,9 +261,9 @@ async def check_socks(ctx: ProbeContext, result: PortResult) -> list[str]:
     caller can classify the port.
     """
     smtp_port = _smtp_port(ctx)
-    (v5, tried5, error5), (v4, tried4, error4) = await asyncio.gather(
+    (tried5, error5), (tried4, error4) = await asyncio.gather(
         _socks5_checks(ctx, result, smtp_port), _socks4_checks(ctx, result, smtp_port))
-    versions = ["socks5"] * v5 + ["socks4"] * v4
+    versions = ["socks5"] * bool(tried5) + ["socks4"] * bool(tried4)
     if not versions:
         raise error5 or error4 or NotSocks("no SOCKS reply", b"")
     outcomes: list[Outcome] = []
