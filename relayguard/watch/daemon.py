@@ -60,9 +60,8 @@ def configure(engine: Engine, cfg: WatchConfig) -> list[str]:
 def load_engine(db: StateDB, cfg: WatchConfig) -> tuple[Engine, list[str]]:
     """The saved engine under the current config (and what that changed), or a new one."""
     saved = db.load_detectors()
-    if isinstance(saved, Engine):
-        return saved, configure(saved, cfg)
-    return Engine(options_of(cfg), dict(cfg.formats), cfg.line_digest), []
+    engine = saved if isinstance(saved, Engine) else Engine(options_of(cfg))
+    return engine, configure(engine, cfg)
 
 
 class Watcher:

@@ -242,6 +242,11 @@ def format_alert(path: str, name: str, window: ParseWindow, title: str) -> Alert
         "lines": window.lines, "parsed": window.parsed})
 
 
+def fast_only(access: AccessFormat | SquidFormat | None) -> AccessFormat | None:
+    """The access format when the bytes-level fast path (`scan_chunk`) can read it."""
+    return access if isinstance(access, AccessFormat) and access.fast_ok else None
+
+
 class Engine:
     """The detectors plus per-file formats and counters: everything persisted as one blob."""
 
@@ -347,8 +352,7 @@ class Engine:
     # -- feeding ---------------------------------------------------------------------------
     def fast_access(self, fmt: FileFormat) -> AccessFormat | None:
         """The access format when the bytes-level fast path (`scan_chunk`) reads this file."""
-        access = self._access(fmt)
-        return access if isinstance(access, AccessFormat) and access.fast_ok else None
+        return fast_only(self._access(fmt))
 
     def feed(self, batch: Batch, fmt: FileFormat, scanned: ChunkResult | None = None) -> None:
         """Account one batch of whole lines (the same calls `logs` makes per chunk), then
@@ -369,9 +373,9 @@ class Engine:
         if window.lines < SNIFF_MIN_LINES:
             return
         failing = parsed_too_little(window.lines, window.parsed)
-        how = "the format set in [watch] formats" if path in self.forced else \
-            "the format detected for it"
         if failing and not window.failing:
+            how = "the format set in [watch] formats" if path in self.forced else \
+                "the format detected for it"
             title = (f"{path}: only {window.parsed} of {window.lines} line(s) parse as "
                      f"{fmt.name} ({how}); the rest is not being watched")
             self.errors.append(title)
@@ -395,14 +399,14 @@ class Engine:
         if fmt.kind == "mail":
             self._mail(batch, base)
             return
-        fast = self.fast_access(fmt)
+        access = self._access(fmt)
+        fast = fast_only(access)
         if fast is not None:
             res = scanned if scanned is not None else scan_chunk(batch.data, batch.lines)
             c.unparsed += res.unparsed
             c.parsed += res.lines - res.unparsed
             an.feed_chunk(res, fast, batch.source, base)
             return
-        access = self._access(fmt)
         if access is None:
             c.unparsed += batch.lines
             return

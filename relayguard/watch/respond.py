@@ -130,7 +130,7 @@ class Responder:
             log.warning("dry-run: would block %s for %ds (%s)", address, c.timeout, reason)
         elif c.mode == "nftables":
             self.ensure()
-            name = c.set6 if ":" in address else c.set4
+            name = self._set_for(address)
             res = self._nft(f"add element {c.family} {c.table} {name} "
                             f"{{ {address} timeout {c.timeout}s }}\n")
             if res.returncode != 0:
@@ -151,8 +151,8 @@ class Responder:
         c = self.cfg
         if not c.dry_run:
             if c.mode == "nftables":
-                name = c.set6 if ":" in address else c.set4
-                res = self._nft(f"delete element {c.family} {c.table} {name} {{ {address} }}\n")
+                res = self._nft(f"delete element {c.family} {c.table} "
+                                f"{self._set_for(address)} {{ {address} }}\n")
                 expired = b"No such file or directory" in res.stderr  # the kernel was first
                 if res.returncode != 0 and not expired:
                     raise ResponseError(res.stderr.decode(errors="replace").strip())
@@ -160,10 +160,17 @@ class Responder:
                 self._run(c.unblock_command, address, reason)
             else:
                 raise ResponseError("no unblock_command is configured")
-        log.warning("%sunblocked %s before its timeout (%s)", "dry-run: " if c.dry_run else "",
-                    address, reason)
+        self._unblocked(address, reason, f"before its timeout ({reason})")
+
+    def _set_for(self, address: str) -> str:
+        """The nftables set an address goes in: IPv6 and IPv4 have one each."""
+        return self.cfg.set6 if ":" in address else self.cfg.set4
+
+    def _unblocked(self, address: str, reason: str, how: str) -> None:
+        """Log, forget, record and count one lifted block (early release or timeout)."""
+        log.warning("%sunblocked %s %s", "dry-run: " if self.cfg.dry_run else "", address, how)
         del self.blocked[address]
-        self.db.record_action("unblock", address, None, reason, c.dry_run)
+        self.db.record_action("unblock", address, None, reason, self.cfg.dry_run)
         self.metrics.set("blocked", len(self.blocked))
 
     def release_exempt(self, trusted: frozenset[str]) -> None:
@@ -212,8 +219,5 @@ class Responder:
                 except ResponseError as exc:
                     log.error("unblock of %s failed: %s", address, exc)
                     continue
-            log.warning("%sunblocked %s (timeout expired)",
-                        "dry-run: " if self.cfg.dry_run else "", address)
-            del self.blocked[address]
-            self.db.record_action("unblock", address, None, "timeout expired", self.cfg.dry_run)
-        self.metrics.set("blocked", len(self.blocked))
+            self._unblocked(address, "timeout expired", "(timeout expired)")
+        self.metrics.set("blocked", len(self.blocked))  # also the first time, from the state
