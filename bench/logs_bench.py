@@ -152,8 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     report = work / "relayguard.json"
-    rg = [sys.executable, "-m", "relayguard", "logs", str(log), "--format", "json",
-          "-o", str(report)]
+
+    def rg_logs(path: Path, *extra: str) -> list[str]:
+        """The relayguard logs command line timed here, on `path`."""
+        return [sys.executable, "-m", "relayguard", "logs", str(path), "--format", "json",
+                "-o", str(report), *extra]
+
+    rg = rg_logs(log)
     timed(rg, env=env)
     wall, best, rss, rc = median_runs(rg, args.repeat, env)
     if rc not in (0, 1):
@@ -170,15 +175,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{'' if ok else '  <-- MISMATCH'}")
     results.append(("relayguard logs", args.lines, wall, rss,
                     f"json report, {os.cpu_count()} cores; best {args.lines / best:,.0f}/s"))
-    wall, best, rss, _ = median_runs([*rg, "-j", "1"], args.repeat, env)
+    wall, best, rss, _ = median_runs(rg_logs(log, "-j", "1"), args.repeat, env)
     results.append(("relayguard logs -j 1", args.lines, wall, rss,
                      f"one core; best {args.lines / best:,.0f}/s"))
-    wall, best, rss, _ = median_runs([*rg[:3], "--version"], args.repeat, env)
+    wall, best, rss, _ = median_runs([sys.executable, "-m", "relayguard", "--version"],
+                                    args.repeat, env)
     results.append(("(start-up)", 0, wall, rss, "relayguard --version"))
     tiny = work / "ten-lines.log"
     with open(log, "rb") as src:
         tiny.write_bytes(b"".join(src.readline() for _ in range(10)))
-    wall, best, rss, _ = median_runs([*rg[:4], str(tiny), *rg[5:]], args.repeat, env)
+    wall, best, rss, _ = median_runs(rg_logs(tiny), args.repeat, env)
     results.append(("(logs fixed cost)", 0, wall, rss, "relayguard logs on 10 lines"))
     probe = ("import sys,time; from relayguard.logs.analyze import analyse; "
              "t=time.perf_counter(); analyse([sys.argv[1]]); "

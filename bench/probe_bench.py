@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -245,8 +246,10 @@ Found = set[tuple[str, int, str]]
 
 def missed_by(rg: Found, nm: Found) -> list[tuple[str, int, str]]:
     """nmap's findings for which relayguard reported no category of the same family."""
-    return sorted((h, p, s) for h, p, s in nm
-                  if not FAMILY[s] & {c for hh, pp, c in rg if (hh, pp) == (h, p)})
+    reported: defaultdict[tuple[str, int], set[str]] = defaultdict(set)
+    for h, p, c in rg:
+        reported[h, p].add(c)
+    return sorted((h, p, s) for h, p, s in nm if not FAMILY[s] & reported[h, p])
 
 
 def _summary(name: str, times: list[float], found: list[Found]) -> str:
