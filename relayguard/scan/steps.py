@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from relayguard.audit.base import AuditOptions, AuditResult
+from relayguard.audit.base import AuditOptions, AuditResult, under_root
 from relayguard.findings import ErrorEntry, Report
 from relayguard.logs.apacheconf import ApacheLogSettings, read_apache_config
 from relayguard.scan.site import ScanOptions, Site
@@ -69,7 +69,7 @@ def on_disk(path: str, root: Path | None) -> str:
     """Where a path a config names is read: under the config backup's root, if any."""
     if root is None or not path.startswith("/") or Path(path).is_relative_to(root):
         return path
-    return str(root / path.lstrip("/"))
+    return str(under_root(path, root))
 
 
 def apache_settings(results: list[AuditResult], root: Path | None) -> tuple[
