@@ -114,13 +114,13 @@ def _prepare(run: _SiteRun, options: ScanOptions, addresses: list[str]) -> None:
                                       and is_local_host(run.address, addresses))
     if site.ports is not None:
         run.ports = list(site.ports)
-        run.extra += [(a, p) for a in others for p in run.ports]
     elif run.local:
         _local_targets(run, others)
     else:
         from relayguard.probe.context import DEFAULT_PORTS
 
         run.ports = list(DEFAULT_PORTS)
+    if site.ports is not None or not run.local:  # a local site's ports are per address
         run.extra += [(a, p) for a in others for p in run.ports]
     if note:
         run.notes.append(note)
