@@ -50,11 +50,11 @@ def options_of(cfg: WatchConfig) -> LogOptions:
 
 def configure(engine: Engine, cfg: WatchConfig) -> list[str]:
     """Set the current config on an engine restored or running (restart, SIGHUP): forced
-    formats, the digest and every detector option (`Engine.reconfigure`). Returns what
-    changed in the options, in words."""
-    engine.forced = dict(cfg.formats)
+    formats (`Engine.set_forced`), the digest and every detector option
+    (`Engine.reconfigure`). Returns what changed in the formats and options, in words."""
+    changes = engine.set_forced(cfg.formats)
     engine.line_digest = cfg.line_digest
-    return engine.reconfigure(options_of(cfg), time.time())
+    return changes + engine.reconfigure(options_of(cfg), time.time())
 
 
 def load_engine(db: StateDB, cfg: WatchConfig) -> tuple[Engine, list[str]]:
@@ -151,7 +151,7 @@ class Watcher:
         self.reload_requested = True
 
     def _options_changed(self, why: str, changes: list[str]) -> None:
-        """Log what new detector options changed."""
+        """Log what the new config changed in the forced formats and detector options."""
         for change in changes:
             log.info("%s: %s", why, change)
 

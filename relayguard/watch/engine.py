@@ -276,6 +276,23 @@ class Engine:
         queued = state.pop("format_alerts", [])
         self.__dict__.update({"parse_windows": {}, "queued_alerts": queued, **state})
 
+    def set_forced(self, forced: dict[str, str]) -> list[str]:
+        """Forced formats from the current config (restart, SIGHUP). A file whose forced
+        format changed has its decided format and parse window forgotten, so the next lines
+        decide it again (a corrected format applies at once). Returns what changed, in words."""
+        old, self.forced = self.forced, dict(forced)
+        changes = []
+        for path in sorted(set(old) | set(self.forced)):
+            if old.get(path) == self.forced.get(path):
+                continue
+            fmt = self.formats.pop(path, None)
+            self.parse_windows.pop(path, None)
+            self._undecided.pop(path, None)
+            if fmt is not None:
+                now = self.forced.get(path, "detected")
+                changes.append(f"format of {path}: {fmt.name} -> {now} (decided again)")
+        return changes
+
     def reconfigure(self, options: LogOptions, now: float) -> list[str]:
         """Detector options from the current config on restored state (restart, SIGHUP):
         the detectors keep what they learned and drop what only the old options made
