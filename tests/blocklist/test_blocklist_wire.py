@@ -48,13 +48,15 @@ def _label_offsets(qname: str) -> list[int]:
 
 
 @st.composite
-def _owner(draw: st.DrawFn, qname: str) -> bytes:
-    kind = draw(st.sampled_from(["ptr12", "ptr", "full", "other", "ptr", "bad"]))
+def _owner(draw: st.DrawFn, qname: str, good: bool) -> bytes:
+    kinds = ["ptr12", "ptr", "full"] if good else ["ptr12", "ptr", "full", "other", "ptr", "bad"]
+    kind = draw(st.sampled_from(kinds))
     if kind == "ptr12":
         return b"\xc0\x0c"
     if kind == "ptr":
-        return struct.pack("!H", 0xC000 | draw(st.sampled_from([*_label_offsets(qname), 0, 5,
-                                                                 400])))
+        bad_targets = [] if good else [0, 5, 400]
+        return struct.pack("!H", 0xC000 | draw(st.sampled_from([*_label_offsets(qname),
+                                                                 *bad_targets])))
     if kind == "full":
         return _name(qname.upper() if draw(st.booleans()) else qname)
     if kind == "other":
@@ -63,57 +65,74 @@ def _owner(draw: st.DrawFn, qname: str) -> bytes:
 
 
 @st.composite
-def _rdata(draw: st.DrawFn, rtype: int) -> bytes:
-    if draw(st.integers(0, 9)) == 0:
+def _rdata(draw: st.DrawFn, rtype: int, good: bool) -> bytes:
+    if not good and draw(st.integers(0, 9)) == 0:
         return draw(st.binary(max_size=12))
     if rtype == 1:
         return bytes(draw(st.sampled_from([[127, 0, 0, 2], [127, 0, 0, 4], [127, 255, 255, 254],
                                            [198, 51, 100, 7]])))
     if rtype == 16:
         parts = draw(st.lists(st.binary(max_size=8) | st.sampled_from([b"\xff\xfe", b"ok"]),
-                              max_size=3))
+                              min_size=1 if good else 0, max_size=3))
         return b"".join(bytes((len(p),)) + p for p in parts)
     if rtype == 6:
         names = draw(st.sampled_from([b"\xc0\x0c\xc0\x0c", _name("ns.test") + b"\x03abc\xc0\x0c",
                                       b"\x01a\xc0\x16\0", b"\0\0"]))
-        return names + draw(st.binary(min_size=16, max_size=24))
+        return names + draw(st.binary(min_size=20 if good else 16, max_size=20 if good else 24))
     return draw(st.binary(max_size=8))
 
 
 @st.composite
-def _rr(draw: st.DrawFn, qname: str, types: list[int]) -> bytes:
+def _rr(draw: st.DrawFn, qname: str, types: list[int], good: bool,
+        owner: bytes | None = None) -> bytes:
     rtype = draw(st.sampled_from(types))
-    rclass = draw(st.sampled_from([1, 1, 1, 3, 255]))
+    rclass = 1 if good else draw(st.sampled_from([1, 1, 1, 3, 255]))
     ttl = draw(st.sampled_from([0, 60, 3600, 86400, 2**31 - 1, 2**31, 2**32 - 1]))
-    rdata = draw(_rdata(rtype))
-    rdlen = len(rdata) + draw(st.sampled_from([0, 0, 0, 0, -1, 1, 7]))
-    return draw(_owner(qname)) + struct.pack("!HHIH", rtype, rclass, ttl,
-                                              max(0, rdlen)) + rdata
+    rdata = draw(_rdata(rtype, good))
+    rdlen = len(rdata) + (0 if good else draw(st.sampled_from([0, 0, 0, 0, -1, 1, 7])))
+    return ((owner if owner is not None else draw(_owner(qname, good)))
+            + struct.pack("!HHIH", rtype, rclass, ttl, max(0, rdlen)) + rdata)
 
 
 @st.composite
 def replies(draw: st.DrawFn) -> tuple[bytes, str]:
-    """DNS replies shaped like what servers send, often slightly or badly wrong."""
+    """DNS replies shaped like what servers send, often slightly or badly wrong.
+
+    Two in three are well formed in the shapes the lean decoder reads (one owner, the type
+    asked, at most an SOA beside), so that most examples check the fast path against
+    dnspython; the rest are fuzzed freely.
+    """
     rdtype = draw(st.sampled_from(["A", "TXT"]))
     wanted = 1 if rdtype == "A" else 16
     qname = QNAME
-    flags = 0x8180 | draw(st.sampled_from([0, 0, 0, 2, 3, 3, 5, 1, 4, 9]))
-    flags ^= draw(st.sampled_from([0, 0, 0, 0, 0x0200, 0x2800, 0x0400]))  # TC, opcode, AA
-    answers = draw(st.lists(_rr(qname, [wanted, wanted, wanted, 5, 6]), max_size=4))
-    authority = draw(st.lists(_rr(qname, [6, 6, 2]), max_size=2))
-    additional = draw(st.lists(_rr(qname, [1, 41]), max_size=1))
+    good = draw(st.integers(0, 2)) > 0
+    if good:
+        flags = 0x8180 | draw(st.sampled_from([0, 0, 3, 3, 2, 5]))
+        flags ^= draw(st.sampled_from([0, 0x0400]))  # AA
+        owner = draw(_owner(qname, good))
+        answers = draw(st.lists(_rr(qname, [wanted], good, owner), max_size=4))
+        authority = draw(st.lists(_rr(qname, [6], good), max_size=1))
+        additional: list[bytes] = []
+    else:
+        flags = 0x8180 | draw(st.sampled_from([0, 0, 0, 2, 3, 3, 5, 1, 4, 9]))
+        flags ^= draw(st.sampled_from([0, 0, 0, 0, 0x0200, 0x2800, 0x0400]))  # TC, opcode, AA
+        answers = draw(st.lists(_rr(qname, [wanted, wanted, wanted, 5, 6], good), max_size=4))
+        authority = draw(st.lists(_rr(qname, [6, 6, 2], good), max_size=2))
+        additional = draw(st.lists(_rr(qname, [1, 41], good), max_size=1))
     counts = [1, len(answers), len(authority), len(additional)]
-    if draw(st.integers(0, 7)) == 0:
+    if not good and draw(st.integers(0, 7)) == 0:
         counts[draw(st.integers(0, 3))] = draw(st.integers(0, 3))
     body = question(qname.upper() if draw(st.booleans()) else qname, wanted)
     data = (struct.pack("!HH4H", 0x1234, flags, *counts) + body + b"".join(answers)
             + b"".join(authority) + b"".join(additional))
+    if good:
+        return data, rdtype
     cut = draw(st.sampled_from([None, None, None, None, -1, -3, 13]))
     tail = draw(st.sampled_from([b"", b"", b"", b"", b"\0", b"junk"]))
     return data[:cut] + tail, rdtype
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(replies())
 def test_lean_decoder_agrees_with_dnspython(case: tuple[bytes, str]) -> None:
     data, rdtype = case
@@ -124,7 +143,7 @@ def test_lean_decoder_agrees_with_dnspython(case: tuple[bytes, str]) -> None:
     assert parse_reply(data, QNAME, rdtype, WHERE) == (fast if fast is not None else full)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(replies(), st.data())
 def test_lean_decoder_agrees_on_damaged_replies(case: tuple[bytes, str],
                                                 data: st.DataObject) -> None:
@@ -242,9 +261,10 @@ def test_queue_beyond_the_concurrency_cap_is_drained(rbl_good: Rbldnsd) -> None:
         client = DnsClient([server], rate=0, concurrency=3, source=CLIENT_IP)
         futures = [client.submit(name) for name in names]
         most = 0
-        while not all(f.done() for f in futures):
-            most = max(most, client._inflight)
-            await asyncio.sleep(0)
+        async with asyncio.timeout(10):
+            while not all(f.done() for f in futures):
+                most = max(most, client._inflight)
+                await asyncio.sleep(0)
         client.close()
         return client, [f.result().status for f in futures], most
 
