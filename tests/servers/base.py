@@ -53,13 +53,14 @@ class Daemon:
         except FileNotFoundError:
             return ""
 
-    def wait_log(self, name: str, needle: str, timeout: float = 5.0) -> str:
-        """The log's text once it contains `needle` (daemons write logs after replying);
-        after `timeout` the current text, so the caller's assertion shows what was there."""
+    def wait_log(self, name: str, needle: str, timeout: float = 5.0, count: int = 1) -> str:
+        """The log's text once it contains `needle` `count` times (daemons write logs after
+        replying); after `timeout` the current text, so the caller's assertion shows what was
+        there."""
         deadline = time.monotonic() + timeout
         while True:
             text = self.log(name)
-            if needle in text or time.monotonic() >= deadline:
+            if text.count(needle) >= count or time.monotonic() >= deadline:
                 return text
             time.sleep(0.05)
 
