@@ -215,23 +215,15 @@ def scan_chunk(data: bytes, nlines: int | None = None) -> ChunkResult:
     """Scan whole lines of one chunk (it ends at a newline, or at the end of the input);
     `nlines`, when the caller has counted them already (`watch`), spares a pass."""
     res = ChunkResult()
-    if nlines is None:
-        nlines = data.count(b"\n")
-        if data and not data.endswith(b"\n"):
-            nlines += 1
-    res.lines = nlines
     # size-unit evidence from the chunk's first MiB: plenty of 304s where there are any, and
     # whole-chunk counts would cost a tenth of the scan
-    sizes = _SIZE_304.findall(data, 0, EVIDENCE_BYTES)
+    window = _evidence_end(data)
+    sizes = _SIZE_304.findall(data, 0, window)
     if sizes:
         empty = len(sizes) - sizes.count(b"")
         res.sizes_304 = (empty, len(sizes) - empty)
-    minutes = _minutes_walk(data, nlines)
-    if minutes is None:
-        _minutes_per_line(data, nlines, res)
-    else:
-        res.minutes = minutes
-    # candidate lines, with their line numbers counted incrementally
+    # candidate lines, with their line numbers counted incrementally: the same count, carried
+    # on to the end, is the chunk's line count (one pass over the newlines, not two)
     last_start, line_no, counted_to = -1, 1, 0
     abs_paths: set[bytes] = set()
     for m in _CANDIDATE.finditer(data):
@@ -249,8 +241,18 @@ def scan_chunk(data: bytes, nlines: int | None = None) -> ChunkResult:
         pm = _ABS_PATH.search(line)
         if pm is not None and len(abs_paths) < 16:
             abs_paths.add(pm.group(1))
+    if nlines is None:
+        nlines = line_no - 1 + data.count(b"\n", counted_to)
+        if data and not data.endswith(b"\n"):
+            nlines += 1
+    res.lines = nlines
+    minutes = _minutes_walk(data, nlines)
+    if minutes is None:
+        _minutes_per_line(data, nlines, res)
+    else:
+        res.minutes = minutes
     if res.candidates:
-        _local_sizes(data, abs_paths, res)
+        _local_sizes(data, window, abs_paths, res)
     _overlong_lines(data, res)
     return res
 
@@ -278,17 +280,26 @@ def _overlong_lines(data: bytes, res: ChunkResult) -> None:
         pos = (end // step + 1) * step
 
 
-def _local_sizes(data: bytes, paths: set[bytes], res: ChunkResult) -> None:
+def _evidence_end(data: bytes) -> int:
+    """End of the chunk's first MiB, at a line end (a line cut there would give a cut size)."""
+    if len(data) <= EVIDENCE_BYTES:
+        return len(data)
+    end = data.find(b"\n", EVIDENCE_BYTES)
+    return len(data) if end < 0 else end
+
+
+def _local_sizes(data: bytes, window: int, paths: set[bytes], res: ChunkResult) -> None:
     """Sizes of the site's own pages for `/` and the paths proxy requests asked for (8 each at
-    most, in file order), from one regex pass that matches only 2xx GETs of those paths: the
-    regex engine skips every other GET in C, where matching all of them (most lines of a web
-    log) cost a match object each — a third of a busy chunk's scan. Stops once every path has
-    its 8."""
+    most, in file order), from one regex pass over the chunk's first MiB (`window`, as for 304s)
+    that matches only 2xx GETs of those paths: the regex engine skips every other GET in C,
+    where matching all of them (most lines of a web log) cost a match object each. Stops once
+    every path has its 8; a site whose `/` is never fetched would otherwise cost a whole pass
+    per chunk, a fifth of the scan of a log that holds proxy requests throughout."""
     wanted = {p: 0 for p in (b"/", *paths)}
     alts = b"|".join(re.escape(p) for p in sorted(wanted, key=len, reverse=True))
     own_get = re.compile(rb'"GET (' + alts + rb') HTTP/1\.[01]" 2\d\d (\d+)')
     left = len(wanted)
-    for m in own_get.finditer(data):
+    for m in own_get.finditer(data, 0, window):
         p = m.group(1)
         seen = wanted[p]
         if seen < 8:

@@ -19,7 +19,7 @@ from relayguard.findings import Report
 from relayguard.logs.analyze import LogOptions, analyse
 from relayguard.logs.counting import Timeline, TopK
 from relayguard.logs.detect import MailDetector, ProxyDetector
-from relayguard.logs.fastpath import scan_chunk
+from relayguard.logs.fastpath import EVIDENCE_BYTES, scan_chunk
 from relayguard.logs.formats import (
     APACHE_FORMATS,
     YearGuesser,
@@ -317,17 +317,48 @@ def test_fuzz_syslog_and_mail_detector_never_raise(s: str) -> None:
 @FUZZ
 @given(st.lists(st.one_of(log_like, text_lines,
                           st.binary(max_size=200).map(lambda b: b.decode("latin-1"))),
-                max_size=30))
-def test_fuzz_fast_path_counts_every_line(lines: list[str]) -> None:
-    data = ("\n".join(x.replace("\n", " ").replace("\r", " ") for x in lines) + "\n").encode(
-        "utf-8", "surrogatepass")
+                max_size=30), st.booleans())
+def test_fuzz_fast_path_counts_every_line(lines: list[str], final_newline: bool) -> None:
+    text = "\n".join(x.replace("\n", " ").replace("\r", " ") for x in lines)
+    data = (text + ("\n" if final_newline else "")).encode("utf-8", "surrogatepass")
     if not lines:
         data = b""
     res = scan_chunk(data)
-    assert res.lines == (len(lines) if lines else 0)
+    # an unterminated last line is a line; an empty unterminated one is nothing at all
+    expected = len(lines) - (0 if final_newline or lines[-1] else 1) if lines else 0
+    assert res.lines == expected
     assert 0 <= res.unparsed <= res.lines
     assert sum(res.minutes.values()) == res.lines - res.unparsed
+    # candidate line numbers come from the same newline count as the line total
+    split = data.split(b"\n")
+    for lineno, line in res.candidates:
+        assert 1 <= lineno <= res.lines and split[lineno - 1].startswith(line)
     assert len(data) < MAX_LINE * 64
+
+
+def test_own_page_sizes_are_sought_in_the_first_mib_only() -> None:
+    """The site's own `/` sizes (the evidence against `GET http://other/` being relayed) come
+    from each chunk's first MiB: a chunk whose `/` is never fetched there is not searched
+    to its end for them, and one line straddling the window's end is read whole."""
+    def line(target: str, size: int) -> bytes:
+        return (f'192.0.2.9 - - [01/Mar/2026:10:00:00 +0000] "GET {target} HTTP/1.1" 200 '
+                f'{size} "-" "-"\n').encode()
+    probe = b'198.51.100.7 - - [01/Mar/2026:10:00:00 +0000] "GET http://x.example/ HTTP/1.1"' \
+            b' 200 5120 "-" "-"\n'
+    filler = line("/a.png", 900) * (EVIDENCE_BYTES // len(line("/a.png", 900)))
+    late = scan_chunk(probe + filler + line("/", 777) * 3)
+    assert late.lines == 1 + filler.count(b"\n") + 3 and len(late.candidates) == 1
+    assert late.local_sizes == []
+    early = scan_chunk(probe + line("/", 777) * 3 + filler)
+    assert early.local_sizes == [("/", 777)] * 3
+    # the window ends at the end of the line that crosses the first MiB, not inside it: the
+    # size is read whole, never cut to the digits before the window's end
+    home = line("/", 123456)
+    head = probe + filler[:EVIDENCE_BYTES - len(probe) - len(home) - 200]
+    head += b"#" * (EVIDENCE_BYTES - len(head) - home.index(b"123456") - 3) + b"\n"
+    cross = head + home + line("/a.png", 1) * 9
+    assert cross.index(b"123456") < EVIDENCE_BYTES < cross.index(b"123456") + 6
+    assert scan_chunk(cross).local_sizes == [("/", 123456)]
 
 
 event = st.tuples(
