@@ -28,6 +28,7 @@ from relayguard.logs.sources import MAX_LINE  # a longer "line" is consumed as i
 
 HEAD_BYTES = 1024  # the file identity hash covers up to this many first bytes
 READ_BYTES = 4 * 1024 * 1024  # at most this much per read
+PROBE_BYTES = 64 * 1024  # where a big read looks for its last line end first
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z", ".zip")
 _MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
@@ -61,6 +62,21 @@ class Batch:
     lines: int
     position: Position
     start: int = 0  # offset of the first byte
+
+
+def _read_size(fd: int, offset: int, max_bytes: int) -> int:
+    """How much to read at `offset`: up to the last line end within `max_bytes` when more is
+    there (found in the last PROBE_BYTES), so a backlog is read in whole lines and the block
+    is not copied again to drop a cut last line (that copy cost as much as counting its
+    lines); `max_bytes` when the rest is shorter or no line ends in the probe."""
+    try:
+        if os.fstat(fd).st_size - offset <= max_bytes or max_bytes <= PROBE_BYTES:
+            return max_bytes
+        tail = os.pread(fd, PROBE_BYTES, offset + max_bytes - PROBE_BYTES)
+    except OSError:
+        return max_bytes
+    end = tail.rfind(b"\n")
+    return max_bytes if end < 0 else max_bytes - PROBE_BYTES + end + 1
 
 
 @dataclass
@@ -275,7 +291,7 @@ class FileFollower:
 
     def _read(self, h: _Handle, max_bytes: int) -> Batch | None:
         try:
-            data = os.pread(h.fd, max_bytes, h.pos.offset)
+            data = os.pread(h.fd, _read_size(h.fd, h.pos.offset, max_bytes), h.pos.offset)
         except OSError:
             return None
         if not data:

@@ -7,7 +7,14 @@ import os
 import shutil
 from pathlib import Path
 
-from relayguard.logs.follow import FileFollower, Position, Waker, is_compressed
+from relayguard.logs.follow import (
+    PROBE_BYTES,
+    FileFollower,
+    Position,
+    Waker,
+    _read_size,
+    is_compressed,
+)
 
 
 def _lines(batches) -> list[bytes]:
@@ -199,6 +206,39 @@ def test_rewind_returns_the_same_lines_again(tmp_path: Path) -> None:
     f.rewind(b)
     (again,) = f.poll()
     assert again.data == b.data and again.first_lineno == 1
+
+
+def test_backlog_is_read_in_whole_lines_up_to_the_last_line_end(tmp_path: Path) -> None:
+    """A backlog larger than one read is read in blocks that end at the last line end within
+    the read size (found by a probe of the block's end, so the block is not copied again to
+    drop a cut line), also where a line longer than the probe crosses the block's end."""
+    log = tmp_path / "a.log"
+    lines = [f"line {i} " + "x" * (i * 37 % 300) for i in range(3000)]
+    lines[100] = "long " + "y" * 100_000  # a line across the whole probe of the first block
+    _append(log, *lines)
+    data = log.read_bytes()
+    f = FileFollower(str(log))
+    f.resume([])
+    max_bytes = PROBE_BYTES + 40000
+    batches, offset, lineno = [], 0, 1
+    for _ in range(1000):
+        got = f.poll(max_bytes)
+        if not got:
+            break
+        for b in got:
+            want = data[offset:offset + max_bytes]
+            cut = want.rfind(b"\n") + 1
+            assert b.data == want[:cut] and b.start == offset and b.first_lineno == lineno
+            offset, lineno = offset + cut, lineno + b.lines
+            batches.append(b)
+    assert offset == len(data) and lineno == 3001 and len(batches) > 4
+    # the size asked of each read: the whole lines, or all of max_bytes where the probe saw no
+    # line end (the first block: its end is then cut off the data)
+    with open(log, "rb") as fh:
+        sizes = [_read_size(fh.fileno(), b.start, max_bytes) for b in batches]
+    assert sizes[0] == max_bytes > len(batches[0].data)
+    assert [len(b.data) for b in batches[1:-1]] == sizes[1:-1]
+    assert _lines(batches) == [ln.encode() for ln in lines]
 
 
 def test_waker_uses_inotify_and_wakes_on_a_write(tmp_path: Path) -> None:
