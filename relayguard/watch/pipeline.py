@@ -2,8 +2,10 @@
 
 A backlog (batches of at least PIPELINE_MIN_BYTES of an access log the fast path reads) runs as
 a pipeline: while a worker process (scanworker.py) scans block N, the watcher reads block N+1
-and feeds the detectors the result of block N-1. When the worker already holds two blocks the
-watcher scans the next one itself, so both cores stay busy whichever is slower. Blocks are fed
+and feeds the detectors the result of block N-1. When the worker already holds SLOTS blocks
+the watcher scans the next one itself, so both cores stay busy whichever is slower (the
+watcher's own share, reading and the detectors, is about the worker's, so the worker holds
+three: with two it ran dry while the watcher scanned, ~15 % slower). Blocks are fed
 strictly in read order and at most MAX_QUEUED are read but not yet fed, so memory stays
 bounded. Small batches (the steady state: a few lines at a time) are fed at once when nothing
 is in flight, so alert latency does not grow. `drain()` feeds everything in flight; the daemon
@@ -22,12 +24,12 @@ from dataclasses import dataclass
 from relayguard.logs.fastpath import ChunkResult, scan_chunk
 from relayguard.logs.follow import READ_BYTES, Batch
 from relayguard.watch.engine import Engine, FileFormat
-from relayguard.watch.scanworker import ScanWorker, WorkerError
+from relayguard.watch.scanworker import SLOTS, ScanWorker, WorkerError
 
 log = logging.getLogger("relayguard.watch")
 
 PIPELINE_MIN_BYTES = 1 << 20  # smaller batches are fed at once (latency before throughput)
-MAX_QUEUED = 3  # batches read but not fed: two at the worker, one scanned here
+MAX_QUEUED = SLOTS + 1  # batches read but not fed: SLOTS at the worker, one scanned here
 RESULT_TIMEOUT = 30.0  # a worker this late on one block (~15 ms of work) is taken for hung
 WORKER_IDLE_STOP = 60.0  # a worker with no block for this long is stopped (memory back)
 

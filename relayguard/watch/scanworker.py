@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 
 from relayguard.logs.fastpath import ChunkResult, scan_chunk
 
-SLOTS = 2  # blocks the worker holds at most: one being scanned, the next one waiting
+SLOTS = 3  # blocks the worker holds at most: one being scanned, two waiting
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # -I -S: no environment, no site-packages (the fast path needs only the standard library)
 _CHILD = ("import sys; sys.path.insert(0, {root!r}); "
