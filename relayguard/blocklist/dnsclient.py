@@ -147,6 +147,7 @@ class DnsClient:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._tcp_tasks: dict[asyncio.Task[None], _Job] = {}
+        self._paced: dict[_Job, asyncio.TimerHandle] = {}  # waiting for their pace slot
 
     def start(self) -> None:
         """Begin the total deadline (call inside the running event loop)."""
@@ -194,10 +195,15 @@ class DnsClient:
                                      detail=f"{type(exc).__name__}: {exc}"))
             return fut
         if slot > now:
-            loop.call_at(slot, self._enqueue, job)
+            self._paced[job] = loop.call_at(slot, self._paced_out, job)
         else:
             self._enqueue(job)
         return fut
+
+    def _paced_out(self, job: _Job) -> None:
+        """A query's pace slot came: it joins the queue."""
+        del self._paced[job]
+        self._enqueue(job)
 
     def _enqueue(self, job: _Job) -> None:
         self._pending.append(job)
@@ -326,9 +332,12 @@ class DnsClient:
     def close(self) -> None:
         """Close the sockets; anything still unanswered ends as an ERROR answer."""
         left = [job for pool in self._pools.values() for s in pool for job in s.waiting.values()]
-        left += [*self._pending, *self._tcp_tasks.values()]
+        left += [*self._pending, *self._tcp_tasks.values(), *self._paced]
         for task in list(self._tcp_tasks):
             task.cancel()
+        for handle in self._paced.values():  # else they would go out after the close
+            handle.cancel()
+        self._paced.clear()
         for pool in self._pools.values():
             for sock in pool:
                 sock.close()

@@ -295,6 +295,25 @@ def test_pending_queries_end_at_the_deadline(silent: str) -> None:
     assert details[2:] == ["timeout: total deadline reached"] * 6
 
 
+def test_close_ends_queries_still_waiting_for_their_pace_slot(faults: Faults) -> None:
+    """Queries paced behind others (rate per zone) end at close() as ERROR answers, and are
+    never sent afterwards (their timers were left running, so they went out after a close)."""
+    server = Nameserver.parse(faults.resolver)
+    names = [f"44.33.22.{i}.good.faults.test" for i in (101, 102, 103)]
+
+    async def close_early() -> list[str]:
+        client = DnsClient([server], rate=4, source=CLIENT_IP)
+        futures = [client.submit(name, bucket="good") for name in names]
+        first = await asyncio.wait_for(futures[0], 5)  # the first goes out at once
+        client.close()
+        assert all(f.done() for f in futures)
+        await asyncio.sleep(0.8)  # past both pace slots (0.25 s and 0.5 s)
+        return [first.status.value] + [f.result().detail for f in futures[1:]]
+
+    assert asyncio.run(close_early()) == ["nxdomain"] + ["the client was closed first"] * 2
+    assert [faults.handler.hits[name + "."] for name in names] == [1, 0, 0]
+
+
 def test_truncated_reply_is_asked_again_over_tcp(faults: Faults) -> None:
     name = "44.33.22.11.trunc.faults.test."
     before = faults.handler.hits[name]
