@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from relayguard.scan.discover import parse_proc_net
 from tests.servers.base import Daemon, DaemonError, make_workdir, run_daemon
+from tests.servers.netns import namespace, run, veth
 
 ROOT = Path(__file__).resolve().parents[2]
 SCANNER = "10.201.7.1"  # the prober's namespace: source address and canary
@@ -24,34 +24,7 @@ TARGETS = [f"10.201.7.{i}" for i in range(2, 21)]  # the targets' namespace, one
 
 
 def _run(*argv: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                          check=False, cwd=ROOT)
-
-
-def _must(*argv: str) -> None:
-    res = _run(*argv)
-    assert res.returncode == 0, f"{' '.join(argv)}: {res.stderr}"
-
-
-@contextlib.contextmanager
-def namespace(tag: str, port_range: tuple[int, int] | None = None) -> Iterator[str]:
-    """A fresh netns with loopback up and, when given, that ephemeral port range."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create a network namespace")
-    ns = f"rgsp{tag}{os.getpid()}"
-    res = _run("ip", "netns", "add", ns)
-    if res.returncode != 0:
-        pytest.skip(f"the kernel refuses network namespaces: {res.stderr.strip()}")
-    try:
-        _must("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        if port_range is not None:
-            res = _run("ip", "netns", "exec", ns, "sysctl", "-w",
-                       f"net.ipv4.ip_local_port_range={port_range[0]} {port_range[1]}")
-            if res.returncode != 0:
-                pytest.skip(f"cannot narrow the namespace's port range: {res.stderr.strip()}")
-        yield ns
-    finally:
-        _run("ip", "netns", "del", ns)
+    return run(*argv, timeout=timeout, cwd=ROOT)
 
 
 @contextlib.contextmanager
@@ -59,16 +32,8 @@ def prober_and_targets() -> Iterator[tuple[str, str]]:
     """The prober's netns (4 ephemeral ports, SCANNER) linked by a veth pair to the
     targets' netns (TARGETS, normal range: the relays' own connections to the canary must
     not be what runs out)."""
-    with namespace("p", (40000, 40003)) as prober, namespace("t") as targets:
-        _must("ip", "netns", "exec", prober, "ip", "link", "add", "rgp0", "type", "veth",
-              "peer", "name", "rgt0", "netns", targets)
-        _must("ip", "netns", "exec", prober, "ip", "addr", "add", f"{SCANNER}/24", "dev",
-              "rgp0")
-        _must("ip", "netns", "exec", prober, "ip", "link", "set", "rgp0", "up")
-        for address in TARGETS:
-            _must("ip", "netns", "exec", targets, "ip", "addr", "add", f"{address}/24", "dev",
-                  "rgt0")
-        _must("ip", "netns", "exec", targets, "ip", "link", "set", "rgt0", "up")
+    with namespace("p", (40000, 40003)) as prober, namespace("t") as targets, \
+            veth(prober, [SCANNER], targets, TARGETS, "p"):
         yield prober, targets
 
 

@@ -8,7 +8,6 @@ import ipaddress
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from relayguard.watch.respond import Responder
 from relayguard.watch.state import StateDB
 from tests.servers.apache import preamble
 from tests.servers.base import Daemon, make_workdir, run_daemon
+from tests.servers.netns import inside, namespace, run, veth
 from tests.watch.helpers import state, wait_until, watcher
 
 NS_SERVER = "10.200.9.2"
@@ -30,42 +30,16 @@ FRIEND = "10.200.9.3"  # allow-listed
 PORT = 8080
 
 
-def _run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=20, check=False)
-
-
 @contextlib.contextmanager
-def namespace() -> Iterator[str]:
-    """A netns with a veth pair: host side 10.200.9.1 + .3, namespace side 10.200.9.2."""
-    ns = f"rgw{os.getpid()}"
-    host_if, ns_if = f"rgwh{os.getpid() % 100000}", f"rgwn{os.getpid() % 100000}"
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create a network namespace")
-    res = _run("ip", "netns", "add", ns)
-    if res.returncode != 0:
-        pytest.skip(f"the kernel refuses network namespaces: {res.stderr.strip()}")
-    try:
-        steps = [
-            ("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if),
-            ("ip", "link", "set", ns_if, "netns", ns),
-            ("ip", "addr", "add", f"{OFFENDER}/24", "dev", host_if),
-            ("ip", "addr", "add", f"{FRIEND}/24", "dev", host_if),
-            ("ip", "link", "set", host_if, "up"),
-            ("ip", "netns", "exec", ns, "ip", "addr", "add", f"{NS_SERVER}/24", "dev", ns_if),
-            ("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up"),
-            ("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"),
-        ]
-        for step in steps:
-            res = _run(*step)
-            assert res.returncode == 0, f"{' '.join(step)}: {res.stderr}"
-        probe = _run("ip", "netns", "exec", ns, "nft", "add", "table", "inet", "rgprobe")
+def server_namespace() -> Iterator[str]:
+    """A netns with a veth pair: host side 10.200.9.1 + .3, namespace side 10.200.9.2; skips
+    where the kernel refuses nftables there."""
+    with namespace("w") as ns, veth(None, [OFFENDER, FRIEND], ns, [NS_SERVER], "w"):
+        probe = run(*inside(ns, "nft", "add", "table", "inet", "rgprobe"))
         if probe.returncode != 0:
             pytest.skip(f"the kernel refuses nftables: {probe.stderr.strip()}")
-        _run("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "rgprobe")
+        run(*inside(ns, "nft", "delete", "table", "inet", "rgprobe"))
         yield ns
-    finally:
-        _run("ip", "link", "del", host_if)
-        _run("ip", "netns", "del", ns)
 
 
 @contextlib.contextmanager
@@ -104,7 +78,7 @@ CONNECT = b"CONNECT mx.victim.example:25 HTTP/1.0\r\n\r\n"
 
 @pytest.mark.server
 def test_nftables_block_really_drops_the_offender(tmp_path: Path) -> None:
-    with namespace() as ns, apache_in(ns) as httpd:
+    with server_namespace() as ns, apache_in(ns) as httpd:
         assert b"inside the namespace" in (_request(OFFENDER, GET) or b"")
         assert b"inside the namespace" in (_request(FRIEND, GET) or b"")
         cfg = tmp_path / "watch.toml"
@@ -125,7 +99,7 @@ nft = ["ip", "netns", "exec", "{ns}", "nft"]
         db = tmp_path / "w.sqlite"
         log = httpd.logs["access"]
         with watcher(tmp_path, [str(log), "-c", str(cfg), "--state", str(db)]) as w:
-            wait_until(lambda: state(db).get("lines") == 2, 10)
+            assert wait_until(lambda: state(db).get("lines") == 2, 10), w.stderr()
             assert _request(FRIEND, CONNECT) is not None
             assert _request(OFFENDER, CONNECT) is not None
             blocked = wait_until(lambda: [a for a in state(db).get("actions", [])
@@ -136,8 +110,8 @@ nft = ["ip", "netns", "exec", "{ns}", "nft"]
             assert _request(OFFENDER, GET, timeout=1.5) is None  # SYN dropped: no answer
             assert time.monotonic() - t0 >= 1.0
             assert b"inside the namespace" in (_request(FRIEND, GET) or b"")
-            listed = _run("ip", "netns", "exec", ns, "nft", "list", "set", "inet", "relayguard",
-                          "blocked4").stdout
+            listed = run(*inside(ns, "nft", "list", "set", "inet", "relayguard",
+                                 "blocked4")).stdout
             assert OFFENDER in listed and FRIEND not in listed and "timeout" in listed
             actions = {a["action"]: a["address"] for a in state(db)["actions"]}
             assert actions["allowed"] == FRIEND
@@ -146,11 +120,11 @@ nft = ["ip", "netns", "exec", "{ns}", "nft"]
             cfg.write_text(cfg.read_text().replace(
                 "[watch]\n", f'[watch]\ntrusted_clients = ["{OFFENDER}"]\n'))
             w.signal(signal.SIGHUP)
-            wait_until(lambda: [a for a in state(db).get("actions", [])
-                                if a["action"] == "unblock"], 10)
+            assert wait_until(lambda: [a for a in state(db).get("actions", [])
+                                       if a["action"] == "unblock"], 10), w.stderr()
             assert b"inside the namespace" in (_request(OFFENDER, GET) or b"")
-            listed = _run("ip", "netns", "exec", ns, "nft", "list", "set", "inet", "relayguard",
-                          "blocked4").stdout
+            listed = run(*inside(ns, "nft", "list", "set", "inet", "relayguard",
+                                 "blocked4")).stdout
             assert OFFENDER not in listed
             assert w.terminate() == 0
             assert f"blocked {OFFENDER} for 600s" in w.stderr()
