@@ -82,18 +82,6 @@ def site_names(directives: Iterable[tuple[str, tuple[str, ...]]]) -> set[str]:
     return names
 
 
-def formats_from_apache_config(text: str) -> dict[str, str]:
-    """CustomLog path -> format string from one config file's text (no includes followed)."""
-    from relayguard.audit.apache import parse_syntax, split_args
-
-    def walk(raws: list[Any]) -> Iterable[tuple[str, tuple[str, ...]]]:
-        for raw in raws:
-            yield raw.name.lower(), split_args(raw.argtext)
-            yield from walk(raw.children)
-
-    return log_formats(walk(parse_syntax(Path("-"), text, [])))[0]
-
-
 def read_apache_config(path: Path, root: Path | None = None) -> ApacheLogSettings:
     """Parse the Apache config at `path` (file or directory) for the logs command.
 

@@ -633,9 +633,3 @@ def format_by_name(spec: str) -> AccessFormat | SquidFormat:
         return compile_nginx(spec, "custom-nginx")
     raise FormatError(f"unknown log format {spec!r}")
 
-
-def formats_from_apache_config(text: str) -> dict[str, str]:
-    """CustomLog path -> format string from one Apache config file's text (see apacheconf)."""
-    from relayguard.logs import apacheconf
-
-    return apacheconf.formats_from_apache_config(text)

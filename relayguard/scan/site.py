@@ -7,7 +7,7 @@ audit of a config backup and logs when the inventory names them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -49,4 +49,3 @@ class ScanOptions:
     blocklist_deadline: float = 30.0
     jobs: int = 4  # sites audited / analysed at once
     concurrency: int = 32  # probe connections open at once, in total
-    log_paths_extra: tuple[str, ...] = field(default=())

@@ -19,7 +19,6 @@ from relayguard.logs.formats import (
     compile_nginx,
     detect_format,
     format_by_name,
-    formats_from_apache_config,
     parse_clf_time,
     parse_syslog,
 )
@@ -157,12 +156,13 @@ def test_detection_and_overrides() -> None:
         format_by_name("no-such-format")
 
 
-def test_logformat_from_apache_config() -> None:
-    conf = ('LogFormat "%v %h %t \\"%r\\" %>s %b" mine\n'
-            'CustomLog /var/log/apache2/a.log mine\n'
-            'CustomLog "/var/log/apache2/b.log" combined\n'
-            'CustomLog /var/log/apache2/c.log "%h %t \\"%r\\" %s"\n')
-    got = formats_from_apache_config(conf)
+def test_logformat_from_apache_config(tmp_path: Path) -> None:
+    conf = tmp_path / "apache2.conf"
+    conf.write_text('LogFormat "%v %h %t \\"%r\\" %>s %b" mine\n'
+                    'CustomLog /var/log/apache2/a.log mine\n'
+                    'CustomLog "/var/log/apache2/b.log" combined\n'
+                    'CustomLog /var/log/apache2/c.log "%h %t \\"%r\\" %s"\n', encoding="utf-8")
+    got = read_apache_config(conf).formats_by_path
     assert got == {"/var/log/apache2/a.log": '%v %h %t "%r" %>s %b',
                    "/var/log/apache2/b.log": APACHE_FORMATS["combined"],
                    "/var/log/apache2/c.log": '%h %t "%r" %s'}
