@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -139,7 +139,7 @@ def emit(report: Report, fmt: OutputFormat | None, fail_on: Severity,
     raise click.exceptions.Exit(int(exit_status(report, fail_on)))
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print a one-line error and exit 2; the only way commands report fatal input errors."""
     sys.stderr.write(f"relayguard: error: {message}\n")
     raise click.exceptions.Exit(int(ExitStatus.ERROR))
@@ -157,7 +157,6 @@ def address_option(option: str, text: str | None, *, reachable: bool = False) ->
         address = ipaddress.ip_address(text)
     except ValueError:
         fail(f"{option} {text!r} is not an IP address")
-        raise AssertionError("unreachable") from None
     if reachable and address.is_unspecified:
         fail(f"{option} {address} is not an address targets can reach; for a wildcard "
              "listener use --canary-bind")

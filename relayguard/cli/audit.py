@@ -65,7 +65,6 @@ def audit_command(
                                     options=options)
     except RelayguardError as exc:
         fail(str(exc))
-        return
     if fix:
         report = _fix(report, results, options, write, fmt)
     emit(report, fmt, severity, output)

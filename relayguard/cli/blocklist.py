@@ -89,7 +89,6 @@ def blocklist_command(
                          f"{', '.join(map(str, servers))} from /etc/resolv.conf")
     except InputError as exc:
         fail(str(exc))
-        return
     public = [str(s) for s in servers if s.host in _PUBLIC_RESOLVERS]
     if public:
         notes.append(f"{', '.join(public)} is a public resolver: Spamhaus, URIBL and others "

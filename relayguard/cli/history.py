@@ -27,7 +27,6 @@ def history_command(host: str | None, db: str | None, as_json: bool) -> None:
         store = History(db)
     except RelayguardError as exc:
         fail(str(exc))
-        return
     if host is None:
         rows = [{"host": h, "last": {"id": s.id, "when": s.when, "verdict": s.verdict}}
                 for h in store.hosts() for s in store.scans(h, limit=1)]
@@ -44,7 +43,6 @@ def history_command(host: str | None, db: str | None, as_json: bool) -> None:
     change = store.changes(host)
     if change is None:
         fail(f"no scan of {host!r} in the history store")
-        return
     if as_json:
         doc = {"host": change.host, "after": {"id": change.after.id, "when": change.after.when,
                                               "verdict": change.after.verdict},

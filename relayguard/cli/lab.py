@@ -34,7 +34,6 @@ def lab_command(address: str, keep: bool) -> None:
         result = run_lab(say, address=address, keep=keep)
     except LabError as exc:
         fail(str(exc))
-        return
     except KeyboardInterrupt:
         sys.stderr.write("relayguard lab: interrupted; everything it started is stopped\n")
         raise click.exceptions.Exit(130) from None

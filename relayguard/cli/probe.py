@@ -109,7 +109,6 @@ def probe_command(
         port_list = parse_ports(ports) if ports else DEFAULT_PORTS
     except RelayguardError as exc:
         fail(str(exc))
-        return
     options = ProbeOptions(
         ports=port_list, timeout=timeout, banner_wait=banner_wait, concurrency=concurrency,
         per_host=per_host, rate=rate, source=source, canary_host=canary, canary_bind=bind,

@@ -29,12 +29,10 @@ def rules_command(rule_id: str | None, fmt: OutputFormat | None) -> None:
     fmt = fmt or OutputFormat.TEXT
     if fmt is OutputFormat.SARIF:
         fail("rules: --format sarif describes findings; use json or markdown for rules")
-        return
     if rule_id is not None:
         rule = rule_by_id(rule_id)
         if rule is None:
             fail(f"no rule {rule_id!r}; `relayguard rules` lists them")
-            return
         if fmt is OutputFormat.JSON:
             sys.stdout.write(json.dumps(rule_dict(rule), indent=2, ensure_ascii=True) + "\n")
         else:

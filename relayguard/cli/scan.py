@@ -40,7 +40,6 @@ def _ports(text: str | None) -> tuple[int, ...] | None:
         return tuple(parse_ports(text))
     except RelayguardError as exc:
         fail(f"--ports: {exc}")
-        raise AssertionError from None
 
 
 class NagiosAwareCommand(Command):

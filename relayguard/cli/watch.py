@@ -53,7 +53,6 @@ def watch_command(
         cfg = load_config(str(config)) if config is not None else WatchConfig()
     except InputError as exc:
         fail(str(exc))
-        return
     if show_status:
         from relayguard.watch.daemon import status
 
@@ -61,7 +60,6 @@ def watch_command(
             doc = status(state or cfg.state or DEFAULT_STATE)
         except InputError as exc:
             fail(str(exc))
-            return
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
         return
     overrides: dict[str, Any] = {}
@@ -81,7 +79,6 @@ def watch_command(
                           cli_files=tuple(files or ()), cli_overrides=overrides)
     except InputError as exc:
         fail(str(exc))
-        return
 
     def _stop(signum: int, _frame: object) -> None:
         watcher.stop()
