@@ -1,13 +1,14 @@
 """The bytes-level fast path for access logs with `[%t]` and a quoted `%r` (common, combined…).
 
 Almost every line of a web log is ordinary traffic, so it is never decoded or parsed: a chunk
-of bytes yields its line count, its per-minute request counts (by walking the distinct minute
-stamps and counting each with `bytes.count`, falling back to a per-line regex when the chunk is
-out of order, has malformed lines or holds a few lines a minute) and the few candidate lines
-(CONNECT or absolute-URI requests) that the ordinary parser and `ProxyDetector` then see. Plain
-files are split into chunks at line boundaries and scanned on all cores; compressed streams are
-scanned in-process.
-"""
+of bytes yields its line count, its per-minute request counts and the few candidate lines
+(CONNECT or absolute-URI requests) that the ordinary parser and `ProxyDetector` then see.
+The one-pass C scanner (`relayguard/_fastscan.c`, built at install time where a compiler is
+found) reads each line's stamp; without it the standard library does the same in three passes
+(the minutes by walking the distinct minute stamps and counting each with `bytes.count`,
+falling back to a per-line regex when the chunk is out of order, has malformed lines or holds a
+few lines a minute). Plain files are split into chunks at line boundaries and scanned on all
+cores; compressed streams are scanned in-process."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ from relayguard.logs.formats import parse_clf_time
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
+
+try:  # the one-pass C scanner, built at install time where a C compiler is found
+    from relayguard import _fastscan
+except ImportError:  # none: the pure-Python scan, same results, slower
+    _fastscan = None
 
 CHUNK_BYTES = 8 * 1024 * 1024
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
@@ -53,7 +59,6 @@ class ChunkResult:
     unparsed: int = 0
     unparsed_samples: list[tuple[int, bytes]] = field(default_factory=list)
     minutes: dict[int, int] = field(default_factory=dict)  # epoch minute -> requests
-    minute_disorder: bool = False
     candidates: list[tuple[int, bytes]] = field(default_factory=list)  # (line in chunk, line)
     local_sizes: list[tuple[str, int]] = field(default_factory=list)  # (path, size) 2xx GETs
     # 304 answers logged with no size (%b: "-" or 0) and with one (%O counts headers)
@@ -68,7 +73,6 @@ class ChunkResult:
         self.unparsed += other.unparsed
         for t, n in other.minutes.items():
             self.minutes[t] = self.minutes.get(t, 0) + n
-        self.minute_disorder |= other.minute_disorder
         self.candidates += [(base + i, line) for i, line in other.candidates]
         self.local_sizes += other.local_sizes
         self.unparsed_samples += [(base + i, t) for i, t in other.unparsed_samples][
@@ -201,7 +205,6 @@ def _minutes_per_line(data: bytes, nlines: int, res: ChunkResult) -> None:
             out[t] = out.get(t, 0) + c
     res.minutes = out
     res.unparsed = nlines - matched
-    res.minute_disorder = True
     if res.unparsed:
         for i, line in enumerate(data.split(b"\n")[:nlines], 1):
             m = _TS_LINE.match(line)
@@ -213,7 +216,8 @@ def _minutes_per_line(data: bytes, nlines: int, res: ChunkResult) -> None:
 
 def scan_chunk(data: bytes, nlines: int | None = None) -> ChunkResult:
     """Scan whole lines of one chunk (it ends at a newline, or at the end of the input);
-    `nlines`, when the caller has counted them already (`watch`), spares a pass."""
+    `nlines`, when the caller has counted them already (`watch`), spares the pure-Python scan
+    a pass."""
     res = ChunkResult()
     # size-unit evidence from the chunk's first MiB: plenty of 304s where there are any, and
     # whole-chunk counts would cost a tenth of the scan
@@ -222,10 +226,37 @@ def scan_chunk(data: bytes, nlines: int | None = None) -> ChunkResult:
     if sizes:
         empty = len(sizes) - sizes.count(b"")
         res.sizes_304 = (empty, len(sizes) - empty)
-    # candidate lines, with their line numbers counted incrementally: the same count, carried
-    # on to the end, is the chunk's line count (one pass over the newlines, not two)
+    if _fastscan is not None:
+        _scan_compiled(data, res)
+    else:
+        _scan_python(data, nlines, res)
+    if res.candidates:
+        _local_sizes(data, window, _abs_paths(res.candidates), res)
+    _overlong_lines(data, res)
+    return res
+
+
+def _scan_compiled(data: bytes, res: ChunkResult) -> None:
+    """Lines, candidates and minutes in one pass of the C scanner (`_fastscan.c`), which gives
+    what `_scan_python` gives with `_minutes_per_line`'s exact per-line stamps."""
+    assert _fastscan is not None
+    res.lines, res.candidates, keys, stampless, samples = _fastscan.scan(
+        data, MAX_CANDIDATE_LINE, MAX_UNPARSED_SAMPLES)
+    minutes: dict[int, int] = {}
+    for key, c in keys.items():
+        t = _key_epoch(key[:17], key[17:])
+        if t is None:  # a stamp of the right shape but no real date: samples in line order
+            _minutes_per_line(data, res.lines, res)
+            return
+        minutes[t] = minutes.get(t, 0) + c
+    res.minutes, res.unparsed, res.unparsed_samples = minutes, stampless, samples
+
+
+def _scan_python(data: bytes, nlines: int | None, res: ChunkResult) -> None:
+    """Lines, candidates and minutes in three C-level passes of the standard library: the
+    candidate regex, the newlines (counted between candidates, then to the end: the line
+    numbers and the line count come from one pass) and the minute walk."""
     last_start, line_no, counted_to = -1, 1, 0
-    abs_paths: set[bytes] = set()
     for m in _CANDIDATE.finditer(data):
         start = data.rfind(b"\n", 0, m.start()) + 1
         if start == last_start:
@@ -236,11 +267,7 @@ def scan_chunk(data: bytes, nlines: int | None = None) -> ChunkResult:
             end = len(data)
         line_no += data.count(b"\n", counted_to, start)
         counted_to = start
-        line = data[start:min(end, start + MAX_CANDIDATE_LINE)]
-        res.candidates.append((line_no, line))
-        pm = _ABS_PATH.search(line)
-        if pm is not None and len(abs_paths) < 16:
-            abs_paths.add(pm.group(1))
+        res.candidates.append((line_no, data[start:min(end, start + MAX_CANDIDATE_LINE)]))
     if nlines is None:
         nlines = line_no - 1 + data.count(b"\n", counted_to)
         if data and not data.endswith(b"\n"):
@@ -251,10 +278,19 @@ def scan_chunk(data: bytes, nlines: int | None = None) -> ChunkResult:
         _minutes_per_line(data, nlines, res)
     else:
         res.minutes = minutes
-    if res.candidates:
-        _local_sizes(data, window, abs_paths, res)
-    _overlong_lines(data, res)
-    return res
+
+
+def _abs_paths(candidates: list[tuple[int, bytes]]) -> set[bytes]:
+    """The paths (16 at most) that absolute-URI candidates ask for: their own-page sizes are
+    the evidence that such a request was answered locally, not relayed."""
+    paths: set[bytes] = set()
+    for _, line in candidates:
+        pm = _ABS_PATH.search(line)
+        if pm is not None:
+            paths.add(pm.group(1))
+            if len(paths) >= 16:
+                break
+    return paths
 
 
 def _overlong_lines(data: bytes, res: ChunkResult) -> None:

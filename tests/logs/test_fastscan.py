@@ -1,0 +1,142 @@
+"""The one-pass C scanner (`relayguard/_fastscan.c`) against the pure-Python scan it replaces:
+the same lines, candidates, minutes and unparsed samples on fuzzed, hostile and real input."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import sysconfig
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relayguard.logs import fastpath
+from relayguard.logs.fastpath import ChunkResult, scan_chunk
+
+REAL_LOGS = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-logs"
+needs_compiled = pytest.mark.skipif(fastpath._fastscan is None,
+                                    reason="C scanner not built (no compiler at install)")
+
+
+def test_the_c_scanner_is_built_where_a_compiler_is() -> None:
+    """An install on a machine with gcc and the Python headers (CI's) builds the scanner; the
+    optional build would otherwise hide a broken C file behind the slow path."""
+    headers = Path(sysconfig.get_paths()["include"], "Python.h")
+    if shutil.which(sysconfig.get_config_var("CC") or "cc") is None or not headers.is_file():
+        pytest.skip("no C compiler or Python headers here: the pure-Python scan runs")
+    assert fastpath._fastscan is not None
+
+
+def both(data: bytes) -> tuple[ChunkResult, ChunkResult]:
+    """The C scanner's result and the Python reference's: the candidate pass and the exact
+    per-line stamps (`_minutes_per_line`, which the minute walk only shortcuts)."""
+    compiled = ChunkResult()
+    fastpath._scan_compiled(data, compiled)
+    ref = ChunkResult()
+    fastpath._scan_python(data, None, ref)
+    ref.minutes, ref.unparsed, ref.unparsed_samples = {}, 0, []
+    fastpath._minutes_per_line(data, ref.lines, ref)
+    return compiled, ref
+
+
+def assert_same(data: bytes) -> ChunkResult:
+    compiled, ref = both(data)
+    assert compiled.lines == ref.lines
+    assert compiled.candidates == ref.candidates
+    assert compiled.minutes == ref.minutes
+    assert compiled.unparsed == ref.unparsed
+    assert compiled.unparsed_samples == ref.unparsed_samples
+    return compiled
+
+
+# pieces that sit on the edges of the stamp and candidate patterns
+PIECES = [
+    "192.0.2.1 - - ", "[", "]", '] "', '"', " ", "\n", "\r", "\t", "\x00", "é", "/", "*",
+    "01/Mar/2026:10:00:00 +0000]", "01/Mar/2026:10:01:59 -0130]", "29/Feb/2024:23:59:00 +1400]",
+    "31/Feb/2026:10:00:00 +0000]", "01/Foo/2026:10:00:00 +0000]", "01/Mar/2026:24:00:00 +0000]",
+    "01/Mar/2026:10:60:00 +0000]", "01/mar/2026:10:00:00 +0000]", "01/Mar/2026:10:00:00 0000]",
+    "01/Mar/2026:10:00:00 +0000", "1/Mar/2026:10:00:00 +0000]", "01/Mar/2026:10:00:00 +000]",
+    "CONNECT", "GET", "A" * 23, "A" * 24, "A" * 25, "mx.example.net:25", "http://x.example/",
+    "/index.html", " HTTP/1.1\" 200 512 \"-\" \"ua\"", "\"CONNECT a:25 HTTP/1.0\" 200 -",
+]
+chunk_text = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=12)), max_size=60)
+
+
+@needs_compiled
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunk_text)
+def test_fuzz_compiled_scan_matches_the_python_reference(pieces: list[str]) -> None:
+    assert_same("".join(pieces).encode("utf-8", "surrogatepass"))
+
+
+@needs_compiled
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_fuzz_compiled_scan_on_raw_bytes(data: bytes) -> None:
+    assert_same(data)
+
+
+@needs_compiled
+def test_edges_of_each_pattern() -> None:
+    stamp = "[01/Mar/2026:10:00:00 +0000]"
+    res = assert_same(
+        f'a {stamp} "{"M" * 24} x:25 HTTP/1.0"\n'  # the longest method still a candidate
+        f'b {stamp} "{"M" * 25} x:25 HTTP/1.0"\n'  # one more: not
+        f'c {stamp} "GET /x HTTP/1.1" 200 1 "-" "x] "Q h"\n'  # found later in the line
+        f'd [x] {stamp} "GET http://a/ HTTP/1.1"\n'  # first `[` is not a stamp: unparsed
+        f'e {stamp} "GET  x"\n'  # two spaces: the target starts with a space
+        f'f {stamp} "GET x'.encode())  # unterminated, cut before the target's end
+    assert res.lines == 6
+    assert [n for n, _ in res.candidates] == [1, 3, 4, 6]
+    assert res.unparsed == 1 and res.unparsed_samples[0][0] == 4
+    assert sum(res.minutes.values()) == 5
+
+
+@needs_compiled
+def test_invalid_dates_fall_back_to_exact_samples() -> None:
+    """A stamp of the right shape that is no date (31 Feb) is unparsed, sampled in line order
+    with the lines that have no stamp at all."""
+    res = ChunkResult()
+    fastpath._scan_compiled(b'x [31/Feb/2026:10:00:00 +0000] "GET / H"\nnothing\n'
+                            b'y [01/Mar/2026:10:00:00 +0000] "GET / H"\n', res)
+    assert res.lines == 3 and res.unparsed == 2
+    assert [n for n, _ in res.unparsed_samples] == [1, 2]
+    assert sum(res.minutes.values()) == 1
+
+
+@needs_compiled
+def test_huge_line_and_nul_bytes() -> None:
+    big = b"x" * (10 * 1024 * 1024)
+    data = (b'1 [01/Mar/2026:10:00:00 +0000] "CONNECT ' + big + b':25"\n\x00\x00\n'
+            b'2 [01/Mar/2026:10:00:00 +0000] "GET http://a/ H"')
+    res = assert_same(data)
+    assert res.lines == 3 and [n for n, _ in res.candidates] == [1, 3]
+    assert res.unparsed_samples == [(2, b"\x00\x00")]
+    assert len(res.candidates[0][1]) <= fastpath.MAX_CANDIDATE_LINE
+
+
+@needs_compiled
+@pytest.mark.skipif(not REAL_LOGS.is_dir(), reason="shared real-logs data set not present")
+@pytest.mark.parametrize("name", ["apache-elastic-2015/apache_logs.gz",
+                                  "apache-secrepo-2018/access-2018-12-15.log.gz"])
+def test_real_logs_scan_the_same_both_ways(name: str, monkeypatch) -> None:
+    """Whole `scan_chunk` results (the minute walk included) agree on real third-party logs."""
+    data = gzip.decompress((REAL_LOGS / name).read_bytes())
+    assert data.count(b"\n") > 1000
+    assert_same(data)
+    compiled = scan_chunk(data)
+    monkeypatch.setattr(fastpath, "_fastscan", None)
+    assert scan_chunk(data) == compiled
+    assert compiled.lines == data.count(b"\n") and sum(compiled.minutes.values()) > 0
+
+
+@needs_compiled
+def test_buffers_other_than_bytes() -> None:
+    """`watch` hands the worker's blocks over as slices of shared memory."""
+    data = b'1 [01/Mar/2026:10:00:00 +0000] "CONNECT a:25 H"\n' * 3
+    assert fastpath._fastscan.scan(memoryview(bytearray(data)), 100, 5)[:2] == \
+        fastpath._fastscan.scan(data, 100, 5)[:2]
+    with pytest.raises(TypeError):
+        fastpath._fastscan.scan("text", 100, 5)
