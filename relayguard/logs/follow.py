@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from relayguard.logs.fastpath import count_newlines
 from relayguard.logs.sources import MAX_LINE  # a longer "line" is consumed as it is
 
 HEAD_BYTES = 1024  # the file identity hash covers up to this many first bytes
@@ -303,7 +304,7 @@ class FileFollower:
             cut = len(data)  # an over-long line, or the unterminated end of a copy
         data = data[:cut]
         start = h.pos.offset
-        lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        lines = count_newlines(data) + (0 if data.endswith(b"\n") else 1)
         first = h.pos.lineno + 1
         h.pos.offset += cut
         h.pos.lineno += lines

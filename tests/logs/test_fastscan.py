@@ -140,3 +140,13 @@ def test_buffers_other_than_bytes() -> None:
         fastpath._fastscan.scan(data, 100, 5)[:2]
     with pytest.raises(TypeError):
         fastpath._fastscan.scan("text", 100, 5)
+
+
+@needs_compiled
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=1200), st.integers(0, 300))
+def test_fuzz_newline_count_matches_bytes_count(data: bytes, skip: int) -> None:
+    """Blocks of 255 bytes and a tail: every length and offset of the vector loop."""
+    data = data.replace(b"\x00", b"\n") + b"\n" * (skip % 3)
+    assert fastpath.count_newlines(data) == data.count(b"\n")
+    assert fastpath.count_newlines(memoryview(data)[skip:]) == data[skip:].count(b"\n")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import calendar
+import re
 from datetime import UTC
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from relayguard.logs import formats
 from relayguard.logs.apacheconf import read_apache_config
 from relayguard.logs.formats import (
     APACHE_FORMATS,
@@ -194,3 +198,30 @@ def test_zoneless_stamps_are_wall_time_of_the_zone() -> None:
     # an explicit offset wins over the zone
     own = parse_syslog("2026-03-01T11:00:05+01:00 mx postfix/smtpd[3]: hi", ny)
     assert own is not None and own.time == T
+
+
+# quoted fields as every format compiles them, and the plain alternation they must equal
+QUOTED_FORMATS = [*APACHE_FORMATS.values(), '%h "%{Referer}i%{User-agent}i" %>s',
+                  '"%{X}i\\"%{Y}i" %h', '"%h" "%t" "%r" %>s "%{Host}i" "%v"']
+QUOTED_PIECES = ['"', '\\"', "\\\\", "\\", " ", "-", "x", "a b", '" "', '" 200 "', "\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(QUOTED_FORMATS), st.lists(
+    st.lists(st.sampled_from(QUOTED_PIECES), max_size=6).map("".join), min_size=3, max_size=3),
+    st.sampled_from([
+        '1.2.3.4 - - [01/Mar/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "{0}" "{1}"',
+        '{2} - - [01/Mar/2026:10:00:00 +0000] "{0}" 200 5', '1.2.3.4 "{0}{1}" 200',
+        'h 1.2.3.4 - - [01/Mar/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "{0}" "{1}"',
+        '"{0}\\"{1}" 1.2.3.4', '"{0}" "[01/Mar/2026:10:00:00 +0000]" "{1}" 200 "{2}" "{0}"']))
+def test_unrolled_quoted_fields_match_as_the_plain_alternation(
+        source: str, fields: list[str], template: str) -> None:
+    """`_QUOTED` is written unrolled for speed; it must split every line as the textbook
+    `(?:[^"\\]|\\.)*` does, two directives in one pair of quotes included."""
+    assert formats._QUOTED in compile_apache(APACHE_FORMATS["combined"]).pattern.pattern
+    line = template.format(*fields)
+    fast = compile_apache(source)
+    plain = re.compile(fast.pattern.pattern.replace(formats._QUOTED, r'(?:[^"\\]|\\.)*'))
+    a, b = fast.pattern.match(line), plain.match(line)
+    assert (a is None) == (b is None)
+    assert a is None or b is None or a.groupdict() == b.groupdict()
