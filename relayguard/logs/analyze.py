@@ -29,6 +29,7 @@ from relayguard.logs.detect import MailDetector, ProxyDetector, VolumeDetector
 from relayguard.logs.fastpath import ChunkResult, scan_chunk, scan_plain_file
 from relayguard.logs.formats import (
     AccessFormat,
+    AccessRecord,
     Detected,
     FormatError,
     LocalTime,
@@ -296,7 +297,7 @@ class LogAnalysis:
         jobs = self.opt.jobs or (os.cpu_count() or 1)
         if path != "-" and is_plain_file(path):
             stream.close()
-            results = scan_plain_file(path, jobs)
+            results = scan_plain_file(path, jobs, fmt)
         else:
             results = (scan_chunk(c) for c in iter_chunks(_Chain(head, stream), problems))
         base = 0
@@ -329,9 +330,14 @@ class LogAnalysis:
             self.proxy.note_local(p, size)
         if fmt.sizes == "guess":
             self.proxy.note_size_evidence(*res.sizes_304)
-        for lineno, raw in res.candidates:
+        fields = res.fields if res.fields_pattern == fmt.pattern.pattern else None
+        for i, (lineno, raw) in enumerate(res.candidates):
             text = raw.decode("utf-8", "surrogateescape")
-            rec = fmt.parse(text)
+            if fields is None:
+                rec = fmt.parse(text)
+            else:  # parsed by the worker that scanned the chunk
+                f = fields[i]
+                rec = None if f is None else AccessRecord(*f, size_unit=fmt.sizes)
             if rec is None or not self._in_range(rec.time):
                 continue
             self.proxy.feed(rec, source, base + lineno, text)

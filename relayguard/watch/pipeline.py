@@ -130,7 +130,8 @@ class Pipeline:
 
     def _submit(self, worker: ScanWorker, entry: _Entry) -> None:
         try:
-            worker.submit(entry.batch.data, entry.batch.lines)
+            worker.submit(entry.batch.data, entry.batch.lines,
+                          self.engine.fast_access(entry.fmt))
         except WorkerError as exc:
             self._fail(exc)
             return

@@ -21,6 +21,7 @@ from collections import deque
 from multiprocessing.connection import Connection
 
 from relayguard.logs.fastpath import ChunkResult, scan_chunk
+from relayguard.logs.formats import AccessFormat
 
 SLOTS = 3  # blocks the worker holds at most: one being scanned, two waiting
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -84,15 +85,16 @@ class ScanWorker:
     def has_room(self) -> bool:
         return self.ready and len(self.pending) < SLOTS
 
-    def submit(self, data: bytes, nlines: int) -> None:
-        """Hand one block of whole lines to the worker (`has_room` must be true)."""
+    def submit(self, data: bytes, nlines: int, fmt: AccessFormat | None = None) -> None:
+        """Hand one block of whole lines to the worker (`has_room` must be true); with `fmt`
+        it parses the block's candidate lines too."""
         if len(data) > self.slot_bytes:
             raise WorkerError(f"a block of {len(data)} bytes does not fit a slot")
         slot = next(s for s in range(SLOTS) if s not in self.pending)
         start = slot * self.slot_bytes
         self.shm[start:start + len(data)] = data
         try:
-            self.jobs.send((slot, len(data), nlines))
+            self.jobs.send((slot, len(data), nlines, fmt))
         except OSError:
             raise self._gone() from None
         self.pending.append(slot)
@@ -154,13 +156,13 @@ def serve(fd: int, slot_bytes: int) -> None:
     results.send("ready")
     while True:
         try:
-            slot, length, nlines = jobs.recv()
+            slot, length, nlines, fmt = jobs.recv()
         except (EOFError, OSError):
             return
         start = slot * slot_bytes
         answer: object
         try:
-            answer = scan_chunk(shm[start:start + length], nlines)
+            answer = scan_chunk(shm[start:start + length], nlines, fmt)
         except Exception as exc:  # a bug must not stop the watcher: it scans inline instead
             answer = f"{type(exc).__name__}: {exc}"
         try:

@@ -463,11 +463,11 @@ def test_fuzz_line_reader_matches_split(monkeypatch, parts, chunk, final_newline
 _DYING: dict = {}
 
 
-def dies_in_workers(p: str, a: int, b: int):
+def dies_in_workers(p: str, a: int, b: int, fmt=None):
     """A chunk scanner whose worker processes die past the first chunks (picklable by name)."""
     if os.getpid() != _DYING["parent"] and a > 50000:
         os._exit(3)
-    return _DYING["real"](p, a, b)
+    return _DYING["real"](p, a, b, fmt)
 
 
 def test_parallel_chunks_agree_and_survive_dying_workers(tmp_path: Path, monkeypatch) -> None:
