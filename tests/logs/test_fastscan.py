@@ -150,3 +150,44 @@ def test_fuzz_newline_count_matches_bytes_count(data: bytes, skip: int) -> None:
     data = data.replace(b"\x00", b"\n") + b"\n" * (skip % 3)
     assert fastpath.count_newlines(data) == data.count(b"\n")
     assert fastpath.count_newlines(memoryview(data)[skip:]) == data[skip:].count(b"\n")
+
+
+def test_candidates_parsed_by_the_scanner_feed_as_parsed_here() -> None:
+    """Fields parsed where a chunk is scanned (a worker) give the detectors what parsing in
+    their own process gives; fields parsed with another pattern are not trusted; chunks
+    joined by `extend` keep their fields aligned with their candidates."""
+    from relayguard.logs.analyze import LogAnalysis, LogOptions
+    from relayguard.logs.formats import APACHE_FORMATS, compile_apache
+
+    combined = compile_apache(APACHE_FORMATS["combined"])
+    vhost = compile_apache(APACHE_FORMATS["vhost_combined"])
+    lines = "".join(
+        f'198.51.100.{i % 7} - - [01/Mar/2026:10:{i % 60:02d}:00 +0000] "{req}" {st} 0 "-" "-"\n'
+        for i, (req, st) in enumerate([("CONNECT mx.example.net:25 HTTP/1.0", 200),
+                                       ("GET http://x.example/ HTTP/1.1", 200),
+                                       ("CONNECT a.example:443 HTTP/1.1", 405),
+                                       ("GET / HTTP/1.1", 200)] * 30)).encode()
+    half = lines.index(b"\n", len(lines) // 2) + 1
+
+    def incidents(*chunks: ChunkResult) -> list[dict]:
+        an = LogAnalysis(LogOptions())
+        base = 0
+        for res in chunks:
+            an.feed_chunk(res, combined, "access.log", base)
+            base += res.lines
+        return [i.to_dict() for i in an.incidents()]
+
+    here = incidents(scan_chunk(lines))
+    assert len(here) == 3
+    worker = scan_chunk(lines, fmt=combined)
+    assert worker.fields is not None and len(worker.fields) == len(worker.candidates) == 90
+    assert incidents(worker) == here
+    joined = scan_chunk(lines[:half], fmt=combined).extend(scan_chunk(lines[half:], fmt=combined))
+    assert joined.fields == worker.fields and incidents(joined) == here
+    worker.fields = [None] * 90  # proof they are used: fields that parsed nothing count nothing
+    assert incidents(worker) == []
+    other = scan_chunk(lines, fmt=vhost)  # another pattern: its fields are not used
+    other.fields = [None] * 90
+    assert other.fields_pattern != combined.pattern.pattern and incidents(other) == here
+    mixed = scan_chunk(lines[:half], fmt=combined).extend(scan_chunk(lines[half:]))
+    assert mixed.fields is None and incidents(mixed) == here
