@@ -7,6 +7,7 @@
  * Python code runs, slower, with the same results. The input is untrusted: every read is
  * bounded by the line's end, which is bounded by the buffer's length.
  */
+#define _GNU_SOURCE  /* memmem */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -201,7 +202,38 @@ static PyObject *newlines(PyObject *self, PyObject *arg)
     return PyLong_FromSsize_t(count);
 }
 
+PyDoc_STRVAR(sizes_304_doc,
+"sizes_304(data, end) -> (without_size, with_size)\n\n"
+"304 answers in data[:end] (the regex `\" 304 (-|0 )?` of fastpath.py): those logged with no\n"
+"size (`-` or `0 ` after the status) and the others. One memmem pass, where the regex engine\n"
+"took a fifth of a chunk's scan.");
+
+static PyObject *sizes_304(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t end;
+    if (!PyArg_ParseTuple(args, "y*n", &buf, &end))
+        return NULL;
+    if (end < 0 || end > buf.len)
+        end = buf.len;
+    const unsigned char *data = buf.buf, *p = data, *stop = data + end;
+    static const char needle[] = "\" 304 ";
+    const size_t len = sizeof(needle) - 1;
+    Py_ssize_t bare = 0, sized = 0;
+    while ((size_t)(stop - p) >= len && (p = memmem(p, (size_t)(stop - p), needle, len)) != NULL) {
+        const unsigned char *q = p + len;
+        if ((q < stop && *q == '-') || (stop - q >= 2 && q[0] == '0' && q[1] == ' '))
+            bare++;
+        else
+            sized++;
+        p = q;
+    }
+    PyBuffer_Release(&buf);
+    return Py_BuildValue("(nn)", bare, sized);
+}
+
 static PyMethodDef methods[] = {
+    {"sizes_304", sizes_304, METH_VARARGS, sizes_304_doc},
     {"scan", scan, METH_VARARGS, scan_doc},
     {"newlines", newlines, METH_O, newlines_doc},
     {NULL, NULL, 0, NULL},

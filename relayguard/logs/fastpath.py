@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
@@ -49,6 +49,7 @@ MAX_CANDIDATE_LINE = 64 * 1024
 MAX_UNPARSED_SAMPLES = 5
 MAX_OVERLONG_SAMPLES = 3
 EVIDENCE_BYTES = 1 << 20
+MAX_DUE = 64  # chunk results (small: counts and candidate lines) held for file order
 
 
 @dataclass
@@ -233,8 +234,10 @@ def scan_chunk(data: bytes, nlines: int | None = None,
     # size-unit evidence from the chunk's first MiB: plenty of 304s where there are any, and
     # whole-chunk counts would cost a tenth of the scan
     window = _evidence_end(data)
-    sizes = _SIZE_304.findall(data, 0, window)
-    if sizes:
+    if _fastscan is not None:
+        res.sizes_304 = _fastscan.sizes_304(data, window)
+    else:
+        sizes = _SIZE_304.findall(data, 0, window)
         empty = len(sizes) - sizes.count(b"")
         res.sizes_304 = (empty, len(sizes) - empty)
     if _fastscan is not None:
@@ -425,9 +428,10 @@ def line_boundaries(path: str, size: int, chunk: int = CHUNK_BYTES) -> list[tupl
 
 def scan_plain_file(path: str, jobs: int, fmt: AccessFormat | None = None
                     ) -> Iterator[ChunkResult]:
-    """Chunk results in file order; with jobs > 1 on big files, chunks run in worker processes
-    (at most 2 per worker in flight, so memory stays bounded), which parse the candidate
-    lines with `fmt` too."""
+    """Chunk results in file order. With jobs > 1 on big files, jobs - 1 worker processes
+    scan chunks (and parse their candidate lines with `fmt`), at most 2 each in flight, and
+    this process scans the next chunk itself whenever the one due is not back yet: it would
+    otherwise only wait, and the workers' start (~30 ms) would be time lost."""
     size = os.path.getsize(path)
     ranges = line_boundaries(path, size, CHUNK_BYTES)
     if jobs <= 1 or size < PARALLEL_MIN_BYTES or len(ranges) < 2:
@@ -437,24 +441,30 @@ def scan_plain_file(path: str, jobs: int, fmt: AccessFormat | None = None
     import multiprocessing  # only here: a small file or one core starts faster without them
     from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 
+    workers = jobs - 1
     done = 0  # ranges already yielded
     try:
         ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            pending: list[Future[ChunkResult]] = []
-            it = iter(ranges)
-            for a, b in it:
-                pending.append(pool.submit(_scan_range, path, a, b, fmt))
-                if len(pending) >= jobs * 2:
-                    break
-            while pending:
-                fut = pending.pop(0)
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append(pool.submit(_scan_range, path, *nxt, fmt))
-                res = fut.result()
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            # one entry per range in file order: a worker's future, or this process's result
+            due: deque[Future[ChunkResult] | ChunkResult] = deque()
+            nxt = in_pool = 0
+            while done < len(ranges):
+                while nxt < len(ranges) and in_pool < 2 * workers:
+                    due.append(pool.submit(_scan_range, path, *ranges[nxt], fmt))
+                    nxt, in_pool = nxt + 1, in_pool + 1
+                head = due[0]
+                if not isinstance(head, ChunkResult) and not head.done() and \
+                        nxt < len(ranges) and len(due) < MAX_DUE:
+                    due.append(_scan_range(path, *ranges[nxt]))
+                    nxt += 1
+                    continue
+                due.popleft()
+                if not isinstance(head, ChunkResult):
+                    in_pool -= 1
+                    head = head.result()
                 done += 1
-                yield res
+                yield head
     except (BrokenProcessPool, OSError, ValueError):
         # no worker processes here (sandbox, resource limits): finish in this process
         for a, b in ranges[done:]:

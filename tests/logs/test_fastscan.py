@@ -191,3 +191,16 @@ def test_candidates_parsed_by_the_scanner_feed_as_parsed_here() -> None:
     assert other.fields_pattern != combined.pattern.pattern and incidents(other) == here
     mixed = scan_chunk(lines[:half], fmt=combined).extend(scan_chunk(lines[half:]))
     assert mixed.fields is None and incidents(mixed) == here
+
+
+@needs_compiled
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b'" 304 ', b"-", b"0 ", b"0", b" ", b'"', b"304", b"x",
+                                 b'" 304 0', b'" 304 -']), max_size=14).map(b"".join),
+       st.integers(0, 120))
+def test_fuzz_304_sizes_match_the_regex(data: bytes, end: int) -> None:
+    """The 304 size evidence, matches cut by the window's end included."""
+    end = min(end, len(data))
+    sizes = fastpath._SIZE_304.findall(data, 0, end)
+    bare = len(sizes) - sizes.count(b"")
+    assert fastpath._fastscan.sizes_304(data, end) == (bare, len(sizes) - bare)
