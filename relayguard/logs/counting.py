@@ -7,6 +7,8 @@ stays constant however large the logs are; when a bound is hit the result says s
 
 from __future__ import annotations
 
+import math
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -90,14 +92,18 @@ class Timeline:
     """Events per time bucket (60 s at first); when more than `cap` buckets exist the bucket
     width doubles and buckets are merged, so a year of logs still fits in `cap` entries."""
 
-    __slots__ = ("buckets", "cap", "width")
+    __slots__ = ("buckets", "cap", "derived", "width")
 
     def __init__(self, cap: int = 4096, width: int = 60) -> None:
         self.cap = cap
         self.width = width
         self.buckets: dict[int, int] = {}
+        # a result computed from the buckets (detect.spike_buckets: asked for by the stats and
+        # by the incidents of one report), dropped whenever they change
+        self.derived: tuple[Any, Any] | None = None
 
     def add(self, t: float, n: int = 1) -> None:
+        self.derived = None
         key = int(t) // self.width * self.width
         b = self.buckets
         b[key] = b.get(key, 0) + n
@@ -131,13 +137,21 @@ class Timeline:
                 "points": [[iso(t), n] for t, n in self.series()]}
 
 
+_ISO_DAYS: dict[int, str] = {}
+
+
 def iso(t: float | None) -> str | None:
-    """Epoch seconds as `YYYY-MM-DDTHH:MM:SSZ` (None stays None)."""
+    """Epoch seconds as `YYYY-MM-DDTHH:MM:SSZ` (None stays None), as strftime writes it; the
+    date is formatted once per day (a timeline has thousands of points and a few days)."""
     if t is None:
         return None
-    import time
-
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    day, sec = divmod(math.floor(t), 86400)
+    date = _ISO_DAYS.get(day)
+    if date is None:
+        if len(_ISO_DAYS) > 4096:
+            _ISO_DAYS.clear()
+        date = _ISO_DAYS[day] = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
+    return f"{date}{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}Z"
 
 
 class LruMap(Generic[V]):

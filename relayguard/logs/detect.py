@@ -870,7 +870,12 @@ def spike_buckets(timeline: Timeline, window: int = 60, factor: float = 10.0,
     median of the previous `window` buckets that had events, and >= `floor` per minute.
 
     Empty buckets are left out of the baseline: a gap in a log (downtime, a missing rotation)
-    is no quiet period to compare with, and an idle night does not make the morning a spike."""
+    is no quiet period to compare with, and an idle night does not make the morning a spike.
+    Kept on the timeline until it changes: a report asks twice (stats, incidents)."""
+    key = (window, factor, floor)
+    derived = getattr(timeline, "derived", None)  # None in state saved before it existed
+    if derived is not None and derived[0] == key:
+        return derived[1]
     width = timeline.width
     out: list[tuple[int, int, float]] = []
     recent: deque[int] = deque()  # the last `window` buckets, and the same values sorted:
@@ -885,7 +890,9 @@ def spike_buckets(timeline: Timeline, window: int = 60, factor: float = 10.0,
         insort(ordered, n)
         if len(recent) > window:
             del ordered[bisect_left(ordered, recent.popleft())]
-    return out[-100:]  # the latest: a watcher running for months still sees new ones
+    out = out[-100:]  # the latest: a watcher running for months still sees new ones
+    timeline.derived = (key, out)
+    return out
 
 
 def spikes(timeline: Timeline, floor: float = 300.0) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ import lzma
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -17,8 +18,8 @@ from hypothesis import strategies as st
 
 from relayguard.findings import Report
 from relayguard.logs.analyze import LogOptions, analyse
-from relayguard.logs.counting import Timeline, TopK
-from relayguard.logs.detect import MailDetector, ProxyDetector
+from relayguard.logs.counting import Timeline, TopK, iso
+from relayguard.logs.detect import MailDetector, ProxyDetector, spike_buckets
 from relayguard.logs.fastpath import EVIDENCE_BYTES, scan_chunk
 from relayguard.logs.formats import (
     APACHE_FORMATS,
@@ -595,3 +596,22 @@ def test_named_pipes_and_process_substitution_are_read_without_seeking(tmp_path:
     doc = json.loads(proc.stdout)
     assert proc.returncode == 1 and doc["errors"] == [], proc.stderr
     assert doc["stats"]["lines"] == 7
+
+
+@FUZZ
+@given(st.one_of(st.floats(-5e9, 5e10, allow_nan=False), st.integers(-10**9, 10**10)))
+def test_iso_writes_what_strftime_writes(t: float) -> None:
+    assert iso(t) == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def test_spikes_are_computed_once_per_state_of_the_timeline() -> None:
+    """A report asks for a timeline's spikes twice; a change in between is never hidden."""
+    tl = Timeline()
+    for m in range(30):
+        tl.add(m * 60, 100)
+    assert spike_buckets(tl) == [] and spike_buckets(tl) is spike_buckets(tl)
+    tl.add(30 * 60, 5000)  # a spike arrives after the first answer
+    assert [(t, n) for t, n, _ in spike_buckets(tl)] == [(1800, 5000)]
+    tl.add_minutes({31 * 60: 6000})
+    assert [t for t, _, _ in spike_buckets(tl)] == [1800, 1860]
+    assert spike_buckets(tl, floor=10**6) == []  # other thresholds: another answer
