@@ -29,13 +29,13 @@ class TopK:
 
     def add(self, key: str, n: int = 1) -> None:
         counts = self.counts
-        if key in counts:
-            counts[key] += n
+        c = counts.get(key)
+        if c is not None:
+            counts[key] = c + n
         elif len(counts) < self.k:
             counts[key] = n
         else:
-            victim = self._victim()
-            counts[key] = counts.pop(victim) + n
+            counts[key] = counts.pop(self._victim()) + n
             self.approximate = True
 
     def _victim(self) -> str:

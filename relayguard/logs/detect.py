@@ -28,7 +28,8 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]{0,15})://([^/?#\s]*)([^\s]*)$")
 
 def split_hostport(text: str, default: int | None = None) -> tuple[str, int | None]:
     """`host:port`, `[v6]:port`, `host` -> (lower-cased host, port or default)."""
-    text = text.rsplit("@", 1)[-1]
+    if "@" in text:
+        text = text.rsplit("@", 1)[-1]
     if text.startswith("["):
         end = text.find("]")
         host = text[1:end] if end > 0 else text[1:]
