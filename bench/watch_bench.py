@@ -11,12 +11,15 @@ Two figures per tool, both while a writer appends to a real file:
   fail2ban: its ban action, maxretry = 1, writing a timestamp). Median and p99.
 
 `watch` scans appended blocks of 1 MiB or more in a worker process on the second core
-(started at the first such block, ~0.05 s, blocks are scanned inline until it is ready), so
-the throughput figure counts that start too: on 1M lines it is about a fifth of the run; a larger
-`--lines` shows the sustained rate. Runs on loopback/tmp only. fail2ban is optional
+(started at the first such block, ~0.07 s, blocks are scanned inline until it is ready), so
+the throughput figure counts that start too: on 5M lines (the default, ~1.3 s) it is a
+twentieth of the run, on 1M lines a fifth. The end of each run is found by polling (relayguard
+every 10 ms, fail2ban every 0.1 s plus a client start) and put midway between the last
+"not yet" and the first "done". Runs on loopback/tmp only. fail2ban is optional
 (`apt-get install -y fail2ban`, or scripts/install-bench-deps); without it only relayguard's
 figures are printed. Usage:
-    python bench/watch_bench.py [--lines 1000000] [--samples 40] [--no-fail2ban]
+    python bench/watch_bench.py [--lines 5000000] [--f2b-lines 100000] [--samples 40]
+                                [--no-fail2ban]
 """
 
 from __future__ import annotations
@@ -220,12 +223,20 @@ def throughput(work: Path, n: int, tool: str, timeout: float) -> tuple[float, fl
                 fh.write(b)
                 fh.flush()
         t_written = time.monotonic() - t0
+        # the moment the last line was read lies after the start of the last poll that said
+        # "not yet" and before the end of the first that said "done": take the middle (polls
+        # of fail2ban cost a client start, ~0.2 s, so it is polled less often)
         deadline = t0 + timeout
-        while not done():
-            if time.monotonic() > deadline:
+        last_miss = t0
+        while True:
+            asked = time.monotonic()
+            if done():
+                break
+            last_miss = asked
+            if asked > deadline:
                 return None
-            time.sleep(0.05 if tool == "relayguard" else 0.5)
-        elapsed = time.monotonic() - t0
+            time.sleep(0.01 if tool == "relayguard" else 0.1)
+        elapsed = (last_miss + time.monotonic()) / 2 - t0
         return n / elapsed, n / max(t_written, 1e-9)
     finally:
         t_ref.stop()
@@ -293,7 +304,7 @@ def latency(work: Path, samples: int, tool: str, background: int) -> list[float]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--lines", type=int, default=5_000_000)
     ap.add_argument("--f2b-lines", type=int, default=100_000,
                     help="fail2ban gets fewer lines (it is slow); rates are per second")
     ap.add_argument("--samples", type=int, default=40)
