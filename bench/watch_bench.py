@@ -14,7 +14,7 @@ Two figures per tool, both while a writer appends to a real file:
 (started at the first such block, ~0.07 s, blocks are scanned inline until it is ready), so
 the throughput figure counts that start too: on 5M lines (the default, ~1.3 s) it is a
 twentieth of the run, on 1M lines a fifth. The end of each run is found by polling (relayguard
-every 10 ms, fail2ban every 0.1 s plus a client start) and put midway between the last
+every 50 ms, fail2ban every 0.1 s plus a client start) and put midway between the last
 "not yet" and the first "done". Runs on loopback/tmp only. fail2ban is optional
 (`apt-get install -y fail2ban`, or scripts/install-bench-deps); without it only relayguard's
 figures are printed. Usage:
@@ -224,8 +224,10 @@ def throughput(work: Path, n: int, tool: str, timeout: float) -> tuple[float, fl
                 fh.flush()
         t_written = time.monotonic() - t0
         # the moment the last line was read lies after the start of the last poll that said
-        # "not yet" and before the end of the first that said "done": take the middle (polls
-        # of fail2ban cost a client start, ~0.2 s, so it is polled less often)
+        # "not yet" and before the end of the first that said "done": take the middle. Polls
+        # cost the tools time (each is an HTTP request to the watcher's metrics thread, which
+        # takes the GIL: at 10 ms intervals relayguard read ~10 % fewer lines/s; fail2ban's
+        # cost a client start, ~0.2 s), so they come every 50 ms and 0.1 s
         deadline = t0 + timeout
         last_miss = t0
         while True:
@@ -235,7 +237,7 @@ def throughput(work: Path, n: int, tool: str, timeout: float) -> tuple[float, fl
             last_miss = asked
             if asked > deadline:
                 return None
-            time.sleep(0.01 if tool == "relayguard" else 0.1)
+            time.sleep(0.05 if tool == "relayguard" else 0.1)
         elapsed = (last_miss + time.monotonic()) / 2 - t0
         return n / elapsed, n / max(t_written, 1e-9)
     finally:
