@@ -18,7 +18,7 @@ every 50 ms, fail2ban every 0.1 s plus a client start) and put midway between th
 "not yet" and the first "done". Runs on loopback/tmp only. fail2ban is optional
 (`apt-get install -y fail2ban`, or scripts/install-bench-deps); without it only relayguard's
 figures are printed. Usage:
-    python bench/watch_bench.py [--lines 5000000] [--f2b-lines 100000] [--samples 40]
+    python bench/watch_bench.py [--lines 5000000] [--f2b-lines 300000] [--samples 40]
                                 [--no-fail2ban]
 """
 
@@ -307,7 +307,7 @@ def latency(work: Path, samples: int, tool: str, background: int) -> list[float]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lines", type=int, default=5_000_000)
-    ap.add_argument("--f2b-lines", type=int, default=100_000,
+    ap.add_argument("--f2b-lines", type=int, default=300_000,
                     help="fail2ban gets fewer lines (it is slow); rates are per second")
     ap.add_argument("--samples", type=int, default=40)
     ap.add_argument("--background", type=int, default=2000, help="ordinary lines/s meanwhile")
