@@ -116,6 +116,11 @@ static PyObject *scan(PyObject *self, PyObject *args)
     Py_ssize_t max_line, max_samples;
     if (!PyArg_ParseTuple(args, "y*nn", &buf, &max_line, &max_samples))
         return NULL;
+    if (max_line < 0 || max_samples < 0) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "max_candidate_line and max_samples must be >= 0");
+        return NULL;
+    }
     PyObject *candidates = PyList_New(0);
     PyObject *minutes = PyDict_New();
     PyObject *samples = PyList_New(0);

@@ -140,6 +140,8 @@ def test_buffers_other_than_bytes() -> None:
         fastpath._fastscan.scan(data, 100, 5)[:2]
     with pytest.raises(TypeError):
         fastpath._fastscan.scan("text", 100, 5)
+    with pytest.raises(ValueError):
+        fastpath._fastscan.scan(data, -1, 5)
 
 
 @needs_compiled
@@ -204,3 +206,13 @@ def test_fuzz_304_sizes_match_the_regex(data: bytes, end: int) -> None:
     sizes = fastpath._SIZE_304.findall(data, 0, end)
     bare = len(sizes) - sizes.count(b"")
     assert fastpath._fastscan.sizes_304(data, end) == (bare, len(sizes) - bare)
+
+
+@needs_compiled
+def test_each_line_is_counted_in_its_own_zone() -> None:
+    """Two servers in different zones writing one log: the same local minute is two minutes."""
+    res = scan_chunk(b'a [01/Mar/2026:10:00:00 +0000] "GET / H"\n'
+                     b'b [01/Mar/2026:10:00:30 +0100] "GET / H"\n'
+                     b'c [01/Mar/2026:10:00:40 +0000] "GET / H"\n')
+    ten_utc = 1772359200
+    assert res.minutes == {ten_utc: 2, ten_utc - 3600: 1}
