@@ -58,7 +58,8 @@ def parse_zone(name: str | None) -> tzinfo | None:
 @click.option("--tz", help="Time zone the syslog (mail) logs were written in, e.g. Europe/Berlin "
               "(default: this machine's); their stamps carry none.")
 @click.option("--jobs", "-j", type=click.IntRange(0, 64), default=0,
-              help="Worker processes for large plain access logs (0 = all cores).")
+              help="Cores for large plain access logs: this process and N - 1 workers "
+                   "(0 = all cores).")
 def logs_command(
     files: tuple[str, ...],
     fmt: OutputFormat | None,
