@@ -69,7 +69,12 @@ class LazyGroup(click.Group):
 
 def _version_callback(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value and not ctx.resilient_parsing:
-        sys.stdout.write(f"relayguard {__version__}\n")
+        try:  # the optional C core: without it `logs` and `watch` read access logs slower
+            importlib.import_module("relayguard._fastscan")
+            scanner = "C (relayguard/_fastscan.c)"
+        except ImportError:
+            scanner = "pure Python (no C compiler at install: slower, same results)"
+        sys.stdout.write(f"relayguard {__version__}\naccess-log scanner: {scanner}\n")
         ctx.exit(0)
 
 

@@ -45,8 +45,22 @@ def flat(text: str) -> str:
 
 
 def test_version() -> None:
+    """The version, and which access-log scanner this install has (the C one is optional)."""
     proc = run("--version")
-    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"relayguard {__version__}\n", "")
+    try:
+        import relayguard._fastscan  # noqa: F401
+        scanner = "C (relayguard/_fastscan.c)"
+    except ImportError:
+        scanner = "pure Python (no C compiler at install: slower, same results)"
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        0, f"relayguard {__version__}\naccess-log scanner: {scanner}\n", "")
+    # an install built without a compiler says so (the module cannot be imported there)
+    pure = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['relayguard._fastscan'] = None; "
+         "sys.argv = ['relayguard', '--version']; from relayguard.cli import main; main()"],
+        capture_output=True, text=True, timeout=60, env=ENV)
+    assert pure.stdout.endswith(
+        "access-log scanner: pure Python (no C compiler at install: slower, same results)\n")
 
 
 def test_no_command_prints_help_and_exits_2() -> None:
