@@ -23,27 +23,20 @@ static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
 static inline int is_lower(unsigned char c) { return c >= 'a' && c <= 'z'; }
 
 /* `p` is just after a line's first '['; `end` is the line's end. True when
- * `dd/Mon/yyyy:HH:MM:SS +hhmm]` follows (the regex `_TS`), with its minute key put in `key`. */
+ * `dd/Mon/yyyy:HH:MM:SS +hhmm]` follows (the regex `_TS`), with its minute key put in `key`.
+ * Written out rather than driven by a pattern string: it runs once per line. */
 static int stamp_at(const unsigned char *p, const unsigned char *end, unsigned char *key)
 {
-    static const char shape[] = "99/Aa/9999:99:99:99 s9999]";  /* a (lower) is 2 bytes */
-    const Py_ssize_t len = 27;
-    if (end - p < len)
+    if (end - p < 27)
         return 0;
-    Py_ssize_t j = 0;
-    for (const char *s = shape; *s; s++) {
-        unsigned char c = p[j];
-        switch (*s) {
-        case '9': if (!is_digit(c)) return 0; j++; break;
-        case 'A': if (!is_upper(c)) return 0; j++; break;
-        case 'a':
-            if (!is_lower(c) || !is_lower(p[j + 1])) return 0;
-            j += 2;
-            break;
-        case 's': if (c != '+' && c != '-') return 0; j++; break;
-        default: if (c != (unsigned char)*s) return 0; j++; break;
-        }
-    }
+    if (!(is_digit(p[0]) && is_digit(p[1]) && p[2] == '/' && is_upper(p[3]) &&
+          is_lower(p[4]) && is_lower(p[5]) && p[6] == '/' && is_digit(p[7]) &&
+          is_digit(p[8]) && is_digit(p[9]) && is_digit(p[10]) && p[11] == ':' &&
+          is_digit(p[12]) && is_digit(p[13]) && p[14] == ':' && is_digit(p[15]) &&
+          is_digit(p[16]) && p[17] == ':' && is_digit(p[18]) && is_digit(p[19]) &&
+          p[20] == ' ' && (p[21] == '+' || p[21] == '-') && is_digit(p[22]) &&
+          is_digit(p[23]) && is_digit(p[24]) && is_digit(p[25]) && p[26] == ']'))
+        return 0;
     memcpy(key, p, 17);
     memcpy(key + 17, p + 21, 5);
     return 1;
