@@ -49,7 +49,10 @@ MAX_CANDIDATE_LINE = 64 * 1024
 MAX_UNPARSED_SAMPLES = 5
 MAX_OVERLONG_SAMPLES = 3
 EVIDENCE_BYTES = 1 << 20
-MAX_DUE = 64  # chunk results (small: counts and candidate lines) held for file order
+# candidates a chunk's scanner parses itself (`scan_chunk(fmt=...)`): beyond it the fields
+# would double the memory of a result that is dense with proxy requests, whose feeding, not
+# parsing, is then the bottleneck, so the detectors' process parses them as it goes
+MAX_PARSED_HERE = 4096
 
 
 @dataclass
@@ -247,7 +250,7 @@ def scan_chunk(data: bytes, nlines: int | None = None,
     if res.candidates:
         _local_sizes(data, window, _abs_paths(res.candidates), res)
     _overlong_lines(data, res)
-    if fmt is not None:
+    if fmt is not None and len(res.candidates) <= MAX_PARSED_HERE:
         res.fields = [fmt.parse_fields(raw.decode("utf-8", "surrogateescape"))
                       for _, raw in res.candidates]
         res.fields_pattern = fmt.pattern.pattern
@@ -430,8 +433,8 @@ def scan_plain_file(path: str, jobs: int, fmt: AccessFormat | None = None
                     ) -> Iterator[ChunkResult]:
     """Chunk results in file order. With jobs > 1 on big files, jobs - 1 worker processes
     scan chunks (and parse their candidate lines with `fmt`), at most 2 each in flight, and
-    this process scans the next chunk itself whenever the one due is not back yet: it would
-    otherwise only wait, and the workers' start (~30 ms) would be time lost."""
+    this process scans the next chunk itself whenever the one due is not back yet, one chunk
+    ahead at most: it would otherwise only wait, and the workers' start would be time lost."""
     size = os.path.getsize(path)
     ranges = line_boundaries(path, size, CHUNK_BYTES)
     if jobs <= 1 or size < PARALLEL_MIN_BYTES or len(ranges) < 2:
@@ -455,7 +458,9 @@ def scan_plain_file(path: str, jobs: int, fmt: AccessFormat | None = None
                     nxt, in_pool = nxt + 1, in_pool + 1
                 head = due[0]
                 if not isinstance(head, ChunkResult) and not head.done() and \
-                        nxt < len(ranges) and len(due) < MAX_DUE:
+                        nxt < len(ranges) and len(due) <= in_pool:
+                    # one chunk ahead at most: a log of nothing but proxy requests makes
+                    # results of tens of MB, and scanning far ahead would hold many
                     due.append(_scan_range(path, *ranges[nxt]))
                     nxt += 1
                     continue

@@ -617,3 +617,31 @@ def test_spikes_are_computed_once_per_state_of_the_timeline() -> None:
     tl.add_minutes({31 * 60: 6000})
     assert [t for t, _, _ in spike_buckets(tl)] == [1800, 1860]
     assert spike_buckets(tl, floor=10**6) == []  # other thresholds: another answer
+
+
+_SLOW: dict = {}
+
+
+def slow_in_workers(p: str, a: int, b: int, fmt=None):
+    """A chunk scanner that is slow in worker processes and counts this process's calls."""
+    if os.getpid() != _SLOW["parent"]:
+        time.sleep(0.3)
+    else:
+        _SLOW["here"] += 1
+    return _SLOW["real"](p, a, b, fmt)
+
+
+def test_this_process_scans_one_chunk_ahead_of_slow_workers(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """While a worker's chunk is due this process scans the next one, but not the whole file:
+    each result of a log dense with proxy requests can be tens of MB."""
+    path = tmp_path / "access.log"
+    path.write_text(line("198.51.100.7", "CONNECT mx.example.net:25 HTTP/1.0", 200) * 3000)
+    monkeypatch.setattr(fastpath, "CHUNK_BYTES", 20000)
+    monkeypatch.setattr(fastpath, "PARALLEL_MIN_BYTES", 0)
+    _SLOW.update(parent=os.getpid(), here=0, real=fastpath._scan_range)
+    monkeypatch.setattr(fastpath, "_scan_range", slow_in_workers)
+    results = fastpath.scan_plain_file(str(path), 2)
+    first = next(results)
+    assert _SLOW["here"] == 1  # the first due is the worker's: one chunk scanned meanwhile
+    assert first.lines + sum(r.lines for r in results) == 3000
