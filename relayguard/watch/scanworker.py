@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -94,7 +95,12 @@ class ScanWorker:
         start = slot * self.slot_bytes
         self.shm[start:start + len(data)] = data
         try:
-            self.jobs.send((slot, len(data), nlines, fmt))
+            try:
+                self.jobs.send((slot, len(data), nlines, fmt))
+            except (pickle.PicklingError, TypeError, AttributeError):
+                # a format that cannot travel (a time parser made on the fly): the worker
+                # scans, the watcher parses (`send` pickles before it writes anything)
+                self.jobs.send((slot, len(data), nlines, None))
         except OSError:
             raise self._gone() from None
         self.pending.append(slot)

@@ -232,3 +232,27 @@ def test_without_a_working_worker_every_line_is_scanned_here(
     assert "scanning in this process" in caplog.text
     assert {"killed-mid-backlog": "killed by signal 9",
             "hung-mid-backlog": "gave no result within 1 s"}.get(how, "") in caplog.text
+
+
+def test_a_format_that_cannot_be_pickled_is_parsed_by_the_watcher() -> None:
+    """The worker is handed the format to parse candidates with; one that cannot travel to it
+    (a time parser made on the fly) leaves the parsing to the watcher, nothing fails."""
+    import dataclasses
+
+    from relayguard.logs.formats import APACHE_FORMATS, compile_apache
+    from relayguard.watch.scanworker import ScanWorker
+
+    fmt = dataclasses.replace(compile_apache(APACHE_FORMATS["combined"]),
+                              time_parser=lambda text: 0.0)
+    data = (b'203.0.113.9 - - [01/Mar/2026:10:00:00 +0000] "CONNECT mx.example.net:25 '
+            b'HTTP/1.1" 200 - "-" "-"\n') * 3
+    worker = ScanWorker(1 << 16)
+    try:
+        assert wait_until(worker.check_ready, 20)
+        worker.submit(data, 3, fmt)
+        worker.submit(data, 3, compile_apache(APACHE_FORMATS["combined"]))
+        unparsed, parsed = worker.result(20), worker.result(20)
+    finally:
+        worker.close()
+    assert unparsed.fields is None and len(unparsed.candidates) == 3
+    assert parsed.fields is not None and len(parsed.fields) == 3
