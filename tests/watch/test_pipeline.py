@@ -217,10 +217,13 @@ def test_without_a_working_worker_every_line_is_scanned_here(
     w.start()
     if how.endswith("mid-backlog"):
         assert wait_until(w.pipeline.ready_worker, 20, 0.01)
-        assert _step_until_busy(w)
         assert w.pipeline.worker is not None
-        os.kill(w.pipeline.worker.pid, signal.SIGKILL if how.startswith("killed") else
-                signal.SIGSTOP)
+        # stopped before it is handed blocks: a scan takes milliseconds, and a worker that
+        # answered them all before the signal would leave nothing in flight to lose
+        os.kill(w.pipeline.worker.pid, signal.SIGSTOP)
+        assert _step_until_busy(w)
+        if how.startswith("killed"):
+            os.kill(w.pipeline.worker.pid, signal.SIGKILL)
     for _ in range(100):
         if not w.step() and not w.pipeline.busy:
             break
