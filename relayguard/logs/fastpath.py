@@ -238,15 +238,9 @@ def scan_chunk(data: bytes, nlines: int | None = None,
     # whole-chunk counts would cost a tenth of the scan
     window = _evidence_end(data)
     if _fastscan is not None:
-        res.sizes_304 = _fastscan.sizes_304(data, window)
+        _scan_compiled(data, window, res)
     else:
-        sizes = _SIZE_304.findall(data, 0, window)
-        empty = len(sizes) - sizes.count(b"")
-        res.sizes_304 = (empty, len(sizes) - empty)
-    if _fastscan is not None:
-        _scan_compiled(data, res)
-    else:
-        _scan_python(data, nlines, res)
+        _scan_python(data, nlines, window, res)
     if res.candidates:
         _local_sizes(data, window, _abs_paths(res.candidates), res)
     _overlong_lines(data, res)
@@ -263,10 +257,12 @@ def count_newlines(data: bytes) -> int:
     return _fastscan.newlines(data) if _fastscan is not None else data.count(b"\n")
 
 
-def _scan_compiled(data: bytes, res: ChunkResult) -> None:
+def _scan_compiled(data: bytes, window: int, res: ChunkResult) -> None:
     """Lines, candidates and minutes in one pass of the C scanner (`_fastscan.c`), which gives
-    what `_scan_python` gives with `_minutes_per_line`'s exact per-line stamps."""
+    what `_scan_python` gives with `_minutes_per_line`'s exact per-line stamps; the 304
+    evidence up to `window` in another."""
     assert _fastscan is not None
+    res.sizes_304 = _fastscan.sizes_304(data, window)
     res.lines, res.candidates, keys, stampless, samples = _fastscan.scan(
         data, MAX_CANDIDATE_LINE, MAX_UNPARSED_SAMPLES)
     minutes: dict[int, int] = {}
@@ -279,10 +275,14 @@ def _scan_compiled(data: bytes, res: ChunkResult) -> None:
     res.minutes, res.unparsed, res.unparsed_samples = minutes, stampless, samples
 
 
-def _scan_python(data: bytes, nlines: int | None, res: ChunkResult) -> None:
+def _scan_python(data: bytes, nlines: int | None, window: int, res: ChunkResult) -> None:
     """Lines, candidates and minutes in three C-level passes of the standard library: the
     candidate regex, the newlines (counted between candidates, then to the end: the line
-    numbers and the line count come from one pass) and the minute walk."""
+    numbers and the line count come from one pass) and the minute walk; the 304 evidence up
+    to `window` with a regex."""
+    sizes = _SIZE_304.findall(data, 0, window)
+    empty = len(sizes) - sizes.count(b"")
+    res.sizes_304 = (empty, len(sizes) - empty)
     last_start, line_no, counted_to = -1, 1, 0
     for m in _CANDIDATE.finditer(data):
         start = data.rfind(b"\n", 0, m.start()) + 1

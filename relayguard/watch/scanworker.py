@@ -26,7 +26,8 @@ from relayguard.logs.formats import AccessFormat
 
 SLOTS = 3  # blocks the worker holds at most: one being scanned, two waiting
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# -I -S: no environment, no site-packages (the fast path needs only the standard library)
+# -I -S: no environment, no site-packages (the fast path needs only the standard library
+# and relayguard's own optional C scanner, found beside it under _ROOT)
 _CHILD = ("import sys; sys.path.insert(0, {root!r}); "
           "from relayguard.watch.scanworker import serve; serve({fd}, {size})")
 

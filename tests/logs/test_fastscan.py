@@ -33,9 +33,10 @@ def both(data: bytes) -> tuple[ChunkResult, ChunkResult]:
     """The C scanner's result and the Python reference's: the candidate pass and the exact
     per-line stamps (`_minutes_per_line`, which the minute walk only shortcuts)."""
     compiled = ChunkResult()
-    fastpath._scan_compiled(data, compiled)
+    window = fastpath._evidence_end(data)
+    fastpath._scan_compiled(data, window, compiled)
     ref = ChunkResult()
-    fastpath._scan_python(data, None, ref)
+    fastpath._scan_python(data, None, window, ref)
     ref.minutes, ref.unparsed, ref.unparsed_samples = {}, 0, []
     fastpath._minutes_per_line(data, ref.lines, ref)
     return compiled, ref
@@ -99,8 +100,9 @@ def test_invalid_dates_fall_back_to_exact_samples() -> None:
     """A stamp of the right shape that is no date (31 Feb) is unparsed, sampled in line order
     with the lines that have no stamp at all."""
     res = ChunkResult()
-    fastpath._scan_compiled(b'x [31/Feb/2026:10:00:00 +0000] "GET / H"\nnothing\n'
-                            b'y [01/Mar/2026:10:00:00 +0000] "GET / H"\n', res)
+    data = (b'x [31/Feb/2026:10:00:00 +0000] "GET / H"\nnothing\n'
+            b'y [01/Mar/2026:10:00:00 +0000] "GET / H"\n')
+    fastpath._scan_compiled(data, len(data), res)
     assert res.lines == 3 and res.unparsed == 2
     assert [n for n, _ in res.unparsed_samples] == [1, 2]
     assert sum(res.minutes.values()) == 1
