@@ -331,16 +331,14 @@ class LogAnalysis:
         if fmt.sizes == "guess":
             self.proxy.note_size_evidence(*res.sizes_304)
         fields = res.fields if res.fields_pattern == fmt.pattern.pattern else None
+        ranged = self.opt.since is not None or self.opt.until is not None
+        feed, parse, unit = self.proxy.feed, fmt.parse_fields, fmt.sizes  # once per chunk
         for i, (lineno, raw) in enumerate(res.candidates):
             text = raw.decode("utf-8", "surrogateescape")
-            if fields is None:
-                rec = fmt.parse(text)
-            else:  # parsed by the worker that scanned the chunk
-                f = fields[i]
-                rec = None if f is None else AccessRecord(*f, size_unit=fmt.sizes)
-            if rec is None or not self._in_range(rec.time):
+            f = parse(text) if fields is None else fields[i]  # else parsed by a worker
+            if f is None or (ranged and not self._in_range(f[0])):
                 continue
-            self.proxy.feed(rec, source, base + lineno, text)
+            feed(AccessRecord(*f, size_unit=unit), source, base + lineno, text)
 
     # -- mail logs ---------------------------------------------------------------------------
     def _mail(self, path: str, head: bytes, stream: Any, problems: ReadProblems) -> None:

@@ -35,21 +35,25 @@ class TopK:
         elif len(counts) < self.k:
             counts[key] = n
         else:
-            counts[key] = counts.pop(self._victim()) + n
+            # the victim: the first key with the smallest count, as `min(counts,
+            # key=counts.get)` picks it, without a pass over all k keys for every new key
+            # (with distinct clients and destinations that was a third of a CONNECT line's
+            # cost): the first key at the floor is it; only when none is left there is the
+            # floor raised to the minimum. Written out here: this runs twice per proxy event.
+            try:
+                floor = self.floor
+            except AttributeError:  # state pickled before the floor existed
+                floor = 0
+            victim = None
+            for k, c in counts.items():
+                if c <= floor:
+                    victim = k
+                    break
+            if victim is None:
+                self.floor = floor = min(counts.values())
+                victim = next(k for k, c in counts.items() if c == floor)
+            counts[key] = counts.pop(victim) + n
             self.approximate = True
-
-    def _victim(self) -> str:
-        """The first key with the smallest count, as `min(counts, key=counts.get)` picks it,
-        without a pass over all k keys for every new key (with distinct clients and
-        destinations that was a third of a CONNECT line's cost): the first key at the floor
-        is it; only when none is left there is the floor raised to the minimum."""
-        counts = self.counts
-        floor = getattr(self, "floor", 0)  # state pickled before the floor existed
-        for key, c in counts.items():
-            if c <= floor:
-                return key
-        self.floor = floor = min(counts.values())
-        return next(key for key, c in counts.items() if c == floor)
 
     def merge(self, other: TopK) -> None:
         for key, n in other.counts.items():

@@ -25,8 +25,24 @@ DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ws": 80, "wss": 443}
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]{0,15})://([^/?#\s]*)([^\s]*)$")
 
 
+_HOSTPORTS: dict[tuple[str, int | None], tuple[str, int | None]] = {}
+
+
 def split_hostport(text: str, default: int | None = None) -> tuple[str, int | None]:
-    """`host:port`, `[v6]:port`, `host` -> (lower-cased host, port or default)."""
+    """`host:port`, `[v6]:port`, `host` -> (lower-cased host, port or default); remembered
+    for the last few thousand targets (a spam run asks for the same MX hosts again and
+    again)."""
+    key = (text, default)
+    got = _HOSTPORTS.get(key)
+    if got is None:
+        got = _split_hostport(text, default)
+        if len(_HOSTPORTS) >= 4096:
+            _HOSTPORTS.clear()
+        _HOSTPORTS[key] = got
+    return got
+
+
+def _split_hostport(text: str, default: int | None) -> tuple[str, int | None]:
     if "@" in text:
         text = text.rsplit("@", 1)[-1]
     if text.startswith("["):
@@ -40,6 +56,9 @@ def split_hostport(text: str, default: int | None = None) -> tuple[str, int | No
         host, port_text = text, ""
     port = int(port_text) if port_text.isdigit() and len(port_text) <= 5 else default
     return host.lower().rstrip("."), port
+
+
+_STATUS_TEXT = {n: str(n) for n in range(100, 600)}  # one str() per event saved
 
 
 def _close(a: int, b: int) -> bool:
@@ -190,7 +209,8 @@ class ProxyDetector:
         nbytes = rec.bytes_out if rec.bytes_out is not None else (rec.size or 0)
         outcome = self._outcome(rec, method)
         inc.add(rec.time, rec.client, dest, Sample(path, lineno, line),
-                outcome=outcome, status=str(status) if status is not None else "-",
+                outcome=outcome,
+                status=_STATUS_TEXT.get(status) or ("-" if status is None else str(status)),
                 nbytes=nbytes, smtp=port in SMTP_PORTS)
         if outcome in ("refused", "failed") and rec.size_unit != "body":
             self.local.note_own(nbytes)  # the server's own error page, headers included

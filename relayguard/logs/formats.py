@@ -70,10 +70,23 @@ class SyslogLine:
 # time helpers
 
 _minute_cache: dict[str, float] = {}
+_second_cache: dict[str, float] = {}
 
 
 def parse_clf_time(text: str) -> float | None:
-    """`10/Oct/2000:13:55:36 -0700` -> epoch seconds; cached per minute, so cheap per line."""
+    """`10/Oct/2000:13:55:36 -0700` -> epoch seconds; cached per second and per minute, so
+    cheap per line (a busy log repeats each second's stamp: one dict lookup)."""
+    t = _second_cache.get(text)
+    if t is None:
+        t = _clf_time(text)
+        if t is not None:
+            if len(_second_cache) > 4096:
+                _second_cache.clear()
+            _second_cache[text] = t
+    return t
+
+
+def _clf_time(text: str) -> float | None:
     if len(text) < 20:
         return None
     key = text[:17] + text[20:]
@@ -214,6 +227,11 @@ _FIELD_RE = {
 }
 
 
+# the groups `parse_fields` reads after the size (`_duration` reads both duration forms)
+_EXTRA_FIELDS = frozenset({"vhost", "host_header", "bytes_in", "bytes_out", "duration_us",
+                           "duration_s"})
+
+
 class FormatError(ValueError):
     """A LogFormat / log_format string we cannot compile."""
 
@@ -233,6 +251,7 @@ class AccessFormat:
     # $bytes_sent: headers and tunnelled bytes included), "none" (no size field), or "guess"
     # for the stock nicknames: Debian's `combined` and `common` log %O where upstream logs %b.
     sizes: str = "body"
+    extras: bool = True  # has a field past the size (vhost, Host, bytes, duration)
 
     @property
     def fast_ok(self) -> bool:
@@ -254,29 +273,34 @@ class AccessFormat:
         if m is None:
             return None
         g = m.groupdict()
-        if self.time_kind == "clf":
+        kind = self.time_kind
+        if kind == "clf":
             t = parse_clf_time(g["time"])
             if t is None:
                 return None
-        elif self.time_kind == "iso":
+        elif kind == "iso":
             t = parse_iso_time(g["time"])
-        elif self.time_kind in ("custom", "epoch"):
+        elif kind in ("custom", "epoch"):
             t = self.time_parser(g["time"])  # type: ignore[operator]
         else:
             t = None
         req = g.get("request")
         if req is not None:
-            parts = req.split(" ")
-            method = parts[0] if parts else ""
+            parts = req.split(" ", 2)
+            method = parts[0]
             target = parts[1] if len(parts) > 1 else ""
         else:
             method = g.get("method") or ""
             target = (g.get("path") or "") + (g.get("query") or "")
         status = g.get("status")
-        return (t, g.get("client") or "-", method, target,
-                int(status) if status and status.isdigit() else None, _int(g.get("size")),
-                g.get("vhost"), _dash_none(g.get("host_header")), _int(g.get("bytes_in")),
-                _int(g.get("bytes_out")), _duration(g))
+        size = g.get("size")
+        head = (t, g.get("client") or "-", method, target,
+                int(status) if status and status.isdigit() else None,
+                int(size) if size and size.isdigit() else None)
+        if not self.extras:  # common, combined: nothing more to look up
+            return (*head, None, None, None, None, None)
+        return (*head, g.get("vhost"), _dash_none(g.get("host_header")),
+                _int(g.get("bytes_in")), _int(g.get("bytes_out")), _duration(g))
 
 
 def _int(text: str | None) -> int | None:
@@ -342,7 +366,8 @@ class _Builder:
         sizes = "body" if "size" in self.names else (
             "total" if "bytes_out" in self.names else "none")
         return AccessFormat(name, pattern, prefix, self.time_kind, self.time_parser,
-                            frozenset(self.names), self.request_after_time, sizes)
+                            frozenset(self.names), self.request_after_time, sizes,
+                            bool(self.names & _EXTRA_FIELDS))
 
 
 _APACHE_TOKEN = re.compile(

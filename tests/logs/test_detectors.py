@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from relayguard.logs import detect
 from relayguard.logs.analyze import LogOptions, analyse
 from relayguard.logs.detect import blocklist_name, split_hostport
 from relayguard.logs.rules import RULES
@@ -37,6 +38,12 @@ def test_split_hostport() -> None:
     assert split_hostport("2001:db8::1") == ("2001:db8::1", None)
     assert split_hostport("user:pw@host:99999999") == ("host", None)
     assert split_hostport("host", 80) == ("host", 80)
+    # remembered answers are the same answers, per default port, and the memory is bounded
+    assert split_hostport("host", 443) == ("host", 443)
+    assert split_hostport("MX.Example.NET.:25") == ("mx.example.net", 25)
+    for i in range(5000):
+        assert split_hostport(f"mx{i}.example:{i % 65536}") == (f"mx{i}.example", i % 65536)
+    assert len(detect._HOSTPORTS) <= 4096
 
 
 def test_connect_answered_like_get_is_served_locally(tmp_path: Path) -> None:

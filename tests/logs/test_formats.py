@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import re
 from datetime import UTC
 from pathlib import Path
@@ -37,6 +38,53 @@ def test_clf_time_with_offsets() -> None:
     assert parse_clf_time("31/Feb/2026:02:00:05 -0800") is None
     assert parse_clf_time("01/Foo/2026:02:00:05 -0800") is None
     assert parse_clf_time("01/Mar/2026:02:00:xx -0800") is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 40), st.sampled_from(["Jan", "Feb", "Mar", "Foo"]), st.integers(1969, 2100),
+       st.integers(0, 25), st.integers(0, 61), st.integers(0, 61),
+       st.sampled_from(["+0000", "-0800", "+0530", "+99xx", "", " +0100", "+01000"]))
+def test_clf_time_cache_gives_what_parsing_gives(day: int, mon: str, year: int, h: int, m: int,
+                                                 s: int, tz: str) -> None:
+    """The per-second cache in front of `parse_clf_time` changes no answer, asked once or
+    twice, and keeps no stamp that does not parse."""
+    text = f"{day:02d}/{mon}/{year}:{h:02d}:{m:02d}:{s:02d} {tz}"
+    want = formats._clf_time(text)
+    assert parse_clf_time(text) == want
+    assert parse_clf_time(text) == want
+    assert (text in formats._second_cache) == (want is not None)
+    assert len(formats._second_cache) <= 4097
+
+
+def test_second_cache_is_bounded() -> None:
+    for i in range(5000):
+        parse_clf_time(f"01/Mar/2026:{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d} +0000")
+    assert len(formats._second_cache) <= 4097
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["common", "combined"]), st.lists(st.sampled_from(
+    ["GET", "CONNECT", " ", "/", "http://", "a.example:25", '"', "\\", "-", "200", "304", "1",
+     "x", "[01/Mar/2026:10:00:05 +0000]", "é", "\t"]), max_size=30))
+def test_formats_without_extra_fields_skip_them_losing_nothing(name: str,
+                                                               pieces: list[str]) -> None:
+    """common and combined have no field past the size, so `parse_fields` returns without
+    looking them up: the same fields as the full lookup."""
+    fmt = compile_apache(APACHE_FORMATS[name])
+    assert not fmt.extras
+    line = ('192.0.2.1 - - [01/Mar/2026:10:00:05 +0000] "' + "".join(pieces) + '" 200 17'
+            + (' "-" "' + "".join(pieces[::-1]) + '"' if name == "combined" else ""))
+    full = dataclasses.replace(fmt, extras=True)
+    assert fmt.parse_fields(line) == full.parse_fields(line)
+
+
+def test_formats_with_extra_fields_read_them() -> None:
+    fmt = compile_apache('%v %h %l %u %t "%r" %>s %b %I %O %D "%{Host}i"')
+    assert fmt.extras
+    f = fmt.parse_fields('www.example.com 192.0.2.1 - - [01/Mar/2026:10:00:05 +0000] '
+                         '"GET / HTTP/1.1" 200 17 320 1450 1234 "a.example"')
+    assert f is not None
+    assert f[6:] == ("www.example.com", "a.example", 320, 1450, 1234)
 
 
 # (format, line, expected fields)
