@@ -26,7 +26,7 @@ from relayguard.logs import rules as R
 from relayguard.logs.apacheconf import ProxyConfig
 from relayguard.logs.counting import Timeline
 from relayguard.logs.detect import MailDetector, ProxyDetector, VolumeDetector
-from relayguard.logs.fastpath import ChunkResult, scan_chunk, scan_plain_file
+from relayguard.logs.fastpath import ChunkResult, parse_candidates, scan_chunk, scan_plain_file
 from relayguard.logs.formats import (
     AccessFormat,
     AccessRecord,
@@ -331,14 +331,15 @@ class LogAnalysis:
         if fmt.sizes == "guess":
             self.proxy.note_size_evidence(*res.sizes_304)
         fields = res.fields if res.fields_pattern == fmt.pattern.pattern else None
+        if fields is None:  # else parsed by the worker that scanned the chunk
+            fields = parse_candidates(fmt, res.candidates)
         ranged = self.opt.since is not None or self.opt.until is not None
-        feed, parse, unit = self.proxy.feed, fmt.parse_fields, fmt.sizes  # once per chunk
-        for i, (lineno, raw) in enumerate(res.candidates):
-            text = raw.decode("utf-8", "surrogateescape")
-            f = parse(text) if fields is None else fields[i]  # else parsed by a worker
+        feed, unit = self.proxy.feed, fmt.sizes
+        for f, (lineno, raw) in zip(fields, res.candidates, strict=True):
             if f is None or (ranged and not self._in_range(f[0])):
                 continue
-            feed(AccessRecord(*f, size_unit=unit), source, base + lineno, text)
+            feed(AccessRecord(*f, size_unit=unit), source, base + lineno,
+                 raw.decode("utf-8", "surrogateescape"))
 
     # -- mail logs ---------------------------------------------------------------------------
     def _mail(self, path: str, head: bytes, stream: Any, problems: ReadProblems) -> None:

@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
 from relayguard.logs import sources
-from relayguard.logs.formats import AccessFormat, RecordFields, parse_clf_time
+from relayguard.logs.formats import (
+    APACHE_FORMATS,
+    NGINX_COMBINED,
+    AccessFormat,
+    RecordFields,
+    compile_apache,
+    compile_nginx,
+    parse_clf_time,
+)
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -245,10 +253,41 @@ def scan_chunk(data: bytes, nlines: int | None = None,
         _local_sizes(data, window, _abs_paths(res.candidates), res)
     _overlong_lines(data, res)
     if fmt is not None and len(res.candidates) <= MAX_PARSED_HERE:
-        res.fields = [fmt.parse_fields(raw.decode("utf-8", "surrogateescape"))
-                      for _, raw in res.candidates]
+        res.fields = parse_candidates(fmt, res.candidates)
         res.fields_pattern = fmt.pattern.pattern
     return res
+
+
+def parse_candidates(fmt: AccessFormat, candidates: list[tuple[int, bytes]]
+                     ) -> list[RecordFields | None]:
+    """`fmt.parse_fields` of each candidate line: in C for the stock common, combined and
+    nginx formats (`_fastscan.parse_stock`, ~0.6 µs a line where the regex and the field
+    conversions cost 3-6), which sends lines that are not ASCII back to the regex."""
+    kind = _stock_kind(fmt) if _fastscan is not None else None
+    if kind is None:
+        return [fmt.parse_fields(raw.decode("utf-8", "surrogateescape"))
+                for _, raw in candidates]
+    assert _fastscan is not None
+    return _fastscan.parse_stock(  # type: ignore[no-any-return]
+        candidates, kind, parse_clf_time,
+        lambda raw: fmt.parse_fields(raw.decode("utf-8", "surrogateescape")))
+
+
+_STOCK_KINDS: dict[tuple[str, str | None], int] = {}
+
+
+def _stock_kind(fmt: AccessFormat) -> int | None:
+    """`parse_stock`'s number for a format whose regexes are a stock format's, else None."""
+    if not _STOCK_KINDS:
+        for kind, stock in enumerate((compile_apache(APACHE_FORMATS["common"]),
+                                      compile_apache(APACHE_FORMATS["combined"]),
+                                      compile_nginx(NGINX_COMBINED))):
+            _STOCK_KINDS[_regexes(stock)] = kind
+    return _STOCK_KINDS.get(_regexes(fmt))
+
+
+def _regexes(fmt: AccessFormat) -> tuple[str, str | None]:
+    return fmt.pattern.pattern, fmt.prefix.pattern if fmt.prefix is not None else None
 
 
 def count_newlines(data: bytes) -> int:

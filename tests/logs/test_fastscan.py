@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relayguard.logs import fastpath
+from relayguard.logs import fastpath, formats
 from relayguard.logs.fastpath import ChunkResult, scan_chunk
 
 REAL_LOGS = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-logs"
@@ -218,3 +218,100 @@ def test_each_line_is_counted_in_its_own_zone() -> None:
                      b'c [01/Mar/2026:10:00:40 +0000] "GET / H"\n')
     ten_utc = 1772359200
     assert res.minutes == {ten_utc: 2, ten_utc - 3600: 1}
+
+
+# ---- candidate lines of the stock formats parsed in C (`parse_stock`) -----------------------
+
+STOCK = {"common": 0, "combined": 1, "nginx": 2}
+LINE_PIECES = [
+    " ", "  ", "-", '"', "\\", '\\"', "[", "]", "[01/Mar/2026:10:00:05 +0000]", "200", "304",
+    "20", "2000", "-", "1", "12345678901234567890123", "GET", "CONNECT", "http://a.example/x",
+    "mx.example.net:25", "HTTP/1.1", "\t", "\x1c", "\x1f", "\r", "\n", "\x0b", "x", "é", "\x85",
+    "\udcff", "192.0.2.1", " - - ", " - u ", '"-"', '"ua"', '" 200 5 "', '" - - ', " 200 - ",
+]
+DATES = st.builds(
+    "{:02d}/{}/{:04d}:{:02d}:{:02d}:{:02d} {}{:04d}".format,
+    st.integers(0, 35), st.sampled_from(["Jan", "Feb", "Mar", "Dec", "feb", "Foo"]),
+    st.sampled_from([0, 1, 1900, 1970, 2000, 2024, 2026, 2100, 9999]), st.integers(0, 25),
+    st.integers(0, 61), st.integers(0, 99), st.sampled_from("+-"), st.integers(0, 9999))
+
+
+@st.composite
+def shaped(draw: st.DrawFn) -> str:
+    """A stock line, its stamp drawn from DATES, with a few pieces thrown in between its
+    tokens: most still match, on the pattern's edges."""
+    tokens = ["192.0.2.1", " - - ", "[", draw(DATES), "]", ' "', "GET / HTTP/1.1", '" ', "200",
+              " ", "17", ' "-" "ua"']
+    for _ in range(draw(st.integers(0, 3))):
+        tokens.insert(draw(st.integers(0, len(tokens))), draw(st.sampled_from(LINE_PIECES)))
+    return "".join(tokens)
+
+
+def stock(name: str) -> formats.AccessFormat:
+    return formats.compile_nginx(formats.NGINX_COMBINED) if name == "nginx" \
+        else formats.compile_apache(formats.APACHE_FORMATS[name])
+
+
+@needs_compiled
+@settings(max_examples=1500, deadline=None)
+@given(st.sampled_from(sorted(STOCK)), st.one_of(
+    shaped(), st.lists(st.sampled_from(LINE_PIECES), max_size=30).map("".join)))
+def test_fuzz_stock_lines_parse_in_c_as_the_regex_parses_them(name: str, line: str) -> None:
+    """`parse_stock` gives each line's `parse_fields` exactly: fields, int epoch, no match."""
+    fmt = stock(name)
+    raw = line.encode("utf-8", "surrogateescape")
+    want = fmt.parse_fields(raw.decode("utf-8", "surrogateescape"))
+    got = fastpath._fastscan.parse_stock(  # type: ignore[union-attr]
+        [(1, raw)], STOCK[name], formats.parse_clf_time,
+        lambda b: fmt.parse_fields(b.decode("utf-8", "surrogateescape")))
+    assert got == [want]
+    if want is not None:
+        assert [type(v) for v in got[0]] == [type(v) for v in want]
+
+
+@needs_compiled
+def test_stock_formats_are_recognised_and_others_parsed_by_their_regex() -> None:
+    assert fastpath._stock_kind(formats.stock_format("combined")) == 1  # sizes="guess" too
+    assert fastpath._stock_kind(stock("common")) == 0
+    assert fastpath._stock_kind(stock("nginx")) == 2
+    custom = formats.compile_apache('%h %l %u %t "%r" %>s %b %D')
+    assert fastpath._stock_kind(custom) is None
+    lines = [(1, b'192.0.2.1 - - [01/Mar/2026:10:00:05 +0000] "CONNECT a:25 HTTP/1.0" 200 - 99'),
+             (2, '192.0.2.1 - - [01/Mar/2026:10:00:05 +0000] "GET http://é/ HTTP/1.0" 200 5 '
+                 '"-" "-"'.encode()), (3, b"garbage")]
+    assert fastpath.parse_candidates(custom, lines) == [
+        custom.parse_fields(raw.decode()) for _, raw in lines]
+    combined = stock("combined")
+    got = fastpath.parse_candidates(combined, lines)
+    assert got == [combined.parse_fields(raw.decode()) for _, raw in lines]
+    assert got[1] is not None and got[1][3] == "http://é/"  # not ASCII: the regex read it
+
+
+@needs_compiled
+def test_parse_stock_refuses_what_is_not_candidates() -> None:
+    ps = fastpath._fastscan.parse_stock  # type: ignore[union-attr]
+    with pytest.raises(TypeError):
+        ps([(1, "not bytes")], 1, formats.parse_clf_time, None)
+    with pytest.raises(TypeError):
+        ps(((1, b"x"),), 1, formats.parse_clf_time, None)
+    with pytest.raises(ValueError):
+        ps([], 3, formats.parse_clf_time, None)
+    with pytest.raises(ZeroDivisionError):  # the time parser's own error comes through
+        ps([(1, b'h - - [x] "GET / HTTP/1.0" 200 1')], 0, lambda s: 1 / 0, None)
+
+
+@needs_compiled
+@pytest.mark.parametrize("name", ["apache-elastic-2015/apache_logs.gz",
+                                  "apache-secrepo-2018/access-2018-12-15.log.gz"])
+def test_real_logs_parse_the_same_in_c_and_by_regex(name: str) -> None:
+    """Every line of the public logs, taken as a candidate: the fields the regex gives."""
+    data = gzip.decompress((REAL_LOGS / name).read_bytes())
+    lines = data.decode("utf-8", "surrogateescape").splitlines()
+    found = formats.detect_format(lines[:50])
+    assert found is not None and isinstance(found.access, formats.AccessFormat)
+    fmt = found.access
+    assert fastpath._stock_kind(fmt) is not None
+    cands = [(i, raw) for i, raw in enumerate(data.split(b"\n"), 1)]
+    want = [fmt.parse_fields(raw.decode("utf-8", "surrogateescape")) for _, raw in cands]
+    assert sum(w is not None for w in want) > 1000
+    assert fastpath.parse_candidates(fmt, cands) == want
