@@ -61,6 +61,9 @@ def parsed_too_little(lines: int, parsed: int) -> bool:
     return parsed * 20 < lines  # with parsed == 0 this is lines > 0
 
 
+PARSE_BATCH = 4096  # candidate lines parsed at once: a chunk of nothing else has ~80,000
+
+
 @dataclass
 class LogOptions:
     """Everything `relayguard logs` can be told besides the files."""
@@ -331,15 +334,18 @@ class LogAnalysis:
         if fmt.sizes == "guess":
             self.proxy.note_size_evidence(*res.sizes_304)
         fields = res.fields if res.fields_pattern == fmt.pattern.pattern else None
-        if fields is None:  # else parsed by the worker that scanned the chunk
-            fields = parse_candidates(fmt, res.candidates)
         ranged = self.opt.since is not None or self.opt.until is not None
-        feed, unit = self.proxy.feed, fmt.sizes
-        for f, (lineno, raw) in zip(fields, res.candidates, strict=True):
-            if f is None or (ranged and not self._in_range(f[0])):
-                continue
-            feed(AccessRecord(*f, size_unit=unit), source, base + lineno,
-                 raw.decode("utf-8", "surrogateescape"))
+        feed, unit, cands = self.proxy.feed, fmt.sizes, res.candidates
+        for lo in range(0, len(cands), PARSE_BATCH):  # a dense chunk's fields, a slice at once
+            part = cands[lo:lo + PARSE_BATCH]
+            # parsed by the worker that scanned the chunk, or here
+            got = fields[lo:lo + PARSE_BATCH] if fields is not None \
+                else parse_candidates(fmt, part)
+            for f, (lineno, raw) in zip(got, part, strict=True):
+                if f is None or (ranged and not self._in_range(f[0])):
+                    continue
+                feed(AccessRecord(*f, size_unit=unit), source, base + lineno,
+                     raw.decode("utf-8", "surrogateescape"))
 
     # -- mail logs ---------------------------------------------------------------------------
     def _mail(self, path: str, head: bytes, stream: Any, problems: ReadProblems) -> None:

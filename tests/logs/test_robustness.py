@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relayguard.findings import Report
-from relayguard.logs import fastpath
+from relayguard.logs import analyze, fastpath
 from relayguard.logs.analyze import LogOptions, analyse
 from relayguard.logs.counting import Timeline, TopK, iso
 from relayguard.logs.detect import MailDetector, ProxyDetector, spike_buckets
@@ -393,7 +393,9 @@ def test_fuzz_fast_and_line_paths_agree(tmp_path_factory, events) -> None:
     slow = analyse([str(path)], LogOptions(fast=False))
     with mock.patch.object(fastpath, "_fastscan", None):  # the pure-Python scan, as without gcc
         pure = analyse([str(path)])
-    for fast in (analyse([str(path)]), pure):
+    with mock.patch.object(analyze, "PARSE_BATCH", 3):  # candidates parsed in slices of 3
+        sliced = analyse([str(path)])
+    for fast in (analyse([str(path)]), pure, sliced):
         for key in ("lines", "parsed", "unparsed", "incidents", "requests_timeline"):
             assert fast.stats[key] == slow.stats[key], key
         assert [f.to_dict() for f in fast.findings] == [f.to_dict() for f in slow.findings]
