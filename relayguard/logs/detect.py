@@ -98,9 +98,11 @@ class LocalPages:
     def matches(self, path: str, size: int) -> bool:
         """The size is one the site itself answered for this path (or `/` for the home page);
         for a page whose size varies a lot (8 sizes seen), anything within its range."""
-        sizes = list(self.sizes.get(path, ()))
+        sizes = self.sizes.get(path, ())
         if path in ("/", "") or path.startswith("/?"):
-            sizes += self.sizes.get("/", [])
+            sizes = [*sizes, *self.sizes.get("/", ())]  # for "/" its sizes twice, as ever
+        if not sizes:  # a path the site never served: most proxy requests
+            return False
         if any(_close(s, size) for s in sizes):
             return True
         return len(sizes) >= 8 and min(sizes) <= size <= max(sizes)
@@ -208,7 +210,7 @@ class ProxyDetector:
         inc = self.book.current(kind, rec.time)
         nbytes = rec.bytes_out if rec.bytes_out is not None else (rec.size or 0)
         outcome = self._outcome(rec, method)
-        inc.add(rec.time, rec.client, dest, Sample(path, lineno, line),
+        inc.add(rec.time, rec.client, dest, (path, lineno, line),
                 outcome=outcome,
                 status=_STATUS_TEXT.get(status) or ("-" if status is None else str(status)),
                 nbytes=nbytes, smtp=port in SMTP_PORTS)
@@ -304,8 +306,8 @@ class ProxyDetector:
         all_sizes = [s for sizes in path_sizes.values() for s in sizes]
         many = len(hosts_all) >= 3 and len(_distinct_sizes(all_sizes)) >= 3
         for _size, path, count in undecided:
-            varied = len(_distinct_sizes(path_sizes[path])) > 1
-            verdict = "relayed" if varied or many else "unknown"
+            varied = many or len(_distinct_sizes(path_sizes[path])) > 1
+            verdict = "relayed" if varied else "unknown"
             judged[verdict] = judged.get(verdict, 0) + count
         for verdict, count in self._judge_tunnels(tunnels):
             judged[verdict] = judged.get(verdict, 0) + count

@@ -69,7 +69,7 @@ class Incident:
     statuses: Counter[str] = field(default_factory=Counter)
     timeline: Timeline = field(default_factory=lambda: Timeline(cap=2048))
     head: list[Sample] = field(default_factory=list)
-    tail: Sample | None = None
+    tail: Sample | tuple[str, int, str] | None = None  # the latest: a Sample once asked for
     extra: dict[str, Any] = field(default_factory=dict)
     # 2xx answers whose meaning depends on what else is seen (size vs the site's own pages):
     # (size, path) -> [count, distinct hosts (<= 4)]; judged into `judged` by each snapshot.
@@ -82,10 +82,12 @@ class Incident:
     def category(self) -> Category | None:
         return KIND_CATEGORY[self.kind]
 
-    def add(self, t: float | None, client: str | None, dest: str | None, sample: Sample,
-            *, outcome: str | None = None, status: str | None = None, nbytes: int = 0,
-            smtp: bool = False) -> None:
-        """Count one event (outcome may be settled later through `outcomes`)."""
+    def add(self, t: float | None, client: str | None, dest: str | None,
+            sample: Sample | tuple[str, int, str], *, outcome: str | None = None,
+            status: str | None = None, nbytes: int = 0, smtp: bool = False) -> None:
+        """Count one event (outcome may be settled later through `outcomes`). The sample may
+        come as a (path, line, text) tuple: most events only pass through `tail`, and a
+        tuple costs a tenth of a Sample."""
         self.events += 1
         if t is not None:
             if self.first is None or t < self.first:
@@ -105,12 +107,15 @@ class Incident:
             self.statuses[status] += 1
         self.bytes += nbytes
         if len(self.head) < SAMPLES_HEAD:
-            self.head.append(sample)
+            self.head.append(sample if isinstance(sample, Sample) else Sample(*sample))
         else:
             self.tail = sample
 
     def samples(self) -> list[Sample]:
-        return [*self.head, *([self.tail] if self.tail else [])]
+        tail = self.tail
+        if tail is not None and not isinstance(tail, Sample):
+            self.tail = tail = Sample(*tail)
+        return [*self.head, *([tail] if tail else [])]
 
     def add_pending(self, size: int | None, path: str, host: str) -> bool:
         """A 2xx whose outcome is decided at snapshot time; False when the bounded store
@@ -198,7 +203,9 @@ class IncidentBook:
 
     def current(self, kind: str, t: float | None) -> Incident:
         """The incident an event of `kind` at time `t` belongs to (opening one if needed)."""
-        items = self.by_kind.setdefault(kind, [])
+        items = self.by_kind.get(kind)  # not setdefault: that makes a list every call
+        if items is None:
+            items = self.by_kind[kind] = []
         if items:
             cur = items[-1]
             if t is None or cur.last is None or t - cur.last <= GAP or \

@@ -3,6 +3,7 @@ and every logs rule's `bad` example fires it while its `good` example does not."
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from relayguard.logs import detect
 from relayguard.logs.analyze import LogOptions, analyse
 from relayguard.logs.detect import blocklist_name, split_hostport
+from relayguard.logs.incidents import Incident, Sample
 from relayguard.logs.rules import RULES
 from relayguard.report import OutputFormat, render
 
@@ -365,3 +367,21 @@ def test_sender_volume_against_its_own_usual_hour(tmp_path: Path) -> None:
     assert inc["usual_per_hour"] == {"deliveries": 3, "foreign_domains": 2}
     assert run(tmp_path, burst, year=2026)["rules"] == []
     assert run(tmp_path, usual, year=2026)["rules"] == []
+
+
+def test_incident_keeps_first_samples_and_the_latest_across_pickling() -> None:
+    """Events pass their line as a plain tuple; the first three and the latest come back as
+    Samples, also from an incident pickled mid-way (as `watch` saves it) and from old state
+    whose tail is already a Sample."""
+    inc = Incident("proxy-smtp")
+    for i in range(1, 6):
+        inc.add(float(i), "192.0.2.1", "mx.example:25", ("a.log", i, f"line {i}"))
+        if i == 4:
+            inc = pickle.loads(pickle.dumps(inc))
+    got = inc.samples()
+    assert got == [Sample("a.log", 1, "line 1"), Sample("a.log", 2, "line 2"),
+                   Sample("a.log", 3, "line 3"), Sample("a.log", 5, "line 5")]
+    assert all(isinstance(s, Sample) for s in got)
+    inc.add(6.0, "192.0.2.1", "mx.example:25", Sample("a.log", 6, "line 6"))
+    assert inc.samples()[-1] == Sample("a.log", 6, "line 6")
+    assert inc.to_dict()["samples"][-1] == {"path": "a.log", "line": 6, "text": "line 6"}
