@@ -7,7 +7,6 @@ categories; reporters and exit codes only ever see these values.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -170,6 +169,8 @@ class Finding:
 
     def fingerprint(self) -> str:
         """Stable identity across runs: same rule, place and title give the same hash."""
+        import hashlib  # here: OpenSSL's start is ~3 ms of every command's, and few need it
+
         key = "\x00".join((self.rule, str(self.location), self.category.value, self.title))
         return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
