@@ -240,16 +240,20 @@ static PyObject *sizes_304(PyObject *self, PyObject *args)
  *   combined the same, then ` "Q" "Q"\s*$` with Q = [^"\\]*(?:\\.[^"\\]*)*, and when that fails
  *            the prefix (cut lines): the same up to the size, then (?:\s|$)
  *   nginx    combined with a literal `-` for the second field
+ *   vhost_combined  (?P<vhost>[^\s:]+):(?:\S*)  then combined, the number being %O
  * matched with Python's meaning (str patterns) on ASCII lines, where \s is exactly these ten
  * characters and \d is 0-9; a line with any other byte goes to the caller's fallback, the
  * regex itself. Every step is deterministic but the lazy request, which is tried at each `"`
  * in order, as the regex engine does. */
-enum { KIND_COMMON = 0, KIND_COMBINED = 1, KIND_NGINX = 2 };
+enum { KIND_COMMON = 0, KIND_COMBINED = 1, KIND_NGINX = 2, KIND_VHOST = 3 };
 
-static inline int is_ws(unsigned char c) { return c == ' ' || (c >= 9 && c <= 13) || (c >= 28 && c <= 31); }
+static inline int is_ws(unsigned char c)
+{
+    return c == ' ' || (c >= 9 && c <= 13) || (c >= 28 && c <= 31);
+}
 
 typedef struct { Py_ssize_t a, b; } span;
-typedef struct { span client, time, request, status, size; } groups;
+typedef struct { span vhost, client, time, request, status, size; } groups;
 
 /* `Q"` from i: the position after the closing quote, or -1 */
 static Py_ssize_t quoted_end(const unsigned char *s, Py_ssize_t n, Py_ssize_t i)
@@ -299,11 +303,25 @@ static Py_ssize_t status_size(const unsigned char *s, Py_ssize_t n, Py_ssize_t i
 static int match_stock(const unsigned char *s, Py_ssize_t n, int kind, int prefix, groups *g)
 {
     Py_ssize_t i = 0;
+    if (kind == KIND_VHOST) {  /* `vhost:port ` */
+        while (i < n && !is_ws(s[i]) && s[i] != ':')
+            i++;
+        if (i == 0 || i >= n || s[i] != ':')
+            return 0;
+        g->vhost = (span){0, i};
+        i++;
+        while (i < n && !is_ws(s[i]))
+            i++;
+        if (i >= n || s[i] != ' ')
+            return 0;
+        i++;
+    }
+    Py_ssize_t c0 = i;
     while (i < n && !is_ws(s[i]))
         i++;
-    if (i == 0 || i >= n || s[i] != ' ')
+    if (i == c0 || i >= n || s[i] != ' ')
         return 0;
-    g->client = (span){0, i};
+    g->client = (span){c0, i};
     i++;
     if (kind == KIND_NGINX) {
         if (i + 1 >= n || s[i] != '-' || s[i + 1] != ' ')
@@ -434,7 +452,7 @@ static int clf_epoch(const unsigned char *p, Py_ssize_t len, long long *out)
 }
 
 /* The record fields `AccessFormat.parse_fields` gives, or None */
-static PyObject *fields(const unsigned char *s, const groups *g, PyObject *clf_time)
+static PyObject *fields(const unsigned char *s, const groups *g, int kind, PyObject *clf_time)
 {
     long long epoch;
     int known = clf_epoch(s + g->time.a, g->time.b - g->time.a, &epoch);
@@ -466,23 +484,27 @@ static PyObject *fields(const unsigned char *s, const groups *g, PyObject *clf_t
             break;
         }
     }
-    PyObject *items[6] = {t, text(s, g->client), text(s, method), text(s, target),
-                          number(s, g->status), number(s, g->size)};
+    /* AccessRecord's order: time, client, method, target, status, size, vhost, Host header,
+     * bytes in, bytes out, duration; vhost_combined's number is %O (bytes out), not a size */
+    int vh = kind == KIND_VHOST;
+    PyObject *items[11] = {t, text(s, g->client), text(s, method), text(s, target),
+                           number(s, g->status), vh ? Py_NewRef(Py_None) : number(s, g->size),
+                           vh ? text(s, g->vhost) : Py_NewRef(Py_None), Py_NewRef(Py_None),
+                           Py_NewRef(Py_None), vh ? number(s, g->size) : Py_NewRef(Py_None),
+                           Py_NewRef(Py_None)};
     PyObject *out = NULL;
-    for (int k = 1; k < 6; k++)
+    for (int k = 1; k < 11; k++)
         if (items[k] == NULL)
             goto done;
     out = PyTuple_New(11);
     if (out == NULL)
         goto done;
-    for (int k = 0; k < 6; k++) {
+    for (int k = 0; k < 11; k++) {
         PyTuple_SET_ITEM(out, k, items[k]);
         items[k] = NULL;
     }
-    for (int k = 6; k < 11; k++)
-        PyTuple_SET_ITEM(out, k, Py_NewRef(Py_None));
 done:
-    for (int k = 0; k < 6; k++)
+    for (int k = 0; k < 11; k++)
         Py_XDECREF(items[k]);
     return out;
 }
@@ -490,7 +512,7 @@ done:
 PyDoc_STRVAR(parse_stock_doc,
 "parse_stock(candidates, kind, clf_time, fallback) -> list\n\n"
 "AccessFormat.parse_fields for each (line number, bytes) candidate of a stock format (kind 0\n"
-"common, 1 combined, 2 nginx combined): its fields tuple, or None. clf_time turns the time\n"
+"common, 1 combined, 2 nginx combined, 3 vhost_combined): its fields tuple, or None. clf_time turns the time\n"
 "field into epoch seconds (None: no record); fallback(bytes) parses a non-ASCII line.");
 
 static PyObject *parse_stock(PyObject *self, PyObject *args)
@@ -499,8 +521,8 @@ static PyObject *parse_stock(PyObject *self, PyObject *args)
     int kind;
     if (!PyArg_ParseTuple(args, "O!iOO", &PyList_Type, &cands, &kind, &clf_time, &fallback))
         return NULL;
-    if (kind < KIND_COMMON || kind > KIND_NGINX) {
-        PyErr_SetString(PyExc_ValueError, "kind must be 0, 1 or 2");
+    if (kind < KIND_COMMON || kind > KIND_VHOST) {
+        PyErr_SetString(PyExc_ValueError, "kind must be 0, 1, 2 or 3");
         return NULL;
     }
     Py_ssize_t count = PyList_GET_SIZE(cands);
@@ -531,7 +553,7 @@ static PyObject *parse_stock(PyObject *self, PyObject *args)
             got = PyObject_CallOneArg(fallback, raw);
         else if (match_stock(s, n, kind, 0, &g) ||
                  (kind != KIND_COMMON && match_stock(s, n, kind, 1, &g)))
-            got = fields(s, &g, clf_time);
+            got = fields(s, &g, kind, clf_time);
         else
             got = Py_NewRef(Py_None);
         if (got == NULL) {

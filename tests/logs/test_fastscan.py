@@ -222,12 +222,13 @@ def test_each_line_is_counted_in_its_own_zone() -> None:
 
 # ---- candidate lines of the stock formats parsed in C (`parse_stock`) -----------------------
 
-STOCK = {"common": 0, "combined": 1, "nginx": 2}
+STOCK = {"common": 0, "combined": 1, "nginx": 2, "vhost_combined": 3}
 LINE_PIECES = [
     " ", "  ", "-", '"', "\\", '\\"', "[", "]", "[01/Mar/2026:10:00:05 +0000]", "200", "304",
     "20", "2000", "-", "1", "12345678901234567890123", "GET", "CONNECT", "http://a.example/x",
     "mx.example.net:25", "HTTP/1.1", "\t", "\x1c", "\x1f", "\r", "\n", "\x0b", "x", "é", "\x85",
     "\udcff", "192.0.2.1", " - - ", " - u ", '"-"', '"ua"', '" 200 5 "', '" - - ', " 200 - ",
+    ":", "::", "www.example.com:80 ", "h:-",
 ]
 DATES = st.builds(
     "{:02d}/{}/{:04d}:{:02d}:{:02d}:{:02d} {}{:04d}".format,
@@ -240,8 +241,14 @@ DATES = st.builds(
 def shaped(draw: st.DrawFn) -> str:
     """A stock line, its stamp drawn from DATES, with a few pieces thrown in between its
     tokens: most still match, on the pattern's edges."""
-    tokens = ["192.0.2.1", " - - ", "[", draw(DATES), "]", ' "', "GET / HTTP/1.1", '" ', "200",
+    date = draw(st.one_of(st.sampled_from(["01/Mar/2026:10:00:05 +0000",
+                                           "29/Feb/2024:23:59:59 -0130"]), DATES))
+    tokens = ["192.0.2.1", " - - ", "[", date, "]", ' "', "GET / HTTP/1.1", '" ', "200",
               " ", "17", ' "-" "ua"']
+    if draw(st.booleans()):  # vhost_combined's `vhost:port ` in front
+        tokens[:0] = [draw(st.sampled_from(["www.example.com", "a-b.example", "", "x y", "h:p",
+                                            "é.example", "[::1]", "-"])), ":",
+                      draw(st.sampled_from(["80", "", "-", "8:0", " ", "\t"])), " "]
     for _ in range(draw(st.integers(0, 3))):
         tokens.insert(draw(st.integers(0, len(tokens))), draw(st.sampled_from(LINE_PIECES)))
     return "".join(tokens)
@@ -249,7 +256,7 @@ def shaped(draw: st.DrawFn) -> str:
 
 def stock(name: str) -> formats.AccessFormat:
     return formats.compile_nginx(formats.NGINX_COMBINED) if name == "nginx" \
-        else formats.compile_apache(formats.APACHE_FORMATS[name])
+        else formats.stock_format(name)
 
 
 @needs_compiled
@@ -274,6 +281,13 @@ def test_stock_formats_are_recognised_and_others_parsed_by_their_regex() -> None
     assert fastpath._stock_kind(formats.stock_format("combined")) == 1  # sizes="guess" too
     assert fastpath._stock_kind(stock("common")) == 0
     assert fastpath._stock_kind(stock("nginx")) == 2
+    assert fastpath._stock_kind(stock("vhost_combined")) == 3
+    vhost = fastpath.parse_candidates(stock("vhost_combined"), [(
+        1, b'www.example.com:80 192.0.2.1 - - [01/Mar/2026:10:00:05 +0000] "CONNECT mx.example'
+           b':25 HTTP/1.1" 200 4120 "-" "-"')])
+    assert vhost == [(formats.parse_clf_time("01/Mar/2026:10:00:05 +0000"), "192.0.2.1",
+                      "CONNECT", "mx.example:25", 200, None, "www.example.com", None, None,
+                      4120, None)]
     custom = formats.compile_apache('%h %l %u %t "%r" %>s %b %D')
     assert fastpath._stock_kind(custom) is None
     lines = [(1, b'192.0.2.1 - - [01/Mar/2026:10:00:05 +0000] "CONNECT a:25 HTTP/1.0" 200 - 99'),
@@ -295,7 +309,7 @@ def test_parse_stock_refuses_what_is_not_candidates() -> None:
     with pytest.raises(TypeError):
         ps(((1, b"x"),), 1, formats.parse_clf_time, None)
     with pytest.raises(ValueError):
-        ps([], 3, formats.parse_clf_time, None)
+        ps([], 4, formats.parse_clf_time, None)
     with pytest.raises(ZeroDivisionError):  # the time parser's own error comes through
         ps([(1, b'h - - [x] "GET / HTTP/1.0" 200 1')], 0, lambda s: 1 / 0, None)
 
