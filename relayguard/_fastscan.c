@@ -421,12 +421,9 @@ static inline int two(const unsigned char *p) { return (p[0] - '0') * 10 + (p[1]
  * shape, which the caller hands to parse_clf_time itself */
 static int clf_epoch(const unsigned char *p, Py_ssize_t len, long long *out)
 {
-    if (len != 26 || !(is_digit(p[0]) && is_digit(p[1]) && p[2] == '/' && p[6] == '/' &&
-            is_digit(p[7]) && is_digit(p[8]) && is_digit(p[9]) && is_digit(p[10]) &&
-            p[11] == ':' && is_digit(p[12]) && is_digit(p[13]) && p[14] == ':' &&
-            is_digit(p[15]) && is_digit(p[16]) && p[17] == ':' && is_digit(p[18]) &&
-            is_digit(p[19]) && p[20] == ' ' && (p[21] == '+' || p[21] == '-') &&
-            is_digit(p[22]) && is_digit(p[23]) && is_digit(p[24]) && is_digit(p[25])))
+    /* the time field is followed by its `]`, so the scanner's own shape check applies */
+    unsigned char key[KEY_LEN];
+    if (len != 26 || !stamp_at(p, p + 27, key))
         return -1;
     int month = 0;
     for (int k = 0; k < 12; k++) {
