@@ -37,8 +37,10 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -60,6 +62,7 @@ TARGET_NETS = range(20, 30)
 PER_NET = range(10, 250)
 MAX_TARGETS = len(TARGET_NETS) * len(PER_NET)
 
+T = TypeVar("T")
 NMAP_OPEN = {
     "http-open-proxy": re.compile(r"Potentially OPEN proxy", re.I),
     "socks-open-proxy": re.compile(r"status: open", re.I),
@@ -150,6 +153,34 @@ def missing_tools(skip_nmap: bool) -> str | None:
         return None
     return (f"{' and '.join(missing)} not installed (apt-get install {' '.join(missing)}); "
             "or pass --skip-nmap to time relayguard alone")
+
+
+def busy_seconds() -> float:
+    """CPU seconds this machine has spent busy since boot, on all CPUs (/proc/stat: all but
+    idle and iowait)."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Cpu:
+    """Where the CPU time of one run went: the scanner process itself (and its threads), and
+    everything else — the daemons answering it (Apache, microsocks, Postfix, the origin page,
+    rbldnsd) on an otherwise idle machine."""
+
+    scanner: float
+    servers: float
+
+    @classmethod
+    def measure(cls, run: Callable[[], T]) -> tuple[T, Cpu]:
+        busy, kids = busy_seconds(), os.times()
+        out = run()
+        kids_after = os.times()
+        scanner = (kids_after.children_user - kids.children_user
+                   + kids_after.children_system - kids.children_system)
+        return out, cls(scanner, max(0.0, busy_seconds() - busy - scanner))
 
 
 def run_relayguard(targets_file: Path, timeout: float, flags: Sequence[str] = ()
@@ -281,6 +312,7 @@ def main() -> None:
 
     times: dict[str, list[float]] = {name: [] for name in ("nmap", *CONFIGS)}
     found: dict[str, list[Found]] = {name: [] for name in times}
+    cpus: dict[str, list[Cpu]] = {name: [] for name in times}
     with lab(args.http, args.socks, args.smtp, not args.skip_nmap) as targets:
         print(f"{total} addresses x ports {PORTS} = {3 * total} host:port checks; "
               f"open: {args.http} HTTP proxy, {args.socks} SOCKS5, {args.smtp} SMTP relay")
@@ -291,18 +323,31 @@ def main() -> None:
         # Interleaved rounds, so a burst of load elsewhere on the machine hits every tool.
         for _ in range(args.runs):
             if not args.skip_nmap:
-                t, f = run_nmap(targets, targets.with_name("nmap.xml"))
+                (t, f), cpu = Cpu.measure(
+                    lambda: run_nmap(targets, targets.with_name("nmap.xml")))
                 times["nmap"].append(t)
                 found["nmap"].append(f)
+                cpus["nmap"].append(cpu)
             for name, flags in CONFIGS.items():
-                t, f = run_relayguard(targets, args.timeout, flags)
+                (t, f), cpu = Cpu.measure(
+                    lambda flags=flags: run_relayguard(targets, args.timeout, flags))
                 times[name].append(t)
                 found[name].append(f)
+                cpus[name].append(cpu)
 
     for name in times:
         if times[name]:
             print(_summary("nmap" if name == "nmap" else f"relayguard {name}", times[name],
                            found[name]))
+    ncpu = os.cpu_count() or 1
+    print(f"CPU seconds per run (medians): the scanner itself / everything else, i.e. the "
+          f"daemons answering it; on {ncpu} CPUs no run can take less than their sum / {ncpu}")
+    for name, runs in cpus.items():
+        if runs:
+            own = statistics.median(c.scanner for c in runs)
+            servers = statistics.median(c.servers for c in runs)
+            print(f"  {'nmap' if name == 'nmap' else f'relayguard {name}':<26} "
+                  f"{own:5.2f} / {servers:5.2f}   floor {(own + servers) / ncpu:5.2f} s")
     if args.skip_nmap:
         return
     rg = found["defaults"][0]
