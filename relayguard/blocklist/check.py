@@ -402,6 +402,15 @@ class Checker:
                 result.errors.append((target.text, f"could not resolve {ans.rdtype} records "
                                       f"({why}); its addresses were not checked (pass "
                                       "--no-resolve to check only the name)"))
+        statuses = {ans.status for ans in answers}
+        if statuses == {Status.NXDOMAIN}:
+            # Most likely a typo: a clean verdict on the name alone would hide that.
+            result.errors.append((target.text, "does not exist (NXDOMAIN for A and AAAA): no "
+                                  "address of it was checked; check the spelling (or pass "
+                                  "--no-resolve to check only the name on domain lists)"))
+        elif statuses <= {Status.NXDOMAIN, Status.NODATA}:
+            result.notes.append(f"{target.text} has no A or AAAA record: only the name was "
+                                "checked, on the domain lists")
         return found
 
     async def run(self, targets: list[Target]) -> CheckResult:

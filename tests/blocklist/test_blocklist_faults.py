@@ -192,3 +192,21 @@ def test_self_test_verdicts_are_cached_for_their_ttl(faults: Faults) -> None:
     run(expired)
     run(expired)
     assert faults.handler.hits[probe] - before == 3  # ttl 0: every run tests again
+
+
+def test_hostname_that_does_not_exist_is_an_error_not_clean(faults: Faults) -> None:
+    """A mistyped hostname (NXDOMAIN for A and AAAA) had no address checked: saying `clean`
+    with exit 0 would pass off a typo as a clean host."""
+    run = run_cli("host.nxall.faults.test", "--resolver", faults.resolver, "--zones",
+                  "good.faults.test,dom.faults.test:domain", *FAST, "-f", "json")
+    assert run.code == 2
+    [error] = run.doc["errors"]
+    assert error["source"] == "host.nxall.faults.test"
+    assert "does not exist (NXDOMAIN for A and AAAA)" in error["message"]
+    assert "no address of it was checked" in error["message"]
+    # a name that exists but has no address (a bare mail domain) is checked by name, said so
+    bare = run_cli("host.nodata.faults.test", "--resolver", faults.resolver, "--zones",
+                   "good.faults.test,dom.faults.test:domain", *FAST, "-f", "json")
+    assert bare.code == 0
+    assert any(n.startswith("host.nodata.faults.test has no A or AAAA record")
+               for n in bare.doc["notes"])
