@@ -19,6 +19,7 @@ import ctypes.util
 import hashlib
 import os
 import select
+import stat
 import struct
 import time
 from collections.abc import Iterator
@@ -105,14 +106,29 @@ def is_compressed(path: str) -> bool:
     return any(head.startswith(m) for m in _MAGIC)
 
 
+def open_log(path: str) -> tuple[int, os.stat_result] | None:
+    """A read-only fd on `path` and its fstat when it is a regular file, else None (missing,
+    unreadable, or a directory, FIFO or device: nothing a log follower can read by offset).
+    O_NONBLOCK: opening a FIFO must not wait for a writer (on a regular file it changes
+    nothing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return fd, st
+
+
 def _open_each(names: list[str]) -> Iterator[tuple[str, int, os.stat_result]]:
-    """Each file that opens, read-only, with its fstat; the caller keeps or closes the fd."""
+    """Each regular file that opens, read-only, with its fstat; the caller keeps or closes
+    the fd."""
     for name in names:
-        try:
-            fd = os.open(name, os.O_RDONLY)
-        except OSError:
-            continue
-        yield name, fd, os.fstat(fd)
+        opened = open_log(name)
+        if opened is not None:
+            yield name, *opened
 
 
 def rotated_siblings(path: str) -> list[str]:
@@ -153,6 +169,7 @@ class FileFollower:
         self.current: _Handle | None = None
         self.retired: list[_Handle] = []
         self.events: list[str] = []  # human notes: rotated, truncated, appeared, lost position
+        self.irregular = False  # the path is a directory, FIFO or device (said once)
 
     # -- life cycle --------------------------------------------------------------------------
     def resume(self, saved: list[Position], saved_at: float | None = None) -> None:
@@ -193,15 +210,16 @@ class FileFollower:
             self._open_current(first_run=not saved)
             return
         pos = current[0]
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
+        opened = open_log(self.path)
+        if opened is None:
             found = self._find_identity(pos)
             if found is not None:
                 self.retired.append(found)
-            self.events.append(f"{self.path}: missing; waiting for it to appear")
+            self._note_unopened()
+            if not self.irregular:
+                self.events.append(f"{self.path}: missing; waiting for it to appear")
             return
-        st = os.fstat(fd)
+        fd, st = opened
         if (st.st_dev, st.st_ino) == pos.ident and self._head_ok(fd, pos, st.st_size):
             self.current = _Handle(fd, pos, self.path)
             return
@@ -334,11 +352,12 @@ class FileFollower:
             return False
 
     def _open_current(self, first_run: bool) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
+        opened = open_log(self.path)
+        if opened is None:
+            self._note_unopened()
             return
-        st = os.fstat(fd)
+        self.irregular = False
+        fd, st = opened
         for h in self.retired:
             if h.pos.ident == (st.st_dev, st.st_ino) and not h.once:
                 os.close(fd)  # still the old file (the rename has not happened yet)
@@ -354,6 +373,14 @@ class FileFollower:
         elif not first_run:
             self.events.append(f"{self.path}: following new file (inode {st.st_ino})")
         self.current = _Handle(fd, pos, self.path)
+
+    def _note_unopened(self) -> None:
+        """Say once that the path is there but no regular file (a directory, a FIFO)."""
+        irregular = os.path.exists(self.path) and not os.path.isfile(self.path)
+        if irregular and not self.irregular:
+            self.events.append(f"{self.path}: not a regular file; waiting for a log file to "
+                               "take its place")
+        self.irregular = irregular
 
     def _truncated(self, h: _Handle) -> _Handle | None:
         """Copytruncate: read what the copy holds past our offset, then restart at 0."""

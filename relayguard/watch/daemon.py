@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
@@ -105,6 +106,10 @@ class Watcher:
             cfg = replace(cfg, files=self.cli_files)
         if self.cli_overrides:
             cfg = replace(cfg, **self.cli_overrides)
+        for path in cfg.files:  # a typo a sysadmin makes: the log directory, not its logs
+            if os.path.isdir(path):
+                raise InputError(path, "is a directory: name the log files in it, e.g. "
+                                       f"{os.path.join(path, 'access.log')}")
         return replace(cfg, files=tuple(dict.fromkeys(cfg.files)))
 
     # -- life cycle --------------------------------------------------------------------------

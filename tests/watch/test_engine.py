@@ -209,6 +209,11 @@ def test_cli_refuses_bad_input_with_exit_2(tmp_path: Path) -> None:
     (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
     res = runner.invoke(app, ["watch", "--status", "--state", str(tmp_path / "junk.sqlite")])
     assert res.exit_code == 2 and "cannot open the state database" in res.output
+    # the log directory instead of its logs: a usage error, not a traceback
+    res = runner.invoke(app, ["watch", str(tmp_path), "--state", str(tmp_path / "s3.sqlite"),
+                              "--once"])
+    assert res.exit_code == 2 and "is a directory" in res.output \
+        and str(tmp_path / "access.log") in res.output
 
 
 def test_cli_once_and_status(tmp_path: Path) -> None:

@@ -105,6 +105,26 @@ def test_file_appearing_later_is_read_from_its_start(tmp_path: Path) -> None:
     assert _lines(f.poll()) == [b"first", b"second"]
 
 
+def test_a_fifo_or_directory_in_the_logs_place_is_waited_out(tmp_path: Path) -> None:
+    """A path that is no regular file is said once and never read: opening a FIFO does not
+    wait for a writer (that hung the watcher), and a directory is not read at its "end";
+    once a log file takes the path, it is followed from its start."""
+    fifo = tmp_path / "pipe.log"
+    os.mkfifo(fifo)
+    f = FileFollower(str(fifo), start_at_end=True)
+    f.resume([])  # returns at once (a blocking open would wait here for ever)
+    assert f.poll() == [] and f.poll() == []
+    assert f.events == [f"{fifo}: not a regular file; waiting for a log file to take its place"]
+    log = tmp_path / "dir.log"
+    log.mkdir()
+    g = FileFollower(str(log), start_at_end=True)
+    g.resume([])
+    assert g.poll() == [] and len(g.events) == 1
+    log.rmdir()
+    _append(log, "first")
+    assert _lines(g.poll()) == [b"first"]
+
+
 def test_compressed_rotated_files_are_never_read(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     _append(log, "x1")
