@@ -385,8 +385,7 @@ class LogAnalysis:
                           for i, f in told],
             "volume_spikes": volume,
             "requests_timeline": self.volume.timeline.to_dict(),
-            "mail": {**self.mail.counts, "top_senders": self.mail.senders.top(10),
-                     **self.mail.volume(),
+            "mail": {**self.mail.counts, **self.mail.volume(),
                      "deferred_bounced_timeline": self.mail.outcome_timeline.to_dict()},
             "own_host_absolute_requests": self.proxy.own_host_absolute,
         }

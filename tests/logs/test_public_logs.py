@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from relayguard.logs import detect
 from relayguard.logs.analyze import LogOptions, analyse
 
 DATA = Path("/work/shared/data/real-logs")
@@ -94,3 +95,22 @@ def test_sendmail_bulk_from_localhost_is_not_relay_abuse() -> None:
     top = report.stats["mail"]["top_senders"]
     assert top[0][0] == "no-reply@grooveshark.com"
     assert report.stats["mail"]["deferred"] == 151 and report.stats["mail"]["bounced"] == 2
+
+
+def test_kdent_top_senders_are_the_true_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1,994 queued messages from 1,002 distinct envelope senders (mostly one-off spam): the
+    # per-sender view must give each sender what qmgr logged for it, not counts a too small
+    # top-k table inflated (it once named one-message spammers with 29-30 messages)
+    files = [str(DATA / "postfix-kdent-2015" / n) for n in ("mail.log.gz", "mail2.log.gz",
+                                                            "mail3.log.gz")]
+    mail = analyse(files, LogOptions(year=2015)).stats["mail"]
+    assert [tuple(x) for x in mail["top_senders"][:5]] == [
+        ("<>", 216), ("NewDentalTips@implanttips.seenewdentalimplantinfo.eu", 28),
+        ("BelizeVacations@newvacation.amazingbelizetrips.eu", 16),
+        ("YourNewBonus@redeempoints.claimnewonlinebonus.eu", 14), ("jdent@seaglass.com", 14)]
+    assert mail["top_senders_approximate"] is False
+    assert mail["outbound_by_sender_approximate"] is False
+    # a table too small for the senders says its counts are estimates
+    monkeypatch.setattr(detect, "SENDER_KEYS", 64)
+    small = analyse(files, LogOptions(year=2015)).stats["mail"]
+    assert small["top_senders_approximate"] is True
