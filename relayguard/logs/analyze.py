@@ -8,6 +8,7 @@ that cannot be read becomes an error entry and the others are still analysed.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -324,8 +325,11 @@ class LogAnalysis:
         """The detectors' share of one fast-path chunk (`watch` calls this too): minutes,
         the site's own page sizes, size-unit evidence and the candidate lines."""
         if self.opt.since is not None or self.opt.until is not None:
-            minutes = {t: n for t, n in res.minutes.items()
-                       if self._in_range(t) or self._in_range(t + 59)}
+            # a minute counts whole when any second of it is in range: a window inside one
+            # minute has neither of the minute's ends in it
+            lo = -math.inf if self.opt.since is None else self.opt.since - 59
+            hi = math.inf if self.opt.until is None else self.opt.until
+            minutes = {t: n for t, n in res.minutes.items() if lo <= t <= hi}
         else:
             minutes = res.minutes
         self.volume.feed_minutes(minutes)

@@ -4,6 +4,7 @@ blocklisted", and the secrepo site's own absolute-URI request not reported for i
 
 from __future__ import annotations
 
+import calendar
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,17 @@ def test_kdent_top_senders_are_the_true_counts(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(detect, "SENDER_KEYS", 64)
     small = analyse(files, LogOptions(year=2015)).stats["mail"]
     assert small["top_senders_approximate"] is True
+
+
+def test_a_window_inside_one_minute_keeps_that_minute() -> None:
+    # the scanners' burst of 16 Dec 2018 00:24 -0800: 302 requests in that minute, 241 of them
+    # between :10 and :50. The fast path counts whole minutes, so a minute overlapping the
+    # window counts whole; it once dropped a minute neither of whose ends was inside
+    path = str(DATA / "apache-secrepo-2018" / "access-2018-12-15.log.gz")
+    window = LogOptions(since=calendar.timegm((2018, 12, 16, 8, 24, 10)),
+                        until=calendar.timegm((2018, 12, 16, 8, 24, 50)))
+    fast = analyse([path], window).stats["requests_timeline"]["points"]
+    assert [tuple(p) for p in fast] == [("2018-12-16T08:24:00Z", 302)]
+    window.fast = False
+    slow = analyse([path], window).stats["requests_timeline"]["points"]
+    assert [tuple(p) for p in slow] == [("2018-12-16T08:24:00Z", 241)]
