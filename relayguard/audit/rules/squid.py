@@ -549,6 +549,12 @@ def _trusted_smtp(cfg: SquidConfig, users: list[IPAddress],
     return []
 
 
+def _too_wide(net: IPNetwork) -> bool:
+    """A prefix wider than /8 (IPv6 /16) outside private space: IPv6 ULA (fc00::/7) and
+    link-local (fe80::/10), both in Squid's stock `localnet`, are short but still a LAN."""
+    return net.prefixlen < (8 if net.version == 4 else 16) and not is_local_net(net)
+
+
 def _localnet_broad(cfg: SquidConfig) -> list[Finding]:
     out: list[Finding] = []
     seen: set[str] = set()
@@ -573,10 +579,10 @@ def _localnet_broad(cfg: SquidConfig) -> list[Finding]:
                 if a.type != "src":
                     continue
                 nets, names = acl_networks(a)
-                broad = [n for n in nets if n.prefixlen < (8 if n.version == 4 else 16)]
+                broad = [n for n in nets if _too_wide(n)]
                 if broad or names:
                     keep = [v for v in a.values if (n := parse_net(v)) is not None
-                            and n.prefixlen >= (8 if n.version == 4 else 16) and v != "all"]
+                            and not _too_wide(n) and v != "all"]
                     new = f"acl {name} src {' '.join(keep)}" if keep else \
                         f"acl {name} src 127.0.0.1/32"
                     what = ", ".join([str(n) for n in broad] + names)

@@ -57,6 +57,25 @@ def test_stock_debian_config_has_nothing_above_info(path: Path) -> None:
     assert 25 not in p["loopback_ports"]  # Safe_ports keeps the local MTA out
 
 
+def test_stock_localnet_uncommented_is_not_called_broad(tmp_path: Path) -> None:
+    """The stock `localnet` ACL (RFC 1918, CGN, link-local, ULA fc00::/7, fe80::/10) is a LAN:
+    uncommenting the stock `http_access allow localnet` must not make it "(much of) the
+    Internet" — IPv6 ULA and link-local prefixes are short but private."""
+    text = REAL.read_text(encoding="utf-8")
+    assert "#http_access allow localnet\n" in text
+    conf = tmp_path / "squid.conf"
+    conf.write_text(text.replace("#http_access allow localnet\n", "http_access allow localnet\n")
+                    .replace("include /etc/squid/conf.d/*.conf\n", ""), encoding="utf-8")
+    result = AUDITOR.audit(conf, OUT)
+    assert result.errors == []
+    assert [f for f in result.findings if f.rule == "SQUID-LOCALNET-BROAD"] == []
+    assert not any(f.severity >= Severity.HIGH for f in result.findings), result.findings
+    p = result.facts["proxy_paths"][0]
+    assert p["open_to_outside"] is False and p["clients"] == "trusted"
+    ok, out = AUDITOR.config_test(conf) or (True, "")
+    assert ok, out
+
+
 def test_open_proxy_reaching_smtp_is_critical_with_categories(tmp_path: Path) -> None:
     conf = tmp_path / "squid.conf"
     conf.write_text("http_port 127.0.7.1:3128\nhttp_access allow all\n", encoding="utf-8")
