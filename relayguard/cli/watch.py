@@ -93,3 +93,6 @@ def watch_command(
         watcher.run(once=once)
     except InputError as exc:
         fail(str(exc))
+    if once and watcher.undelivered:  # a cron job must see that its alerts did not go out
+        fail(f"{watcher.undelivered} alert(s) could not be delivered; they stay queued in "
+             "the state file")

@@ -99,6 +99,7 @@ class Watcher:
         self.reviewed_lines = -1
         self.last_purge = 0.0
         self.saved_at: float | None = None  # when the state we resumed from was written
+        self.undelivered = 0  # alerts still in the outbox at shutdown
         self.caught_up_at = time.time()
 
     def _effective(self, cfg: WatchConfig) -> WatchConfig:
@@ -124,6 +125,7 @@ class Watcher:
                  len(self.followers), self.waker.kind, self.cfg.state,
                  LocalTime(self.engine.analysis.opt.tz).name())
         self.checkpoint()  # positions exist from the first moment: a crash loses nothing
+        self._retry_queued("queued from an earlier run")
         self.dispatcher.start()
         if self.cfg.metrics:
             self.server = MetricsServer(self.metrics, self.cfg.metrics)
@@ -135,6 +137,13 @@ class Watcher:
             except ResponseError as exc:
                 log.error("response disabled until nft works: %s", exc)
         self.responder.release_exempt(self.cfg.trusted_clients)
+
+    def _retry_queued(self, why: str) -> None:
+        """Undelivered alerts are tried again at once, not after their backoff: a restart or
+        new alert settings are when a fixed receiver is expected to work."""
+        waiting = self.db.retry_now(time.time())
+        if waiting:
+            log.info("%d alert(s) %s: delivering now", waiting, why)
 
     def _follow(self, path: str, saved: list[Any]) -> None:
         f = FileFollower(path, start_at_end=self.cfg.start == "end", linger=self.cfg.linger)
@@ -190,6 +199,18 @@ class Watcher:
             f.close()
         if self.waker is not None:
             self.waker.close()
+        pending = self.db.pending_count()
+        orphans = {ch: n for ch, n in pending.items() if ch not in self.dispatcher.channels}
+        if orphans:  # kept: sent if that channel is configured again
+            log.info("%d alert(s) queued for channels no longer configured (%s): not sent",
+                     sum(orphans.values()), ", ".join(sorted(orphans)))
+        pending = {ch: n for ch, n in pending.items() if ch not in orphans}
+        self.undelivered = sum(pending.values())
+        if self.undelivered:
+            log.warning("%d alert(s) not delivered yet (%s): kept in %s, retried with "
+                        "backoff and at once at the next start", self.undelivered,
+                        ", ".join(f"{ch}: {n}" for ch, n in sorted(pending.items())),
+                        self.cfg.state)
         self.db.close()
         log.info("stopped after %d line(s)", self.engine.counters.lines)
 
@@ -210,6 +231,7 @@ class Watcher:
             self.dispatcher.stop()
             self.dispatcher = Dispatcher(self.cfg.alerts, self.cfg.state, self.metrics,
                                          self.stdout)
+            self._retry_queued("queued before SIGHUP")
             self.dispatcher.start()
         self.responder = Responder(self.cfg.respond, self.db, self.metrics)
         if new.blocklist != old.blocklist or new.alerts != old.alerts:

@@ -190,6 +190,14 @@ class StateDB:
                            "WHERE id=? AND channel=?",
                            [(error[:500], next_try, r.id, r.channel) for r in rows])
 
+    def retry_now(self, now: float) -> int:
+        """Make every undelivered alert due at once (a start, or alerts reconfigured: the
+        receiver may have been fixed meanwhile); returns how many are waiting."""
+        with self.transaction() as db:
+            db.execute("UPDATE outbox SET next_try=? WHERE sent_at IS NULL AND next_try>?",
+                       (now, now))
+        return sum(self.pending_count().values())
+
     def pending_count(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT channel, COUNT(*) FROM outbox WHERE sent_at IS NULL "
                                     "GROUP BY channel").fetchall())

@@ -232,6 +232,31 @@ def test_cli_once_and_status(tmp_path: Path) -> None:
     assert doc["positions"][str(log)][0]["offset"] == log.stat().st_size
 
 
+def test_once_fails_while_an_alert_is_undelivered_and_delivers_it_next_run(tmp_path: Path
+                                                                          ) -> None:
+    """`watch --once` from cron: an alert its channel refused makes the run exit 2 and say
+    so (before: exit 0, the failure only in a retry warning); the alert stays queued in the
+    state file and goes out on the next run once the channel works."""
+    log = tmp_path / "access.log"
+    log.write_text(LINE.format(ip="198.51.100.9", m=2, req="CONNECT mx.example:25 HTTP/1.1",
+                               status=200, size="-"))
+    got = tmp_path / "got.json"
+    broken, working = tmp_path / "broken.toml", tmp_path / "working.toml"
+    broken.write_text('[alerts]\ncommand = { argv = ["sh", "-c", "exit 3"] }\n')
+    working.write_text(f'[alerts]\ncommand = {{ argv = ["sh", "-c", "cat >> {got}"] }}\n')
+    args = [str(log), "--state", str(tmp_path / "s.sqlite"), "--from-beginning", "--once"]
+    runner = CliRunner()
+    res = runner.invoke(app, ["watch", "-c", str(broken), *args])
+    assert res.exit_code == 2, res.output
+    assert "1 alert(s) could not be delivered" in res.output and not got.exists()
+    # a channel taken out of the config leaves its queue behind: not a failure of this run
+    res = runner.invoke(app, ["watch", *args])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["watch", "-c", str(working), *args])
+    assert res.exit_code == 0, res.output
+    assert got.read_text().count('"event": "open"') == 1  # delivered once, not re-raised
+
+
 def test_a_volume_spike_opens_an_incident_and_alerts() -> None:
     """Requests per minute far above the baseline: watch alerts, as `logs` reports it."""
     e = Engine(LogOptions())
