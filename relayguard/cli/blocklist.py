@@ -87,6 +87,8 @@ def blocklist_command(
             servers = _system_resolvers()
             notes.append("no --resolver given: asking the system resolver(s) "
                          f"{', '.join(map(str, servers))} from /etc/resolv.conf")
+        if source is not None:
+            _check_source(source, servers)
     except InputError as exc:
         fail(str(exc))
     public = [str(s) for s in servers if s.host in _PUBLIC_RESOLVERS]
@@ -126,6 +128,27 @@ def _zones(zones: tuple[str, ...], zone_set: str) -> tuple[Zone, ...]:
     if not out:
         raise InputError("--zones", "no zone given")
     return tuple(out)
+
+
+def _check_source(source: str, servers: list[Nameserver]) -> None:
+    """An InputError unless queries can leave from `source` to at least one nameserver, so
+    a mistyped --source is one message rather than every list reported unusable."""
+    import ipaddress
+    import socket
+
+    from relayguard.errors import InputError
+
+    version = ipaddress.ip_address(source).version
+    if all(ipaddress.ip_address(s.host).version != version for s in servers):
+        raise InputError("--source", f"{source} is IPv{version} but no --resolver is: "
+                         "give a source address of the resolvers' family")
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((source, 0))
+    except OSError as exc:
+        raise InputError("--source", f"{source} is not an address of this machine "
+                         f"({exc.strerror})") from None
 
 
 def _system_resolvers() -> list[Nameserver]:

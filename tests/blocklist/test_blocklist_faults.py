@@ -210,3 +210,18 @@ def test_hostname_that_does_not_exist_is_an_error_not_clean(faults: Faults) -> N
     assert bare.code == 0
     assert any(n.startswith("host.nodata.faults.test has no A or AAAA record")
                for n in bare.doc["notes"])
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("192.0.2.1", "--source: 192.0.2.1 is not an address of this machine"),
+    ("::1", "--source: ::1 is IPv6 but no --resolver is"),
+])
+def test_unusable_source_is_one_clear_error(rbl_good: Rbldnsd, source: str,
+                                            message: str) -> None:
+    """A --source the queries cannot leave from is the user's mistake: one message, exit 2,
+    not every list reported unusable with a socket error."""
+    run = run_cli("11.22.33.44", "--resolver", rbl_good.resolver, "--zones", "clean.bl.test",
+                  "--source", source)
+    assert run.code == 2
+    assert message in run.stderr
+    assert run.stdout == ""
