@@ -48,12 +48,36 @@ def parse_target(text: str) -> Target:
     try:
         addr = ipaddress.ip_address(candidate)
     except ValueError:
+        _name_the_mistake(raw)
         return Target(raw, TargetKind.NAME, to_alabel(raw))
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         # A server reached through a mapped address *is* that IPv4 host.
         addr = addr.ipv4_mapped
     kind = TargetKind.IPV4 if addr.version == 4 else TargetKind.IPV6
     return Target(raw, kind, addr.compressed)
+
+
+def _name_the_mistake(text: str) -> None:
+    """An InputError that says what a pasted CIDR range, host:port or URL is, rather than
+    reporting it as a domain with a bad label."""
+    if "://" in text:
+        raise InputError(text, "a URL is not a target: give its host name")
+    if "/" in text:
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            return
+        raise InputError(text, "a network range is not a target: blocklists list single "
+                         "addresses, so give each address to check")
+    host, sep, port = text.rpartition(":")
+    if sep and port.isdigit():
+        try:
+            ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+        except ValueError:
+            if "." not in host or ":" in host:
+                return
+        raise InputError(text, "a port is not part of a target: blocklists list addresses "
+                         f"and names, not services; give {host.strip('[]')} alone")
 
 
 def to_alabel(name: str) -> str:

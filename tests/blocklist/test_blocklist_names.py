@@ -53,6 +53,21 @@ def test_bad_targets_are_input_errors(text: str) -> None:
         parse_target(text)
 
 
+@pytest.mark.parametrize(("text", "says"), [
+    ("192.0.2.0/24", "a network range is not a target"),
+    ("2a01:4f8::/32", "a network range is not a target"),
+    ("11.22.33.44:25", "a port is not part of a target"),
+    ("[2a01:4f8::1]:25", "a port is not part of a target"),
+    ("http://mail.example.com/", "a URL is not a target"),
+])
+def test_common_mistakes_are_named(text: str, says: str) -> None:
+    """A sysadmin pastes a CIDR, host:port or URL: the error says what it is, not
+    'bad label'."""
+    with pytest.raises(InputError) as caught:
+        parse_target(text)
+    assert says in str(caught.value)
+
+
 @pytest.mark.parametrize(("addr", "why"), [("10.1.2.3", "private"), ("127.0.0.2", "loopback"),
                                            ("fe80::1", "link-local"), ("::1", "loopback"),
                                            ("11.22.33.44", None), ("2a01:4f8::1", None)])
