@@ -34,7 +34,7 @@ from relayguard.watch.metrics import Metrics, MetricsServer
 from relayguard.watch.pipeline import Pipeline
 from relayguard.watch.recheck import Rechecker
 from relayguard.watch.respond import Responder, ResponseError
-from relayguard.watch.state import StateDB
+from relayguard.watch.state import StateDB, StateLock
 
 log = logging.getLogger("relayguard.watch")
 
@@ -81,6 +81,11 @@ class Watcher:
         self.stdout = stdout or sys.stdout
         self.metrics = Metrics()
         self.db = StateDB(self.cfg.state)
+        try:
+            self.lock = StateLock(self.cfg.state)
+        except InputError:
+            self.db.close()
+            raise
         self.engine, changes = load_engine(self.db, self.cfg)
         self.pipeline = Pipeline(self.engine)
         self.followers: dict[str, FileFollower] = {}
@@ -212,6 +217,7 @@ class Watcher:
                         ", ".join(f"{ch}: {n}" for ch, n in sorted(pending.items())),
                         self.cfg.state)
         self.db.close()
+        self.lock.release()
         log.info("stopped after %d line(s)", self.engine.counters.lines)
 
     def reload(self) -> None:

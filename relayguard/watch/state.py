@@ -14,6 +14,7 @@ The pickle is trusted data: the file must be writable only by the watcher's user
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pickle
@@ -57,6 +58,30 @@ class OutboxRow:
     attempts: int
     next_try: float
     last_error: str | None
+
+
+class StateLock:
+    """The one watcher a state file may have: two would read the same lines and overwrite
+    each other's positions and detector state. An flock on the file itself (apart from
+    SQLite's own locks, so `--status` and the watcher's threads still read and write it);
+    the kernel drops it when the process ends, even by `kill -9`."""
+
+    def __init__(self, path: str) -> None:
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise InputError(path, f"cannot open the state database: {exc}") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            raise InputError(path, "in use by another `relayguard watch` (one watcher per "
+                                   "state file; give this one its own --state)") from None
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class StateDB:

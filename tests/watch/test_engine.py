@@ -23,6 +23,7 @@ from relayguard.watch.config import parse_config
 from relayguard.watch.engine import Engine
 from relayguard.watch.metrics import Metrics, parse_listen
 from relayguard.watch.state import StateDB
+from tests.watch.helpers import state, wait_until, watcher
 
 LINE = '{ip} - - [25/Nov/2026:08:{m:02d}:00 +0000] "{req}" {status} {size} "-" "-"\n'
 
@@ -255,6 +256,27 @@ def test_once_fails_while_an_alert_is_undelivered_and_delivers_it_next_run(tmp_p
     res = runner.invoke(app, ["watch", "-c", str(working), *args])
     assert res.exit_code == 0, res.output
     assert got.read_text().count('"event": "open"') == 1  # delivered once, not re-raised
+
+
+def test_a_second_watcher_on_the_same_state_is_refused(tmp_path: Path) -> None:
+    """Two watchers on one state file would read the same lines and overwrite each other's
+    positions: the second is a usage error while the first runs, `--status` still reads the
+    state, and once the first is killed (-9: no clean-up) a new watcher starts."""
+    log = tmp_path / "access.log"
+    log.write_text(LINE.format(ip="198.51.100.9", m=2, req="GET / HTTP/1.1", status=200,
+                               size=10))
+    db = tmp_path / "s.sqlite"
+    args = [str(log), "--state", str(db), "--from-beginning"]
+    runner = CliRunner()
+    with watcher(tmp_path, args) as first:
+        assert wait_until(lambda: state(db).get("lines") == 1, 20)
+        res = runner.invoke(app, ["watch", *args, "--once"])
+        assert res.exit_code == 2 and "in use by another `relayguard watch`" in res.output
+        res = runner.invoke(app, ["watch", "--status", "--state", str(db)])
+        assert res.exit_code == 0 and '"lines": 1' in res.output
+        first.kill9()
+    res = runner.invoke(app, ["watch", *args, "--once"])
+    assert res.exit_code == 0, res.output
 
 
 def test_a_volume_spike_opens_an_incident_and_alerts() -> None:

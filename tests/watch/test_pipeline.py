@@ -131,6 +131,7 @@ def test_a_checkpoint_with_blocks_in_flight_covers_only_fed_lines(tmp_path: Path
     w1.pipeline.worker.close()
     w1.dispatcher.stop()
     w1.db.close()
+    w1.lock.release()  # as the kernel does for a process that died
     w2, _out = _watcher(cfg, worker=True)
     w2.run(once=True)
     doc = status(str(tmp_path / "state.sqlite"))
