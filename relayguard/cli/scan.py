@@ -169,6 +169,9 @@ def scan_command(
             _usage(nagios, f"{name} must be between {low:g} and {high:g}")
     if root is not None and not root.is_dir():
         _usage(nagios, f"--root {root}: not a directory")
+    if no_probe and no_audit and no_logs and no_blocklist:
+        _usage(nagios, "nothing to check: --no-probe, --no-audit, --no-logs and --no-blocklist "
+               "together skip every check")
     options = ScanOptions(
         source=address_option("--source-address", source_address),
         canary_host=address_option("--canary-host", canary_host, reachable=True),

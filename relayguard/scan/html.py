@@ -126,8 +126,15 @@ def verdict_section(stats: dict[str, Any], report: Report) -> str:
         else "INCOMPLETE"
     return (f'<section class="verdict v-{cls}" id="verdict"><b>{e(word)}</b>'
             f"{e(stats.get('verdict_meaning', ''))}<div>{len(report.findings)} finding(s) · "
-            f"{len(report.errors)} check(s) that could not run · probes from "
-            f"{e(stats.get('probe_source') or 'the default route')}</div></section>")
+            f"{len(report.errors)} check(s) that could not run · {_probed(stats)}"
+            "</div></section>")
+
+
+def _probed(stats: dict[str, Any]) -> str:
+    """Where the probes came from, or that none were sent."""
+    if "probe" in (stats.get("skipped") or []):
+        return "not probed (--no-probe)"
+    return f"probes from {e(stats.get('probe_source') or 'the default route')}"
 
 
 def stories_section(stats: dict[str, Any]) -> str:

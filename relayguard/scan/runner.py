@@ -318,7 +318,9 @@ def scan_sites(sites: list[Site], options: ScanOptions,
         hosts = {a for a in (run.address, *(a for a, _p in run.extra)) if a}
         mine = [n for n in probe_notes
                 if any(n.startswith((h, f"[{h}]")) for h in hosts)]
-        out.append(_finish(run, stats, source, [*source_notes, *mine], skipped))
+        # No probe sent (--no-probe): no report may name a probe source.
+        out.append(_finish(run, stats, source if options.probe else None,
+                           [*source_notes, *mine], skipped))
     return out
 
 

@@ -252,3 +252,28 @@ def test_canary_behind_nat_with_canary_bind(tmp_path: Path) -> None:
     transcripts = "\n".join(e["text"] for f in doc["findings"] for e in f["evidence"]
                             if e["kind"] == "transcript")
     assert public in transcripts and private not in transcripts
+
+
+def test_every_check_skipped_is_a_usage_error_not_clean() -> None:
+    """With all four checks off nothing is assessed: a CLEAN verdict would be a lie."""
+    done = scan("127.0.10.99", "--no-probe", "--no-audit", "--no-logs", "--no-blocklist",
+                "--no-history")
+    assert done.returncode == 2
+    assert "nothing to check" in done.stderr
+    assert "CLEAN" not in done.stdout and "Traceback" not in done.stderr
+    nagios = scan("127.0.10.99", "--no-probe", "--no-audit", "--no-logs", "--no-blocklist",
+                  "--no-history", "--nagios")
+    assert nagios.returncode == 3 and nagios.stdout.startswith("RELAYGUARD UNKNOWN")
+
+
+def test_no_probe_scan_does_not_claim_probes(dnsbl: Any, db: str) -> None:
+    """--no-probe: no report may say where probes came from, since none were sent."""
+    args = ["127.0.10.99", "--no-probe", "--no-audit", "--no-logs", *blocklist_args(dnsbl),
+            "--db", db]
+    text = scan(*args)
+    assert text.returncode == 1, text.stderr
+    assert "VERDICT LISTED" in text.stdout and "probes came from" not in text.stdout
+    doc = json.loads(scan(*args, "--format", "json").stdout)
+    assert doc["stats"]["probe_source"] is None
+    page = scan(*args, "--format", "html").stdout
+    assert "not probed (--no-probe)" in page and "probes from" not in page
