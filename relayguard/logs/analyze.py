@@ -269,9 +269,10 @@ class LogAnalysis:
             return
         st.parsed += 1
         st.by_format[fmt.name] = st.by_format.get(fmt.name, 0) + 1
-        if self._in_range(rec.time):
+        in_range = self._in_range(rec.time)
+        if in_range:
             self.volume.feed_time(rec.time)
-            self.proxy.feed(rec, path, lineno, text)
+        self.proxy.feed(rec, path, lineno, text, in_range)
 
     def feed_mail_line(self, years: YearGuesser, path: str, lineno: int, raw: bytes) -> None:
         """Account one mail-log line (syslog, maillog_file or Exim mainlog)."""
@@ -288,8 +289,7 @@ class LogAnalysis:
         fam = "exim" if rec.program.startswith("exim") else (
             "postfix" if "postfix" in rec.program or "/" in rec.program else "syslog")
         st.by_format[fam] = st.by_format.get(fam, 0) + 1
-        if self._in_range(rec.time):
-            self.mail.feed(rec, path, lineno, text)
+        self.mail.feed(rec, path, lineno, text, self._in_range(rec.time))
 
     def _access_slow(self, path: str, head: bytes, stream: Any, problems: ReadProblems,
                      fmt: AccessFormat | SquidFormat) -> None:

@@ -169,8 +169,11 @@ class ProxyDetector:
         """A 2xx GET/HEAD of a local path and its size (fed directly by the fast path)."""
         self.local.note(path, size)
 
-    def feed(self, rec: AccessRecord, path: str, lineno: int, line: str) -> Incident | None:
-        """Account one request; returns the incident it joined (None for ordinary traffic)."""
+    def feed(self, rec: AccessRecord, path: str, lineno: int, line: str,
+             event: bool = True) -> Incident | None:
+        """Account one request; returns the incident it joined (None for ordinary traffic).
+        `event=False` (a line outside --since/--until) only teaches the site's own names,
+        pages and size unit, which judge the events in range: a window must not change them."""
         if rec.vhost:
             self.learned_names.add(rec.vhost.lower())
         method, target = rec.method, rec.target
@@ -190,7 +193,8 @@ class ProxyDetector:
                 req_path = m.group(3) or "/"
                 if host in self.given_names or (not self.given_names and host in
                                                 self.learned_names.keys):
-                    self.own_host_absolute += 1
+                    if event:
+                        self.own_host_absolute += 1
                     self._note_origin(rec, req_path)
                     return None
                 if rec.proxy_log and port not in SMTP_PORTS:
@@ -207,6 +211,8 @@ class ProxyDetector:
             else:
                 self._note_origin(rec, target)
                 return None
+        if not event:
+            return None
         inc = self.book.current(kind, rec.time)
         nbytes = rec.bytes_out if rec.bytes_out is not None else (rec.size or 0)
         outcome = self._outcome(rec, method)
@@ -607,15 +613,18 @@ class MailDetector:
                 self.msgs.popitem(last=False)
         return m
 
-    def feed(self, rec: SyslogLine, path: str, lineno: int, line: str) -> None:
-        """Account one syslog line (non-mail programs are ignored)."""
+    def feed(self, rec: SyslogLine, path: str, lineno: int, line: str,
+             event: bool = True) -> None:
+        """Account one syslog line (non-mail programs are ignored). `event=False` (a line
+        outside --since/--until) only records what later lines need: a message's client and
+        sender, and the domains delivered here; queued mail may leave hours after it came."""
         prog = rec.program
         if prog == "exim" or prog.startswith("exim"):
-            self._feed_exim(rec, path, lineno, line)
+            self._feed_exim(rec, path, lineno, line, event)
             return
         if prog.startswith("sendmail") or prog.startswith("sm-mta"):
             m = _SENDMAIL_RELAY_DENIED.search(rec.message)
-            if m is not None:
+            if m is not None and event:
                 self._reject(rec, m["ip"], "relay not permitted", m["to"],
                              Sample(path, lineno, line))
             return
@@ -626,7 +635,7 @@ class MailDetector:
         sample = Sample(path, lineno, line)
         if tail == "postscreen":  # rejects before smtpd: inbound, like smtpd's
             m = _PF_REJECT.match(msg)
-            if m is not None:
+            if m is not None and event:
                 self._reject(rec, m["ip"], m["text"], m["to"] or "", sample)
             return
         if tail == "smtpd":
@@ -635,6 +644,8 @@ class MailDetector:
                 st = self._msg(m["qid"])
                 assert st is not None
                 st.client_ip, st.client_host, st.user = m["ip"], m["host"], m["user"] or None
+                return
+            if not event:
                 return
             m = _PF_REJECT.match(msg)
             if m is not None:
@@ -650,7 +661,8 @@ class MailDetector:
                 st = self._msg(m["qid"])
                 assert st is not None
                 st.sender = m["from"]
-                self.senders.add(m["from"] or "<>")
+                if event:
+                    self.senders.add(m["from"] or "<>")
                 return
             m = _PF_REMOVED.match(msg)
             if m is not None:
@@ -667,7 +679,7 @@ class MailDetector:
             # mail for relay_domains — a backup MX or gateway doing its job
             intended = "relay" in prog.split("/")[1:]
             self._delivery(rec, m["qid"], m["to"], outbound, tail in LOCAL_TRANSPORTS,
-                           m["status"], m["text"] or "", sample, intended=intended)
+                           m["status"], m["text"] or "", sample, intended=intended, event=event)
 
     # -- shared mail logic ---------------------------------------------------------------------
     def _reject(self, rec: SyslogLine, ip: str, text: str, to: str, sample: Sample) -> None:
@@ -696,18 +708,21 @@ class MailDetector:
             self.sasl_burst_clients.add(ip)
 
     def _delivery(self, rec: SyslogLine, qid: str, to: str, outbound: bool, local: bool,
-                  status: str, text: str, sample: Sample, intended: bool = False) -> None:
+                  status: str, text: str, sample: Sample, intended: bool = False,
+                  event: bool = True) -> None:
         """One delivery attempt. `local`: delivered here (its domain is ours); `intended`:
         through Postfix's relay transport, i.e. for a domain this server relays for."""
         domain = _domain(to)
-        if status in self.counts:
-            self.counts[status] += 1
-        if status in ("deferred", "bounced") and rec.time is not None:
-            self.outcome_timeline.add(rec.time)
         if local and domain:
             self.local_domains.add(domain)
         if intended and domain:
             self.relay_domains.add(domain)
+        if not event:
+            return
+        if status in self.counts:
+            self.counts[status] += 1
+        if status in ("deferred", "bounced") and rec.time is not None:
+            self.outcome_timeline.add(rec.time)
         if not outbound:
             return
         reply = _REMOTE_REPLY.match(text) if status in ("bounced", "deferred") else None
@@ -753,7 +768,8 @@ class MailDetector:
                         status=status)
 
     # -- Exim ----------------------------------------------------------------------------------
-    def _feed_exim(self, rec: SyslogLine, path: str, lineno: int, line: str) -> None:
+    def _feed_exim(self, rec: SyslogLine, path: str, lineno: int, line: str,
+                   event: bool = True) -> None:
         msg = rec.message
         if rec.program != "exim" or msg[:2].isdigit():  # via syslog: drop Exim's own stamp
             msg = _EXIM_SYSLOG_PREFIX.sub("", msg, count=1)
@@ -765,7 +781,8 @@ class MailDetector:
             st.client_ip, st.sender = m["ip"], m["from"]
             auth = re.search(r" A=(?:[^:\s]+:)?(\S+)", msg)  # A=dovecot_plain:alice
             st.user = auth.group(1) if auth else None
-            self.senders.add(m["from"])
+            if event:
+                self.senders.add(m["from"])
             return
         m = _EXIM_DELIVERY.match(msg)
         if m is not None:
@@ -779,7 +796,9 @@ class MailDetector:
             # in Postfix's words, so one rule reads both: `host H[ip] said: 5xx …`
             text = f"host {err['host']}[{err['ip']}] said: {err['reply']}" if err else rest
             self._delivery(rec, m["id"], m["to"].strip("<>"), outbound,
-                           not outbound and flag == "=>", status, text, sample)
+                           not outbound and flag == "=>", status, text, sample, event=event)
+            return
+        if not event:
             return
         m = _EXIM_RELAY_DENIED.search(msg)
         if m is not None:

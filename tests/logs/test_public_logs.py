@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import calendar
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -129,3 +130,36 @@ def test_a_window_inside_one_minute_keeps_that_minute() -> None:
     window.fast = False
     slow = analyse([path], window).stats["requests_timeline"]["points"]
     assert [tuple(p) for p in slow] == [("2018-12-16T08:24:00Z", 241)]
+
+
+def test_a_narrow_window_judges_with_the_whole_logs_own_pages() -> None:
+    # secrepo's one absolute-URI request (line 493, 01:57:30Z) got the size of the site's own
+    # icon: served locally. The line-by-line path (formats with a Host field, ISO stamps)
+    # learned the site's pages only inside --since/--until, so a window around the request
+    # turned it into a possible proxy use; both paths must judge it as the whole log does
+    path = str(DATA / "apache-secrepo-2018" / "access-2018-12-15.log.gz")
+    moment = calendar.timegm((2018, 12, 16, 1, 57, 30))
+    for fast in (True, False):
+        report = analyse([path], LogOptions(since=moment, until=moment, fast=fast))
+        assert [(f.rule, f.severity.label) for f in report.findings] == [
+            ("LOGS-PROXY-SCAN", "info")], fast
+        (inc,) = report.stats["incidents"]
+        assert inc["verdict"] == "probably served locally" and inc["samples"][0]["line"] == 493
+        assert report.stats["own_host_absolute_requests"] == 0
+
+
+def test_mail_accepted_before_the_window_and_delivered_in_it_keeps_its_story() -> None:
+    # kdent's first message: smtpd `client=` and qmgr `from=` at 02:30:02-03 -0700, the smtp
+    # delivery at 02:30:05. A window from :05 on once dropped the message's client and sender
+    # (they were outside it), so its delivery belonged to nobody; queued mail is often
+    # delivered long after it was accepted (retries), so that would lose relay evidence
+    path = str(DATA / "postfix-kdent-2015" / "mail.log.gz")
+    sender = "bounce-7674096_HTML-718167168-58077078-10194953-2@bounce.vetstreetmail.com"
+    opts = LogOptions(year=2015, tz=ZoneInfo("America/Los_Angeles"),
+                      since=calendar.timegm((2015, 10, 22, 9, 30, 5)),
+                      until=calendar.timegm((2015, 10, 22, 9, 31, 0)))
+    mail = analyse([path], opts).stats["mail"]
+    assert mail["sent"] == 1
+    assert [tuple(x) for x in mail["outbound_by_sender"]] == [(sender, 1)]
+    # events stay in the window: the sender's queueing (02:30:03) is not one of them
+    assert mail["top_senders"] == [] and mail["rejects"] == 0
