@@ -72,7 +72,7 @@ def fleet_header(summary: Report, md: bool = False) -> str:
         lines += ["| site | host | verdict | findings | errors | headline |",
                   "|---|---|---|---|---|---|"]
         for r in rows:
-            cells = [printable(r[k]).replace("|", "\\|") for k in
+            cells = [escape_inline(str(r[k])) for k in
                      ("site", "host", "verdict", "findings", "errors", "headline")]
             lines.append("| " + " | ".join(cells) + " |")
     else:

@@ -334,3 +334,17 @@ def test_proc_net_parser_never_raises(rows: list[tuple[str, str, str]]) -> None:
                                    for i, (a, p, st_) in enumerate(rows))
     for s in parse_proc_net(text):
         assert 0 < s.port < 65536
+
+
+def test_fleet_markdown_table_renders_site_text_literally() -> None:
+    """Site names and headlines land in a Markdown table: HTML, links and `|` must render as
+    themselves in their own cell."""
+    from relayguard.scan.render import fleet_header
+
+    row = {"site": "a <b>x</b> | y", "host": "203.0.113.7", "verdict": "OPEN",
+           "findings": 1, "errors": 0, "headline": "[click](http://evil.example) `x`"}
+    text = fleet_header(Report("scan", stats={"sites": 1, "verdict": "OPEN", "fleet": [row]}),
+                        md=True)
+    line = next(ln for ln in text.splitlines() if "evil" in ln)
+    assert "\\<b\\>" in line and "\\[click\\]" in line and "\\`x\\`" in line
+    assert len(line.replace("\\|", "").split("|")) == 8  # six cells between the pipes
