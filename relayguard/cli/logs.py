@@ -54,7 +54,8 @@ def parse_zone(name: str | None) -> tzinfo | None:
 @click.option("--since", help="Only events at or after this ISO date/time (UTC if no zone).")
 @click.option("--until", help="Only events at or before this ISO date/time.")
 @click.option("--year", type=int,
-              help="Year of syslog lines without one (default: from the file date).")
+              help="Year the syslog lines (which carry none) start in; Dec -> Jan steps to "
+                   "the next (default: from the file date).")
 @click.option("--tz", help="Time zone the syslog (mail) logs were written in, e.g. Europe/Berlin "
               "(default: this machine's); their stamps carry none.")
 @click.option("--jobs", "-j", type=click.IntRange(0, 64), default=0,

@@ -122,6 +122,7 @@ class LogAnalysis:
         self.errors: list[ErrorEntry] = []
         self.skipped: list[str] = []
         self._specs: dict[str, Detected] = {}
+        self._years: dict[str, YearGuesser] = {}  # per rotated set, with --year
 
     def reconfigure(self, options: LogOptions) -> list[str]:
         """Take new options mid-stream (`watch` restart or SIGHUP): what the detectors
@@ -357,7 +358,13 @@ class LogAnalysis:
             mtime = os.stat(path).st_mtime if path != "-" else None
         except OSError:
             mtime = None
-        years = YearGuesser(reference=mtime, year=self.opt.year, tz=self.opt.tz)
+        if self.opt.year is not None and path != "-":
+            # --year is the year a rotated set starts in (read oldest first): it runs on from
+            # file to file, so mail.log's January follows mail.log.1's December
+            years = self._years.setdefault(rotation_base(path),
+                                           YearGuesser(year=self.opt.year, tz=self.opt.tz))
+        else:
+            years = YearGuesser(reference=mtime, year=self.opt.year, tz=self.opt.tz)
         for lineno, raw in enumerate(iter_lines(_Chain(head, stream), problems), 1):
             self.feed_mail_line(years, path, lineno, raw)
 

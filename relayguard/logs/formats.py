@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 
+from relayguard.digits import ascii_int, is_digits
+
 MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
@@ -101,7 +103,7 @@ def _clf_time(text: str) -> float | None:
             offset = 0
             tz = text[21:].strip()
             if tz:
-                if len(tz) != 5 or tz[0] not in "+-" or not tz[1:].isdigit():
+                if len(tz) != 5 or tz[0] not in "+-" or not is_digits(tz[1:]):
                     return None
                 offset = (int(tz[1:3]) * 60 + int(tz[3:5])) * 60
                 if tz[0] == "-":
@@ -114,7 +116,7 @@ def _clf_time(text: str) -> float | None:
             _minute_cache.clear()
         _minute_cache[key] = base
     sec = text[18:20]
-    if not sec.isdigit():
+    if not is_digits(sec):
         return None
     return base + int(sec)
 
@@ -197,7 +199,7 @@ def _strftime_to_parser(fmt: str):
         div = scale[fmt]
 
         def epoch(text: str) -> float | None:
-            if div is None or not text.isdigit():
+            if div is None or not is_digits(text):
                 return None
             return int(text) / div
         return epoch
@@ -295,16 +297,11 @@ class AccessFormat:
         status = g.get("status")
         size = g.get("size")
         head = (t, g.get("client") or "-", method, target,
-                int(status) if status and status.isdigit() else None,
-                int(size) if size and size.isdigit() else None)
+                ascii_int(status), ascii_int(size))
         if not self.extras:  # common, combined: nothing more to look up
             return (*head, None, None, None, None, None)
         return (*head, g.get("vhost"), _dash_none(g.get("host_header")),
-                _int(g.get("bytes_in")), _int(g.get("bytes_out")), _duration(g))
-
-
-def _int(text: str | None) -> int | None:
-    return int(text) if text and text.isdigit() else None
+                ascii_int(g.get("bytes_in")), ascii_int(g.get("bytes_out")), _duration(g))
 
 
 def _dash_none(text: str | None) -> str | None:
@@ -312,8 +309,9 @@ def _dash_none(text: str | None) -> str | None:
 
 
 def _duration(g: dict[str, str | None]) -> int | None:
-    if g.get("duration_us") and g["duration_us"].isdigit():  # type: ignore[union-attr]
-        return int(g["duration_us"])  # type: ignore[arg-type]
+    micros = ascii_int(g.get("duration_us"))
+    if micros is not None:
+        return micros
     text = g.get("duration_s")
     if text:
         try:
@@ -511,7 +509,7 @@ class SquidFormat:
         return AccessRecord(
             time=float(m["time"]), client=m["client"], method=m["method"], target=m["url"],
             status=int(m["status"]), size=int(m["size"]),
-            duration_us=int(m["elapsed"]) * 1000 if m["elapsed"].lstrip("-").isdigit() else None,
+            duration_us=int(m["elapsed"]) * 1000 if is_digits(m["elapsed"].lstrip("-")) else None,
             proxy_log=True, hier=m["hier"] or m["code"], size_unit="total",
         )
 
@@ -542,7 +540,6 @@ class YearGuesser:
     def __init__(self, reference: float | None = None, year: int | None = None,
                  tz: tzinfo | None = None) -> None:
         self.reference = reference
-        self.fixed = year
         self.year: int | None = year
         self.last_month = 0
         self.clock = LocalTime(tz)
@@ -554,7 +551,7 @@ class YearGuesser:
             self.year = ref.year
             if (month, day) > (ref.month, ref.day + 1):
                 self.year -= 1
-        elif self.last_month and month < self.last_month - 1 and self.fixed is None:
+        elif self.last_month and month < self.last_month - 1:
             self.year += 1
         self.last_month = month
         if not (1 <= day <= 31 and h < 24 and m < 60 and s < 61):
