@@ -43,6 +43,7 @@ from typing import Any
 
 from relayguard.audit.base import AuditResult
 from relayguard.catalogue import Rule
+from relayguard.digits import ascii_int
 from relayguard.findings import (
     Category,
     Confidence,
@@ -194,7 +195,7 @@ def _is_loopback(host: str) -> bool:
 
 def _port(listen: str) -> int | None:
     tail = listen.rpartition(":")[2]
-    return int(tail) if tail.isdigit() else None
+    return ascii_int(tail)
 
 
 def _on_loopback(listen: str) -> bool:

@@ -17,6 +17,7 @@ from pathlib import Path
 from relayguard.audit.base import AuditOptions, AuditResult, under_root
 from relayguard.audit.directive import Directive, read_lines
 from relayguard.audit.readfile import peek
+from relayguard.digits import is_digits
 from relayguard.errors import InputError
 from relayguard.findings import ErrorEntry
 
@@ -216,7 +217,7 @@ def _invocation(cfg: MicrosocksConfig, d: Directive, command: str,
             break
     port = 1080
     if "p" in opts:
-        if opts["p"].isdigit() and 0 < int(opts["p"]) < 65536:
+        if is_digits(opts["p"]) and 0 < int(opts["p"]) < 65536:
             port = int(opts["p"])
         else:
             cfg.errors.append(ErrorEntry(d.path, f"-p {opts['p']!r} is not a port", d.line))

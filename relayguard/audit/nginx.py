@@ -21,6 +21,7 @@ import crossplane
 
 from relayguard.audit.base import AuditOptions, AuditResult, IPAddress, under_root
 from relayguard.audit.readfile import lines_of, peek, read_text
+from relayguard.digits import ascii_int, is_digits
 from relayguard.errors import InputError
 from relayguard.findings import Edit, ErrorEntry
 
@@ -212,7 +213,7 @@ def parse_listen(args: list[str]) -> Listen | None:
     m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", spec)
     if m:
         addr, port = m.group(1), m.group(2) or "80"
-    elif spec.isdigit():
+    elif is_digits(spec):
         addr, port = "*", spec
     elif ":" in spec:
         addr, port = spec.rsplit(":", 1)
@@ -551,10 +552,10 @@ def connect_ports(args: list[str]) -> list[int] | None:
             return None
         if "-" in a:
             lo, _, hi = a.partition("-")
-            if lo.isdigit() and hi.isdigit():
+            if is_digits(lo) and is_digits(hi):
                 ports += [p for p in SMTP_PORTS if int(lo) <= p <= int(hi)]
                 ports += [int(lo)]
-        elif a.isdigit():
+        elif is_digits(a):
             ports.append(int(a))
     return sorted(set(ports))
 
@@ -571,7 +572,7 @@ def _stream_paths(srv: Server, base: list[Directive], taint: Taint,
         controlled = [v for v in variables_in(target) if taint.controlled(v)]
         if controlled:
             port_part = target.rpartition(":")[2] if ":" in target else ""
-            fixed = int(port_part) if port_part.isdigit() else None
+            fixed = ascii_int(port_part)
             out.append(ProxyPath("stream", d, srv, base, not closed,
                                  [fixed] if fixed is not None else None, True, True, guard,
                                  controlled))
@@ -593,7 +594,7 @@ def _upstream_target(target: str, base: list[Directive]) -> tuple[str, int | Non
                 if servers and servers[0].args:
                     target = servers[0].args[0]
     host, _, port = target.rpartition(":")
-    return host.strip("[]"), int(port) if port.isdigit() else None
+    return host.strip("[]"), ascii_int(port)
 
 
 def _is_loopback_name(host: str) -> bool:

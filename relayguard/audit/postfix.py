@@ -22,6 +22,7 @@ from pathlib import Path
 
 from relayguard.audit.base import AuditOptions, AuditResult, IPAddress, under_root
 from relayguard.audit.readfile import peek, read_text
+from relayguard.digits import ascii_int
 from relayguard.errors import InputError
 from relayguard.findings import ErrorEntry
 
@@ -723,7 +724,7 @@ def service_listen(svc: Service, params: Params, all_services: list[Service]) ->
     interfaces = split_list(params.get("inet_interfaces")) or ["all"]
     for name in names:
         host, _, port = name.rpartition(":")
-        port_no = PORT_NAMES.get(port, int(port) if port.isdigit() else 0)
+        port_no = PORT_NAMES.get(port, ascii_int(port) or 0)
         hosts = [host.strip("[]")] if host else [
             "*" if i in ("all",) else ("127.0.0.1" if i == "loopback-only" else i)
             for i in interfaces]

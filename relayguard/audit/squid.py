@@ -14,6 +14,7 @@ from relayguard.audit.base import AuditOptions, AuditResult, under_root
 from relayguard.audit.configtest import run_check
 from relayguard.audit.directive import Directive, read_lines
 from relayguard.audit.readfile import peek
+from relayguard.digits import is_digits
 from relayguard.errors import InputError
 from relayguard.findings import ErrorEntry
 
@@ -292,7 +293,7 @@ def _http_port(cfg: SquidConfig, d: Directive) -> HttpPort | None:
         port_text = rest.lstrip(":")
     elif ":" in spec:
         host, _, port_text = spec.rpartition(":")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not is_digits(port_text) or not 0 < int(port_text) < 65536:
         cfg.errors.append(ErrorEntry(d.path, f"http_port {spec}: not a valid port", d.line))
         return None
     mode = next((m for m in d.args[1:] if m in MODES), "forward")

@@ -17,6 +17,7 @@ from pathlib import Path
 from relayguard.audit.base import AuditOptions, AuditResult
 from relayguard.audit.directive import Directive, read_lines
 from relayguard.audit.readfile import peek
+from relayguard.digits import is_digits
 from relayguard.findings import ErrorEntry
 
 # tinyproxy 1.11 src/conf.c directive table; anything else is a syntax error for tinyproxy.
@@ -108,13 +109,13 @@ def _interpret(cfg: TinyproxyConfig, d: Directive) -> None:
     elif d.name == "listen":
         cfg.listens.append(d)
     elif d.name == "port":
-        if d.args[0].isdigit() and 0 < int(d.args[0]) < 65536:
+        if is_digits(d.args[0]) and 0 < int(d.args[0]) < 65536:
             cfg.port = d
         else:
             cfg.errors.append(ErrorEntry(d.path, f"Port {d.args[0]!r} is not a port number",
                                          d.line))
     elif d.name == "connectport":
-        if d.args[0].isdigit():
+        if is_digits(d.args[0]):
             cfg.connect_ports.append((int(d.args[0]), d))
         else:
             cfg.errors.append(ErrorEntry(d.path, f"ConnectPort {d.args[0]!r} is not a number",

@@ -33,6 +33,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from relayguard.blocklist.wire import query, question, read_reply
+from relayguard.digits import is_digits
 from relayguard.errors import InputError
 
 # dnspython caches rdata classes per (class, type) on first sight, and a record of class ANY
@@ -84,7 +85,7 @@ class Nameserver:
         except ValueError:
             raise InputError("--resolver", f"{text!r} is not an IP address (IP[:PORT]); "
                              "a resolver is named by address, not by name") from None
-        if not port.isdigit() or not 0 < int(port) < 65536:
+        if not is_digits(port) or not 0 < int(port) < 65536:
             raise InputError("--resolver", f"{text!r}: port must be 1-65535")
         return cls(addr.compressed, int(port))
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from relayguard.digits import is_digits
 from relayguard.errors import InputError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -70,7 +71,7 @@ def _name_the_mistake(text: str) -> None:
         raise InputError(text, "a network range is not a target: blocklists list single "
                          "addresses, so give each address to check")
     host, sep, port = text.rpartition(":")
-    if sep and port.isdigit():
+    if sep and is_digits(port):
         try:
             ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
         except ValueError:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from relayguard.cli import address_option, app, emit, fail, parse_fail_on, report_options
+from relayguard.digits import is_digits
 from relayguard.report import OutputFormat
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 def _hostport(option: str, text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
+    if not sep or not is_digits(port) or not 1 <= int(port) <= 65535 or not host:
         fail(f"{option} {text!r}: expected HOST:PORT")
     return host, int(port)
 

@@ -14,6 +14,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from relayguard.digits import is_digits
 from relayguard.logs.apacheconf import ProxyConfig
 from relayguard.logs.counting import Distinct, LruMap, Timeline, TopK, iso
 from relayguard.logs.formats import AccessRecord, SyslogLine
@@ -54,7 +55,7 @@ def _split_hostport(text: str, default: int | None) -> tuple[str, int | None]:
         host, port_text = text.split(":", 1)
     else:
         host, port_text = text, ""
-    port = int(port_text) if port_text.isdigit() and len(port_text) <= 5 else default
+    port = int(port_text) if is_digits(port_text) and len(port_text) <= 5 else default
     return host.lower().rstrip("."), port
 
 

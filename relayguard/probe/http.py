@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
+from relayguard.digits import is_digits
 from relayguard.findings import Confidence, Evidence, Location
 from relayguard.probe import rules
 from relayguard.probe.canary import CanaryHit, new_nonce
@@ -90,7 +91,7 @@ async def read_response(conn: Conn, head_only: bool = False) -> HttpResponse:
     if head_only or resp.status in (204, 304) or 100 <= resp.status < 200:
         return resp
     length = resp.headers.get("content-length", "")
-    if length.isdigit():
+    if is_digits(length):
         want = min(int(length), MAX_READ)
         try:
             resp.body = await conn.read_exact(want, "HTTP body", until)
@@ -250,7 +251,7 @@ async def _drain_refusal(conn: Conn, resp: HttpResponse) -> bool:
             or "transfer-encoding" in resp.headers:
         return False
     length = resp.headers.get("content-length", "0").strip()
-    if not length.isdigit() or int(length) > MAX_READ:
+    if not is_digits(length) or int(length) > MAX_READ:
         return False
     try:
         resp.body = await conn.read_exact(int(length), "HTTP body", conn.reply_deadline())
@@ -289,7 +290,7 @@ def granted_tunnel(result: PortResult, o: Outcome, seen: list[CanaryHit],
 def _has_body(resp: HttpResponse) -> bool:
     """A CONNECT reply with a body is an error page or a portal, never a tunnel (RFC 9110)."""
     length = resp.headers.get("content-length", "0").strip()
-    return (length.isdigit() and int(length) > 0) or "transfer-encoding" in resp.headers
+    return (is_digits(length) and int(length) > 0) or "transfer-encoding" in resp.headers
 
 
 async def tunnel_smtp_hello(conn: Conn, nonce: str) -> bytes:

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from relayguard.digits import is_digits
 from relayguard.errors import InputError, UsageError
 
 LARGE_V4_PREFIX = 20
@@ -31,7 +32,7 @@ class Target:
 
 
 def _port(text: str, original: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not is_digits(text) or not 1 <= int(text) <= 65535:
         raise UsageError(f"target {original!r}: port must be 1-65535")
     return int(text)
 

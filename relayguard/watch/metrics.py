@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from relayguard.digits import is_digits
 from relayguard.errors import InputError
 
 HELP = {
@@ -79,7 +80,7 @@ class Metrics:
 def parse_listen(text: str) -> tuple[str, int]:
     """`ADDR:PORT` or `[v6]:PORT`."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not is_digits(port) or not 0 < int(port) < 65536:
         raise InputError("--metrics", f"expected ADDR:PORT, got {text!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 

@@ -291,8 +291,36 @@ log_like = st.builds(
     text_lines, st.integers(0, 999), st.sampled_from(["-", "0", "123", "x"]), text_lines)
 
 
+# numbers with digit characters int() refuses though str.isdigit() accepts them ('²', '③')
+odd_number = st.text(alphabet="0123456789\u00b2\u2462\u0663-", min_size=1, max_size=6)
+odd_numbers_line = st.builds(
+    lambda port, sec, tz, size: f'198.51.100.7 - - [01/Mar/2026:10:00:{sec} +{tz}] '
+                                f'"CONNECT mx.example:{port} HTTP/1.1" 200 {size} "-" "-"',
+    odd_number, odd_number, odd_number, odd_number)
+
+
+def test_odd_digits_in_a_log_are_read_not_fatal(tmp_path: Path) -> None:
+    """A port, second, zone or size written with '²' stopped `relayguard logs` with a
+    traceback (`int()` after `str.isdigit()`): now such a port is no port, such a stamp no
+    stamp, and the line is counted like any other."""
+    log = tmp_path / "access.log"
+    log.write_text(
+        '198.51.100.7 - - [01/Mar/2026:10:00:00 +0000] "CONNECT mx.example:\u00b25 HTTP/1.1"'
+        ' 200 - "-" "-"\n'
+        '198.51.100.7 - - [01/Mar/2026:10:00:\u00b20 +0000] "GET / HTTP/1.1" 200 5 "-" "-"\n'
+        '198.51.100.7 - - [01/Mar/2026:10:00:00 +\u00b2000] "GET / HTTP/1.1" 200 5 "-" "-"\n'
+        '198.51.100.7 - - [01/Mar/2026:10:00:00 +0000] "GET http://x.example:\u00b2/ HTTP/1.1"'
+        ' 200 5 "-" "-"\n', encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "relayguard", "logs", str(log), "--format",
+                           "json"], capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["stats"]["lines"] == 4
+    assert {i["kind"] for i in doc["stats"]["incidents"]} == {"proxy-connect", "proxy-http"}
+
+
 @FUZZ
-@given(st.one_of(text_lines, log_like))
+@given(st.one_of(text_lines, log_like, odd_numbers_line))
 def test_fuzz_access_parsers_never_raise(s: str) -> None:
     det = ProxyDetector(frozenset({"www.example.com"}))
     for fmt in ACCESS_FORMATS:

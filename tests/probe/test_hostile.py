@@ -119,6 +119,15 @@ async def says_200_to_everything(reader: asyncio.StreamReader,
     writer.close()
 
 
+async def odd_length(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """200 to everything, its Content-Length a superscript two (b"\\xb2", '²' in the Latin-1
+    the head is read in): `str.isdigit()` says yes to it and `int()` refused it."""
+    await reader.read(4096)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n<html>hi</html>")
+    await writer.drain()
+    writer.close()
+
+
 async def socks_liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """SOCKS5 that grants every CONNECT and connects nowhere."""
     data = await reader.read(3)
@@ -144,6 +153,7 @@ HOSTILE: dict[str, tuple[Handler, str, bool]] = {
     "endless-smtp-banner": (endless_smtp_banner, "127.0.4.56", True),
     "says-200": (says_200_to_everything, "127.0.4.57", False),
     "socks-liar": (socks_liar, "127.0.4.58", False),
+    "odd-length": (odd_length, "127.0.4.63", False),
     "drip-http-lines": (drip_http_lines, "127.0.4.71", True),
     "drip-smtp-lines": (drip_smtp_lines, "127.0.4.72", True),
     "smtp-huge-lines": (smtp_huge_lines, "127.0.4.73", True),

@@ -39,6 +39,7 @@ def test_accepted_forms(text: str, expected: list[Target]) -> None:
     ("127.0.4.1:0", "port must be 1-65535"),
     ("127.0.4.1:65536", "port must be 1-65535"),
     ("127.0.4.1:http", "port must be 1-65535"),
+    ("127.0.4.1:\u00b2", "port must be 1-65535"),  # isdigit() but not int(): a traceback
     ("[::1]:99999", "port must be 1-65535"),
     ("[not-v6]:25", "not an IPv6 address"),
     ("1:2:3", "not an IPv6 address"),
@@ -78,7 +79,7 @@ def test_targets_file(tmp_path: Path) -> None:
 def test_ports() -> None:
     assert parse_ports("25,80,8000-8002,25") == (25, 80, 8000, 8001, 8002)
     for bad, reason in (("0", "1-65535"), ("9-3", "backwards"), (",", "no port"),
-                        ("a-b", "1-65535")):
+                        ("a-b", "1-65535"), ("\u00b2", "1-65535"), ("1-\u2462", "1-65535")):
         with pytest.raises(UsageError, match=reason):
             parse_ports(bad)
 
@@ -96,7 +97,7 @@ def test_fuzz_any_text_is_a_target_list_or_a_usage_error(text: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(alphabet="0123456789,- ", max_size=30))
+@given(st.text(alphabet="0123456789,- \u00b2\u0663", max_size=30))
 def test_fuzz_ports(text: str) -> None:
     try:
         ports = parse_ports(text)

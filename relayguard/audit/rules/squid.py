@@ -32,6 +32,7 @@ from relayguard.audit.addresses import (
 from relayguard.audit.base import AuditOptions, IPAddress
 from relayguard.audit.squid import BUILTIN_ACLS, AccessRule, Acl, HttpPort, SquidConfig
 from relayguard.catalogue import Rule
+from relayguard.digits import is_digits
 from relayguard.findings import Category, Confidence, Edit, Evidence, Finding, Severity
 
 REF = "https://www.squid-cache.org/Doc/config/"
@@ -247,7 +248,7 @@ def _ports(acl: Acl) -> list[tuple[int, int]]:
     out = []
     for v in acl.values:
         lo, _, hi = v.partition("-")
-        if lo.isdigit() and (not hi or hi.isdigit()):
+        if is_digits(lo) and (not hi or is_digits(hi)):
             out.append((int(lo), int(hi or lo)))
     return out
 
