@@ -63,6 +63,39 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) so far of process `pid` itself and of its descendants
+    (the watcher's scan worker, fail2ban's threads are its own), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def own(p: int) -> float:
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    def children(p: int) -> list[int]:
+        out: list[int] = []
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as fh:
+                    out += [int(c) for c in fh.read().split()]
+        except OSError:
+            pass
+        return out
+
+    kids, todo = 0.0, children(pid)
+    for _ in range(10_000):  # bounded walk of the tree
+        if not todo:
+            break
+        c = todo.pop()
+        kids += own(c)
+        todo += children(c)
+    return own(pid), kids
+
+
 def percentile(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
@@ -186,8 +219,9 @@ class Fail2ban:
 # ---------------------------------------------------------------------------------------------
 # the two measurements
 
-def throughput(work: Path, n: int, tool: str, timeout: float) -> tuple[float, float] | None:
-    """(lines/s, writer lines/s) for reading n freshly appended lines."""
+def throughput(work: Path, n: int, tool: str, timeout: float
+               ) -> tuple[float, float, str] | None:
+    """(lines/s, writer lines/s, where the CPU went) for reading n freshly appended lines."""
     log = work / f"tp-{tool}.log"
     log.write_text("")
     base = time.time() - 3600
@@ -217,12 +251,15 @@ def throughput(work: Path, n: int, tool: str, timeout: float) -> tuple[float, fl
         def done() -> bool:
             return (t_ref.failed() or 0) >= connects  # type: ignore[union-attr]
     try:
+        cpu0 = tree_cpu(t_ref.proc.pid)
         t0 = time.monotonic()
+        writer0 = time.thread_time()
         with open(log, "ab") as fh:
             for b in blocks:
                 fh.write(b)
                 fh.flush()
         t_written = time.monotonic() - t0
+        writer = time.thread_time() - writer0
         # the moment the last line was read lies after the start of the last poll that said
         # "not yet" and before the end of the first that said "done": take the middle. Polls
         # cost the tools time (each is an HTTP request to the watcher's metrics thread, which
@@ -239,7 +276,15 @@ def throughput(work: Path, n: int, tool: str, timeout: float) -> tuple[float, fl
                 return None
             time.sleep(0.05 if tool == "relayguard" else 0.1)
         elapsed = (last_miss + time.monotonic()) / 2 - t0
-        return n / elapsed, n / max(t_written, 1e-9)
+        cpu1 = tree_cpu(t_ref.proc.pid)
+        own, kids = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+        # both figures include the polls' share (a metrics request, a client start)
+        where = (f"CPU in the run: {tool} {own:.2f} s" +
+                 (f", its scan worker {kids:.2f} s" if tool == "relayguard" else
+                  f", its children {kids:.2f} s" if kids else "") +
+                 f", the writer {writer:.2f} s; wall {elapsed:.2f} s on "
+                 f"{os.cpu_count()} CPUs")
+        return n / elapsed, n / max(t_written, 1e-9), where
     finally:
         t_ref.stop()
 
@@ -320,12 +365,14 @@ def main() -> None:
         print(f"relayguard watch vs fail2ban-server  ({os.cpu_count()} CPUs)")
         rg_tp = throughput(work, args.lines, "relayguard", 300)
         print(f"throughput  relayguard: {rg_tp[0]:>12,.0f} lines/s  ({args.lines:,} lines; "
-              f"writer {rg_tp[1]:,.0f} lines/s)" if rg_tp else "throughput  relayguard: timeout")
+              f"writer {rg_tp[1]:,.0f} lines/s)\n            {rg_tp[2]}" if rg_tp
+              else "throughput  relayguard: timeout")
         f2b_tp = None
         if have_f2b:
             f2b_tp = throughput(work, args.f2b_lines, "fail2ban", 600)
             print(f"throughput  fail2ban:   {f2b_tp[0]:>12,.0f} lines/s  ({args.f2b_lines:,} "
-                  f"lines)" if f2b_tp else "throughput  fail2ban:   timeout")
+                  f"lines)\n            {f2b_tp[2]}" if f2b_tp
+                  else "throughput  fail2ban:   timeout")
             if rg_tp and f2b_tp:
                 print(f"            ratio:      {rg_tp[0] / f2b_tp[0]:>12.1f} x")
         for tool in ("relayguard", "fail2ban") if have_f2b else ("relayguard",):
