@@ -42,7 +42,7 @@ padding:.5em;margin:.3em 0;font-size:12.5px;max-height:24em;overflow:auto}
 td.todo{white-space:pre-line}
 .scroll table{min-width:640px}
 td,th{border:1px solid #d8dbe0;padding:.3em .6em;text-align:left;vertical-align:top;
-font-size:.9em;word-break:break-word}
+font-size:.9em;overflow-wrap:break-word}
 th{background:#eef0f3}
 .chart svg{width:100%;height:auto;background:#fff;border:1px solid #d8dbe0;border-radius:6px}
 details summary{cursor:pointer;color:#334155}
