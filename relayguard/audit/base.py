@@ -71,8 +71,10 @@ class Auditor(Protocol):
 
 
 def under_root(path: str | Path, root: Path | None) -> Path:
-    """Map an absolute path named inside a config onto the audited tree (`--root`)."""
+    """Map an absolute path named inside a config onto the audited tree (`--root`); the
+    result stays absolute even for a relative root, so parsers that resolve relative paths
+    against the including file's directory do not misread it."""
     p = Path(path)
     if root is None or not p.is_absolute():
         return p
-    return root / p.relative_to(p.anchor)
+    return root.absolute() / p.relative_to(p.anchor)

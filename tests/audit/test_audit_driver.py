@@ -58,3 +58,22 @@ def test_the_same_config_named_twice_is_audited_once(tmp_path: Path) -> None:
         [f["fingerprint"] for f in once["findings"]]
     assert twice["stats"]["configs"] == 1
     assert sum("given more than once" in n for n in twice["notes"]) == 2
+
+
+REAL_SQUID = Path(__file__).resolve().parents[2].parent / "shared/data/real-configs/squid"
+
+
+def test_relative_root_reads_absolute_includes_under_it(tmp_path: Path) -> None:
+    """`--root backup` (relative, as typed in a shell) must map the stock
+    `include /etc/squid/conf.d/*.conf` into the backup, like an absolute --root does."""
+    etc = tmp_path / "backup/etc/squid"
+    (etc / "conf.d").mkdir(parents=True)
+    (etc / "squid.conf").write_bytes((REAL_SQUID / "squid.conf").read_bytes())
+    (etc / "conf.d/debian.conf").write_bytes((REAL_SQUID / "conf.d-debian.conf").read_bytes())
+    (etc / "conf.d/open.conf").write_text("http_access allow all\n", encoding="utf-8")
+    code, doc = audit("--root", "backup", "backup/etc/squid", cwd=tmp_path)
+    assert messages(doc) == []
+    opened = [f for f in doc["findings"] if f["rule"] == "SQUID-OPEN-HTTP-ACCESS"]
+    assert [(Path(f["location"]["path"]).name, f["location"]["line"]) for f in opened] == \
+        [("open.conf", 1)]
+    assert code == 1
