@@ -528,34 +528,44 @@ _EXIM_MAIN = re.compile(
     r"(?: \[(?P<pid>\d+)\])? (?P<msg>.*)$")
 
 
+HALF_YEAR = 6 * 31  # in YearGuesser's month * 31 + day
+
+
 class YearGuesser:
     """Years for `Mon DD HH:MM:SS` stamps: a reference date, then forward through the file.
 
     The first stamp gets the reference year (the file's mtime or `--year`), moved one year
-    back if that would put it in the future; later stamps keep that year and step to the next
-    one when the month goes backwards by more than a month (Dec -> Jan rollover), tolerating
-    the small disorder syslog has.
+    back if that would put it in the future; each later stamp takes the year that puts it
+    nearest the stamp before it: more than half a year back is the next year (Dec -> Jan),
+    more than half a year ahead the year before (a late December line after midnight). A
+    clock set back for a moment (1 January at a boot without a real-time clock) is then
+    that year's January, and the lines after it keep their year.
     """
 
     def __init__(self, reference: float | None = None, year: int | None = None,
                  tz: tzinfo | None = None) -> None:
         self.reference = reference
         self.year: int | None = year
-        self.last_month = 0
+        self.last_day = 0  # month * 31 + day of the stamp before
         self.clock = LocalTime(tz)
 
     def epoch(self, month: int, day: int, h: int, m: int, s: int) -> float | None:
+        if not (1 <= day <= 31 and h < 24 and m < 60 and s < 61):
+            return None  # before the year moves: a broken stamp says nothing about it
         if self.year is None:
             ref = datetime.utcfromtimestamp(self.reference) if self.reference is not None \
                 else datetime.utcnow()
             self.year = ref.year
             if (month, day) > (ref.month, ref.day + 1):
                 self.year -= 1
-        elif self.last_month and month < self.last_month - 1:
-            self.year += 1
-        self.last_month = month
-        if not (1 <= day <= 31 and h < 24 and m < 60 and s < 61):
-            return None
+        day_of_year = month * 31 + day
+        if self.last_day:
+            step = day_of_year - self.last_day
+            if step < -HALF_YEAR:
+                self.year += 1
+            elif step > HALF_YEAR:
+                self.year -= 1
+        self.last_day = day_of_year
         try:
             datetime(self.year, month, day)
         except ValueError:

@@ -1,7 +1,9 @@
-"""Syslog stamps have no year. A real Postfix, its clock set to New Year's Eve (libfaketime),
-refuses one relay attempt before midnight and one after: with `--year` naming the year the
-log starts in, the January lines belong to the next year, in one file and across a rotated
-pair, as they do when the year is inferred from the file's date."""
+"""Syslog stamps have no year. A real Postfix, its clock set by the test (libfaketime),
+refuses relay attempts at chosen times. Across New Year's Eve, with `--year` naming the year
+the log starts in, the January lines belong to the next year, in one file and across a
+rotated pair, as they do when the year is inferred from the file's date. A clock that jumps
+back to 1 January for a moment (a machine booting without a real-time clock, until NTP sets
+it) is no New Year: the lines after it keep their year."""
 
 from __future__ import annotations
 
@@ -22,33 +24,40 @@ pytestmark = pytest.mark.server
 
 MTA, CLIENT = "127.0.5.91", "127.0.5.92"
 EVE = calendar.timegm((2025, 12, 31, 23, 59, 50))
+JUNE = calendar.timegm((2026, 6, 14, 12, 0, 0))
+BOOT = calendar.timegm((2026, 1, 1, 0, 0, 12))  # the clock before NTP set it
 # the daemons Postfix's master starts get only the environment it imports
 FAKETIME_ENV = ("import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C "
                 "POSTLOG_SERVICE POSTLOG_HOSTNAME LD_PRELOAD FAKETIME_TIMESTAMP_FILE "
                 "FAKETIME_NO_CACHE FAKETIME_DONT_RESET\n")
 
 
-@pytest.fixture(scope="module")
-def new_year_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    keep = tmp_path_factory.mktemp("newyear") / "mail.log"
+def _refusals_at(times: tuple[float, ...], keep: Path) -> str:
+    """The maillog of a closed Postfix refusing one relay attempt at each of `times`."""
     saved = dict(os.environ)
     with fake_clock() as clock:
-        clock.at(EVE)
+        clock.at(times[0])
         os.environ.update({**clock.env(), "TZ": "UTC"})  # what master and its daemons inherit
         try:
             with postfix(MTA, 2525, "mynetworks = 127.0.0.1/32\n" + FAKETIME_ENV) as mta:
                 os.environ.clear()
                 os.environ.update(saved)
-                for n, at in enumerate((EVE, EVE + 20)):
+                for n, at in enumerate(times):
                     clock.at(at)
                     replies = _smtp(MTA, 2525, CLIENT, [f"x{n}@far.test"])
                     assert replies[3].startswith("454 4.7.1"), replies
-                _wait_log(lambda: mta.log("mail"), "Relay access denied", 2)
+                _wait_log(lambda: mta.log("mail"), "Relay access denied", len(times))
                 keep.write_bytes(mta.logs["mail"].read_bytes())
         finally:
             os.environ.clear()
             os.environ.update(saved)
-    text = keep.read_text()
+    return keep.read_text()
+
+
+@pytest.fixture(scope="module")
+def new_year_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    keep = tmp_path_factory.mktemp("newyear") / "mail.log"
+    text = _refusals_at((EVE, EVE + 20), keep)
     assert "Dec 31 23:59:" in text and "Jan 01 00:00:" in text, text
     yield keep
 
@@ -73,3 +82,17 @@ def test_year_rolls_over_across_a_rotated_pair(new_year_log: Path, tmp_path: Pat
     (tmp_path / "mail.log").write_text("".join(lines[cut:]))
     pair = [tmp_path / "mail.log", tmp_path / "mail.log.1"]
     assert _attempts(pair, 2025) == ("2025-12-31T23:59", "2026-01-01T00:00", 2)
+
+
+def test_a_clock_reset_to_january_is_no_new_year(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    text = _refusals_at((JUNE, BOOT, JUNE + 330), log)
+    assert "Jun 14 12:00:" in text and "Jan 01 00:00:" in text and "Jun 14 12:05:" in text
+    os.utime(log, (JUNE + 3600, JUNE + 3600))  # the file's date: that afternoon
+    report = analyse([str(log)], LogOptions(tz=UTC))
+    got = sorted((i["first_seen"][:16], i["last_seen"][:16], i["events"])
+                 for i in report.stats["incidents"] if i["kind"] == "smtp-relay-denied")
+    # the boot line is read as this year's 1 January; the June lines after it stay in 2026
+    # (they once moved to June 2027, after the file was written). A step back in time joins
+    # the incident it falls behind, as the disorder of busy logs must
+    assert got == [("2026-01-01T00:00", "2026-06-14T12:05", 3)]
