@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
@@ -63,6 +64,18 @@ def parsed_too_little(lines: int, parsed: int) -> bool:
 
 
 PARSE_BATCH = 4096  # candidate lines parsed at once: a chunk of nothing else has ~80,000
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of a regular file; None for stdin, pipes and what cannot be read
+    (opening it reports why)."""
+    if path == "-":
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
 @dataclass
@@ -139,7 +152,15 @@ class LogAnalysis:
 
     # -- inputs ----------------------------------------------------------------------------
     def run(self, paths: list[str]) -> Report:
+        seen: dict[tuple[int, int], str] = {}
         for path in order_rotated(paths):
+            # one file under two names (./x and x, a symlink, a hard link) would count twice
+            ident = _file_identity(path)
+            if ident is not None and ident in seen:
+                self.skipped.append(f"{path}: the same file as {seen[ident]}, read once")
+                continue
+            if ident is not None:
+                seen[ident] = path
             self.analyse_path(path)
         return self.report()
 

@@ -163,3 +163,19 @@ def test_mail_accepted_before_the_window_and_delivered_in_it_keeps_its_story() -
     assert [tuple(x) for x in mail["outbound_by_sender"]] == [(sender, 1)]
     # events stay in the window: the sender's queueing (02:30:03) is not one of them
     assert mail["top_senders"] == [] and mail["rejects"] == 0
+
+
+def test_one_file_named_twice_is_read_once(tmp_path: Path) -> None:
+    # `access.log ./access.log`, a symlinked log directory (/var/log/httpd ->
+    # /var/log/apache2), a relative and an absolute path: one file, counted once
+    path = DATA / "apache-secrepo-2018" / "access-2018-12-15.log.gz"
+    link = tmp_path / "access.log.gz"
+    link.symlink_to(path)
+    report = analyse([str(path), str(link), f"{path.parent}/./{path.name}"])
+    assert report.errors == ()
+    assert report.stats["lines"] == 4961 and len(report.stats["files"]) == 1
+    (inc,) = [i for i in report.stats["incidents"] if i["kind"] == "proxy-http"]
+    assert inc["events"] == 1
+    assert [i["events"] for i in report.stats["incidents"] if i["kind"] == "volume-spike"] == \
+        [302, 2607]
+    assert sum(f"the same file as {path}" in n for n in report.notes) == 2
