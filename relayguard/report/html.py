@@ -11,6 +11,7 @@ from typing import Any
 
 from relayguard import __version__
 from relayguard.findings import Report
+from relayguard.report import printable
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
@@ -26,8 +27,10 @@ svg{background:#fafafa;border:1px solid #ddd} .meta{color:#666}
 _COLORS = ["#d33", "#36c", "#393", "#c80", "#939", "#099", "#666"]
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+def escape(value: Any) -> str:
+    """Escape for HTML text and attributes, control characters and bidi overrides made
+    visible first (`printable`): evidence must not reorder or hide what a person reads."""
+    return html.escape(printable(value), quote=True)
 
 
 def _epoch(text: str) -> float:
@@ -62,18 +65,18 @@ def _svg_timelines(series: list[tuple[str, int, list[list[Any]]]], width: int = 
         ymax = max(n for _, n in ps) or 1
         color = _COLORS[i % len(_COLORS)]
         bar = max(1.0, bucket / span * w)
-        out.append(f'<text x="{left}" y="{top - 4}" font-size="12" fill="{color}">{_e(name)} '
-                   f'(max {_e(ymax)} per {_e(bucket // 60)} min)</text>')
+        out.append(f'<text x="{left}" y="{top - 4}" font-size="12" fill="{color}">{escape(name)} '
+                   f'(max {escape(ymax)} per {escape(bucket // 60)} min)</text>')
         out.append(f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" '
                    'stroke="#bbb"/>')
         for t, n in ps:
             x = left + (t - t0) / span * w
             bh = max(1.0, n / ymax * h)
             out.append(f'<rect x="{x:.1f}" y="{top + h - bh:.1f}" width="{bar:.1f}" '
-                       f'height="{bh:.1f}" fill="{color}"><title>{_e(iso(t))}: {_e(n)}'
+                       f'height="{bh:.1f}" fill="{color}"><title>{escape(iso(t))}: {escape(n)}'
                        f'</title></rect>')
-    out.append(f'<text x="{left}" y="{height - 4}" font-size="11">{_e(iso(t0))}</text>')
-    out.append(f'<text x="{left + w - 130}" y="{height - 4}" font-size="11">{_e(iso(t1))}'
+    out.append(f'<text x="{left}" y="{height - 4}" font-size="11">{escape(iso(t0))}</text>')
+    out.append(f'<text x="{left + w - 130}" y="{height - 4}" font-size="11">{escape(iso(t1))}'
                '</text>')
     out.append("</svg>")
     return "".join(out)
@@ -97,9 +100,10 @@ def _incident_window(incidents: list[dict[str, Any]],
 def render_html(report: Report) -> str:
     """The whole report as one HTML document with no external references."""
     parts = ["<!DOCTYPE html><html><head><meta charset=utf-8>",
-             f"<title>relayguard {_e(report.command)}</title><style>{_CSS}</style></head><body>",
-             f"<h1>relayguard {_e(report.command)}</h1>",
-             f"<p class=meta>relayguard {_e(__version__)} · {len(report.findings)} finding(s)"
+             f"<title>relayguard {escape(report.command)}</title><style>{_CSS}</style>"
+             "</head><body>",
+             f"<h1>relayguard {escape(report.command)}</h1>",
+             f"<p class=meta>relayguard {escape(__version__)} · {len(report.findings)} finding(s)"
              f" · {len(report.errors)} error(s)</p>"]
     stats = report.stats
     incidents = stats.get("incidents") if isinstance(stats, dict) else None
@@ -128,28 +132,29 @@ def render_html(report: Report) -> str:
                 clients = ", ".join(f"{c} ({n})" for c, n in inc["clients"][:5])
                 dests = ", ".join(f"{c} ({n})" for c, n in inc["destinations"][:5])
                 parts.append(
-                    f"<tr><td>{_e(inc['kind'])}</td><td>{_e(inc['verdict'])}</td>"
-                    f"<td>{_e(inc['first_seen'])}</td><td>{_e(inc['last_seen'])}</td>"
-                    f"<td>{_e(inc['events'])}</td><td>{_e(inc['outcomes'])}</td>"
-                    f"<td>{_e(clients)}</td><td>{_e(dests)}</td></tr>")
+                    f"<tr><td>{escape(inc['kind'])}</td><td>{escape(inc['verdict'])}</td>"
+                    f"<td>{escape(inc['first_seen'])}</td><td>{escape(inc['last_seen'])}</td>"
+                    f"<td>{escape(inc['events'])}</td><td>{escape(inc['outcomes'])}</td>"
+                    f"<td>{escape(clients)}</td><td>{escape(dests)}</td></tr>")
             parts.append("</table>")
     parts.append("<h2>Findings</h2>")
     if not report.findings:
         parts.append("<p>No findings.</p>")
     for f in report.sorted_findings():
-        parts.append(f'<div class=f><span class="sev {_e(f.severity.label)}">'
-                     f"{_e(f.severity.label.upper())}</span> <b>{_e(f.title)}</b>"
-                     f"<div class=meta>{_e(f.rule)} · {_e(f.category.value)} · confidence "
-                     f"{_e(f.confidence.label)} · {_e(f.location)}</div>")
+        parts.append(f'<div class=f><span class="sev {escape(f.severity.label)}">'
+                     f"{escape(f.severity.label.upper())}</span> <b>{escape(f.title)}</b>"
+                     f"<div class=meta>{escape(f.rule)} · {escape(f.category.value)} · confidence "
+                     f"{escape(f.confidence.label)} · {escape(f.location)}</div>")
         for ev in f.evidence:
-            where = f" ({_e(ev.location)})" if ev.location else ""
-            parts.append(f"<div class=meta>{_e(ev.kind)}{where}</div><pre>{_e(ev.text)}</pre>")
+            where = f" ({escape(ev.location)})" if ev.location else ""
+            parts.append(f"<div class=meta>{escape(ev.kind)}{where}</div>"
+                         f"<pre>{escape(ev.text)}</pre>")
         if f.fix:
-            parts.append(f"<div><b>fix:</b><pre>{_e(f.fix)}</pre></div>")
+            parts.append(f"<div><b>fix:</b><pre>{escape(f.fix)}</pre></div>")
         parts.append("</div>")
     if report.errors:
         parts.append("<h2>Errors (the result is incomplete, not clean)</h2><ul>")
-        parts.extend(f"<li>{_e(e)}</li>" for e in report.errors)
+        parts.extend(f"<li>{escape(e)}</li>" for e in report.errors)
         parts.append("</ul>")
     if isinstance(stats, dict):
         scalars = {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}
@@ -157,10 +162,10 @@ def render_html(report: Report) -> str:
             scalars["by_format"] = stats["by_format"]
         if scalars:
             parts.append("<h2>Statistics</h2><table>")
-            parts.extend(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>"
+            parts.extend(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>"
                          for k, v in scalars.items())
             parts.append("</table>")
     for note in report.notes:
-        parts.append(f"<p class=meta>note: {_e(note)}</p>")
+        parts.append(f"<p class=meta>note: {escape(note)}</p>")
     parts.append("</body></html>\n")
     return "".join(parts)

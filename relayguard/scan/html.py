@@ -8,12 +8,11 @@ structure, escaping and timeline chart they reuse.
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 from relayguard import __version__
 from relayguard.findings import CATEGORY_MEANINGS, Category, Report
-from relayguard.report import printable
+from relayguard.report.html import escape as e
 
 CSS = """
 *{box-sizing:border-box}
@@ -50,11 +49,6 @@ details summary{cursor:pointer;color:#334155}
 """
 _COLORS = ["#dc2626", "#2563eb", "#16a34a", "#d97706", "#9333ea", "#0891b2", "#525252"]
 SOURCE_WORD = {"audit": "config", "probe": "probe", "logs": "logs", "blocklist": "blocklist"}
-
-
-def e(value: Any) -> str:
-    """Escape for HTML text and attributes (control characters made visible first)."""
-    return html.escape(printable(value), quote=True)
 
 
 def svg_timeline(series: list[tuple[str, list[list[Any]]]], label: str,
