@@ -13,6 +13,7 @@ from typing import Any
 from relayguard import __version__
 from relayguard.findings import CATEGORY_MEANINGS, Category, Report
 from relayguard.report.html import escape as e
+from relayguard.scan.correlate import SOURCE_WORDS
 
 CSS = """
 *{box-sizing:border-box}
@@ -48,7 +49,6 @@ details summary{cursor:pointer;color:#334155}
 @media (max-width:600px){main{padding:.6em}body{font-size:14px}.verdict b{font-size:1.3em}}
 """
 _COLORS = ["#dc2626", "#2563eb", "#16a34a", "#d97706", "#9333ea", "#0891b2", "#525252"]
-SOURCE_WORD = {"audit": "config", "probe": "probe", "logs": "logs", "blocklist": "blocklist"}
 
 
 def svg_timeline(series: list[tuple[str, list[list[Any]]]], label: str,
@@ -138,7 +138,7 @@ def stories_section(stats: dict[str, Any]) -> str:
     out = ['<h2 id="stories">What to do, most urgent first</h2>']
     for i, s in enumerate(stories, 1):
         chips = "".join(f'<span class="chip{" on" if k in s["evidence"] else ""}">'
-                        f"{e(word)}</span>" for k, word in SOURCE_WORD.items())
+                        f"{e(word)}</span>" for k, word in SOURCE_WORDS.items())
         out.append(f'<div class="card story"><h3>{i}. <span class="sev {e(s["severity"])}">'
                    f'{e(str(s["severity"]).upper())}</span> {e(s["headline"])}</h3>')
         if s.get("fix"):

@@ -13,14 +13,13 @@ from typing import Any
 from relayguard.findings import Report
 from relayguard.report import OutputFormat, printable, render
 from relayguard.report.markdown import _fence, escape_inline
-
-_SOURCE_WORD = {"audit": "config", "probe": "probe", "logs": "logs", "blocklist": "blocklist"}
+from relayguard.scan.correlate import SOURCE_WORDS
 
 
 def _story_lines(stats: dict[str, Any], md: bool) -> list[str]:
     out: list[str] = []
     for i, story in enumerate(stats.get("stories") or [], 1):
-        seen = ", ".join(_SOURCE_WORD.get(s, s) for s in story["evidence"])
+        seen = ", ".join(SOURCE_WORDS.get(s, s) for s in story["evidence"])
         head = f"{story['severity'].upper()}, {story['confidence']}: {story['headline']}"
         if md:
             out.append(f"{i}. **{escape_inline(head)}**")
