@@ -83,6 +83,10 @@ def logs_command(
     from relayguard.logs.apacheconf import ApacheLogSettings, read_apache_config
 
     severity = parse_fail_on(fail_on)
+    since_t, until_t = _parse_when(since, "--since"), _parse_when(until, "--until")
+    if since_t is not None and until_t is not None and until_t < since_t:
+        # it would select nothing and read as a clean result
+        raise click.BadParameter(f"{until!r} is before --since {since!r}", param_hint="--until")
     settings = ApacheLogSettings()
     if apache_config is not None:
         try:
@@ -98,8 +102,8 @@ def logs_command(
         format_nicknames=settings.nicknames,
         proxy_config=settings.proxy,
         config_notes=tuple(f"--apache-config: {e}" for e in settings.errors),
-        since=_parse_when(since, "--since"),
-        until=_parse_when(until, "--until"),
+        since=since_t,
+        until=until_t,
         year=year,
         tz=parse_zone(tz),
         jobs=jobs,

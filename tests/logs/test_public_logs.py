@@ -5,6 +5,8 @@ blocklisted", and the secrepo site's own absolute-URI request not reported for i
 from __future__ import annotations
 
 import calendar
+import subprocess
+import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -179,3 +181,14 @@ def test_one_file_named_twice_is_read_once(tmp_path: Path) -> None:
     assert [i["events"] for i in report.stats["incidents"] if i["kind"] == "volume-spike"] == \
         [302, 2607]
     assert sum(f"the same file as {path}" in n for n in report.notes) == 2
+
+
+def test_a_window_that_ends_before_it_starts_is_a_usage_error() -> None:
+    # swapped dates would select nothing and say "no findings", exit 0: a clean result from
+    # a question that cannot have an answer
+    path = str(DATA / "apache-secrepo-2018" / "access-2018-12-15.log.gz")
+    proc = subprocess.run([sys.executable, "-m", "relayguard", "logs", path, "-f", "json",
+                           "--since", "2018-12-17", "--until", "2018-12-16"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "--until" in proc.stderr and "before --since" in proc.stderr
