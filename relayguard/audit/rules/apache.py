@@ -454,7 +454,11 @@ def check(cfg: ApacheConfig, options: AuditOptions) -> tuple[list[Finding], dict
         cfg.has_module("proxy_connect_module", "mod_proxy_connect.c")
     exposed = _exposure(main, ctx.client)
     for entry in entry_points(cfg, main, vhosts):
+        before = len(ctx.findings)
         _check_forward_proxy(ctx, entry, proxy_http, proxy_connect, exposed)
+        if exposed and _loopback_vhost(entry.server, ctx.client):
+            ctx.findings[before:] = [_downgrade(f, _LOOPBACK_VHOST_NOTE)
+                                     for f in ctx.findings[before:]]
     _check_nondefault_vhosts(ctx, entry_points(cfg, main, vhosts))
     if proxy_http:
         ctx.findings += _check_rewrite(ctx)
@@ -474,6 +478,28 @@ def _downgrade(f: Finding, note: Evidence) -> Finding:
         return f
     return replace(f, severity=Severity.LOW, title=f.title + " (loopback only)",
                    evidence=(*f.evidence, note))
+
+
+_LOOPBACK_VHOST_NOTE = Evidence(
+    "note", "this <VirtualHost> is bound to loopback addresses only: an outside client's "
+    "connection never lands in it, but local users and web applications can use it.")
+
+
+def _loopback_vhost(server: Server, client: IPAddress) -> bool:
+    """A vhost whose every address is loopback (`<VirtualHost 127.0.0.1:3128>`): only a
+    connection to a loopback address, i.e. from this host, is matched to it."""
+    if client.is_loopback or server.node is None or not server.addresses:
+        return False
+    for addr in server.addresses:
+        host = addr.rsplit(":", 1)[0] if _port_of(addr) is not None else addr
+        host = host.strip("[]")
+        if host != "localhost":
+            try:
+                if not ipaddress.ip_address(host).is_loopback:
+                    return False
+            except ValueError:
+                return False
+    return True
 
 
 def _exposure(main: Server, client: IPAddress) -> bool:

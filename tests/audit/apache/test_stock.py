@@ -110,3 +110,25 @@ def test_installed_layout_with_proxy_enabled_is_found_and_httpd_agrees_it_parses
     proc = subprocess.run(["apache2", "-t", "-d", str(tree), "-f", str(tree / "apache2.conf")],
                           capture_output=True, text=True, env=env, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_forward_proxy_in_a_loopback_vhost_is_not_open_to_strangers(tmp_path: Path) -> None:
+    """A local-only forward proxy beside the public site (`Listen 127.0.0.1:3128`,
+    `<VirtualHost 127.0.0.1:3128> ProxyRequests On`): strangers connect to port 80 and can
+    never reach that vhost, so it is local exposure (low), not an open proxy for them."""
+    tree = debian_tree_from_samples(tmp_path / "apache2")
+    enable_proxy(tree)
+    conf = tree / "mods-available/proxy.conf"
+    conf.write_text(conf.read_text().replace("ProxyRequests On\n", "ProxyRequests Off\n"))
+    with (tree / "ports.conf").open("a") as fh:
+        fh.write("Listen 127.0.0.1:3128\n")
+    site = tree / "sites-available/local-proxy.conf"
+    site.write_text("<VirtualHost 127.0.0.1:3128>\n\tProxyRequests On\n</VirtualHost>\n")
+    os.symlink("../sites-available/local-proxy.conf", tree / "sites-enabled/local-proxy.conf")
+    report = audit_paths([tree])
+    assert not report.errors, [str(e) for e in report.errors]
+    proxy = [f for f in report.findings if f.location.path == str(
+        tree / "sites-enabled/local-proxy.conf")]
+    assert {f.category for f in proxy} >= {Category.OPEN_HTTP_PROXY, Category.OPEN_CONNECT_PROXY}
+    assert all(f.severity == Severity.LOW and "loopback only" in f.title for f in proxy), proxy
+    assert [f.rule for f in report.findings if f.severity > Severity.LOW] == []
