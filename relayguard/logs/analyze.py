@@ -563,7 +563,8 @@ def incident_finding(inc: Incident, analysis: LogAnalysis) -> Finding | None:
             confidence=Confidence.CONFIRMED)
     if kind == "smtp-relay-denied":
         return R.LOGS_SMTP_RELAY_DENIED.finding(
-            f"{inc.events} relay attempt(s) refused from {len(inc.clients)} client(s)",
+            f"{inc.events} relay attempt(s) refused from {inc.client_count.describe()} "
+            "client(s)",
             location=loc, evidence=_evidence(inc, _summary(inc)),
             confidence=Confidence.CONFIRMED)
     if kind == "smtp-sasl-failures":

@@ -64,6 +64,8 @@ class Incident:
     outcomes: Counter[str] = field(default_factory=Counter)
     bytes: int = 0
     clients: TopK = field(default_factory=lambda: TopK(64))
+    # how many clients: the top-k table holds at most 64, a botnet has hundreds
+    client_count: Distinct = field(default_factory=lambda: Distinct(10000))
     destinations: TopK = field(default_factory=lambda: TopK(64))
     smtp_destinations: Distinct = field(default_factory=lambda: Distinct(10000))
     statuses: Counter[str] = field(default_factory=Counter)
@@ -77,6 +79,13 @@ class Incident:
     judged: Counter[str] = field(default_factory=Counter)
     seen: set[tuple[str, int]] = field(default_factory=set)  # settled (path, size), <= 64
     seen_hosts: set[str] = field(default_factory=set)  # hosts of settled groups, <= 16
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """State pickled (`watch`) before `client_count` existed: its clients are the table's."""
+        if "client_count" not in state:
+            state["client_count"] = Distinct(10000)
+            state["client_count"].keys.update(state["clients"].counts)
+        self.__dict__.update(state)
 
     @property
     def category(self) -> Category | None:
@@ -97,6 +106,7 @@ class Incident:
             self.timeline.add(t)
         if client:
             self.clients.add(client)
+            self.client_count.add(client)
         if dest:
             self.destinations.add(dest)
             if smtp:
@@ -176,7 +186,7 @@ class Incident:
             "successes": outcomes["relayed"],
             "bytes": self.bytes,
             "clients": self.clients.top(10),
-            "clients_distinct": len(self.clients),
+            "clients_distinct": self.client_count.count(),
             "destinations": self.destinations.top(10),
             "smtp_destinations": self.smtp_destinations.count(),
             "statuses": dict(sorted(self.statuses.items())),
@@ -184,7 +194,8 @@ class Incident:
             "timeline": self.timeline.to_dict(),
             "samples": [s.to_dict() for s in self.samples()],
         }
-        if self.clients.approximate or self.destinations.approximate:
+        if self.clients.approximate or self.destinations.approximate or \
+                self.client_count.overflow:
             out["approximate"] = True
         out.update(self.extra)
         return out
