@@ -14,7 +14,7 @@ Dead zones are kept (never in a default set) so that asking for one explains its
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -331,6 +331,26 @@ def lookup(name: str) -> Zone | None:
             return replace(base, name=key, access="Spamhaus DQS key", default=False,
                            needs_key=True)
     return None
+
+
+def parse_zones(items: Iterable[str]) -> tuple[Zone, ...]:
+    """`--zones` values (comma-separated `NAME[:ip|domain]`) as catalogue entries, or generic
+    zones for names the catalogue does not know; duplicates dropped, InputError on bad input."""
+    from relayguard.blocklist.names import to_alabel
+    from relayguard.errors import InputError
+
+    out: list[Zone] = []
+    for item in (part.strip() for chunk in items for part in chunk.split(",")):
+        if not item:
+            continue
+        name, _, kind = item.partition(":")
+        if kind not in ("", "ip", "domain"):
+            raise InputError("--zones", f"{item!r}: kind must be `ip` or `domain`")
+        name = to_alabel(name)
+        zone = lookup(name) or Zone.generic(name, ZoneKind(kind or "ip"))
+        if zone.name not in {z.name for z in out}:
+            out.append(zone)
+    return tuple(out)
 
 
 def zone_set(which: str) -> tuple[Zone, ...]:

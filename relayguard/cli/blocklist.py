@@ -103,9 +103,7 @@ def blocklist_command(
 
 def _zones(zones: tuple[str, ...], zone_set: str) -> tuple[Zone, ...]:
     """The zones to ask: --zones (catalogue entry or generic) or a catalogue set."""
-    from relayguard.blocklist.names import to_alabel
-    from relayguard.blocklist.zones import Zone as CatalogueZone
-    from relayguard.blocklist.zones import ZoneKind, lookup
+    from relayguard.blocklist.zones import parse_zones
     from relayguard.blocklist.zones import zone_set as catalogue_set
     from relayguard.errors import InputError
 
@@ -114,20 +112,10 @@ def _zones(zones: tuple[str, ...], zone_set: str) -> tuple[Zone, ...]:
             return catalogue_set(zone_set)
         except ValueError as exc:
             raise InputError("--zone-set", str(exc)) from None
-    out: list[CatalogueZone] = []
-    for item in (part.strip() for chunk in zones for part in chunk.split(",")):
-        if not item:
-            continue
-        name, _, kind = item.partition(":")
-        if kind and kind not in ("ip", "domain"):
-            raise InputError("--zones", f"{item!r}: kind must be `ip` or `domain`")
-        name = to_alabel(name)
-        zone = lookup(name) or CatalogueZone.generic(name, ZoneKind(kind or "ip"))
-        if zone.name not in {z.name for z in out}:
-            out.append(zone)
+    out = parse_zones(zones)
     if not out:
         raise InputError("--zones", "no zone given")
-    return tuple(out)
+    return out
 
 
 def _check_source(source: str, servers: list[Nameserver]) -> None:

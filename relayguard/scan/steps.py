@@ -213,23 +213,9 @@ def blocklist_targets(site: Site, local: bool) -> list[str]:
 
 def zones_for(names: tuple[str, ...]) -> tuple[Zone, ...]:
     """Catalogue or generic zones for `--zones NAME[:ip|domain]` (the catalogue set if none)."""
-    from relayguard.blocklist.names import to_alabel
-    from relayguard.blocklist.zones import Zone as CatalogueZone
-    from relayguard.blocklist.zones import ZoneKind, lookup, zone_set
-    from relayguard.errors import InputError
+    from relayguard.blocklist.zones import parse_zones, zone_set
 
-    if not names:
-        return zone_set("default")
-    out: list[CatalogueZone] = []
-    for item in names:
-        name, _, kind = item.partition(":")
-        if kind not in ("", "ip", "domain"):
-            raise InputError("--zones", f"{item!r}: kind must be `ip` or `domain`")
-        name = to_alabel(name)
-        zone = lookup(name) or CatalogueZone.generic(name, ZoneKind(kind or "ip"))
-        if zone.name not in {z.name for z in out}:
-            out.append(zone)
-    return tuple(out)
+    return parse_zones(names) if names else zone_set("default")
 
 
 def blocklist_site(site: Site, options: ScanOptions, local: bool,
