@@ -30,6 +30,9 @@ from relayguard.logs.counting import Timeline
 from relayguard.logs.detect import MailDetector, ProxyDetector, VolumeDetector
 from relayguard.logs.fastpath import ChunkResult, parse_candidates, scan_chunk, scan_plain_file
 from relayguard.logs.formats import (
+    SNIFF_BYTES,
+    SNIFF_LIMIT,
+    SNIFF_MIN_LINES,
     AccessFormat,
     AccessRecord,
     Detected,
@@ -41,6 +44,7 @@ from relayguard.logs.formats import (
     detect_format,
     format_by_name,
     parse_syslog,
+    sniff_lines,
 )
 from relayguard.logs.incidents import Incident, Sample
 from relayguard.logs.sources import (
@@ -53,7 +57,6 @@ from relayguard.logs.sources import (
     rotation_base,
 )
 
-SNIFF_BYTES = 64 * 1024
 MAX_UNPARSED_SAMPLES = 10
 
 
@@ -238,8 +241,18 @@ class LogAnalysis:
                                       "not analysed"))
 
     def _peek(self, stream: Any, path: str, problems: ReadProblems) -> bytes:
-        """The first bytes (whole lines where possible) for format detection."""
-        return stream.read(SNIFF_BYTES)
+        """The first bytes for format detection: SNIFF_BYTES, or more (up to SNIFF_LIMIT)
+        while they hold fewer than SNIFF_MIN_LINES lines to judge by — a file may start with
+        a long run of NULs or junk before its first real line."""
+        head = stream.read(SNIFF_BYTES)
+        parts = [head]
+        size = len(head)
+        while head and size < SNIFF_LIMIT and \
+                len(sniff_lines(b"".join(parts), complete=False)) < SNIFF_MIN_LINES:
+            head = stream.read(min(4 * SNIFF_BYTES + size, SNIFF_LIMIT - size))
+            parts.append(head)
+            size += len(head)
+        return b"".join(parts)
 
     def _format_for(self, path: str, head: bytes) -> Detected | None:
         by_path = self.opt.formats_by_path
@@ -250,11 +263,7 @@ class LogAnalysis:
                                               os.path.abspath(base)) if p in by_path), None)
         if spec:
             return self._spec(spec, path)
-        text = head.decode("utf-8", "surrogateescape")
-        lines = text.split("\n")
-        if len(head) >= SNIFF_BYTES and len(lines) > 1:
-            lines = lines[:-1]  # the last one may be cut
-        detected = detect_format(lines)
+        detected = detect_format(sniff_lines(head, complete=len(head) < SNIFF_BYTES))
         own = self.opt.format_nicknames.get(detected.name) if detected is not None else None
         if detected is not None and own is not None:
             with contextlib.suppress(FormatError):  # the server's own definition of the name

@@ -57,6 +57,7 @@ MAX_CANDIDATE_LINE = 64 * 1024
 MAX_UNPARSED_SAMPLES = 5
 MAX_OVERLONG_SAMPLES = 3
 EVIDENCE_BYTES = 1 << 20
+_NULS = re.compile(rb"\0*")
 # candidates a chunk's scanner parses itself (`scan_chunk(fmt=...)`): beyond it the fields
 # would double the memory of a result that is dense with proxy requests, whose feeding, not
 # parsing, is then the bottleneck, so the detectors' process parses them as it goes
@@ -386,10 +387,12 @@ def _overlong_lines(data: bytes, res: ChunkResult) -> None:
 
 
 def _evidence_end(data: bytes) -> int:
-    """End of the chunk's first MiB, at a line end (a line cut there would give a cut size)."""
-    if len(data) <= EVIDENCE_BYTES:
+    """End of the chunk's first MiB, at a line end (a line cut there would give a cut size);
+    a run of NULs the chunk starts with (a copytruncate hole) does not count towards it."""
+    start = _NULS.match(data).end() if data[:1] == b"\0" else 0  # type: ignore[union-attr]
+    if len(data) - start <= EVIDENCE_BYTES:
         return len(data)
-    end = data.find(b"\n", EVIDENCE_BYTES)
+    end = data.find(b"\n", start + EVIDENCE_BYTES)
     return len(data) if end < 0 else end
 
 

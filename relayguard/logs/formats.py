@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 
 from relayguard.digits import ascii_int, is_digits
+from relayguard.logs.sources import MAX_LINE
 
 MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -625,6 +626,29 @@ def stock_format(name: str) -> AccessFormat:
 
 
 _APACHE_ERROR = re.compile(r"^\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \d{4}\] \[")
+
+
+SNIFF_BYTES = 64 * 1024  # what format detection reads first
+SNIFF_LIMIT = 16 * 1024 * 1024  # … and at most, when that holds no line to judge by
+SNIFF_MIN_LINES = 5  # usable lines that settle a format (`watch` waits for this many, or
+# a few seconds, before it calls a file's format unknown)
+
+
+def sniff_lines(data: bytes, complete: bool) -> list[str]:
+    """The lines of a file's first bytes that format detection can judge: the last one is
+    dropped unless `complete` (the read may have cut it), NULs leading a line are stripped
+    (copytruncate under a writer without O_APPEND leaves a hole of NULs before the first
+    new line), and lines still holding a NUL (binary junk), longer than MAX_LINE or empty
+    are left out."""
+    lines = data.decode("utf-8", "surrogateescape").split("\n")
+    if not complete and len(lines) > 1:
+        lines = lines[:-1]
+    out = []
+    for line in lines:
+        line = line.lstrip("\0")
+        if line.strip() and "\0" not in line and len(line) <= MAX_LINE:
+            out.append(line)
+    return out
 
 
 def detect_format(sample: Iterable[str]) -> Detected | None:

@@ -26,6 +26,9 @@ from relayguard.logs.counting import iso
 from relayguard.logs.fastpath import ChunkResult, scan_chunk
 from relayguard.logs.follow import Batch
 from relayguard.logs.formats import (
+    SNIFF_BYTES,
+    SNIFF_LIMIT,
+    SNIFF_MIN_LINES,
     AccessFormat,
     FormatError,
     LocalTime,
@@ -33,11 +36,10 @@ from relayguard.logs.formats import (
     YearGuesser,
     detect_format,
     format_by_name,
+    sniff_lines,
 )
 from relayguard.logs.incidents import Incident
 
-SNIFF_BYTES = 64 * 1024
-SNIFF_MIN_LINES = 5  # lines nothing recognises: wait for this many (or SNIFF_WAIT seconds)
 SNIFF_WAIT = 5.0
 
 
@@ -263,6 +265,7 @@ class Engine:
         self.queued_alerts: list[Alert] = []  # raised between reviews (formats, options)
         self._compiled: dict[str, AccessFormat | SquidFormat | None] = {}
         self._undecided: dict[str, float] = {}
+        self._junk: dict[str, int] = {}  # bytes of junk before any line to judge a path by
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -274,7 +277,8 @@ class Engine:
         # state saved before parse windows existed (or with alerts not yet handed out, under
         # their old name)
         queued = state.pop("format_alerts", [])
-        self.__dict__.update({"parse_windows": {}, "queued_alerts": queued, **state})
+        self.__dict__.update({"parse_windows": {}, "queued_alerts": queued, "_junk": {},
+                              **state})
 
     def set_forced(self, forced: dict[str, str]) -> list[str]:
         """Forced formats from the current config (restart, SIGHUP). A file whose forced
@@ -288,6 +292,7 @@ class Engine:
             fmt = self.formats.pop(path, None)
             self.parse_windows.pop(path, None)
             self._undecided.pop(path, None)
+            self._junk.pop(path, None)
             if fmt is not None:
                 now = self.forced.get(path, "detected")
                 changes.append(f"format of {path}: {fmt.name} -> {now} (decided again)")
@@ -339,9 +344,19 @@ class Engine:
                     self.errors.append(f"{batch.path}: {exc}")
                     fmt = FileFormat("unknown", "unknown")
         else:
-            text = batch.data[:SNIFF_BYTES].decode("utf-8", "surrogateescape")
-            lines = [s for s in text.split("\n") if s.strip()]
+            lines = sniff_lines(batch.data[:SNIFF_BYTES], complete=len(batch.data) <= SNIFF_BYTES)
+            if len(lines) < SNIFF_MIN_LINES and len(batch.data) > SNIFF_BYTES:
+                # a long run of NULs or junk first: judge by the whole batch (at most a read)
+                lines = sniff_lines(batch.data, complete=True)
             det = detect_format(lines)
+            junk = self._junk.get(batch.path, 0) + len(batch.data)
+            if det is None and not lines and junk < SNIFF_LIMIT:
+                # nothing but junk so far: those lines are counted as unparsed and the next
+                # batch is judged afresh (deciding "unknown" here would leave a log that
+                # starts with a run of NULs unwatched for good)
+                self._junk[batch.path] = junk
+                return FileFormat("unknown", "undecided")
+            self._junk.pop(batch.path, None)
             if det is None and len(lines) < SNIFF_MIN_LINES and len(batch.data) < SNIFF_BYTES:
                 waited = self._undecided.setdefault(batch.path, time.monotonic())
                 if time.monotonic() - waited < SNIFF_WAIT:

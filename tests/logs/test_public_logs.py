@@ -5,6 +5,7 @@ blocklisted", and the secrepo site's own absolute-URI request not reported for i
 from __future__ import annotations
 
 import calendar
+import gzip
 import subprocess
 import sys
 from pathlib import Path
@@ -192,3 +193,25 @@ def test_a_window_that_ends_before_it_starts_is_a_usage_error() -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "--until" in proc.stderr and "before --since" in proc.stderr
+
+
+def test_a_log_that_starts_with_a_run_of_nuls_is_still_recognised(tmp_path: Path) -> None:
+    """copytruncate under a writer without O_APPEND leaves a hole of NULs before the first
+    new line; 1 MiB of them (16 sniffs' worth) made the whole file "not a log format", its
+    incidents unreported. Plain and gzipped alike, it now reads as the log it is."""
+    real = DATA / "apache-secrepo-2018" / "access-2018-12-15.log.gz"
+    original = analyse([str(real)])
+    holed = tmp_path / "access.log"
+    holed.write_bytes(b"\0" * (1 << 20) + gzip.decompress(real.read_bytes()))
+    packed = tmp_path / "access.log.1.gz"
+    packed.write_bytes(gzip.compress(holed.read_bytes()))
+    for path in (holed, packed):
+        got = analyse([str(path)])
+        assert got.errors == (), got.errors
+        for key in ("lines", "parsed", "by_format"):
+            assert got.stats[key] == original.stats[key], key
+
+        def told(stats: dict) -> list:  # the incidents without the file name (in samples, ids)
+            return [({k: v for k, v in i.items() if k not in ("samples", "finding")},
+                     [(x["line"], x["text"]) for x in i["samples"]]) for i in stats["incidents"]]
+        assert told(got.stats) == told(original.stats) and told(got.stats)

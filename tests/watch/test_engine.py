@@ -4,6 +4,7 @@ errors (fuzzed) and the CLI's refusals."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import pickle
 import re
 from pathlib import Path
@@ -18,6 +19,7 @@ from relayguard.errors import InputError
 from relayguard.findings import Severity
 from relayguard.logs.analyze import LogOptions
 from relayguard.logs.follow import Batch, Position
+from relayguard.logs.formats import SNIFF_LIMIT
 from relayguard.watch.alerts import backoff
 from relayguard.watch.config import parse_config
 from relayguard.watch.engine import Engine
@@ -25,6 +27,7 @@ from relayguard.watch.metrics import Metrics, parse_listen
 from relayguard.watch.state import StateDB
 from tests.watch.helpers import state, wait_until, watcher
 
+REPO_DATA = Path(__file__).resolve().parents[1] / "data" / "real-logs"
 LINE = '{ip} - - [25/Nov/2026:08:{m:02d}:00 +0000] "{req}" {status} {size} "-" "-"\n'
 
 
@@ -256,6 +259,29 @@ def test_once_fails_while_an_alert_is_undelivered_and_delivers_it_next_run(tmp_p
     res = runner.invoke(app, ["watch", "-c", str(working), *args])
     assert res.exit_code == 0, res.output
     assert got.read_text().count('"event": "open"') == 1  # delivered once, not re-raised
+
+
+def test_a_log_behind_a_run_of_nuls_is_watched_and_endless_junk_is_named(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A copytruncate hole of NULs longer than a read made the first batch undecidable, and
+    the file was called "not a log format" and left unwatched for good: now junk-only
+    batches are counted as unparsed and the format is decided by the first real lines. A
+    file that is junk for more than SNIFF_LIMIT bytes is still named as unknown."""
+    real = Path("/work/shared/data/real-logs/apache-secrepo-2018/access-2018-12-15.log.gz")
+    if not real.exists():
+        real = REPO_DATA / "apache-secrepo-2018" / "access-2018-12-15.log.gz"
+    holed, junk = tmp_path / "access.log", tmp_path / "junk.log"
+    holed.write_bytes(b"\0" * (5 << 20) + gzip.decompress(real.read_bytes()))
+    junk.write_bytes(b"\0" * (SNIFF_LIMIT + (1 << 20)))
+    db = tmp_path / "s.sqlite"
+    res = CliRunner().invoke(app, ["watch", str(holed), str(junk), "--state", str(db),
+                                   "--from-beginning", "--once"])
+    assert res.exit_code == 0, res.output
+    doc = state(db)
+    assert doc["formats"] == {str(holed): "access:combined", str(junk): "unknown:unknown"}
+    assert doc["parsed"] == 4961  # every line of the real log
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert said == [f"{junk}: not a log format relayguard knows (set [watch.formats])"]
 
 
 def test_a_second_watcher_on_the_same_state_is_refused(tmp_path: Path) -> None:
