@@ -106,7 +106,10 @@ def _open_raw(path: str) -> tuple[BinaryIO, bool]:
     if kind == "bz2":
         return bz2.BZ2File(stream, "rb"), True  # type: ignore[return-value]
     if kind == "xz":
-        return lzma.LZMAFile(stream, "rb"), True  # type: ignore[return-value]
+        # .xz, not "auto": zero bytes after a stream are the format's Stream Padding (auto
+        # reads them as the start of a .lzma stream and calls the file truncated)
+        xz = lzma.LZMAFile(stream, "rb", format=lzma.FORMAT_XZ)  # noqa: SIM115 - the caller's
+        return xz, True  # type: ignore[return-value]
     return stream, False
 
 
@@ -126,9 +129,10 @@ PIECE = 64 * 1024
 
 
 class SafeReader:
-    """Reads a (decompressing) stream in 64 KiB pieces; a truncated or corrupt stream ends
-    the data instead of raising, loses at most the piece being decoded, and is recorded in
-    `problems`. Errors of the underlying file itself (EIO) are re-raised."""
+    """Reads a (decompressing) stream in pieces of at most 64 KiB; a truncated or corrupt
+    stream ends the data instead of raising, and is recorded in `problems`. Each piece is one
+    decoding step (`read1`), so the error comes on a step of its own and nothing decoded
+    before it is lost. Errors of the underlying file itself (EIO) are re-raised."""
 
     def __init__(self, stream: BinaryIO, problems: ReadProblems, compressed: bool) -> None:
         self.stream = stream
@@ -146,7 +150,8 @@ class SafeReader:
         got = 0
         while got < want:
             try:
-                piece = self.stream.read(min(PIECE, want - got))
+                # read() gathers several steps and drops them all when one fails
+                piece = self.stream.read1(min(PIECE, want - got))  # type: ignore[attr-defined]
             except _DECODE_ERRORS as exc:
                 if type(exc) is OSError and "gzip" not in str(exc).lower() and \
                         "compressed" not in str(exc).lower() and exc.errno is not None:
