@@ -363,6 +363,12 @@ class Table:
     readable: bool = True
 
 
+def note(errors: list[ErrorEntry], entry: ErrorEntry) -> None:
+    """Record an error once: a table is read again for every client and service decided."""
+    if entry not in errors:
+        errors.append(entry)
+
+
 def load_table(spec: str, root: Path | None, errors: list[ErrorEntry],
                files: list[str]) -> Table:
     kind, _, rest = spec.partition(":")
@@ -392,20 +398,53 @@ def load_table(spec: str, root: Path | None, errors: list[ErrorEntry],
             text = read_text(src, limit=MAX_FILE_BYTES)
         except InputError as exc:
             table.readable = False
-            errors.append(ErrorEntry(spec, f"table source {src}: {exc.message}; its entries "
-                                     "were not evaluated"))
+            note(errors, ErrorEntry(spec, f"table source {src}: {exc.message}; its entries "
+                                    "were not evaluated"))
             return table
         files.append(str(src))
         for no, line in enumerate(text.splitlines(), 1):
             s = line.strip()
             if not s or s.startswith("#"):
                 continue
-            parts = s.split(None, 1)
+            parts = _regex_entry(s) if kind in ("regexp", "pcre") else None
+            parts = parts or s.split(None, 1)
             table.entries.append(TableEntry(parts[0], parts[1] if len(parts) > 1 else "",
                                             str(src), no))
         return table
     table.readable = False
     return table
+
+
+def _regex_entry(line: str) -> list[str] | None:
+    """`[!]/pattern/flags result` split at the closing `/` (the pattern may hold spaces)."""
+    start = 1 if line.startswith("!") else 0
+    if line[start:start + 1] != "/":
+        return None
+    i = start + 1
+    while i < len(line) and line[i] != "/":
+        i += 2 if line[i] == "\\" else 1
+    if i >= len(line):
+        return None
+    end = i + 1
+    while end < len(line) and line[end].isalpha():
+        end += 1
+    return [line[:end], line[end:].strip()]
+
+
+def regex_key_matches(key: str, text: str) -> bool:
+    """Does a regexp:/pcre: table key (`[!]/pattern/flags`) match `text`? Matching is
+    case-insensitive unless the `i` flag toggles it (regexp_table(5), pcre_table(5));
+    ValueError when the key cannot be evaluated here (a bad pattern, an `if` block)."""
+    m = re.fullmatch(r"(!?)/(.*)/([A-Za-z]*)", key, re.S)
+    if m is None:
+        raise ValueError(f"{key!r} is not a /pattern/ this check can evaluate "
+                         "(if/endif blocks and other delimiters are not modelled)")
+    flags = 0 if "i" in m.group(3) else re.IGNORECASE
+    try:
+        hit = re.search(m.group(2), text, flags) is not None
+    except re.error as exc:
+        raise ValueError(f"pattern {m.group(2)!r}: {exc}") from None
+    return hit != bool(m.group(1))
 
 
 def _is_permit_result(result: str) -> bool:
@@ -422,7 +461,10 @@ def _is_reject_result(result: str) -> bool:
 
 
 def client_matches(key: str, client: IPAddress, kind: str) -> bool:
-    """Does a client-access key (CIDR, IP, hash octet prefix) match this client address?"""
+    """Does a client-access key (CIDR, IP, hash octet prefix, /regex/) match this client
+    address (whose name is "unknown": the modelled outside client has no reverse DNS)?"""
+    if kind in ("regexp", "pcre"):  # the name is looked up too: "unknown" without rDNS
+        return any(regex_key_matches(key, t) for t in ("unknown", str(client)))
     key = key.strip("[]")
     if kind == "cidr":
         try:
@@ -612,7 +654,13 @@ def _check_access(kind: str, item: str, spec: str, index: int, ctx: Context) -> 
     table = ctx.table(spec)
     if kind == "client":
         for e in table.entries:
-            if e.key == "*" or client_matches(e.key, ctx.client, table.kind):
+            try:
+                hit = e.key == "*" or client_matches(e.key, ctx.client, table.kind)
+            except ValueError as exc:
+                note(ctx.errors, ErrorEntry(e.path, f"{spec}: {exc}; this entry and the "
+                                            "ones after it were not evaluated", e.line or None))
+                return None
+            if hit:
                 if _is_permit_result(e.result):
                     return Verdict("permit", f"{item} {spec}", index, e)
                 if _is_reject_result(e.result):

@@ -55,6 +55,23 @@ CASES = [
      "smtpd_relay_restrictions = permit_mynetworks,\n"
      "    check_client_access cidr:{dir}/clients.cidr, reject_unauth_destination\n",
      {"clients.cidr": "192.168.0.0/16 OK\n"}, "a@outside.example", None),
+    # regexp tables match the client address string against each /pattern/
+    ("client_regexp_ok_for_all", "mynetworks = 127.0.0.1/32\n"
+     "smtpd_relay_restrictions = permit_mynetworks,\n"
+     "    check_client_access regexp:{dir}/clients.regexp, reject_unauth_destination\n",
+     {"clients.regexp": "/^192\\.168\\./ OK\n/^127\\.0\\.8\\./ OK\n"}, "a@outside.example",
+     "POSTFIX-PERMIT-BEFORE-UNAUTH-DEST"),
+    ("client_regexp_lan_only", "mynetworks = 127.0.0.1/32\n"
+     "smtpd_relay_restrictions = permit_mynetworks,\n"
+     "    check_client_access regexp:{dir}/clients.regexp, reject_unauth_destination\n",
+     {"clients.regexp": "/^192\\.168\\./ OK\n/^10\\./ OK\n"}, "a@outside.example", None),
+    # Postfix also looks up the client name, "unknown" without reverse DNS: a negated
+    # address pattern matches it
+    ("client_regexp_negation_hits_unknown_name", "mynetworks = 127.0.0.1/32\n"
+     "smtpd_relay_restrictions = permit_mynetworks,\n"
+     "    check_client_access regexp:{dir}/clients.regexp, reject_unauth_destination\n",
+     {"clients.regexp": "!/^127\\.0\\.8\\./ OK\n"}, "a@outside.example",
+     "POSTFIX-PERMIT-BEFORE-UNAUTH-DEST"),
     ("forged_sender_after_check", "mynetworks = 127.0.0.1/32\nsmtpd_relay_restrictions =\n"
      "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination,\n"
      "    check_sender_access inline:{localhost=OK}\n", {}, "user@localhost", None),

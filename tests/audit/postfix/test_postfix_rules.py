@@ -321,6 +321,27 @@ def test_unreadable_map_is_reported(tmp_path: Path) -> None:
     assert any("/nonexistent/x.cidr" in e.message for e in result.errors)
 
 
+def test_unreadable_map_is_reported_once(tmp_path: Path) -> None:
+    conf = make(tmp_path, "compatibility_level = 3.6\n"
+                "smtpd_client_restrictions = check_client_access hash:/nonexistent/x\n")
+    result = AUDITOR.audit(conf, OPTIONS)
+    assert [e.source for e in result.errors] == ["hash:/nonexistent/x"]  # not once per client
+
+
+@pytest.mark.parametrize(("table", "line"), [
+    ("/^192\\.168\\./ OK\n/^(unclosed/ OK\n/./ OK\n", 2),
+    ("/^192\\.168\\./ OK\nif /^10\\./\n/./ OK\nendif\n", 2)])
+def test_regexp_client_table_it_cannot_evaluate_is_an_error_not_clean(
+        tmp_path: Path, table: str, line: int) -> None:
+    (tmp_path / "clients.regexp").write_text(table, encoding="utf-8")
+    conf = make(tmp_path, "compatibility_level = 3.6\nsmtpd_relay_restrictions = "
+                f"permit_mynetworks, check_client_access regexp:{tmp_path}/clients.regexp, "
+                "reject_unauth_destination\n")
+    result = AUDITOR.audit(conf, OPTIONS)
+    assert [(Path(e.source).name, e.line) for e in result.errors] == [("clients.regexp", line)]
+    assert "not evaluated" in result.errors[0].message
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("mynetworks=smtpd_relay_restrictions $(){}:,/#\n "
                                               "\t0.1/permitcheck_sender_access inline:OK-o")),
