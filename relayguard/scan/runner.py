@@ -193,6 +193,22 @@ def _split_probe(report: Report, runs: list[_SiteRun]) -> list[str]:
     return list(report.notes)
 
 
+def _idle_steps(run: _SiteRun, skipped: list[str], logs_read: bool,
+                blocklist_asked: bool) -> list[str]:
+    """Steps that were on but had nothing to look at (no config, no log, no public
+    address): they assessed nothing, so a clean result may not lean on them."""
+    idle = []
+    if "audit" not in skipped and not (run.audit_results or run.audit.findings
+                                       or run.audit.errors):
+        idle.append("audit (no config)")
+    if "logs" not in skipped and not (logs_read or run.logs.findings or run.logs.errors):
+        idle.append("logs (no log file)")
+    if "blocklist" not in skipped and not (blocklist_asked or run.blocklist.findings
+                                           or run.blocklist.errors):
+        idle.append("blocklist (no public address or mail domain)")
+    return idle
+
+
 def _finish(run: _SiteRun, probe_stats: dict[str, Any], source: str | None,
             shared_notes: list[str], skipped: list[str]) -> Report:
     """Merge the four kinds of evidence into the site's report, stories and verdict."""
@@ -202,6 +218,13 @@ def _finish(run: _SiteRun, probe_stats: dict[str, Any], source: str | None,
     errors = [*run.errors, *run.audit.errors, *run.probe_errors, *run.logs.errors,
               *run.blocklist.errors]
     logs_stats = run.logs.stats if isinstance(run.logs.stats, dict) else {}
+    bl = run.blocklist.stats if isinstance(run.blocklist.stats, dict) else {}
+    idle = _idle_steps(run, skipped, "files" in logs_stats, "targets" in bl)
+    not_run = [*skipped, *idle]
+    if len(not_run) == 4:
+        errors.append(ErrorEntry(run.site.name, "nothing was checked (" + ", ".join(not_run)
+                                 + "): name configs (--config/--root), logs (--log) or a "
+                                 "public address (--public-address), or let the probe run"))
     told = stories(findings, logs_stats.get("incidents") or [])
     word = verdict(findings, errors)
     host = run.site.host or run.address or "this machine"
@@ -214,7 +237,7 @@ def _finish(run: _SiteRun, probe_stats: dict[str, Any], source: str | None,
         "local": run.local,
         "verdict": word,
         "verdict_meaning": VERDICT_MEANINGS[word] + (
-            f" (not run: {', '.join(skipped)})" if skipped and word == "CLEAN" else ""),
+            f" (not run: {', '.join(not_run)})" if not_run and word == "CLEAN" else ""),
         "skipped": skipped,
         "stories": [s.to_dict() for s in told],
         "probe_source": source,
@@ -236,7 +259,6 @@ def _finish(run: _SiteRun, probe_stats: dict[str, Any], source: str | None,
             stats[key] = logs_stats[key]
     if "files" in logs_stats:  # which logs were read, and in which format
         stats["log_files"] = logs_stats["files"]
-    bl = run.blocklist.stats if isinstance(run.blocklist.stats, dict) else {}
     if "targets" in bl:
         stats["blocklist"] = {"targets": bl["targets"], "resolver": bl.get("resolver"),
                               "catalogue_date": bl.get("catalogue_date")}

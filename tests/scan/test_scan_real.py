@@ -277,3 +277,17 @@ def test_no_probe_scan_does_not_claim_probes(dnsbl: Any, db: str) -> None:
     assert doc["stats"]["probe_source"] is None
     page = scan(*args, "--format", "html").stdout
     assert "not probed (--no-probe)" in page and "probes from" not in page
+
+
+def test_remote_host_with_nothing_to_look_at_is_not_clean() -> None:
+    """--no-probe on a remote host with no config, no log and no blocklist: every step was
+    on or off, yet none looked at anything, so the scan may not say CLEAN. (192.0.2.1 is
+    TEST-NET-1; with --no-probe and --no-blocklist no packet is sent anywhere.)"""
+    done = scan("192.0.2.1", "--no-probe", "--no-blocklist", "--no-history",
+                "--format", "json")
+    assert done.returncode == 2, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["stats"]["verdict"] == "INCOMPLETE"
+    [error] = doc["errors"]
+    assert error["message"].startswith(
+        "nothing was checked (probe, blocklist, audit (no config), logs (no log file))")
