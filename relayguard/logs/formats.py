@@ -626,6 +626,8 @@ def stock_format(name: str) -> AccessFormat:
 
 
 _APACHE_ERROR = re.compile(r"^\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \d{4}\] \[")
+# nginx's error_log: `2026/03/01 10:00:00 [error] 1234#1234: *1 …`
+_NGINX_ERROR = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[[a-z]+\] \d+#\d+: ")
 
 
 SNIFF_BYTES = 64 * 1024  # what format detection reads first
@@ -654,13 +656,16 @@ def sniff_lines(data: bytes, complete: bool) -> list[str]:
 def detect_format(sample: Iterable[str]) -> Detected | None:
     """Pick the format that parses most of the sample lines (ties go to the more specific).
 
-    An Apache error log is recognised as such (kind "skip"): it names no relayed request.
+    An Apache or nginx error log is recognised as such (kind "skip"): it names no relayed
+    request, and `logs /var/log/nginx/*` must not fail on it.
     """
     lines = [s for s in sample if s.strip()][:200]
     if not lines:
         return None
     if sum(1 for s in lines if _APACHE_ERROR.match(s)) * 2 > len(lines):
         return Detected("skip", "apache-error")
+    if sum(1 for s in lines if _NGINX_ERROR.match(s)) * 2 > len(lines):
+        return Detected("skip", "nginx-error")
     years = YearGuesser(year=2000)
     mail = sum(1 for s in lines if parse_syslog(s, years) is not None)
     best: tuple[int, AccessFormat | SquidFormat] | None = None

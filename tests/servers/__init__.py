@@ -20,6 +20,8 @@ Launchers (each takes the address, port, and config text or options):
     yours) and included at the end of a minimal preamble; BASE_MODULES always loaded,
     PROXY_MODULES = proxy, proxy_http, proxy_connect. Logs: "error", "access".
 - squid(host, port, access=STOCK_ACCESS)       squid.py  (access = acl/http_access lines)
+- nginx(host, port, body="")                  nginx.py  (body = server-block lines;
+    logs "access" (combined), "error")
 - tinyproxy(host, port, body=STOCK_BODY)       tinyproxy.py  ("" = no Allow: open)
 - privoxy(host, port, body="")                 privoxy.py  (stock actions, no permit-access)
 - danted(host, port, rules=OPEN_RULES)         dante.py  (restricted_rules("127.0.0.1/32"))
