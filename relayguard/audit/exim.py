@@ -335,11 +335,11 @@ def model(src: Source) -> EximConfig:
             continue
         if current is None:
             continue
-        word, _, rest = s.partition(" ")
+        word, *more = s.split(None, 1) or [""]  # Exim takes a tab after the verb too
         if word in VERBS:
             st = Statement(word, [], ln)
             current.append(st)
-            rest = rest.strip()
+            rest = more[0].strip() if more else ""
             if rest:
                 _add_condition(st, rest, ln)
         elif current:

@@ -256,6 +256,26 @@ def test_macros_ifdef_and_continuations(tmp_path: Path) -> None:
     assert f.location.line == 1  # the macro that carries the open range
 
 
+@pytest.mark.server
+@pytest.mark.parametrize("acl", ["\taccept\thosts = *\n\tdeny\n",
+                                 "  accept\n  \thosts\t= 0.0.0.0/0\n  deny\n"],
+                         ids=["tab-after-verb", "tab-before-condition"])
+def test_tabs_separate_words_as_exim_reads_them(tmp_path: Path, exim: Exim, acl: str) -> None:
+    """Tabs are whitespace to Exim between an ACL verb and its condition (not after `begin`
+    or `.ifdef`, which the real Exim rejects): an open accept written with tabs relays on the
+    real Exim, so it is found."""
+    p = tmp_path / "exim4.conf"
+    p.write_text("# tabs\n\n\nacl_smtp_rcpt = acl_check_rcpt\nbegin acl\n"
+                 f"acl_check_rcpt:\n{acl}")
+    ok, out = exim.check(p)
+    assert ok, out
+    assert exim.rcpt(p, STRANGER)[0] == 250
+    result = AUDITOR.audit(p, OPTIONS)
+    assert result.errors == []
+    assert [(f.rule, f.location.line) for f in result.findings] == \
+        [("EXIM-RCPT-ACCEPT-BEFORE-RELAY-CHECK", 7)]
+
+
 def test_lists() -> None:
     assert split_exim_list("a : b::c : ::::1") == ["a", "b:c", "::1"]
     assert split_exim_list("<; 127.0.0.1 ; ::1") == ["127.0.0.1", "::1"]
