@@ -22,8 +22,11 @@ from typing import BinaryIO
 MAX_LINE = 64 * 1024  # longer lines are cut here (the rest is skipped, never buffered)
 CHUNK = 4 * 1024 * 1024
 
+# a rotation number (.1, .2.gz) or a date: logrotate's dateext `-20241201` (`-2024120112`
+# hourly) or a `dateformat` with dashes, `-2024-12-01` / `.2024-12-01`
 _ROTATED = re.compile(
-    r"^(?P<base>.+?)(?:[.-](?P<num>\d{1,4}|\d{8}(?:\d{2})?))?(?P<comp>\.gz|\.bz2|\.xz)?$")
+    r"^(?P<base>.+?)(?:[.-](?P<num>\d{4}-\d\d-\d\d(?:-\d\d)?|\d{8}(?:\d{2})?|\d{1,4}))?"
+    r"(?P<comp>\.gz|\.bz2|\.xz)?$")
 
 
 @dataclass
@@ -271,8 +274,9 @@ def _rotation_key(path: str) -> tuple[str, int, int]:
     directory = os.path.dirname(path)
     if num is None:
         return (os.path.join(directory, base), 1, 0)
-    value = int(num)
-    if len(num) >= 8:  # dateext: access.log-20241201 — older dates first
+    digits = num.replace("-", "")
+    value = int(digits)
+    if len(digits) >= 8:  # dateext: access.log-20241201 — older dates first
         return (os.path.join(directory, base), 0, value)
     return (os.path.join(directory, base), 0, -value)
 

@@ -215,3 +215,22 @@ def test_a_log_that_starts_with_a_run_of_nuls_is_still_recognised(tmp_path: Path
             return [({k: v for k, v in i.items() if k not in ("samples", "finding")},
                      [(x["line"], x["text"]) for x in i["samples"]]) for i in stats["incidents"]]
         assert told(got.stats) == told(original.stats) and told(got.stats)
+
+
+@pytest.mark.parametrize("stamp", ["-2015-10-22", ".2015-10-22", "-20151022"])
+def test_rotated_files_with_dashed_dates_are_read_oldest_first(stamp: str,
+                                                                tmp_path: Path) -> None:
+    # logrotate's `dateformat -%Y-%m-%d` (or `.%Y-%m-%d`, as secrepo publishes its logs)
+    # next to the live file, in the order a shell glob gives them: the live file (kdent's
+    # 1-2 November) sorts first. Read in that order, the 22 October refusal fell behind the
+    # November incident and joined it: one incident spanning ten days
+    live = tmp_path / "mail.log"
+    live.symlink_to(DATA / "postfix-kdent-2015" / "mail2.log.gz")
+    old = tmp_path / f"mail.log{stamp}.gz"
+    old.symlink_to(DATA / "postfix-kdent-2015" / "mail.log.gz")
+    report = analyse(sorted([str(live), str(old)]), LogOptions(year=2015))
+    assert [f["path"] for f in report.stats["files"]] == [str(old), str(live)]
+    denied = [(i["first_seen"][:10], i["events"]) for i in report.stats["incidents"]
+              if i["kind"] == "smtp-relay-denied"]
+    assert denied == [("2015-10-22", 1), ("2015-11-02", 1)] or \
+        denied == [("2015-10-22", 1), ("2015-11-01", 1)]
