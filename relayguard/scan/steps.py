@@ -145,10 +145,12 @@ def log_plan(site: Site, results: list[AuditResult], local: bool) -> LogPlan:
         wanted += [p for p in apache_logs if p.startswith("/")]
         if local and site.discover_local:
             wanted += [on_disk(p, root) for p in STANDARD_LOGS]
+    given = set(wanted) if site.logs else set()  # the user's own: a missing one is an error
     read_bases: set[str] = set()
     for path in wanted:
         for p in [path, *sorted(glob.glob(glob.escape(path) + ".[0-9]*"))]:
-            if p not in plan.paths and Path(p).is_file() and len(plan.paths) < MAX_LOG_FILES:
+            if p not in plan.paths and (Path(p).is_file() or p in given) \
+                    and len(plan.paths) < MAX_LOG_FILES:
                 plan.paths.append(p)
                 read_bases.add(path)
     if plan.apache.proxy is not None:
@@ -175,9 +177,11 @@ def logs_site(site: Site, results: list[AuditResult], local: bool) -> Report:
             formats_by_path=plan.apache.formats_by_path,
             format_nicknames=plan.apache.nicknames, proxy_config=plan.apache.proxy, jobs=1)
         report = analyse(plan.paths, options)
+        unread = {e.source for e in report.errors}
+        read = [p for p in plan.paths if p not in unread]
         return Report("logs", report.findings, report.errors, report.stats,
-                      (f"{site.name}: logs read: {', '.join(plan.paths)}", *plan.notes,
-                       *report.notes))
+                      (*([f"{site.name}: logs read: {', '.join(read)}"] if read else []),
+                       *plan.notes, *report.notes))
     except Exception as exc:  # the logs capability reports bad input itself; this is a bug
         return _failed("logs", site.name, exc)
 

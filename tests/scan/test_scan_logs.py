@@ -187,3 +187,18 @@ def test_spikes_far_from_any_relaying_are_their_own_story(open_host: Host) -> No
     assert any(n.startswith("Apache's proxy setup was not used to judge the logs: they include "
                             "logs it does not write (") and str(SECREPO) in n
                for n in doc["notes"])
+
+
+def test_a_log_named_with_log_that_cannot_be_read_is_an_error() -> None:
+    """A mistyped --log must not vanish: the scan says it could not read it (exit 2) and
+    lists only the logs it did read."""
+    missing = "/nonexistent/var/log/mail.log"
+    done = subprocess.run([sys.executable, "-m", "relayguard", "scan", "127.0.10.99",
+                           "--no-probe", "--no-audit", "--no-blocklist", "--no-history",
+                           "--log", str(SECREPO), "--log", missing, "--format", "json"],
+                          capture_output=True, text=True, timeout=120, env=ENV)
+    assert done.returncode == 2, done.stderr
+    doc = json.loads(done.stdout)
+    assert [(e["source"], e["message"]) for e in doc["errors"]] == [
+        (missing, "cannot read: No such file or directory")]
+    assert f"127.0.10.99: logs read: {SECREPO}" in doc["notes"]
