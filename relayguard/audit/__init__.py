@@ -49,6 +49,7 @@ def run_audit(paths: list[Path], *, server_type: str | None = None,
     notes: list[str] = []
     if paths:
         seen: set[Path] = set()
+        audited: dict[tuple[str, str], Path] = {}
         for path in paths:
             if not path.exists():
                 errors.append(ErrorEntry(str(path), "no such file or directory"))
@@ -62,7 +63,15 @@ def run_audit(paths: list[Path], *, server_type: str | None = None,
             if not chosen:
                 errors.append(ErrorEntry(str(path), _why_not(path)))
                 continue
-            results += [_run(a, path, options, errors) for a in chosen]
+            for a in chosen:
+                result = _run(a, path, options, errors)
+                key = (result.server, str(Path(result.config).resolve()))
+                if key in audited:  # `/etc/squid` and `/etc/squid/squid.conf`
+                    notes.append(f"{path}: the same {a.name} config as {audited[key]}; "
+                                 "audited once")
+                    continue
+                audited[key] = path
+                results.append(result)
     else:
         root = options.root or Path("/")
         pool = [auditor_named(server_type)] if server_type else list(auditors())

@@ -61,6 +61,33 @@ def test_the_same_config_named_twice_is_audited_once(tmp_path: Path) -> None:
 
 
 REAL_SQUID = Path(__file__).resolve().parents[2].parent / "shared/data/real-configs/squid"
+REAL_NGINX = Path(__file__).resolve().parents[2].parent / "shared/data/real-configs/nginx"
+
+
+@pytest.mark.parametrize(("name", "extra"), [
+    ("squid.conf", "http_access allow all\n"),
+    ("nginx.conf", "http { server { listen 80; location / { proxy_pass http://$http_host; }"
+                   " } }\n")])
+def test_a_directory_and_its_main_file_are_audited_once(tmp_path: Path, name: str,
+                                                         extra: str) -> None:
+    """`relayguard audit /etc/squid /etc/squid/squid.conf` names one config two ways: one
+    set of findings, not each twice."""
+    src = REAL_SQUID if name == "squid.conf" else REAL_NGINX
+    conf = tmp_path / "etc" / name.removesuffix(".conf")
+    conf.mkdir(parents=True)
+    text = (src / name).read_text(encoding="utf-8")
+    if name == "nginx.conf":  # the stock file includes /etc/nginx/*: keep it self-contained
+        text = "events {}\n"
+    else:  # first match wins: the admin's allow goes before the stock rules
+        text = text.replace("include /etc/squid/conf.d/*.conf\n", "")
+    (conf / name).write_text(extra + text, encoding="utf-8")
+    _, once = audit(str(conf))
+    code, twice = audit(str(conf), str(conf / name))
+    assert code == 1 and once["findings"]
+    assert [f["fingerprint"] for f in twice["findings"]] == \
+        [f["fingerprint"] for f in once["findings"]]
+    assert twice["stats"]["configs"] == 1
+    assert any("audited once" in n for n in twice["notes"]), twice["notes"]
 
 
 def test_relative_root_reads_absolute_includes_under_it(tmp_path: Path) -> None:
