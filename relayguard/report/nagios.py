@@ -57,7 +57,9 @@ def render_nagios(reports: list[Report], critical: Severity = Severity.HIGH,
             first = reports[0].errors[0]
             text = f"{subject}: {errors} check(s) could not run ({first})"
         else:
-            text = f"{subject}: no relay path for strangers"
+            not_run = stats.get("not_run") or []
+            text = f"{subject}: no relay path for strangers" + (
+                f" (not run: {', '.join(map(str, not_run))})" if not_run else "")
     else:
         bad = [str(r.stats.get("site")) for r in reports
                if any(f.severity >= warning for f in r.findings)]

@@ -239,6 +239,7 @@ def _finish(run: _SiteRun, probe_stats: dict[str, Any], source: str | None,
         "verdict_meaning": VERDICT_MEANINGS[word] + (
             f" (not run: {', '.join(not_run)})" if not_run and word == "CLEAN" else ""),
         "skipped": skipped,
+        "not_run": not_run,  # skipped, plus steps that had nothing to look at
         "stories": [s.to_dict() for s in told],
         "probe_source": source,
         "ports": {"considered": run.ports, "open": run.open_ports,

@@ -348,3 +348,13 @@ def test_fleet_markdown_table_renders_site_text_literally() -> None:
     line = next(ln for ln in text.splitlines() if "evil" in ln)
     assert "\\<b\\>" in line and "\\[click\\]" in line and "\\`x\\`" in line
     assert len(line.replace("\\|", "").split("|")) == 8  # six cells between the pipes
+
+
+def test_nagios_ok_says_which_checks_did_not_run() -> None:
+    """OK after --no-probe must not read as a probed host: the line names what did not run."""
+    r = Report("scan", (), (), {"host": "h", "verdict": "CLEAN", "stories": [],
+                                "not_run": ["probe", "logs (no log file)"]})
+    line, state = render_nagios([r])
+    assert state is NagiosState.OK
+    assert line.startswith("RELAYGUARD OK - h: no relay path for strangers (not run: probe, "
+                           "logs (no log file)) | ")
