@@ -219,9 +219,17 @@ class IncidentBook:
             items = self.by_kind[kind] = []
         if items:
             cur = items[-1]
-            if t is None or cur.last is None or t - cur.last <= GAP or \
-                    len(items) >= MAX_INCIDENTS_PER_KIND:
+            if t is None or cur.last is None or len(items) >= MAX_INCIDENTS_PER_KIND:
                 return cur
+            if t - cur.last <= GAP and (cur.first is None or t >= cur.first - GAP):
+                return cur  # a busy log's disorder steps back seconds, not hours
+            # outside the latest incident: after a quiet hour a new one, unless the time is
+            # an earlier incident's (another server's log read after this one, a clock set
+            # back), which it joins
+            for inc in reversed(items[:-1]):
+                if inc.first is not None and inc.last is not None and \
+                        inc.first - GAP <= t <= inc.last + GAP:
+                    return inc
         serial = getattr(self, "serial", len(items))  # state pickled before serials existed
         inc = Incident(kind, serial=serial)
         self.serial = serial + 1

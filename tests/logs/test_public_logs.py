@@ -234,3 +234,19 @@ def test_rotated_files_with_dashed_dates_are_read_oldest_first(stamp: str,
               if i["kind"] == "smtp-relay-denied"]
     assert denied == [("2015-10-22", 1), ("2015-11-02", 1)] or \
         denied == [("2015-10-22", 1), ("2015-11-01", 1)]
+
+
+def test_an_earlier_log_read_later_opens_its_own_incident() -> None:
+    # two servers' logs (or sets named apart) are read in the order given: here November's
+    # before October's. October's refusal, ten days before the November incident, once
+    # joined it (a step back in time was taken for the disorder within a busy log)
+    names = ("mail2.log.gz", "mail.log.gz")
+    report = analyse([str(DATA / "postfix-kdent-2015" / n) for n in names],
+                     LogOptions(year=2015))
+    denied = sorted((i["first_seen"][:10], i["last_seen"][:10], i["events"], i["clients"])
+                    for i in report.stats["incidents"] if i["kind"] == "smtp-relay-denied")
+    assert [(a, b, n) for a, b, n, _ in denied] in (
+        [("2015-10-22", "2015-10-22", 1), ("2015-11-01", "2015-11-01", 1)],
+        [("2015-10-22", "2015-10-22", 1), ("2015-11-02", "2015-11-02", 1)])
+    assert [c for *_, c in denied] == [[("1.163.31.151", 1)], [("104.208.28.248", 1)]]
+    assert len(report.findings) == 2
