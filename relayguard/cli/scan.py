@@ -280,8 +280,14 @@ def _emit_fleet(reports: list[Report], fmt: OutputFormat, severity: object,
     if output_dir is not None:
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
+            taken: set[str] = set()
             for r in reports:
-                name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(r.stats.get("site"))) or "site"
+                base = re.sub(r"[^A-Za-z0-9._-]+", "_", str(r.stats.get("site"))) or "site"
+                name, n = base, 1
+                while name.lower() in taken:  # `client a` and `client_a`: one file each
+                    n += 1
+                    name = f"{base}-{n}"
+                taken.add(name.lower())
                 (output_dir / f"{name}.{_EXT[fmt]}").write_text(
                     _render_one(r, fmt, output_dir), encoding="utf-8")
         except OSError as exc:

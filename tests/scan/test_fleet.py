@@ -144,7 +144,8 @@ def test_nagios_critical_for_an_open_relay(open_host: Host) -> None:
 def test_nagios_ok_for_a_closed_host(closed_host: Host) -> None:
     code, text, perf = _nagios(*closed_host.cli_args())
     assert code == 0
-    assert text == f"RELAYGUARD OK - {CLOSED_IP}: no relay path for strangers"
+    assert text == (f"RELAYGUARD OK - {CLOSED_IP}: no relay path for strangers (not run: "
+                    "blocklist)")  # _nagios passes --no-blocklist
     assert "critical=0;;;0" in perf and "errors=0;;;0" in perf
 
 
@@ -205,3 +206,21 @@ def test_nagios_unknown_on_an_uncaught_exception(monkeypatch: pytest.MonkeyPatch
     assert done.stdout == "RELAYGUARD UNKNOWN - internal error: RuntimeError: boom\n"
     plain = CliRunner().invoke(app, args)
     assert isinstance(plain.exception, RuntimeError)  # without --nagios the bug is not hidden
+
+
+def test_output_dir_keeps_every_site_when_names_clean_up_alike(tmp_path: Path) -> None:
+    """`client a` and `client_a` both become `client_a` as file names: neither report may
+    overwrite the other."""
+    empty = tmp_path / "backup"
+    empty.mkdir()
+    inv = tmp_path / "sites.toml"
+    inv.write_text("".join(f'[[site]]\nname = "{name}"\nhost = "{UNREACHABLE_IP}"\n'
+                           f'config_root = "{empty}"\n\n' for name in ("client a", "client_a")))
+    out = tmp_path / "sites"
+    done = rg("scan", "--inventory", str(inv), "--no-probe", "--no-logs", "--no-blocklist",
+              "--no-history", "--format", "json", "--output-dir", str(out))
+    assert done.returncode == 2, done.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) == 2, files
+    sites = {json.loads(p.read_text())["stats"]["site"] for p in out.iterdir()}
+    assert sites == {"client a", "client_a"}
