@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from relayguard.cli import app, emit, fail, parse_fail_on, report_options
+from relayguard.cli import address_option, app, emit, fail, parse_fail_on, report_options
 from relayguard.report import OutputFormat
 
 
@@ -87,6 +87,8 @@ def logs_command(
     if since_t is not None and until_t is not None and until_t < since_t:
         # it would select nothing and read as a clean result
         raise click.BadParameter(f"{until!r} is before --since {since!r}", param_hint="--until")
+    # IPs as the logs write them (normalised); a network or a name would trust nobody
+    trusted = [address_option("--trusted-client", c) or c for c in trusted_client or ()]
     settings = ApacheLogSettings()
     if apache_config is not None:
         try:
@@ -96,7 +98,7 @@ def logs_command(
     options = LogOptions(
         server_names=frozenset({*(server_name or ()), *settings.server_names}),
         mail_domains=frozenset(mail_domain or ()),
-        trusted_clients=frozenset({"127.0.0.1", "::1", *(trusted_client or ())}),
+        trusted_clients=frozenset({"127.0.0.1", "::1", *trusted}),
         log_format=log_format,
         formats_by_path=settings.formats_by_path,
         format_nicknames=settings.nicknames,

@@ -250,3 +250,15 @@ def test_an_earlier_log_read_later_opens_its_own_incident() -> None:
         [("2015-10-22", "2015-10-22", 1), ("2015-11-02", "2015-11-02", 1)])
     assert [c for *_, c in denied] == [[("1.163.31.151", 1)], [("104.208.28.248", 1)]]
     assert len(report.findings) == 2
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/8", "mail.example.com"])
+def test_a_trusted_client_that_is_no_address_is_a_usage_error(value: str) -> None:
+    # it was matched as a literal string against client IPs: a network (as Postfix's
+    # mynetworks is written) or a name trusted nothing, silently
+    path = str(DATA / "postfix-kdent-2015" / "mail.log.gz")
+    proc = subprocess.run([sys.executable, "-m", "relayguard", "logs", path, "-f", "json",
+                           "--trusted-client", value],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert f"--trusted-client {value!r} is not an IP address" in proc.stderr
