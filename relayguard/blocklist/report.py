@@ -70,6 +70,10 @@ def _inconclusive_message(target: TargetResult) -> str:
     if not target.applicable:
         return (f"inconclusive: no list in the chosen set covers {target.family.value} "
                 "targets")
+    if target.required > target.applicable and target.answered == target.applicable:
+        return (f"inconclusive, not clean: --min-lists {target.required} asks for more lists "
+                f"than the {target.applicable} that apply to {target.family.value} targets, "
+                f"and all {target.answered} answered not listed")
     parts = [f"{r.zone.name} {r.state.value} "
              f"({r.detail.split(':')[0] if r.state is State.UNUSABLE else r.detail})"
              for r in target.lists if r.state not in (State.LISTED, State.NOT_LISTED)]

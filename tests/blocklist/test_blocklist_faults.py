@@ -225,3 +225,15 @@ def test_unusable_source_is_one_clear_error(rbl_good: Rbldnsd, source: str,
     assert run.code == 2
     assert message in run.stderr
     assert run.stdout == ""
+
+
+def test_min_lists_above_the_lists_asked_says_so(rbl_good: Rbldnsd) -> None:
+    """Every list answered not-listed, yet --min-lists asks for more lists than there are:
+    the error must name that, not end in an empty list of failures."""
+    run = run_cli("11.22.33.50", "--resolver", rbl_good.resolver, "--zones",
+                  "clean.bl.test,bl.spamcop.net", "--min-lists", "3", "-f", "json")
+    assert run.code == 2
+    [error] = run.doc["errors"]
+    assert error["message"] == ("inconclusive, not clean: --min-lists 3 asks for more lists "
+                                "than the 2 that apply to ipv4 targets, and all 2 answered "
+                                "not listed")
