@@ -460,5 +460,17 @@ def check(targets: list[Target], zones: tuple[Zone, ...], client: DnsClient, *,
     try:
         return loop.run_until_complete(checker.run(targets))
     finally:
+        _wind_down(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def _wind_down(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is still running (after Ctrl-C: the check and its self-tests) and let it
+    finish inside the loop, so the client closes before the loop does."""
+    pending = asyncio.all_tasks(loop)
+    if not pending:
+        return
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))

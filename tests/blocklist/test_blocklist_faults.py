@@ -237,3 +237,24 @@ def test_min_lists_above_the_lists_asked_says_so(rbl_good: Rbldnsd) -> None:
     assert error["message"] == ("inconclusive, not clean: --min-lists 3 asks for more lists "
                                 "than the 2 that apply to ipv4 targets, and all 2 answered "
                                 "not listed")
+
+
+def test_ctrl_c_ends_quietly_without_a_traceback(silent: str) -> None:
+    """Ctrl-C while lists are being asked: the pending queries must be wound down inside the
+    event loop, not finalised after it closed ('Event loop is closed', 'Task was destroyed')."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.cli.test_cli import ENV
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relayguard", "blocklist", "11.22.33.44", "--resolver", silent,
+         "--source", CLIENT_IP, "--timeout", "20", "--zones", "good.faults.test"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    time.sleep(1.5)  # start-up, then the self-test queries wait on the silent server
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=20)
+    assert proc.returncode != 0
+    for noise in ("Traceback", "Task was destroyed", "Exception ignored", "Event loop is closed"):
+        assert noise not in err, err
