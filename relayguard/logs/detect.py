@@ -601,7 +601,8 @@ class MailDetector:
         self.sasl_windows: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self.sasl_burst_clients: set[str] = set()
         self.counts: dict[str, int] = {"inbound_blocklist_rejects": 0, "rejects": 0,
-                                       "sent": 0, "deferred": 0, "bounced": 0}
+                                       "reject_warnings": 0, "sent": 0, "deferred": 0,
+                                       "bounced": 0}
         self.senders = TopK(SENDER_KEYS)
         self.outbound_senders = TopK(SENDER_KEYS)  # outbound deliveries per envelope sender
         self.outcome_timeline = Timeline(cap=2048)  # deferred+bounced per minute
@@ -626,8 +627,8 @@ class MailDetector:
         if prog.startswith("sendmail") or prog.startswith("sm-mta"):
             m = _SENDMAIL_RELAY_DENIED.search(rec.message)
             if m is not None and event:
-                self._reject(rec, m["ip"], "relay not permitted", m["to"],
-                             Sample(path, lineno, line))
+                self._refused(rec, m["ip"], "relay not permitted", m["to"],
+                              Sample(path, lineno, line))
             return
         if "postfix" not in prog and "/" not in prog:
             return
@@ -637,7 +638,7 @@ class MailDetector:
         if tail == "postscreen":  # rejects before smtpd: inbound, like smtpd's
             m = _PF_REJECT.match(msg)
             if m is not None and event:
-                self._reject(rec, m["ip"], m["text"], m["to"] or "", sample)
+                self._reject(rec, m, sample)
             return
         if tail == "smtpd":
             m = _PF_CLIENT.match(msg)
@@ -650,7 +651,7 @@ class MailDetector:
                 return
             m = _PF_REJECT.match(msg)
             if m is not None:
-                self._reject(rec, m["ip"], m["text"], m["to"] or "", sample)
+                self._reject(rec, m, sample)
                 return
             m = _PF_SASL.match(msg)
             if m is not None:
@@ -683,7 +684,15 @@ class MailDetector:
                            m["status"], m["text"] or "", sample, intended=intended, event=event)
 
     # -- shared mail logic ---------------------------------------------------------------------
-    def _reject(self, rec: SyslogLine, ip: str, text: str, to: str, sample: Sample) -> None:
+    def _reject(self, rec: SyslogLine, m: re.Match[str], sample: Sample) -> None:
+        """A Postfix `reject:` line, or a `reject_warning:` (warn_if_reject: a restriction
+        tried out, the mail accepted all the same), which refused nothing."""
+        if m["action"] == "reject_warning":
+            self.counts["reject_warnings"] += 1
+            return
+        self._refused(rec, m["ip"], m["text"], m["to"] or "", sample)
+
+    def _refused(self, rec: SyslogLine, ip: str, text: str, to: str, sample: Sample) -> None:
         self.counts["rejects"] += 1
         lowered = text.lower()
         if "relay access denied" in lowered or "relay not permitted" in lowered:
@@ -803,7 +812,7 @@ class MailDetector:
             return
         m = _EXIM_RELAY_DENIED.search(msg)
         if m is not None:
-            self._reject(rec, m["ip"], "relay not permitted", m["to"], sample)
+            self._refused(rec, m["ip"], "relay not permitted", m["to"], sample)
             return
         m = _EXIM_AUTH_FAIL.search(msg)
         if m is not None:
