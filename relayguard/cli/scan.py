@@ -195,6 +195,11 @@ def scan_command(
             from relayguard.scan.steps import zones_for
 
             zones_for(options.zones)
+        if options.resolvers:  # checked now, not only when a site has something to look up
+            from relayguard.blocklist.dnsclient import Nameserver
+
+            for r in options.resolvers:
+                Nameserver.parse(r)
         history = None
         if not no_history:
             from relayguard.history import History

@@ -185,6 +185,7 @@ def test_unreachable_host_is_an_error_not_clean(db: str) -> None:
     (["--inventory", "/nonexistent.toml"], "give a HOST or --inventory, not both"),
     (["--db", "nosuchdialect://x"], "cannot open history store"),
     (["--zones", "x:bogus"], "kind must be `ip` or `domain`"),
+    (["--resolver", "dns.example"], "'dns.example' is not an IP address"),
 ])
 def test_bad_options_exit_2_with_a_message(args: list[str], message: str) -> None:
     done = scan("127.0.10.99", *args, "--no-probe", "--no-blocklist")
