@@ -183,6 +183,8 @@ class ProxyDetector:
             self.size_votes["total" if rec.size else "body"] += 1
         if method == "CONNECT":
             host, port = split_hostport(target)
+            if rec.proxy_log and port not in SMTP_PORTS:
+                return None  # a forward proxy tunnelling HTTPS: its job, as for GETs below
             kind = "proxy-smtp" if port in SMTP_PORTS else "proxy-connect"
             dest = f"{host}:{port}" if port is not None else host
             req_path = ""
