@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from relayguard import __version__
 from relayguard.catalogue import Rule, all_rules
-from relayguard.findings import Finding, Report, Severity
+from relayguard.findings import Finding, Location, Report, Severity
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFO_URI = "https://github.com/relayguard/relayguard"
@@ -80,22 +80,31 @@ def _result(f: Finding, index: dict[str, int]) -> dict[str, Any]:
     }
     if f.rule in index:
         result["ruleIndex"] = index[f.rule]
-    if f.location.path is not None:
-        physical: dict[str, Any] = {"artifactLocation": {"uri": _artifact_uri(f.location.path)}}
-        if f.location.line is not None:
-            physical["region"] = {"startLine": max(1, f.location.line)}
-        result["locations"] = [{"physicalLocation": physical}]
-    elif f.location.host is not None:
-        # GitHub code scanning rejects the whole file when one result lacks an artifact URI,
-        # and rejects URI schemes other than the checkout's: a network target (probe,
-        # blocklist) becomes a relative, fully escaped reference ("127.0.0.1%3A3128").
-        target = str(f.location)
-        result["locations"] = [{
-            "physicalLocation": {"artifactLocation": {
-                "uri": quote(target.encode("utf-8", "surrogateescape"), safe="")}},
-            "message": {"text": target},
-        }]
+    # GitHub code scanning rejects the whole file when one result has no location: a finding
+    # with no place of its own (a logs volume spike) points at its first located evidence.
+    where = next((loc for loc in (f.location, *(e.location for e in f.evidence))
+                  if loc is not None and (loc.path is not None or loc.host is not None)),
+                 None)
+    result["locations"] = [_location(where)]
     return result
+
+
+def _location(where: Location | None) -> dict[str, Any]:
+    """A result's location: a file (and line), a network target, or none at all."""
+    if where is not None and where.path is not None:
+        physical: dict[str, Any] = {"artifactLocation": {"uri": _artifact_uri(where.path)}}
+        if where.line is not None:
+            physical["region"] = {"startLine": max(1, where.line)}
+        return {"physicalLocation": physical}
+    if where is None:
+        return {"physicalLocation": {"artifactLocation": {"uri": "relayguard"}},
+                "message": {"text": "no single place: see the evidence"}}
+    # GitHub also rejects URI schemes other than the checkout's: a network target (probe,
+    # blocklist) becomes a relative, fully escaped reference ("127.0.0.1%3A3128").
+    target = str(where)
+    return {"physicalLocation": {"artifactLocation": {
+        "uri": quote(target.encode("utf-8", "surrogateescape"), safe="")}},
+        "message": {"text": target}}
 
 
 def render_sarif(report: Report) -> str:

@@ -162,3 +162,23 @@ def test_every_located_result_meets_github_ingestion_rules() -> None:
         uri = res["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
         assert URI_REF.fullmatch(uri)
         assert ":" not in uri.split("/")[0] or uri.startswith("file:///"), uri
+
+
+def test_a_finding_without_a_location_still_has_one_for_github() -> None:
+    """A logs volume spike has no single place (Location()): GitHub's upload rejects the whole
+    file ('expected at least one location'), so the result points at its first evidence
+    line's file, or failing that at the command's report."""
+    from relayguard.findings import Evidence
+
+    spike = Finding("LOGS-VOLUME-SPIKE", Category.VOLUME_ANOMALY, Severity.MEDIUM,
+                    Confidence.CONFIRMED, "800 requests/min at the peak", Location(),
+                    (Evidence("log", "summary"),
+                     Evidence("log", "1.2.3.4 - - GET /", Location(path="/var/log/a.log",
+                                                                    line=9))))
+    bare = Finding("LOGS-VOLUME-SPIKE", Category.VOLUME_ANOMALY, Severity.MEDIUM,
+                   Confidence.CONFIRMED, "no evidence at all", Location())
+    results = sarif(Report("logs", (spike, bare)))["runs"][0]["results"]
+    assert results[0]["locations"] == [{"physicalLocation": {
+        "artifactLocation": {"uri": "file:///var/log/a.log"}, "region": {"startLine": 9}}}]
+    uri = results[1]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+    assert URI_REF.fullmatch(uri) and ":" not in uri
