@@ -42,16 +42,35 @@ class FixPlan:
         return unified_diff(self.edits)
 
 
+def read_config(path: Path) -> str:
+    """A config's text with its bytes and line endings kept: non-UTF-8 bytes (a Latin-1
+    comment) survive as surrogates, so writing it back changes only the patched lines."""
+    return path.read_bytes().decode("utf-8", "surrogateescape")
+
+
+def write_config(path: Path, text: str) -> None:
+    """Write text read by `read_config` back, byte for byte where it was not patched."""
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+
+
+def _shown(text: str) -> str:
+    """Text as the auditors quote it (undecodable bytes as U+FFFD)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def apply_edits(text: str, edits: Iterable[Edit]) -> str:
-    """Apply edits to one file's text (bottom-up so line numbers stay valid)."""
+    """Apply edits to one file's text (bottom-up so line numbers stay valid), keeping its
+    line endings (CRLF stays CRLF)."""
     lines = text.splitlines()
+    newline = "\r\n" if "\r\n" in text else "\n"
     trailing = text.endswith("\n")
     for e in sorted(edits, key=lambda e: e.line, reverse=True):
         start = e.line - 1
-        if tuple(lines[start:start + len(e.old)]) != e.old:
+        if tuple(_shown(ln) for ln in lines[start:start + len(e.old)]) != \
+                tuple(map(_shown, e.old)):
             raise ValueError(f"{e.path}:{e.line}: the file no longer reads {e.old!r}")
         lines[start:start + len(e.old)] = list(e.new)
-    return "\n".join(lines) + ("\n" if trailing or not lines else "")
+    return newline.join(lines) + (newline if trailing or not lines else "")
 
 
 def edits_by_path(edits: Iterable[Edit]) -> dict[str, list[Edit]]:
@@ -67,10 +86,10 @@ def unified_diff(edits: Iterable[Edit]) -> str:
     """A unified diff of the edits against the files as they are now."""
     chunks: list[str] = []
     for path, group in sorted(edits_by_path(edits).items()):
-        old = Path(path).read_text(encoding="utf-8", errors="replace")
+        old = read_config(Path(path))
         new = apply_edits(old, group)
-        chunks += difflib.unified_diff(old.splitlines(keepends=True),
-                                       new.splitlines(keepends=True),
+        chunks += difflib.unified_diff(_shown(old).splitlines(keepends=True),
+                                       _shown(new).splitlines(keepends=True),
                                        fromfile=f"{path}", tofile=f"{path}")
     return "".join(chunks)
 
@@ -121,12 +140,12 @@ def _apply_in_copy(copy: Path, origin: Path, edits: list[Edit]) -> None:
         target = copy / rel
         resolved = target.resolve()
         if resolved.is_relative_to(copy.resolve()):
-            text = resolved.read_text(encoding="utf-8", errors="replace")
+            text = read_config(resolved)
         else:  # an absolute symlink would lead back to the real file: break it
-            text = Path(path).read_text(encoding="utf-8", errors="replace")
+            text = read_config(Path(path))
             target.unlink()
             resolved = target
-        resolved.write_text(apply_edits(text, group), encoding="utf-8")
+        write_config(resolved, apply_edits(text, group))
 
 
 def _moved_line(path: Path, line: int, edits: list[Edit]) -> int:
@@ -222,12 +241,11 @@ def write_fixes(plan: FixPlan) -> list[str]:
     stamp = time.strftime("%Y%m%d%H%M%S")
     for path, group in edits_by_path(plan.edits).items():
         real = Path(path).resolve()
-        text = real.read_text(encoding="utf-8", errors="replace")
-        new = apply_edits(text, group)
+        new = apply_edits(read_config(real), group)
         backup = real.with_name(f"{real.name}.relayguard-{stamp}.bak")
         shutil.copy2(real, backup)
         tmp = real.with_name(f".{real.name}.relayguard-tmp")
-        tmp.write_text(new, encoding="utf-8")
+        write_config(tmp, new)
         shutil.copymode(real, tmp)
         os.replace(tmp, real)
         backups.append(str(backup))

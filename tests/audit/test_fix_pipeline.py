@@ -116,3 +116,23 @@ def test_a_hole_is_followed_to_where_the_edits_move_it() -> None:
     assert _still_open([target], [target], [elsewhere], insert, copy, origin) == [target]
     other = _finding(30)
     assert _still_open([target], [target, other], [elsewhere], insert, copy, origin) == []
+
+
+def test_write_changes_only_the_patched_lines_bytes(tmp_path: Path) -> None:
+    """A config saved on Windows in ISO-8859-1 (CRLF, `ü` as one byte): `--write` must keep
+    every line it does not patch byte for byte, as the diff it printed promises, instead of
+    rewriting the file with LF endings and U+FFFD in the comments."""
+    stock = (REAL / "tinyproxy/tinyproxy.conf").read_bytes().split(b"\n")
+    lines = [b"# Proxy f\xfcr das B\xfcro"] + [ln for ln in stock if not ln.startswith(b"Allow ")]
+    conf = tmp_path / "tinyproxy.conf"
+    conf.write_bytes(b"\r\n".join(lines))
+    before = conf.read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "relayguard", "audit", str(conf), "--fix",
+                           "--write", "--format", "json"], capture_output=True, text=True,
+                          timeout=180, check=False)
+    doc = json.loads(proc.stdout)
+    assert any(n.startswith("patched; backup kept at") for n in doc["notes"]), doc["notes"]
+    after = conf.read_bytes()
+    added = [ln for ln in after.split(b"\r\n") if ln not in before.split(b"\r\n")]
+    assert added == [b"ConnectPort 443", b"Allow 127.0.0.1", b"Allow ::1"]
+    assert after.replace(b"\r\n".join([b"", *added]), b"") == before
