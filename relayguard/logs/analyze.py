@@ -69,6 +69,15 @@ def parsed_too_little(lines: int, parsed: int) -> bool:
 PARSE_BATCH = 4096  # candidate lines parsed at once: a chunk of nothing else has ~80,000
 
 
+def line_text(raw: bytes) -> str:
+    """A line as text: undecodable bytes kept as escapes, and the CR of a CRLF line ending
+    dropped (it is no part of the line: Postfix's `status=sent (…)` would not end the line,
+    and a sample printed with it returns the terminal over the client's address)."""
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def _file_identity(path: str) -> tuple[int, int] | None:
     """(device, inode) of a regular file; None for stdin, pipes and what cannot be read
     (opening it reports why)."""
@@ -291,7 +300,7 @@ class LogAnalysis:
         """Account one access-log line (the line-by-line path; `watch` calls this too)."""
         st = self.stats
         st.lines += 1
-        text = raw.decode("utf-8", "surrogateescape")
+        text = line_text(raw)
         rec = fmt.parse(text) if text else None
         if rec is None:
             st.unparsed += 1
@@ -309,7 +318,7 @@ class LogAnalysis:
         """Account one mail-log line (syslog, maillog_file or Exim mainlog)."""
         st = self.stats
         st.lines += 1
-        text = raw.decode("utf-8", "surrogateescape")
+        text = line_text(raw)
         rec = parse_syslog(text, years) if text else None
         if rec is None:
             st.unparsed += 1
@@ -379,8 +388,7 @@ class LogAnalysis:
             for f, (lineno, raw) in zip(got, part, strict=True):
                 if f is None or (ranged and not self._in_range(f[0])):
                     continue
-                feed(AccessRecord(*f, size_unit=unit), source, base + lineno,
-                     raw.decode("utf-8", "surrogateescape"))
+                feed(AccessRecord(*f, size_unit=unit), source, base + lineno, line_text(raw))
 
     # -- mail logs ---------------------------------------------------------------------------
     def _mail(self, path: str, head: bytes, stream: Any, problems: ReadProblems) -> None:

@@ -262,3 +262,29 @@ def test_a_trusted_client_that_is_no_address_is_a_usage_error(value: str) -> Non
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and proc.stdout == ""
     assert f"--trusted-client {value!r} is not an IP address" in proc.stderr
+
+
+def test_crlf_logs_give_evidence_without_carriage_returns(tmp_path: Path) -> None:
+    # a log copied through a Windows machine ends its lines with CR LF; the CR is no part of
+    # the line, and printed in a sample it sends the terminal back to the start of the line,
+    # over the client's address
+    originals = {}
+    for name, source in (("access.log", "apache-secrepo-2018/access-2018-12-15.log.gz"),
+                         ("mail.log", "postfix-kdent-2015/mail.log.gz")):
+        data = gzip.decompress((DATA / source).read_bytes())
+        originals[name] = data.decode().split("\n")
+        (tmp_path / name).write_bytes(data.replace(b"\n", b"\r\n"))
+    web, mail = tmp_path / "access.log", tmp_path / "mail.log"
+    for fast in (True, False):
+        report = analyse([str(web), str(mail)], LogOptions(year=2015, fast=fast))
+        samples = {i["kind"]: i["samples"][0] for i in report.stats["incidents"]
+                   if i["kind"] in ("proxy-http", "smtp-relay-denied")}
+        assert samples["proxy-http"]["line"] == 493
+        assert samples["proxy-http"]["text"] == originals["access.log"][492]
+        assert samples["smtp-relay-denied"]["line"] == 4896
+        assert samples["smtp-relay-denied"]["text"] == originals["mail.log"][4895]
+        assert report.stats["unparsed"] == 0
+        # Postfix's delivery lines end `status=sent (…)`: with the CR they were not read
+        mail_counts = report.stats["mail"]
+        assert (mail_counts["sent"], mail_counts["deferred"], mail_counts["bounced"]) == \
+            (504, 91, 7)
