@@ -29,6 +29,7 @@ from relayguard.findings import ErrorEntry
 MAX_LINE_CHARS = 64 * 1024
 MAX_INCLUDE_DEPTH = 128  # httpd's AP_MAX_INCLUDE_DEPTH
 MAX_FILES = 10_000
+MAX_NESTING = 200  # sections + includes: far past any real config, inside Python's stack
 
 # Modules compiled into Debian's and upstream's httpd binaries (`apache2 -l`).
 STATIC_MODULES = frozenset({
@@ -187,6 +188,7 @@ class _Walk:
     options: AuditOptions
     env: dict[str, str]
     stack: list[str] = field(default_factory=list)
+    depth: int = 0  # sections and includes being walked
 
 
 def _substitute(text: str, w: _Walk) -> str:
@@ -312,6 +314,23 @@ def _include_file(path: Path, via: _Raw, chain: tuple[tuple[str, int], ...],
 
 def _walk(raws: list[_Raw], chain: tuple[tuple[str, int], ...], out: list[Node],
           w: _Walk) -> None:
+    """Walk one level of sections, bounded: garbage such as an HTML page in an included
+    directory (thousands of unclosed `<div>`) must not exhaust Python's recursion."""
+    if w.depth >= MAX_NESTING:
+        if raws:
+            w.config.errors.append(ErrorEntry(raws[0].path, "sections and includes nested "
+                                              f"deeper than {MAX_NESTING} levels; the deeper "
+                                              "part was not read", raws[0].line))
+        return
+    w.depth += 1
+    try:
+        _walk_level(raws, chain, out, w)
+    finally:
+        w.depth -= 1
+
+
+def _walk_level(raws: list[_Raw], chain: tuple[tuple[str, int], ...], out: list[Node],
+                w: _Walk) -> None:
     cfg = w.config
     for raw in raws:
         args = split_args(_substitute(raw.argtext, w))

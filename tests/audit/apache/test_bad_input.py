@@ -89,6 +89,19 @@ def test_unterminated_section(tmp_path: Path) -> None:
     assert_clean_error(run_audit(str(conf)), f"{conf}:4", "never closed")
 
 
+def test_sections_nested_without_end_are_an_error_not_a_recursion_crash(tmp_path: Path) -> None:
+    """An HTML page dropped into a directory that `IncludeOptional` reads (thousands of
+    unclosed `<div>`-like tags) once crashed the walk with RecursionError."""
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "notes.conf").write_text("<div class=x>\n" * 3000)
+    conf = tmp_path / "httpd.conf"
+    conf.write_text(HEADER + "IncludeOptional conf.d\nProxyRequests On\n")
+    proc = run_audit("--format", "json", str(conf))
+    assert_clean_error(proc, "nested deeper than")
+    doc = json.loads(proc.stdout)
+    assert any(f["rule"] == "APACHE-OPEN-FORWARD-PROXY" for f in doc["findings"])
+
+
 def test_mismatched_close(tmp_path: Path) -> None:
     conf = tmp_path / "httpd.conf"
     conf.write_text("<Proxy *>\n</Location>\n</Proxy>\n")
