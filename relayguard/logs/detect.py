@@ -416,8 +416,11 @@ _PF_REMOVED = re.compile(r"^(?P<qid>\w+): removed$")
 _REMOTE_REPLY = re.compile(r"^host (?P<host>\S+) (?:said|refused to talk to me): (?P<reply>.*)$",
                            re.S)
 
+# `H=host [ip]` for mail from the network; a local submission (`U=www-data P=local`, what
+# PHP's mail() makes through sendmail) has none: no client, a trusted local sender
 _EXIM_ARRIVAL = re.compile(
-    r"^(?P<id>[\w-]{16,23}) <= (?P<from>\S+) .*?H=(?:\S+ )?(?:\([^)]*\) )?\[(?P<ip>[^\]]+)\]")
+    r"^(?P<id>[\w-]{16,23}) <= (?P<from>\S+)(?: .*?H=(?:\S+ )?(?:\([^)]*\) )?"
+    r"\[(?P<ip>[^\]]+)\])?")
 _EXIM_DELIVERY = re.compile(
     r"^(?P<id>[\w-]{16,23}) (?P<flag>=>|->|\*\*|==) (?P<to>\S+)(?P<rest>.*)$")
 _EXIM_RELAY_DENIED = re.compile(
