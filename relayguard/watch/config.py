@@ -301,8 +301,16 @@ def _respond(r: _Reader | None, source: str) -> RespondConfig:
 def _blocklist(r: _Reader | None) -> BlocklistConfig:
     if r is None:
         return BlocklistConfig()
+    zones = r.strings("zones")
+    if zones:  # checked now, not at the first re-check an hour later
+        from relayguard.blocklist.zones import parse_zones
+
+        try:
+            parse_zones(zones)
+        except InputError as exc:
+            raise r._err("zones", exc.message) from None
     return BlocklistConfig(targets=r.strings("targets"), interval=r.positive("interval", 3600.0),
-                           zones=r.strings("zones"), zone_set=r.get("zone_set", str, "default"),
+                           zones=zones, zone_set=r.get("zone_set", str, "default"),
                            resolvers=r.strings("resolvers"), timeout=r.positive("timeout", 2.0))
 
 

@@ -28,10 +28,12 @@ _INTERESTING_FIRST = {"listed", "unusable"}
 
 
 def _zones(cfg: BlocklistConfig) -> tuple[Any, ...]:
-    from relayguard.blocklist.zones import Zone, ZoneKind, lookup, zone_set
+    """The lists to ask: `zones` as `relayguard blocklist --zones` reads them
+    (`NAME[:ip|domain]`), else the named zone set."""
+    from relayguard.blocklist.zones import parse_zones, zone_set
 
     if cfg.zones:
-        return tuple(lookup(z) or Zone.generic(z, ZoneKind.IP) for z in cfg.zones)
+        return parse_zones(cfg.zones)
     return zone_set(cfg.zone_set)
 
 

@@ -14,9 +14,10 @@ import dns.message
 import dns.query
 import pytest
 
-from relayguard.watch.config import BlocklistConfig
+from relayguard.errors import InputError
+from relayguard.watch.config import BlocklistConfig, parse_config
 from relayguard.watch.metrics import Metrics
-from relayguard.watch.recheck import Rechecker
+from relayguard.watch.recheck import Rechecker, _zones
 from relayguard.watch.state import StateDB
 
 pytestmark = pytest.mark.server
@@ -104,3 +105,17 @@ def test_rechecks_alert_only_on_changes(tmp_path: Path) -> None:
         rbl.stop()
         db.close()
         shutil.rmtree(rbl.dir, ignore_errors=True)
+
+
+def test_zones_are_read_as_blocklist_reads_them() -> None:
+    """`[blocklist] zones` take `NAME:domain` as `relayguard blocklist --zones` does (it was
+    read as an IP list literally named "dbl.example.test:domain"), and a bad kind is a
+    config error at start, not at the first re-check an hour later."""
+    cfg = parse_config('[blocklist]\ntargets = ["example.test"]\n'
+                       'zones = ["dbl.example.test:domain", "rbl.example.test"]\n', "w.toml")
+    zones = _zones(cfg.blocklist)
+    assert [(z.name, z.kind.value) for z in zones] == [("dbl.example.test", "domain"),
+                                                      ("rbl.example.test", "ip")]
+    with pytest.raises(InputError, match=r"w.toml: blocklist.zones: .*kind must be"):
+        parse_config('[blocklist]\ntargets = ["example.test"]\nzones = ["x.test:mx"]\n',
+                     "w.toml")
