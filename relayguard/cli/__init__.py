@@ -34,6 +34,8 @@ class ExitStatus(IntEnum):
     ERROR = 2  # usage or input error, or a check that could not be completed
 
 
+INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), beside the contract's 0/1/2
+
 # every sub-command, in the order `--help` lists them; `relayguard.cli.<name>` defines it
 COMMANDS = ("audit", "blocklist", "history", "lab", "logs", "probe", "rules", "scan", "watch")
 
@@ -59,6 +61,15 @@ class LazyGroup(click.Group):
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             importlib.import_module(f"relayguard.cli.{cmd_name}")  # registers itself on `app`
         return self.commands.get(cmd_name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Ctrl-C ends any command with 130, as shells expect of SIGINT — not click's
+        "Aborted!" and 1, which our contract reads as "findings"."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            sys.stderr.write("relayguard: interrupted\n")
+            raise click.exceptions.Exit(INTERRUPTED) from None
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if not args and not ctx.resilient_parsing:  # help on stdout, exit 2: no command given

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from relayguard.cli import app, fail
+from relayguard.cli import INTERRUPTED, app, fail
 
 
 @app.command("lab")
@@ -36,7 +36,7 @@ def lab_command(address: str, keep: bool) -> None:
         fail(str(exc))
     except KeyboardInterrupt:
         sys.stderr.write("relayguard lab: interrupted; everything it started is stopped\n")
-        raise click.exceptions.Exit(130) from None
+        raise click.exceptions.Exit(INTERRUPTED) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     raise click.exceptions.Exit(0 if result.closed else 1)

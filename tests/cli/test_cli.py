@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -61,6 +63,36 @@ def test_version() -> None:
         capture_output=True, text=True, timeout=60, env=ENV)
     assert pure.stdout.endswith(
         "access-log scanner: pure Python (no C compiler at install: slower, same results)\n")
+
+
+def test_ctrl_c_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    """SIGINT during a command: 130 and one line, not click's "Aborted!" with 1 (which the
+    exit-code contract reads as "findings") nor a traceback. `logs` reads a named pipe that
+    stays open, as a live feed would; opening its write end returns once `logs` opened it."""
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "relayguard", "logs", str(fifo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the write end opens once the command has opened the pipe to read it
+            try:
+                feed = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, \
+                    "logs never opened the pipe"
+                time.sleep(0.02)
+        os.write(feed, b'192.0.2.1 - - [01/Mar/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 5'
+                       b' "-" "-"\n')
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+        os.close(feed)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.decode() == "relayguard: interrupted\n"
 
 
 def test_no_command_prints_help_and_exits_2() -> None:
