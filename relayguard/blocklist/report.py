@@ -8,6 +8,8 @@ every (target, list) state is in `stats["targets"]` for scripts.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 from typing import Any
 
 from relayguard.blocklist.check import CheckResult, ListResult, State, TargetResult, Verdict
@@ -18,6 +20,7 @@ from relayguard.blocklist.zones import (
     REFUSAL_REMEDY,
     CodeClass,
     ZoneStatus,
+    mask,
 )
 from relayguard.findings import Confidence, ErrorEntry, Evidence, Finding, Location, Report
 
@@ -62,8 +65,29 @@ def build_report(result: CheckResult, resolvers: list[str],
                                  "or reserved address that public blocklists cannot list"))
     if refusal_seen:
         out_notes.append(f"next step: {REFUSAL_REMEDY}")
-    return Report(command="blocklist", findings=tuple(findings), errors=tuple(errors),
-                  stats=_stats(result, resolvers), notes=tuple(out_notes))
+    report = Report(command="blocklist", findings=tuple(findings), errors=tuple(errors),
+                    stats=_stats(result, resolvers), notes=tuple(out_notes))
+    keys = {key: mask(key) for z in result.zones if (key := z.secret)}
+    return _scrub(report, keys) if keys else report
+
+
+def _scrub(obj: Any, keys: dict[str, str]) -> Any:
+    """`obj` with every access key masked in every string it holds (names, query names in
+    evidence, notes, stats keys), whatever the nesting: reports are shared."""
+    if isinstance(obj, enum.Enum):  # str-valued enums are names, never keys
+        return obj
+    if isinstance(obj, str):
+        for key, shown in keys.items():
+            obj = obj.replace(key, shown)
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_scrub(x, keys) for x in obj)
+    if isinstance(obj, dict):
+        return {_scrub(k, keys): _scrub(v, keys) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: _scrub(getattr(obj, f.name), keys)
+                                           for f in dataclasses.fields(obj) if f.init})
+    return obj
 
 
 def _inconclusive_message(target: TargetResult) -> str:

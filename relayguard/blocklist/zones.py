@@ -90,6 +90,22 @@ class Zone:
                    access="unknown", ipv6=kind is ZoneKind.IP, catalogued=False)
 
     @property
+    def secret(self) -> str | None:
+        """The access key inside a keyed zone's name (Spamhaus DQS: `<key>.zen.dq.spamhaus.net`),
+        which reports must not show: they get shared."""
+        if self.needs_key and self.name.endswith(".dq.spamhaus.net"):
+            key = self.name.split(".", 1)[0]
+            return key if len(key) >= 8 else None
+        return None
+
+    @property
+    def shown(self) -> str:
+        """The name as reports show it: a key in it masked (its first 4 characters kept, so
+        the user can tell which key it was)."""
+        key = self.secret
+        return self.name if key is None else self.name.replace(key, mask(key), 1)
+
+    @property
     def positive_test(self) -> str:
         return self.test_listed or ("127.0.0.2" if self.kind is ZoneKind.IP else "test")
 
@@ -313,6 +329,11 @@ ZONES: tuple[Zone, ...] = (
 )
 
 _BY_NAME: dict[str, Zone] = {z.name: z for z in ZONES}
+
+
+def mask(key: str) -> str:
+    """A secret as reports may show it."""
+    return f"{key[:4]}...(key)"
 
 ZONE_SETS = ("default", "all")
 

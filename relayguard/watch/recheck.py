@@ -60,7 +60,7 @@ def run_check(cfg: BlocklistConfig) -> dict[tuple[str, str], tuple[str, str]]:
     for t in result.targets:
         for res in t.lists:
             detail = ", ".join(d.value for d in res.decoded) or res.detail
-            out[(t.origin, res.zone.name)] = (str(res.state), detail)
+            out[(t.origin, res.zone.shown)] = (str(res.state), detail)
     return out
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 from blocklist_servers import (
+    GOOD_IP,
+    GOOD_IP4,
     Rbldnsd,
     catalogue_code_domain,
     catalogue_code_ip,
     findings_by,
     run_cli,
+    start_rbldnsd,
+    stop_rbldnsd,
 )
 
 from relayguard.blocklist.zones import ZONES, CodeClass, ZoneKind, ZoneStatus, zone_set
@@ -239,3 +243,25 @@ def test_every_output_format_renders(rbl_good: Rbldnsd) -> None:
         run = run_cli("11.22.33.44", "--resolver", rbl_good.resolver, "-f", fmt)
         assert run.code == 1, (fmt, run.stderr)
         assert "11.22.33.44" in run.stdout
+
+
+def test_a_dqs_key_never_appears_in_a_report() -> None:
+    """A Spamhaus DQS key is part of the zone name (`<key>.zen.dq.spamhaus.net`) and was
+    printed in titles, evidence (query names) and stats: reports get shared, keys are paid
+    for. Every format now shows its first four characters only — the listing itself is
+    unchanged (decoded with zen's codes). A real rbldnsd serves the keyed zone on loopback."""
+    key = "k3ysecretvalue99"
+    zone = f"{key}.zen.dq.spamhaus.net"
+    server = start_rbldnsd(GOOD_IP, [(zone, "ip4set", GOOD_IP4)])
+    try:
+        for fmt in ("json", "text", "markdown", "html", "sarif"):
+            run = run_cli("11.22.33.44", "--resolver", server.resolver, "--zones", zone,
+                          "--timeout", "0.5", "--format", fmt)
+            assert run.code == 1, run.stdout + run.stderr  # listed
+            assert key not in run.stdout + run.stderr, fmt
+            assert "k3ys...(key).zen.dq.spamhaus.net" in run.stdout.replace("\n", ""), fmt
+        doc = run_cli("11.22.33.44", "--resolver", server.resolver, "--zones", zone,
+                      "--timeout", "0.5", "--format", "json").doc
+        assert "BL-LISTED-SPAM" in {f["rule"] for f in doc["findings"]}
+    finally:
+        stop_rbldnsd(server)
