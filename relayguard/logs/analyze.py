@@ -148,6 +148,9 @@ class LogAnalysis:
         self.skipped: list[str] = []
         self._specs: dict[str, Detected] = {}
         self._years: dict[str, YearGuesser] = {}  # per rotated set, with --year
+        # first and last time of each input's events (to the minute in the fast path): a
+        # volume spike, counted per minute, is placed in the file(s) holding it
+        self.spans: dict[str, dict[str, list[float]]] = {"access": {}, "mail": {}}
 
     def reconfigure(self, options: LogOptions) -> list[str]:
         """Take new options mid-stream (`watch` restart or SIGHUP): what the detectors
@@ -288,6 +291,23 @@ class LogAnalysis:
                 self.stats.sample(path, lineno, raw)
 
     # -- access logs -------------------------------------------------------------------------
+    def _span(self, kind: str, path: str, first: float | None, last: float | None) -> None:
+        if first is None or last is None:
+            return
+        spans = self.spans[kind]
+        span = spans.get(path)
+        if span is None:
+            spans[path] = [first, last]
+        elif first < span[0] or last > span[1]:
+            span[0], span[1] = min(span[0], first), max(span[1], last)
+
+    def holding(self, kind: str, first: float | None, last: float | None) -> list[str]:
+        """The access or mail logs, in reading order, whose events span some of first ..
+        last."""
+        if first is None or last is None:
+            return []
+        return [p for p, (a, b) in self.spans[kind].items() if a <= last and b >= first]
+
     def _in_range(self, t: float | None) -> bool:
         if t is None:
             return True
@@ -312,6 +332,7 @@ class LogAnalysis:
         in_range = self._in_range(rec.time)
         if in_range:
             self.volume.feed_time(rec.time)
+            self._span("access", path, rec.time, rec.time)
         self.proxy.feed(rec, path, lineno, text, in_range)
 
     def feed_mail_line(self, years: YearGuesser, path: str, lineno: int, raw: bytes) -> None:
@@ -329,7 +350,10 @@ class LogAnalysis:
         fam = "exim" if rec.program.startswith("exim") else (
             "postfix" if "postfix" in rec.program or "/" in rec.program else "syslog")
         st.by_format[fam] = st.by_format.get(fam, 0) + 1
-        self.mail.feed(rec, path, lineno, text, self._in_range(rec.time))
+        in_range = self._in_range(rec.time)
+        if in_range:
+            self._span("mail", path, rec.time, rec.time)
+        self.mail.feed(rec, path, lineno, text, in_range)
 
     def _access_slow(self, path: str, head: bytes, stream: Any, problems: ReadProblems,
                      fmt: AccessFormat | SquidFormat) -> None:
@@ -373,6 +397,8 @@ class LogAnalysis:
         else:
             minutes = res.minutes
         self.volume.feed_minutes(minutes)
+        if minutes:
+            self._span("access", source, min(minutes), max(minutes) + 59)
         for p, size in res.local_sizes:
             self.proxy.note_local(p, size)
         if fmt.sizes == "guess":
@@ -572,12 +598,22 @@ def incident_finding(inc: Incident, analysis: LogAnalysis) -> Finding | None:
     if kind in ("volume-spike", "mail-outcome-spike"):
         rule = R.LOGS_VOLUME_SPIKE if kind == "volume-spike" else R.LOGS_MAIL_FAILURE_SPIKE
         what = "requests" if kind == "volume-spike" else "deferred/bounced deliveries"
+        # counted per minute: no line to point at, but the file(s) holding those minutes
+        files = analysis.holding("access" if kind == "volume-spike" else "mail", inc.first,
+                                 inc.last)
+        where = f"; in {', '.join(files[:5])}" + (f" (+{len(files) - 5} more)"
+                                                  if len(files) > 5 else "") if files else ""
+        # a measurement: no clients, statuses or outcomes were recorded, so none are listed
+        summary = (f"{inc.events} {what} {_when(inc)}; peak "
+                   f"{inc.timeline.peak_per_minute():.0f}/min, usually "
+                   f"{inc.extra.get('baseline_per_minute', 0):.0f}/min; counted per minute, no "
+                   f"lines or clients kept: see those minutes{where}")
         return rule.finding(
             f"{inc.timeline.peak_per_minute():.0f} {what}/min at the peak, usually "
             f"{inc.extra.get('baseline_per_minute', 0):.0f}/min: {inc.events} in "
             f"{inc.extra.get('spike_minutes')} minute(s), {_when(inc)}",
-            location=Location(), evidence=_evidence(inc, _summary(inc)),
-            confidence=Confidence.CONFIRMED)
+            location=Location(path=files[0]) if files else Location(),
+            evidence=_evidence(inc, summary), confidence=Confidence.CONFIRMED)
     if kind == "smtp-relay-denied":
         return R.LOGS_SMTP_RELAY_DENIED.finding(
             f"{inc.events} relay attempt(s) refused from {inc.client_count.describe()} "

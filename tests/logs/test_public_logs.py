@@ -288,3 +288,21 @@ def test_crlf_logs_give_evidence_without_carriage_returns(tmp_path: Path) -> Non
         mail_counts = report.stats["mail"]
         assert (mail_counts["sent"], mail_counts["deferred"], mail_counts["bounced"]) == \
             (504, 91, 7)
+
+
+def test_a_volume_spike_names_the_file_that_holds_it(tmp_path: Path) -> None:
+    # secrepo's log rotated at line 1200: the 00:24 burst (lines 761-1062) is in
+    # access.log.1, the 00:35-00:40 one (lines 1679-4452) in access.log. A spike is counted
+    # per minute, so it has no line to point at, but the file is known and was not given
+    lines = gzip.decompress(
+        (DATA / "apache-secrepo-2018" / "access-2018-12-15.log.gz").read_bytes()
+    ).splitlines(keepends=True)
+    older, newer = tmp_path / "access.log.1", tmp_path / "access.log"
+    older.write_bytes(b"".join(lines[:1200]))
+    newer.write_bytes(b"".join(lines[1200:]))
+    for fast in (True, False):
+        report = analyse([str(newer), str(older)], LogOptions(fast=fast))
+        spikes = [f for f in report.findings if f.rule == "LOGS-VOLUME-SPIKE"]
+        assert [(f.location.path, f.location.line) for f in spikes] == [
+            (str(older), None), (str(newer), None)], fast
+        assert f"in {older}" in spikes[0].evidence[0].text
