@@ -152,6 +152,10 @@ class LogAnalysis:
         # volume spike, counted per minute, is placed in the file(s) holding it
         self.spans: dict[str, dict[str, list[float]]] = {"access": {}, "mail": {}}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """State `watch` pickled before the per-file spans and per-set years existed."""
+        self.__dict__.update({"spans": {"access": {}, "mail": {}}, "_years": {}, **state})
+
     def reconfigure(self, options: LogOptions) -> list[str]:
         """Take new options mid-stream (`watch` restart or SIGHUP): what the detectors
         learned is kept, and only what the old options alone made is dropped (see

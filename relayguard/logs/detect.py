@@ -612,6 +612,11 @@ class MailDetector:
         self.outbound_senders = TopK(SENDER_KEYS)  # outbound deliveries per envelope sender
         self.outcome_timeline = Timeline(cap=2048)  # deferred+bounced per minute
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """State `watch` pickled before reject warnings were counted apart."""
+        state["counts"].setdefault("reject_warnings", 0)
+        self.__dict__.update(state)
+
     def _msg(self, qid: str, create: bool = True) -> _Msg | None:
         m = self.msgs.get(qid)
         if m is None and create:

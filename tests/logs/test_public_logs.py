@@ -306,3 +306,29 @@ def test_a_volume_spike_names_the_file_that_holds_it(tmp_path: Path) -> None:
         assert [(f.location.path, f.location.line) for f in spikes] == [
             (str(older), None), (str(newer), None)], fast
         assert f"in {older}" in spikes[0].evidence[0].text
+
+
+def test_analysis_state_pickled_before_this_version_still_runs() -> None:
+    # `watch` keeps its LogAnalysis pickled across restarts and upgrades: state from before
+    # the per-file spans, per-set years, reject_warnings count and distinct-client count
+    # existed must load and go on
+    import pickle
+
+    from relayguard.logs.analyze import LogAnalysis
+
+    old = LogAnalysis(LogOptions(year=2015))
+    old.analyse_path(str(DATA / "postfix-kdent-2015" / "mail.log.gz"))
+    for name in ("spans", "_years"):
+        del old.__dict__[name]
+    del old.mail.counts["reject_warnings"]
+    for incidents in old.mail.book.by_kind.values():
+        for inc in incidents:
+            del inc.__dict__["client_count"]
+    revived = pickle.loads(pickle.dumps(old))
+    revived.analyse_path(str(DATA / "postfix-kdent-2015" / "mail2.log.gz"))
+    revived.analyse_path(str(DATA / "apache-secrepo-2018" / "access-2018-12-15.log.gz"))
+    report = revived.report()
+    assert report.errors == () and report.stats["mail"]["rejects"] == 606 + 698
+    assert [f.rule for f in report.findings].count("LOGS-SMTP-RELAY-DENIED") == 2
+    assert [f.location.path for f in report.findings if f.rule == "LOGS-VOLUME-SPIKE"] == \
+        [str(DATA / "apache-secrepo-2018" / "access-2018-12-15.log.gz")] * 2
