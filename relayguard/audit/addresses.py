@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from relayguard.audit.base import AuditOptions, IPAddress
+from relayguard.audit.directive import Directive
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -124,9 +125,12 @@ def who_uses(open_to_outside: bool, users: Iterable[IPAddress]) -> str:
 def proxy_path(server: str, config: str, listen: str, *, open_to_outside: bool,
                reaches_ports: Iterable[int], loopback_ports: Iterable[int],
                clients: str, tunnel_ports: Iterable[int] | None = None,
-               loopback_tunnel_ports: Iterable[int] | None = None) -> dict[str, Any]:
+               loopback_tunnel_ports: Iterable[int] | None = None,
+               evidence: Iterable[Directive | None] = ()) -> dict[str, Any]:
     """One `proxy_paths` fact (see the module docstring). Tunnel ports default to every
-    reached port; loopback tunnel ports to the loopback ports that are tunnel ports too."""
+    reached port; loopback tunnel ports to the loopback ports that are tunnel ports too.
+    `evidence` are the lines that open the path (the listener first): the cross-service
+    finding cites them as its file:line."""
     lp = sorted(set(loopback_ports))
     reach = sorted(set(reaches_ports))
     tunnel = reach if tunnel_ports is None else sorted(set(tunnel_ports))
@@ -135,4 +139,7 @@ def proxy_path(server: str, config: str, listen: str, *, open_to_outside: bool,
     return {"server": server, "config": config, "listen": listen,
             "open_to_outside": open_to_outside, "reaches_ports": reach,
             "tunnel_ports": tunnel, "reaches_loopback": bool(lp), "loopback_ports": lp,
-            "loopback_tunnel_ports": sorted(loop_tunnel), "clients": clients}
+            "loopback_tunnel_ports": sorted(loop_tunnel), "clients": clients,
+            "evidence": [{"path": d.path, "line": d.line,
+                          "text": " ".join(part.strip() for part in d.lines)}
+                         for d in dict.fromkeys(evidence) if d is not None]}

@@ -27,6 +27,7 @@ from relayguard.audit.addresses import (
 )
 from relayguard.audit.base import AuditOptions, IPAddress
 from relayguard.audit.dante import DanteConfig, DanteRule, Setting
+from relayguard.audit.directive import Directive
 from relayguard.catalogue import Rule
 from relayguard.findings import Category, Confidence, Edit, Evidence, Finding, Severity
 
@@ -240,15 +241,15 @@ def decide(cfg: DanteConfig, client: IPAddress, dst: IPAddress, port: int,
     return Verdict(False, crule, None, certain)
 
 
-def _listeners(cfg: DanteConfig) -> list[tuple[str, str | None]]:
-    """(listen label, host) for every `internal:` line."""
+def _listeners(cfg: DanteConfig) -> list[tuple[str, str | None, Directive]]:
+    """(listen label, host, the line) for every `internal:` line."""
     out = []
     for s in cfg.all("internal"):
         ep = endpoint(s.values)
         host = s.values[0] if s.values else None
         port = ep.port if ep.port is not None else 1080
         label = f"[{host}]:{port}" if host and ":" in host else f"{host}:{port}"
-        out.append((label, None if host in ("0.0.0.0", "0/0", "::") else host))
+        out.append((label, None if host in ("0.0.0.0", "0/0", "::") else host, s.directive))
     return out
 
 
@@ -259,7 +260,7 @@ def check(cfg: DanteConfig, options: AuditOptions) -> tuple[list[Finding], dict[
             for ep in _rule_fields(r)[:1] if ep.net is not None]
     stranger = outside_client(options, nets)
     listeners = _listeners(cfg)
-    reachable = any(listener_reachable(h, stranger) for _, h in listeners)
+    reachable = any(listener_reachable(h, stranger) for _, h, _ in listeners)
     trusted = [c for c in representatives(nets) if c != stranger]
 
     def reach(client: IPAddress, dst: IPAddress) -> dict[int, Verdict]:
@@ -320,7 +321,7 @@ def check(cfg: DanteConfig, options: AuditOptions) -> tuple[list[Finding], dict[
                                                + " ".join(kept))]))
 
     paths = []
-    for label, host in listeners:
+    for label, host, line in listeners:
         path_open = is_open and listener_reachable(host, stranger)
         path_users = [stranger] if path_open else [
             u for u in users if listener_reachable(host, u)]
@@ -329,7 +330,7 @@ def check(cfg: DanteConfig, options: AuditOptions) -> tuple[list[Finding], dict[
         paths.append(proxy_path("dante", cfg.path, label, open_to_outside=path_open,
                                 reaches_ports=ports, loopback_ports=loop,
                                 loopback_tunnel_ports=loop,  # SOCKS: every port is a tunnel
-                                clients=who_uses(path_open, path_users)))
+                                clients=who_uses(path_open, path_users), evidence=[line]))
     verdicts = {f"SOCKS {p}": bool(outside.get(p) and outside[p].allowed) for p in PROBE_PORTS}
     return findings, {"proxy_paths": paths, "outside_client": str(stranger),
                       "outside_verdicts": verdicts}

@@ -108,7 +108,7 @@ def check(cfg: MicrosocksConfig, options: AuditOptions) -> tuple[list[Finding], 
         clients = "outside" if is_open else ("loopback" if not reachable else "trusted")
         paths.append(proxy_path("microsocks", cfg.path, listen, open_to_outside=is_open,
                                 reaches_ports=PROBE_PORTS, loopback_ports=PROBE_PORTS,
-                                clients=clients))
+                                clients=clients, evidence=[d]))
     is_any_open = any(p["open_to_outside"] for p in paths)
     verdicts = {f"SOCKS {p}": is_any_open for p in PROBE_PORTS}
     return findings, {"proxy_paths": paths, "outside_client": str(stranger),

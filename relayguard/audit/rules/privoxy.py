@@ -228,7 +228,7 @@ def check(cfg: PrivoxyConfig, options: AuditOptions) -> tuple[list[Finding], dic
 
     tunnel = set(PROBE_PORTS) if cports is None else cports
     paths = []
-    for spec, _ in listens:
+    for spec, listen_line in listens:
         host = _listen_host(spec)
         path_open = is_open and listener_reachable(host, stranger)
         path_users = [stranger] if path_open else [
@@ -238,7 +238,7 @@ def check(cfg: PrivoxyConfig, options: AuditOptions) -> tuple[list[Finding], dic
             "privoxy", cfg.path, spec, open_to_outside=path_open,
             reaches_ports=PROBE_PORTS if path_users else (),
             tunnel_ports=tunnel if path_users else (), loopback_ports=loop,
-            clients=who_uses(path_open, path_users)))
+            clients=who_uses(path_open, path_users), evidence=[listen_line]))
     verdicts = {f"{m} {p}": is_open and (m == "GET" or p in tunnel)
                 for p in PROBE_PORTS for m in ("GET", "CONNECT")}
     return findings, {"proxy_paths": paths, "outside_client": str(stranger),

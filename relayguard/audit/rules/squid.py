@@ -393,6 +393,7 @@ def check(cfg: SquidConfig, options: AuditOptions) -> tuple[list[Finding], dict[
         tunnel: set[int] = set()
         loop: set[int] = set()
         loop_tunnel: set[int] = set()
+        deciding = [p.directive]
         for c in clients:
             v = verdicts(cfg, c, THIRD_PARTY, [p])
             reach |= {port for (_, port), d in v.items() if d.allowed}
@@ -400,9 +401,10 @@ def check(cfg: SquidConfig, options: AuditOptions) -> tuple[list[Finding], dict[
             lv = verdicts(cfg, c, LOOPBACK, [p])
             loop |= {port for (_, port), d in lv.items() if d.allowed}
             loop_tunnel |= {port for (m, port), d in lv.items() if d.allowed and m == "CONNECT"}
+            deciding += [d.rule.directive for d in lv.values() if d.allowed and d.rule]
         paths.append(proxy_path("squid", cfg.path, p.listen, open_to_outside=is_open,
                                 reaches_ports=reach, loopback_ports=loop, tunnel_ports=tunnel,
-                                loopback_tunnel_ports=loop_tunnel,
+                                loopback_tunnel_ports=loop_tunnel, evidence=deciding,
                                 clients=who_uses(is_open, clients)))
     verdict_map = {f"{m} {p}": bool(outside.get((m, p)) and outside[(m, p)].allowed)
                    for p in PROBE_PORTS for m in ("GET", "CONNECT")}

@@ -218,6 +218,7 @@ def check(cfg: TinyproxyConfig, options: AuditOptions) -> tuple[list[Finding], d
     port = port_line.args[0] if port_line else "?"
     tunnel = set(PROBE_PORTS) if cports is None else set(PROBE_PORTS) & cports
     paths = []
+    listen_lines = {d.args[0]: d for d in cfg.listens}
     for h in listens:
         path_open = is_open and listener_reachable(h, stranger)
         path_users = [stranger] if path_open else ([] if auth else trusted)
@@ -227,7 +228,9 @@ def check(cfg: TinyproxyConfig, options: AuditOptions) -> tuple[list[Finding], d
             reaches_ports=PROBE_PORTS if path_users else (),
             tunnel_ports=tunnel if path_users else (),
             loopback_ports=PROBE_PORTS if path_users else (),
-            clients=who_uses(path_open, path_users)))
+            clients=who_uses(path_open, path_users),
+            evidence=[listen_lines.get(h or ""), port_line,
+                      entry.directive if path_open and entry else None]))
     verdicts = {f"{m} {p}": is_open and (m == "GET" or cports is None or p in cports)
                 for p in PROBE_PORTS for m in ("GET", "CONNECT")}
     return findings, {"proxy_paths": paths, "outside_client": str(stranger),

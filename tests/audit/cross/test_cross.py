@@ -186,3 +186,36 @@ def test_catalogue_examples_accepted_by_nginx(tmp_path: Path) -> None:
         (d / "nginx.conf").write_text(getattr(PROXY_TO_LOCAL_MTA, kind))
         ok, out = NginxAuditor().config_test(d / "nginx.conf") or (False, "no nginx")
         assert ok, out
+
+
+# ---- every proxy family cites its own file:line in the chain finding -----------------------
+
+PROXY_CONFIGS = [
+    ("squid", "squid.conf", "# open\nhttp_port 3128\nhttp_access allow all\n", "http_port"),
+    ("tinyproxy", "tinyproxy.conf", "# open\nPort 8888\n", "Port"),
+    ("privoxy", "config", "# open\nlisten-address 0.0.0.0:8118\n", "listen-address"),
+    ("dante", "danted.conf", "# open\ninternal: 0.0.0.0 port = 1080\nexternal: eth0\n"
+     "socksmethod: none\nclient pass {\n from: 0/0 to: 0/0\n}\nsocks pass {\n"
+     " from: 0/0 to: 0/0\n}\n", "internal:"),
+    ("microsocks", "microsocks.sh", "# open\nmicrosocks -i 0.0.0.0 -p 1080\n", "microsocks"),
+]
+
+
+@pytest.mark.parametrize(("server", "name", "text", "listener"), PROXY_CONFIGS,
+                         ids=[c[0] for c in PROXY_CONFIGS])
+def test_chain_finding_cites_the_proxy_listener_line(tmp_path: Path, server: str, name: str,
+                                                     text: str, listener: str) -> None:
+    """The chain finding's location and evidence must name the proxy's file *and line*
+    (the listener that opens the path), as for Apache and nginx, not the bare file."""
+    from relayguard.audit import auditor_named
+
+    conf = tmp_path / name
+    conf.write_text(text, encoding="utf-8")
+    proxy = auditor_named(server).audit(conf, OPTIONS)
+    assert proxy.errors == []
+    [f] = cross_findings([proxy, stock_postfix(tmp_path)])
+    assert f.location.path == str(conf)
+    assert f.location.line is not None
+    assert text.splitlines()[f.location.line - 1].startswith(listener)
+    assert any(e.location is not None and e.location.path == str(conf) and e.location.line
+               for e in f.evidence)
