@@ -62,6 +62,14 @@ def _split_hostport(text: str, default: int | None) -> tuple[str, int | None]:
 _STATUS_TEXT = {n: str(n) for n in range(100, 600)}  # one str() per event saved
 
 
+def _join_hostport(host: str, port: int | None) -> str:
+    """`host:port` as a destination is shown; an IPv6 host in brackets (`[::1]:25`), since
+    `::1:25` is itself an address."""
+    if port is None:
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _close(a: int, b: int) -> bool:
     """Sizes equal within 2% (or 16 bytes): dynamic bits of a page move its size a little."""
     return abs(a - b) <= max(16, max(a, b) // 50)
@@ -186,7 +194,7 @@ class ProxyDetector:
             if rec.proxy_log and port not in SMTP_PORTS:
                 return None  # a forward proxy tunnelling HTTPS: its job, as for GETs below
             kind = "proxy-smtp" if port in SMTP_PORTS else "proxy-connect"
-            dest = f"{host}:{port}" if port is not None else host
+            dest = _join_hostport(host, port)
             req_path = ""
         else:
             m = _SCHEME.match(target)
@@ -203,8 +211,7 @@ class ProxyDetector:
                 if rec.proxy_log and port not in SMTP_PORTS:
                     return None  # a forward proxy's ordinary job; only SMTP targets matter
                 kind = "proxy-smtp" if port in SMTP_PORTS else "proxy-http"
-                dest = f"{host}:{port}" if port not in (None, DEFAULT_PORTS.get(scheme)) \
-                    else host
+                dest = _join_hostport(host, None if port == DEFAULT_PORTS.get(scheme) else port)
             elif rec.host_header and self.given_names:
                 host, port = split_hostport(rec.host_header)
                 if host in self.given_names or host in self.learned_names.keys:
