@@ -142,6 +142,11 @@ def connect_ports(cfg: TinyproxyConfig) -> set[int] | None:
 def check(cfg: TinyproxyConfig, options: AuditOptions) -> tuple[list[Finding], dict[str, Any]]:
     """Every tinyproxy finding for this config, and its `proxy_paths` fact."""
     findings: list[Finding] = []
+    if cfg.port is None:
+        # "You MUST set a Port": tinyproxy exits, so nothing is relayed (the parser's error
+        # says why the config is unusable)
+        return findings, {"proxy_paths": [], "outside_verdicts": {
+            f"{m} {p}": False for p in PROBE_PORTS for m in ("GET", "CONNECT")}}
     nets = [n for e in cfg.acl if (n := parse_net(e.value)) is not None]
     stranger = outside_client(options, nets)
     listens = [d.args[0] for d in cfg.listens] or [None]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +103,25 @@ def test_missing_port_and_unreadable_file(tmp_path: Path) -> None:
     assert any("no Port" in e.message for e in AUDITOR.audit(conf, AuditOptions()).errors)
     report = audit_paths([tmp_path / "nope.conf"], server_type="tinyproxy")
     assert report.errors and not report.findings
+
+
+def test_without_a_port_line_nothing_is_called_open(tmp_path: Path) -> None:
+    """tinyproxy refuses to start without `Port` ("You MUST set a Port"), so a config that
+    would otherwise admit everyone relays nothing: the error says why, and no finding claims
+    an open proxy (those had no file:line either, there being no Port line to cite)."""
+    conf = tmp_path / "tinyproxy.conf"
+    conf.write_text("Listen 0.0.0.0\nAllow 0.0.0.0/0\n", encoding="utf-8")
+    result = AUDITOR.audit(conf, AuditOptions())
+    assert [e.message for e in result.errors] == ["no Port line (tinyproxy refuses to start)"]
+    assert result.findings == []
+    assert result.facts["proxy_paths"] == []
+    exe = shutil.which("tinyproxy")
+    if exe is not None:  # the real daemon agrees (bound to loopback, should it start at all)
+        local = tmp_path / "local.conf"
+        local.write_text("Listen 127.0.11.9\nAllow 0.0.0.0/0\n", encoding="utf-8")
+        proc = subprocess.run([exe, "-d", "-c", str(local)], capture_output=True, text=True,
+                              timeout=10, check=False)
+        assert proc.returncode != 0 and "Port" in proc.stderr, proc.stderr
 
 
 _WORDS = ["Port", "8888", "Allow", "Deny", "ConnectPort", "443", "25", "0", "Listen",
