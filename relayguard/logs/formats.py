@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 
 from relayguard.digits import ascii_int, is_digits
 from relayguard.logs.sources import MAX_LINE
@@ -550,15 +550,23 @@ class YearGuesser:
         self.last_day = 0  # month * 31 + day of the stamp before
         self.clock = LocalTime(tz)
 
+    def _first_year(self, month: int, day: int, h: int, m: int, s: int) -> int:
+        """The latest year that puts the stamp, in the log's own zone, no later than a day
+        after the reference: the file was written after its lines. Compared as instants,
+        not UTC dates: east of UTC, New Year's morning is still 31 December in UTC."""
+        ref = self.reference if self.reference is not None else time.time()
+        year = datetime.fromtimestamp(ref, UTC).year + 1
+        for y in (year, year - 1, year - 2, year - 3, year - 4):  # 29 Feb: back to a leap year
+            t = self.clock.epoch(y, month, day, h, m, s)
+            if t is not None and t <= ref + 86400:
+                return y
+        return year - 1
+
     def epoch(self, month: int, day: int, h: int, m: int, s: int) -> float | None:
         if not (1 <= day <= 31 and h < 24 and m < 60 and s < 61):
             return None  # before the year moves: a broken stamp says nothing about it
         if self.year is None:
-            ref = datetime.utcfromtimestamp(self.reference) if self.reference is not None \
-                else datetime.utcnow()
-            self.year = ref.year
-            if (month, day) > (ref.month, ref.day + 1):
-                self.year -= 1
+            self.year = self._first_year(month, day, h, m, s)
         day_of_year = month * 31 + day
         if self.last_day:
             step = day_of_year - self.last_day

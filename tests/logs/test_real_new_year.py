@@ -11,6 +11,7 @@ import calendar
 import os
 from collections.abc import Iterator
 from datetime import UTC
+from zoneinfo import ZoneInfo
 from pathlib import Path
 
 import pytest
@@ -32,12 +33,13 @@ FAKETIME_ENV = ("import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG
                 "FAKETIME_NO_CACHE FAKETIME_DONT_RESET\n")
 
 
-def _refusals_at(times: tuple[float, ...], keep: Path) -> str:
-    """The maillog of a closed Postfix refusing one relay attempt at each of `times`."""
+def _refusals_at(times: tuple[float, ...], keep: Path, tz: str = "UTC") -> str:
+    """The maillog of a closed Postfix, in zone `tz`, refusing one relay attempt at each of
+    `times`."""
     saved = dict(os.environ)
     with fake_clock() as clock:
         clock.at(times[0])
-        os.environ.update({**clock.env(), "TZ": "UTC"})  # what master and its daemons inherit
+        os.environ.update({**clock.env(), "TZ": tz})  # what master and its daemons inherit
         try:
             with postfix(MTA, 2525, "mynetworks = 127.0.0.1/32\n" + FAKETIME_ENV) as mta:
                 os.environ.clear()
@@ -96,3 +98,17 @@ def test_a_clock_reset_to_january_is_no_new_year(tmp_path: Path) -> None:
     # (they once moved to June 2027, after the file was written), one incident apart from it
     assert got == [("2026-01-01T00:00", "2026-01-01T00:00", 1),
                    ("2026-06-14T12:00", "2026-06-14T12:05", 2)]
+
+
+def test_new_years_morning_east_of_utc_is_the_new_year(tmp_path: Path) -> None:
+    # Auckland (UTC+13 in summer): a refusal at 00:10 on 1 January 2026, local time, in a file
+    # last written at 01:30 local, which is still 31 December 2025 in UTC. The file's date
+    # was read in UTC, so its "Jan 01" lines were taken for January 2025, a year early
+    log = tmp_path / "mail.log"
+    at = calendar.timegm((2025, 12, 31, 11, 10, 0))  # 2026-01-01 00:10 NZDT
+    text = _refusals_at((at,), log, tz="Pacific/Auckland")
+    assert "Jan 01 00:10:" in text or "Jan 01 00:09:" in text, text
+    os.utime(log, (at + 4800, at + 4800))  # 01:30 NZDT, 12:30 UTC on 31 December
+    report = analyse([str(log)], LogOptions(tz=ZoneInfo("Pacific/Auckland")))
+    (inc,) = [i for i in report.stats["incidents"] if i["kind"] == "smtp-relay-denied"]
+    assert inc["first_seen"][:15] in ("2025-12-31T11:1", "2025-12-31T11:0")
