@@ -439,7 +439,7 @@ def audit_config(cfg: PostfixConfig, client: IPAddress,
         if decision.fatal:
             _report_fatal(cfg, params, label, add)
         facts.append(_mta_fact(svc, params, nets, trusted_decision, listen))
-    _check_implicit(cfg, client, add)
+    _check_implicit(cfg, client, add, root)
     return list(findings.values()), facts
 
 
@@ -598,7 +598,7 @@ def _check_sasl(cfg: PostfixConfig, svc: Service, params: Params, add) -> None:
         edits=[_append(cfg, "smtpd_tls_auth_only = yes")]))
 
 
-def _check_implicit(cfg: PostfixConfig, client: IPAddress, add) -> None:
+def _check_implicit(cfg: PostfixConfig, client: IPAddress, add, root: Path | None) -> None:
     params = Params(cfg.main)
     if params.setting("mynetworks") is not None:
         return
@@ -619,10 +619,14 @@ def _check_implicit(cfg: PostfixConfig, client: IPAddress, add) -> None:
         ev.append(_ev(compat))
     loc = Location(st.path, st.line) if st else (
         Location(compat.path, compat.line) if compat else Location(cfg.files[0]))
+    # as for an explicit mynetworks: the trust is latent (medium) while no restriction list
+    # lets trusted clients relay (no permit_mynetworks, or smtpd refuses to run)
+    td = decide(params, True, LOOPBACK, root, cfg.errors, cfg.files)
     add(IMPLICIT_SUBNET.finding(
         f"mynetworks unset and mynetworks_style = {style}: every host on the attached "
         f"{'networks (whole class A/B/C)' if style == 'class' else 'subnets'} may relay",
         location=loc, evidence=ev, confidence=Confidence.LIKELY,
+        severity=Severity.HIGH if td.accepted and not td.fatal else Severity.MEDIUM,
         edits=[_append(cfg, f"mynetworks = {TRUSTED_LIST}")]))
 
 

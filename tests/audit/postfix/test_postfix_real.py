@@ -120,6 +120,28 @@ def test_verdict_matches_real_postfix(tmp_path: Path, name: str, main: str,
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def test_implicit_subnet_that_no_list_permits_is_not_high() -> None:
+    """No compatibility_level: mynetworks_style = subnet trusts all of 127/8 (the stranger
+    too), but when no restriction list says permit_mynetworks that trust opens nothing, as
+    the real Postfix shows (554); like an unused explicit mynetworks it is at most medium."""
+    workdir = Path("/tmp/rg-audit-pf-implicit-unused")
+    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        with postfix(HOST, PORT, "compatibility_level = 0\n"
+                     "inet_interfaces = 127.0.0.1, 127.0.8.21\nsmtpd_relay_restrictions = "
+                     "permit_sasl_authenticated, reject_unauth_destination\n",
+                     workdir=workdir) as mta:
+            code, text = rcpt(HOST, PORT)
+            assert code in (454, 554) and "Relay access denied" in text, \
+                f"{code} {text}\n{mta.diagnostics()}"
+            result = PostfixAuditor().audit(Path(str(mta.extra["conf_dir"])), OPTIONS)
+            assert result.errors == []
+            assert [(f.rule, f.severity.label) for f in result.findings] == [
+                ("POSTFIX-MYNETWORKS-IMPLICIT-SUBNET", "medium")]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def test_xclient_broad_agrees_with_real_postfix() -> None:
     """Clients allowed XCLIENT claim ADDR=127.0.0.1 and relay; the fix takes that away."""
     workdir = Path("/tmp/rg-audit-pf-xclient")
