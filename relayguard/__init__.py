@@ -5,4 +5,8 @@
 # ~40 ms to every command's start-up).
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# The User-Agent of every HTTP request `probe` sends: `logs` and `watch` recognise this
+# tool's own tests by it in the access logs they read later.
+PROBE_USER_AGENT = "relayguard-probe"
+
+__all__ = ["PROBE_USER_AGENT", "__version__"]

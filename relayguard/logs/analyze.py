@@ -27,7 +27,7 @@ from relayguard.findings import (
 from relayguard.logs import rules as R
 from relayguard.logs.apacheconf import ProxyConfig
 from relayguard.logs.counting import Timeline
-from relayguard.logs.detect import MailDetector, ProxyDetector, VolumeDetector
+from relayguard.logs.detect import MailDetector, OwnProbe, ProxyDetector, VolumeDetector
 from relayguard.logs.fastpath import ChunkResult, parse_candidates, scan_chunk, scan_plain_file
 from relayguard.logs.formats import (
     SNIFF_BYTES,
@@ -467,10 +467,13 @@ class LogAnalysis:
             "mail": {**self.mail.counts, **self.mail.volume(),
                      "deferred_bounced_timeline": self.mail.outcome_timeline.to_dict()},
             "own_host_absolute_requests": self.proxy.own_host_absolute,
+            "own_probe_requests": (self.proxy.own_probe or OwnProbe()).to_dict(),
         }
         notes = [story(i) for i in incidents[:12]] + self.skipped + list(self.opt.config_notes)
         if len(incidents) > 12:
             notes.append(f"... and {len(incidents) - 12} more incident(s) in stats.incidents")
+        if self.proxy.own_probe is not None:
+            notes.append(self.proxy.own_probe.story())
         if self.stats.by_format.get("postfix") or self.stats.by_format.get("exim"):
             notes.append(f"syslog timestamps carry no zone: read as {LocalTime(self.opt.tz).name()}"
                          " and shown in UTC (--tz names the zone the logs were written in)")

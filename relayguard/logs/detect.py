@@ -14,6 +14,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from relayguard import PROBE_USER_AGENT
 from relayguard.digits import is_digits
 from relayguard.logs.apacheconf import ProxyConfig
 from relayguard.logs.counting import Distinct, LruMap, Timeline, TopK, iso
@@ -84,6 +85,45 @@ def _distinct_sizes(sizes: list[int]) -> list[int]:
     return out
 
 
+# How a request of relayguard's own probe ends in a combined (or vhost_combined, nginx) log
+_PROBE_UA_ENDS = (f'"{PROBE_USER_AGENT}"', f'"{PROBE_USER_AGENT}"\r')
+
+
+@dataclass
+class OwnProbe:
+    """Proxy requests that carried relayguard's probe User-Agent: this tool's own tests (a
+    `probe` or `scan` run against the server), kept out of the incidents — a scan must not
+    report its own probes of last month as abuse — but counted and told, never hidden: a
+    User-Agent can be forged."""
+
+    requests: int = 0
+    clients: Distinct = field(default_factory=lambda: Distinct(64))
+    first: float | None = None
+    last: float | None = None
+
+    def add(self, t: float | None, client: str | None) -> None:
+        self.requests += 1
+        if client:
+            self.clients.add(client)
+        if t is not None:
+            self.first = t if self.first is None else min(self.first, t)
+            self.last = t if self.last is None else max(self.last, t)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "clients": sorted(self.clients.keys),
+                "clients_approximate": self.clients.overflow,
+                "first_seen": iso(self.first) if self.first is not None else None,
+                "last_seen": iso(self.last) if self.last is not None else None}
+
+    def story(self) -> str:
+        d = self.to_dict()
+        return (f"{self.requests} proxy request(s) carried relayguard's probe User-Agent "
+                f"({', '.join(d['clients'][:5]) or 'no client'}, {d['first_seen']} .. "
+                f"{d['last_seen']}): left out of the incidents as this tool's own tests; if "
+                "no relayguard probe ran against this server then, they are abuse disguised "
+                "as one")
+
+
 @dataclass
 class LocalPages:
     """Sizes of the site's own 2xx pages per path (bounded), to recognise a local answer."""
@@ -141,6 +181,8 @@ class ProxyDetector:
     pages, because an Apache that is not a proxy answers `GET http://other/` with its own
     page and a 200. The server's config, when given (`ProxyConfig`), settles what it can.
     """
+
+    own_probe: OwnProbe | None = None  # requests of relayguard's own probe, set apart
 
     def __init__(self, server_names: frozenset[str] = frozenset(),
                  config: ProxyConfig | None = None) -> None:
@@ -222,6 +264,11 @@ class ProxyDetector:
                 self._note_origin(rec, target)
                 return None
         if not event:
+            return None
+        if line.endswith(_PROBE_UA_ENDS):  # this tool's own test (the UA ends the line)
+            if self.own_probe is None:  # (state pickled before it existed: the class's None)
+                self.own_probe = OwnProbe()
+            self.own_probe.add(rec.time, rec.client)
             return None
         inc = self.book.current(kind, rec.time)
         nbytes = rec.bytes_out if rec.bytes_out is not None else (rec.size or 0)

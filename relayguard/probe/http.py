@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
+from relayguard import PROBE_USER_AGENT
 from relayguard.digits import is_digits
 from relayguard.findings import Confidence, Evidence, Location
 from relayguard.probe import rules
@@ -26,7 +27,7 @@ from relayguard.probe.context import (
 from relayguard.probe.net import MAX_READ, Closed, Conn, NetError, Reset, TooLarge, Transcript
 
 SCANNER_NAME = "relayguard.invalid"
-USER_AGENT = "relayguard-probe"
+USER_AGENT = PROBE_USER_AGENT
 
 
 class NotHttp(NetError):
