@@ -244,6 +244,16 @@ def format_alert(path: str, name: str, window: ParseWindow, title: str) -> Alert
         "lines": window.lines, "parsed": window.parsed})
 
 
+def split_lines(data: bytes) -> list[bytes]:
+    """A batch's lines split at b"\\n" only, as `logs` and the follower count them:
+    `bytes.splitlines()` also breaks at a lone CR inside a line, which shifted every later
+    line number and counted one line twice."""
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
 def fast_only(access: AccessFormat | SquidFormat | None) -> AccessFormat | None:
     """The access format when the bytes-level fast path (`scan_chunk`) can read it."""
     return access if isinstance(access, AccessFormat) and access.fast_ok else None
@@ -423,7 +433,7 @@ class Engine:
         c.by_path[batch.path] = c.by_path.get(batch.path, 0) + batch.lines
         if self.line_digest:
             d = c.digest
-            for line in batch.data.splitlines():
+            for line in split_lines(batch.data):
                 d += zlib.crc32(line)
             c.digest = d % (1 << 64)
         an = self.analysis
@@ -444,7 +454,7 @@ class Engine:
             return
         st = an.stats
         before = st.unparsed
-        for i, raw in enumerate(batch.data.splitlines(), 1):
+        for i, raw in enumerate(split_lines(batch.data), 1):
             an.feed_access_line(access, batch.source, base + i, raw)
         c.unparsed += st.unparsed - before
         c.parsed += batch.lines - (st.unparsed - before)
@@ -454,7 +464,7 @@ class Engine:
         an = self.analysis
         years = YearGuesser(reference=time.time(), tz=an.opt.tz)
         before = an.stats.unparsed
-        for i, raw in enumerate(batch.data.splitlines(), 1):
+        for i, raw in enumerate(split_lines(batch.data), 1):
             an.feed_mail_line(years, batch.source, base + i, raw)
         c.unparsed += an.stats.unparsed - before
         c.parsed += batch.lines - (an.stats.unparsed - before)

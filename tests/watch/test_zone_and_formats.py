@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from relayguard.findings import Severity
-from relayguard.logs.analyze import LogOptions
+from relayguard.logs.analyze import LogOptions, analyse
 from relayguard.logs.follow import Batch, Position
 from relayguard.watch.config import parse_config
 from relayguard.watch.daemon import Watcher
@@ -161,3 +161,25 @@ def test_a_file_that_parses_again_is_said_and_can_alert_again(tmp_path: Path) ->
     old.__setstate__(state)
     _feed(old, path, mail[20:30], 31)
     assert old.unparsable == [str(path)]
+
+
+def test_a_lone_cr_inside_a_line_neither_splits_it_nor_shifts_line_numbers(tmp_path: Path
+                                                                         ) -> None:
+    """The real kdent log up to its refused relay (line 4896) with a bare CR put inside line
+    10: watch split batches with `bytes.splitlines()`, which breaks at a lone CR, so it saw
+    4897 lines and named line 4897 as the evidence; `logs` (split at newlines) says 4896."""
+    log = _unzip(KDENT, tmp_path / "mail.log", lines=4896)
+    lines = log.read_bytes().split(b"\n")
+    lines[9] = lines[9].replace(b" ", b"\r", 1)
+    data = b"\n".join(lines)
+    log.write_bytes(data)
+    engine = Engine(LogOptions(year=2015))
+    batch = Batch(str(log), str(log), data, 1, data.count(b"\n"), Position(str(log), 1, 1))
+    fmt = engine.format_for(batch)
+    assert fmt is not None and fmt.kind == "mail"
+    engine.feed(batch, fmt)
+    (denied,) = [i for i in engine.analysis.incidents() if i.kind == "smtp-relay-denied"]
+    assert [s.line for s in denied.samples()] == [4896]
+    report = analyse([str(log)], LogOptions(year=2015))
+    assert report.stats["lines"] == engine.counters.lines == 4896
+    assert report.stats["parsed"] == engine.counters.parsed
