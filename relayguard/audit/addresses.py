@@ -43,6 +43,9 @@ _LOCAL_NETS = tuple(ipaddress.ip_network(n) for n in (
     "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
     "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7", "fe80::/10"))
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
+# Listener names that can only mean loopback: the standard hosts entries, and the loopback
+# interface (Dante's `internal: lo`).
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback", "lo")
 THIRD_PARTY = ipaddress.ip_address("203.0.113.25")  # the relay target we reason about
 
 
@@ -85,6 +88,8 @@ def listener_reachable(host: str | None, client: IPAddress) -> bool:
     """Can `client` open a TCP connection to a socket bound to `host` (None = all addresses)?"""
     if not host or host in ("*", "0.0.0.0", "::", "[::]"):
         return True
+    if host.lower() in _LOOPBACK_NAMES:  # resolved (or, for `lo`, bound) to loopback
+        return client.is_loopback
     try:
         addr = ipaddress.ip_address(host.strip("[]"))
     except ValueError:

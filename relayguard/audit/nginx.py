@@ -19,6 +19,7 @@ from typing import Any
 
 import crossplane
 
+from relayguard.audit import addresses
 from relayguard.audit.base import AuditOptions, AuditResult, IPAddress, under_root
 from relayguard.audit.readfile import lines_of, peek, read_text
 from relayguard.digits import ascii_int, is_digits
@@ -607,15 +608,9 @@ def _is_loopback_name(host: str) -> bool:
 
 
 def listener_reachable(listens: list[Listen], client: IPAddress) -> bool:
-    """Can `client` connect to any of these listeners? (loopback binds only from loopback)."""
-    for lst in listens:
-        try:
-            addr = ipaddress.ip_address(lst.addr)
-        except ValueError:
-            return True  # "*", "[::]", names
-        if addr.is_unspecified or not addr.is_loopback or client.is_loopback:
-            return True
-    return False
+    """Can `client` connect to any of these listeners? (loopback binds, by address or as
+    `localhost`, only from loopback; the rule every proxy auditor shares)."""
+    return any(addresses.listener_reachable(lst.addr, client) for lst in listens)
 
 
 # --------------------------------------------------------------------------------------------
