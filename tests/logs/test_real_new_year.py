@@ -11,8 +11,8 @@ import calendar
 import os
 from collections.abc import Iterator
 from datetime import UTC
-from zoneinfo import ZoneInfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
