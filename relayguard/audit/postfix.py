@@ -10,6 +10,7 @@ walked for an outside client with no SASL, forged sender/HELO, and a foreign rec
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import re
@@ -733,9 +734,17 @@ class PostfixConfig:
     files: list[str] = field(default_factory=list)
     errors: list[ErrorEntry] = field(default_factory=list)
     master_path: str | None = None
+    server_directory: str = "/etc/postfix"  # where this main.cf lives, as the server sees it
 
     def smtpd_services(self) -> list[Service]:
         return [s for s in self.services if s.is_smtpd]
+
+    def params(self, overrides: dict[str, Setting] | None = None) -> Params:
+        """The effective parameters, `config_directory` being the directory of this main.cf
+        as `postfix -c DIR` sets it: a copy audited elsewhere (or under --root) finds its
+        `cidr:${config_directory}/…` maps beside it, not in this machine's /etc/postfix."""
+        defaults = {**builtin_defaults()[0], "config_directory": self.server_directory}
+        return Params(self.main, overrides, defaults)
 
 
 def load(path: Path, root: Path | None = None) -> PostfixConfig:
@@ -746,7 +755,7 @@ def load(path: Path, root: Path | None = None) -> PostfixConfig:
     text = read_text(main_path, errors="surrogateescape", limit=MAX_FILE_BYTES)
     main, errors = parse_main_cf(text, str(main_path))
     cfg = PostfixConfig(main_path.parent, main, [], text.splitlines(), [], [str(main_path)],
-                        errors)
+                        errors, server_directory=_server_path(main_path.parent, root))
     master_path = main_path.parent / "master.cf"
     if master_path.is_file():
         mtext = read_text(master_path, errors="surrogateescape", limit=MAX_FILE_BYTES)
@@ -758,6 +767,15 @@ def load(path: Path, root: Path | None = None) -> PostfixConfig:
     else:
         cfg.services = [Service("smtp", "inet", "smtpd", [], "(stock master.cf)", 0)]
     return cfg
+
+
+def _server_path(directory: Path, root: Path | None) -> str:
+    """`directory` as the audited server names it: under `--root`, the part below the root."""
+    full = directory.absolute()
+    if root is not None:
+        with contextlib.suppress(ValueError):
+            return "/" + str(full.relative_to(root.absolute()))
+    return str(full)
 
 
 PORT_NAMES = {"smtp": 25, "submission": 587, "smtps": 465, "submissions": 465}

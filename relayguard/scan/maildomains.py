@@ -47,9 +47,9 @@ def public_domain(name: str) -> str | None:
 
 
 def _postfix(config: str, root: Path | None) -> list[str]:
-    from relayguard.audit.postfix import Params, load, split_list
+    from relayguard.audit.postfix import load, split_list
 
-    params = Params(load(Path(config), root).main)
+    params = load(Path(config), root).params()
     names = [params.get("myhostname"), params.get("mydomain")]
     return names + split_list(params.get("mydestination"))
 

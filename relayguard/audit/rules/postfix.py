@@ -421,7 +421,7 @@ def audit_config(cfg: PostfixConfig, client: IPAddress,
 
     services = cfg.smtpd_services()
     for svc in services:
-        params = Params(cfg.main, svc.overrides)
+        params = cfg.params(svc.overrides)
         nets = networks_for(params, cfg, root)
         # Judge the restriction lists for a client mynetworks does not cover, even when this
         # one is covered: an open mynetworks is its own finding, and fixing it must not
@@ -542,7 +542,13 @@ def _check_permit(cfg: PostfixConfig, svc: Service, params: Params, decision: Re
     edits: list[Edit] = []
     if setting is not None:
         items = split_list(params.raw(list_name))
-        if 0 <= verdict.index < len(items) and "$" not in params.raw(list_name):
+        # the verdict's index is into the expanded list: it holds for the written one when
+        # each written item is one expanded item (`cidr:${config_directory}/x` is; `$list`
+        # expanding to several is not)
+        expanded = split_list(params.get(list_name))
+        aligned = len(items) == len(expanded) and all(
+            "$" in a or a == b for a, b in zip(items, expanded, strict=True))
+        if 0 <= verdict.index < len(items) and aligned:
             items.insert(verdict.index, "reject_unauth_destination")
             e2 = rewrite_setting(cfg, setting, items)
             if e2:
@@ -599,7 +605,7 @@ def _check_sasl(cfg: PostfixConfig, svc: Service, params: Params, add) -> None:
 
 
 def _check_implicit(cfg: PostfixConfig, client: IPAddress, add, root: Path | None) -> None:
-    params = Params(cfg.main)
+    params = cfg.params()
     if params.setting("mynetworks") is not None:
         return
     style = params.get("mynetworks_style").strip()

@@ -39,6 +39,14 @@ CASES = [
      "    check_client_access cidr:{dir}/clients.cidr, reject_unauth_destination\n",
      {"clients.cidr": "192.168.0.0/16 OK\n0.0.0.0/0 OK\n"}, "a@outside.example",
      "POSTFIX-PERMIT-BEFORE-UNAUTH-DEST"),
+    # ${config_directory} is where this main.cf lives (postfix -c DIR), not /etc/postfix:
+    # the audit once looked for the map in this machine's /etc/postfix and missed the relay
+    ("client_map_in_config_directory", "mynetworks = 127.0.0.1/32\n"
+     "smtpd_relay_restrictions = permit_mynetworks,\n"
+     "    check_client_access cidr:${config_directory}/clients.cidr,"
+     " reject_unauth_destination\n",
+     {"clients.cidr": "0.0.0.0/0 OK\n"}, "a@outside.example",
+     "POSTFIX-PERMIT-BEFORE-UNAUTH-DEST"),
     ("style_class", "mynetworks_style = class\n", {}, "a@outside.example",
      "POSTFIX-MYNETWORKS-IMPLICIT-SUBNET"),
     # 127.0.0.1 is a /8 on lo: listening there makes subnet-style trust all of 127/8.
