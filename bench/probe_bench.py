@@ -38,9 +38,8 @@ import time
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -164,8 +163,7 @@ def busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-@dataclass
-class Cpu:
+class Cpu(NamedTuple):
     """Where the CPU time of one run went: the scanner process itself (and its threads), and
     everything else — the daemons answering it (Apache, microsocks, Postfix, the origin page,
     rbldnsd) on an otherwise idle machine."""
