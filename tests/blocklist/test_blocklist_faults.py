@@ -246,12 +246,13 @@ def test_ctrl_c_ends_quietly_without_a_traceback(silent: str) -> None:
     import subprocess
     import sys
 
-    from tests.cli.test_cli import ENV
+    from tests.cli.test_cli import ENV, sigint_default
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "relayguard", "blocklist", "11.22.33.44", "--resolver", silent,
          "--source", CLIENT_IP, "--timeout", "20", "--zones", "good.faults.test"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+        preexec_fn=sigint_default)
     time.sleep(1.5)  # start-up, then the self-test queries wait on the silent server
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=20)

@@ -36,6 +36,13 @@ ENV = {**{k: v for k, v in os.environ.items()
        "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
 
 
+def sigint_default() -> None:
+    """`preexec_fn` of a child a test interrupts: SIGINT back to its default, so Python
+    installs its KeyboardInterrupt handler even when the test run itself was started with
+    SIGINT ignored (a background job of a non-interactive shell ignores it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "relayguard", *args], capture_output=True,
                           text=True, timeout=60, env=ENV, cwd=cwd)
@@ -72,7 +79,8 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path: Path) -> None:
     fifo = tmp_path / "feed"
     os.mkfifo(fifo)
     proc = subprocess.Popen([sys.executable, "-m", "relayguard", "logs", str(fifo)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+                            preexec_fn=sigint_default)
     try:
         deadline = time.monotonic() + 30
         while True:  # the write end opens once the command has opened the pipe to read it

@@ -19,7 +19,7 @@ from relayguard.findings import Category
 from relayguard.lab import servers
 from relayguard.lab.run import run_lab
 from relayguard.lab.servers import LabError
-from tests.cli.test_cli import ENV
+from tests.cli.test_cli import ENV, sigint_default
 from tests.servers.base import port_open
 
 pytestmark = pytest.mark.server
@@ -99,7 +99,8 @@ def test_lab_command_ctrl_c_cleans_up(step: str) -> None:
     every process the lab started gone, its address off `lo`, its files removed."""
     on_lo_before = _on_lo(ADDRESS)
     proc = subprocess.Popen([sys.executable, "-m", "relayguard", "lab"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+                            stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=sigint_default)
     assert proc.stdout is not None
     seen: list[str] = []
     deadline = time.monotonic() + 90
