@@ -19,8 +19,8 @@ from relayguard.blocklist.zones import (
     LIKELY_CAUSE,
     REFUSAL_REMEDY,
     CodeClass,
+    Zone,
     ZoneStatus,
-    mask,
 )
 from relayguard.findings import Confidence, ErrorEntry, Evidence, Finding, Location, Report
 
@@ -67,25 +67,25 @@ def build_report(result: CheckResult, resolvers: list[str],
         out_notes.append(f"next step: {REFUSAL_REMEDY}")
     report = Report(command="blocklist", findings=tuple(findings), errors=tuple(errors),
                     stats=_stats(result, resolvers), notes=tuple(out_notes))
-    keys = {key: mask(key) for z in result.zones if (key := z.secret)}
-    return _scrub(report, keys) if keys else report
+    keyed = [z for z in result.zones if z.secret]
+    return _scrub(report, keyed) if keyed else report
 
 
-def _scrub(obj: Any, keys: dict[str, str]) -> Any:
+def _scrub(obj: Any, keyed: list[Zone]) -> Any:
     """`obj` with every access key masked in every string it holds (names, query names in
     evidence, notes, stats keys), whatever the nesting: reports are shared."""
     if isinstance(obj, enum.Enum):  # str-valued enums are names, never keys
         return obj
     if isinstance(obj, str):
-        for key, shown in keys.items():
-            obj = obj.replace(key, shown)
+        for zone in keyed:
+            obj = zone.hide(obj)
         return obj
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_scrub(x, keys) for x in obj)
+        return type(obj)(_scrub(x, keyed) for x in obj)
     if isinstance(obj, dict):
-        return {_scrub(k, keys): _scrub(v, keys) for k, v in obj.items()}
+        return {_scrub(k, keyed): _scrub(v, keyed) for k, v in obj.items()}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.replace(obj, **{f.name: _scrub(getattr(obj, f.name), keys)
+        return dataclasses.replace(obj, **{f.name: _scrub(getattr(obj, f.name), keyed)
                                            for f in dataclasses.fields(obj) if f.init})
     return obj
 

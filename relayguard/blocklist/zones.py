@@ -98,12 +98,16 @@ class Zone:
             return key if len(key) >= 8 else None
         return None
 
+    def hide(self, text: str) -> str:
+        """`text` with this zone's key masked (its first 4 characters kept, so the user can
+        tell which key it was): its name, or a query name or detail that holds it."""
+        key = self.secret
+        return text if key is None else text.replace(key, mask(key))
+
     @property
     def shown(self) -> str:
-        """The name as reports show it: a key in it masked (its first 4 characters kept, so
-        the user can tell which key it was)."""
-        key = self.secret
-        return self.name if key is None else self.name.replace(key, mask(key), 1)
+        """The name as reports show it."""
+        return self.hide(self.name)
 
     @property
     def positive_test(self) -> str:

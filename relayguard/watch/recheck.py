@@ -42,7 +42,6 @@ def run_check(cfg: BlocklistConfig) -> dict[tuple[str, str], tuple[str, str]]:
     from relayguard.blocklist.check import check
     from relayguard.blocklist.dnsclient import DnsClient, Nameserver
     from relayguard.blocklist.names import parse_target
-    from relayguard.blocklist.zones import mask
 
     targets = [parse_target(t) for t in cfg.targets]
     if cfg.resolvers:
@@ -61,9 +60,8 @@ def run_check(cfg: BlocklistConfig) -> dict[tuple[str, str], tuple[str, str]]:
     for t in result.targets:
         for res in t.lists:
             detail = ", ".join(d.value for d in res.decoded) or res.detail
-            if (key := res.zone.secret) is not None:  # a query name in the detail holds it
-                detail = detail.replace(key, mask(key))
-            out[(t.origin, res.zone.shown)] = (str(res.state), detail)
+            # a keyed zone's key is masked, in a query name in the detail too
+            out[(t.origin, res.zone.shown)] = (str(res.state), res.zone.hide(detail))
     return out
 
 
