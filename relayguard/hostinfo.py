@@ -41,6 +41,18 @@ def local_addresses(proc_net: Path = PROC_NET) -> list[str]:
     return out
 
 
+def bind_error(address: str) -> str | None:
+    """Why `address` cannot be bound here (it is not this host's), or None when it can: the
+    one test of "is this mine" that also holds for addresses /proc does not list."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.bind((address, 0))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def is_local_host(host: str, addresses: list[str] | None = None) -> bool:
     """True when `host` (an address) is this machine: loopback or one of its addresses."""
     try:

@@ -122,21 +122,17 @@ def _check_source(source: str, servers: list[Nameserver]) -> None:
     """An InputError unless queries can leave from `source` to at least one nameserver, so
     a mistyped --source is one message rather than every list reported unusable."""
     import ipaddress
-    import socket
 
     from relayguard.errors import InputError
+    from relayguard.hostinfo import bind_error
 
     version = ipaddress.ip_address(source).version
     if all(ipaddress.ip_address(s.host).version != version for s in servers):
         raise InputError("--source", f"{source} is IPv{version} but no --resolver is: "
                          "give a source address of the resolvers' family")
-    family = socket.AF_INET if version == 4 else socket.AF_INET6
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.bind((source, 0))
-    except OSError as exc:
-        raise InputError("--source", f"{source} is not an address of this machine "
-                         f"({exc.strerror})") from None
+    why = bind_error(source)
+    if why is not None:
+        raise InputError("--source", f"{source} is not an address of this machine ({why})")
 
 
 def _system_resolvers() -> list[Nameserver]:

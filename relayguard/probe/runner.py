@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from relayguard.findings import ErrorEntry, Finding, Report
+from relayguard.hostinfo import bind_error
 from relayguard.probe import http, socks
 from relayguard.probe.canary import Canary
 from relayguard.probe.context import KeptConnection, PortResult, ProbeContext, ProbeOptions
@@ -193,20 +194,9 @@ def _canary_jobs(canary: Canary, jobs: list[tuple[str, int]]) -> dict[tuple[str,
     out: dict[tuple[str, int], str] = {}
     for host, port in jobs:
         address = endpoint((host, 0))[0]
-        if port in listeners and (address in ours or (wildcard and _is_local(address))):
+        if port in listeners and (address in ours or (wildcard and bind_error(address) is None)):
             out[(host, port)] = listeners[port]
     return out
-
-
-def _is_local(address: str) -> bool:
-    """True when `address` belongs to this host (it can be bound)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.bind((address, 0))
-    except OSError:
-        return False
-    return True
 
 
 async def _tls_banner(ctx: ProbeContext, result: PortResult) -> bytes:
@@ -255,7 +245,7 @@ async def run_probe(targets: list[Target], options: ProbeOptions,
                     seen.add((address, port))
                     jobs.append((address, port))
 
-    if options.source is not None and not _is_local(options.source):
+    if options.source is not None and bind_error(options.source) is not None:
         errors.append(ErrorEntry("probe", f"--source-address {options.source} is not an "
                                  "address of this host; nothing was probed"))
         return Report("probe", (), tuple(errors), {"targets": len(targets)}, tuple(notes))
