@@ -49,8 +49,11 @@ def parse_target(text: str) -> Target:
     try:
         addr = ipaddress.ip_address(candidate)
     except ValueError:
-        _name_the_mistake(raw)
-        return Target(raw, TargetKind.NAME, to_alabel(raw))
+        try:
+            return Target(raw, TargetKind.NAME, to_alabel(raw))
+        except InputError:
+            _name_the_mistake(raw)  # a pasted range, host:port or URL: say what it is
+            raise
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         # A server reached through a mapped address *is* that IPv4 host.
         addr = addr.ipv4_mapped

@@ -36,6 +36,7 @@ from relayguard.scan.sources import (
     withhold_trusted_relays,
 )
 
+STEPS = ("audit", "probe", "logs", "blocklist")  # each a ScanOptions switch (--no-<step>)
 RESOLVE_TIMEOUT = 5.0
 SWEEP_TIMEOUT = 1.5  # seconds to accept a TCP connection in the reachability sweep
 SWEEP_CONCURRENCY = 32
@@ -221,7 +222,7 @@ def _finish(run: _SiteRun, probe_stats: dict[str, Any], source: str | None,
     bl = run.blocklist.stats if isinstance(run.blocklist.stats, dict) else {}
     idle = _idle_steps(run, skipped, "files" in logs_stats, "targets" in bl)
     not_run = [*skipped, *idle]
-    if len(not_run) == 4:
+    if len(not_run) == len(STEPS):
         errors.append(ErrorEntry(run.site.name, "nothing was checked (" + ", ".join(not_run)
                                  + "): name configs (--config/--root), logs (--log) or a "
                                  "public address (--public-address), or let the probe run"))
@@ -329,21 +330,17 @@ def scan_sites(sites: list[Site], options: ScanOptions,
         probe_notes = _split_probe(probe_report, runs)
         for run in runs:
             run.timings["probe"] = round(time.monotonic() - started, 3)
-    else:
-        source_notes = []
+    else:  # no probe sent (--no-probe): no report may name a probe source
+        source, source_notes = None, []
 
     stats = probe_report.stats if isinstance(probe_report.stats, dict) else {}
-    skipped = [name for name, on in (("audit", options.audit), ("probe", options.probe),
-                                     ("logs", options.logs), ("blocklist", options.blocklist))
-               if not on]
+    skipped = [name for name in STEPS if not getattr(options, name)]
     out = []
     for run in runs:
         hosts = {a for a in (run.address, *(a for a, _p in run.extra)) if a}
         mine = [n for n in probe_notes
                 if any(n.startswith((h, f"[{h}]")) for h in hosts)]
-        # No probe sent (--no-probe): no report may name a probe source.
-        out.append(_finish(run, stats, source if options.probe else None,
-                           [*source_notes, *mine], skipped))
+        out.append(_finish(run, stats, source, [*source_notes, *mine], skipped))
     return out
 
 

@@ -193,10 +193,8 @@ def test_a_log_named_with_log_that_cannot_be_read_is_an_error() -> None:
     """A mistyped --log must not vanish: the scan says it could not read it (exit 2) and
     lists only the logs it did read."""
     missing = "/nonexistent/var/log/mail.log"
-    done = subprocess.run([sys.executable, "-m", "relayguard", "scan", "127.0.10.99",
-                           "--no-probe", "--no-audit", "--no-blocklist", "--no-history",
-                           "--log", str(SECREPO), "--log", missing, "--format", "json"],
-                          capture_output=True, text=True, timeout=120, env=ENV)
+    done = scan("127.0.10.99", "--no-audit", "--log", str(SECREPO), "--log", missing,
+                "--format", "json")
     assert done.returncode == 2, done.stderr
     doc = json.loads(done.stdout)
     assert [(e["source"], e["message"]) for e in doc["errors"]] == [
