@@ -86,7 +86,7 @@ def _distinct_sizes(sizes: list[int]) -> list[int]:
 
 
 # How a request of relayguard's own probe ends in a combined (or vhost_combined, nginx) log
-_PROBE_UA_ENDS = (f'"{PROBE_USER_AGENT}"', f'"{PROBE_USER_AGENT}"\r')
+_PROBE_UA_ENDS = f'"{PROBE_USER_AGENT}"'  # (lines reach the detectors without their CR)
 
 
 @dataclass
@@ -106,14 +106,15 @@ class OwnProbe:
         if client:
             self.clients.add(client)
         if t is not None:
-            self.first = t if self.first is None else min(self.first, t)
-            self.last = t if self.last is None else max(self.last, t)
+            if self.first is None or t < self.first:
+                self.first = t
+            if self.last is None or t > self.last:
+                self.last = t
 
     def to_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "clients": sorted(self.clients.keys),
                 "clients_approximate": self.clients.overflow,
-                "first_seen": iso(self.first) if self.first is not None else None,
-                "last_seen": iso(self.last) if self.last is not None else None}
+                "first_seen": iso(self.first), "last_seen": iso(self.last)}
 
     def story(self) -> str:
         d = self.to_dict()

@@ -9,6 +9,7 @@ costs the same memory as one of ten.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,7 +227,7 @@ class IncidentBook:
             # outside the latest incident: after a quiet hour a new one, unless the time is
             # an earlier incident's (another server's log read after this one, a clock set
             # back), which it joins
-            for inc in reversed(items[:-1]):
+            for inc in itertools.islice(reversed(items), 1, None):  # no copy per event
                 if inc.first is not None and inc.last is not None and \
                         inc.first - GAP <= t <= inc.last + GAP:
                     return inc
