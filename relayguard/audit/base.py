@@ -7,6 +7,7 @@ config (file or directory) into an `AuditResult`: findings, errors, the files it
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,3 +79,13 @@ def under_root(path: str | Path, root: Path | None) -> Path:
     if root is None or not p.is_absolute():
         return p
     return root.absolute() / p.relative_to(p.anchor)
+
+
+def server_path(path: Path, root: Path | None) -> str:
+    """`under_root` undone: a path of the audited tree as the server names it (under
+    `--root`, the part below the root; otherwise the path itself, made absolute)."""
+    full = path.absolute()
+    if root is not None:
+        with contextlib.suppress(ValueError):
+            return "/" + str(full.relative_to(root.absolute()))
+    return str(full)

@@ -10,7 +10,6 @@ walked for an outside client with no SASL, forged sender/HELO, and a foreign rec
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import ipaddress
 import re
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from relayguard.audit.base import AuditOptions, AuditResult, IPAddress, under_root
+from relayguard.audit.base import AuditOptions, AuditResult, IPAddress, server_path, under_root
 from relayguard.audit.readfile import peek, read_text
 from relayguard.digits import ascii_int
 from relayguard.errors import InputError
@@ -734,17 +733,17 @@ class PostfixConfig:
     files: list[str] = field(default_factory=list)
     errors: list[ErrorEntry] = field(default_factory=list)
     master_path: str | None = None
-    server_directory: str = "/etc/postfix"  # where this main.cf lives, as the server sees it
+    # Postfix's built-in defaults, `config_directory` being where this main.cf lives as the
+    # server sees it (`postfix -c DIR`): a copy audited elsewhere (or under --root) finds its
+    # `cidr:${config_directory}/…` maps beside it, not in this machine's /etc/postfix
+    defaults: dict[str, str] = field(default_factory=lambda: builtin_defaults()[0])
 
     def smtpd_services(self) -> list[Service]:
         return [s for s in self.services if s.is_smtpd]
 
     def params(self, overrides: dict[str, Setting] | None = None) -> Params:
-        """The effective parameters, `config_directory` being the directory of this main.cf
-        as `postfix -c DIR` sets it: a copy audited elsewhere (or under --root) finds its
-        `cidr:${config_directory}/…` maps beside it, not in this machine's /etc/postfix."""
-        defaults = {**builtin_defaults()[0], "config_directory": self.server_directory}
-        return Params(self.main, overrides, defaults)
+        """The effective parameters (main.cf, a service's overrides, the defaults)."""
+        return Params(self.main, overrides, self.defaults)
 
 
 def load(path: Path, root: Path | None = None) -> PostfixConfig:
@@ -755,7 +754,8 @@ def load(path: Path, root: Path | None = None) -> PostfixConfig:
     text = read_text(main_path, errors="surrogateescape", limit=MAX_FILE_BYTES)
     main, errors = parse_main_cf(text, str(main_path))
     cfg = PostfixConfig(main_path.parent, main, [], text.splitlines(), [], [str(main_path)],
-                        errors, server_directory=_server_path(main_path.parent, root))
+                        errors, defaults={**builtin_defaults()[0], "config_directory":
+                                          server_path(main_path.parent, root)})
     master_path = main_path.parent / "master.cf"
     if master_path.is_file():
         mtext = read_text(master_path, errors="surrogateescape", limit=MAX_FILE_BYTES)
@@ -767,15 +767,6 @@ def load(path: Path, root: Path | None = None) -> PostfixConfig:
     else:
         cfg.services = [Service("smtp", "inet", "smtpd", [], "(stock master.cf)", 0)]
     return cfg
-
-
-def _server_path(directory: Path, root: Path | None) -> str:
-    """`directory` as the audited server names it: under `--root`, the part below the root."""
-    full = directory.absolute()
-    if root is not None:
-        with contextlib.suppress(ValueError):
-            return "/" + str(full.relative_to(root.absolute()))
-    return str(full)
 
 
 PORT_NAMES = {"smtp": 25, "submission": 587, "smtps": 465, "submissions": 465}
