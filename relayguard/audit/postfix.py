@@ -364,7 +364,8 @@ class Table:
 
 
 def note(errors: list[ErrorEntry], entry: ErrorEntry) -> None:
-    """Record an error once: a table is read again for every client and service decided."""
+    """Record an error once: a table entry is evaluated again for every client and service
+    decided."""
     if entry not in errors:
         errors.append(entry)
 
@@ -700,8 +701,12 @@ class RelayDecision:
 
 
 def decide(params: Params, trusted: bool, client: IPAddress, root: Path | None,
-           errors: list[ErrorEntry], files: list[str]) -> RelayDecision:
-    ctx = Context(params, trusted, client, root, errors, files)
+           errors: list[ErrorEntry], files: list[str],
+           tables: dict[str, Table] | None = None) -> RelayDecision:
+    """Does the modelled client get a foreign recipient accepted? `tables`: the maps read
+    so far (a config's, shared by all its decisions, so each is read once)."""
+    ctx = Context(params, trusted, client, root, errors, files,
+                  tables if tables is not None else {})
     verdicts = {name: evaluate_list(split_list(params.get(name)), ctx) for name in RELAY_LISTS}
     accepted = all(v.outcome != "reject" for v in verdicts.values())
     return RelayDecision(accepted, verdicts, _fatal(params))
@@ -737,6 +742,7 @@ class PostfixConfig:
     # server sees it (`postfix -c DIR`): a copy audited elsewhere (or under --root) finds its
     # `cidr:${config_directory}/…` maps beside it, not in this machine's /etc/postfix
     defaults: dict[str, str] = field(default_factory=lambda: builtin_defaults()[0])
+    tables: dict[str, Table] = field(default_factory=dict)  # lookup tables read, by spec
 
     def smtpd_services(self) -> list[Service]:
         return [s for s in self.services if s.is_smtpd]

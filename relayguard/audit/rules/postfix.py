@@ -426,8 +426,8 @@ def audit_config(cfg: PostfixConfig, client: IPAddress,
         # Judge the restriction lists for a client mynetworks does not cover, even when this
         # one is covered: an open mynetworks is its own finding, and fixing it must not
         # uncover a second hole only on the next run.
-        decision = decide(params, False, client, root, cfg.errors, cfg.files)
-        trusted_decision = decide(params, True, LOOPBACK, root, cfg.errors, cfg.files)
+        decision = decide(params, False, client, root, cfg.errors, cfg.files, cfg.tables)
+        trusted_decision = decide(params, True, LOOPBACK, root, cfg.errors, cfg.files, cfg.tables)
         listen = service_listen(svc, params, cfg.services)
         label = f"service {svc.name} ({svc.path}:{svc.line})"
         _check_mynetworks(cfg, svc, params, nets, client, trusted_decision, label, add, root)
@@ -627,7 +627,7 @@ def _check_implicit(cfg: PostfixConfig, client: IPAddress, add, root: Path | Non
         Location(compat.path, compat.line) if compat else Location(cfg.files[0]))
     # as for an explicit mynetworks: the trust is latent (medium) while no restriction list
     # lets trusted clients relay (no permit_mynetworks, or smtpd refuses to run)
-    td = decide(params, True, LOOPBACK, root, cfg.errors, cfg.files)
+    td = decide(params, True, LOOPBACK, root, cfg.errors, cfg.files, cfg.tables)
     add(IMPLICIT_SUBNET.finding(
         f"mynetworks unset and mynetworks_style = {style}: every host on the attached "
         f"{'networks (whole class A/B/C)' if style == 'class' else 'subnets'} may relay",
