@@ -608,17 +608,19 @@ def incident_finding(inc: Incident, analysis: LogAnalysis) -> Finding | None:
         # counted per minute: no line to point at, but the file(s) holding those minutes
         files = analysis.holding("access" if kind == "volume-spike" else "mail", inc.first,
                                  inc.last)
-        where = f"; in {', '.join(files[:5])}" + (f" (+{len(files) - 5} more)"
-                                                  if len(files) > 5 else "") if files else ""
+        where = ""
+        if files:
+            where = f"; in {', '.join(files[:5])}"
+            if len(files) > 5:
+                where += f" (+{len(files) - 5} more)"
+        peak, usual = inc.timeline.peak_per_minute(), inc.extra.get("baseline_per_minute", 0)
+        when = _when(inc)
         # a measurement: no clients, statuses or outcomes were recorded, so none are listed
-        summary = (f"{inc.events} {what} {_when(inc)}; peak "
-                   f"{inc.timeline.peak_per_minute():.0f}/min, usually "
-                   f"{inc.extra.get('baseline_per_minute', 0):.0f}/min; counted per minute, no "
-                   f"lines or clients kept: see those minutes{where}")
+        summary = (f"{inc.events} {what} {when}; peak {peak:.0f}/min, usually {usual:.0f}/min; "
+                   f"counted per minute, no lines or clients kept: see those minutes{where}")
         return rule.finding(
-            f"{inc.timeline.peak_per_minute():.0f} {what}/min at the peak, usually "
-            f"{inc.extra.get('baseline_per_minute', 0):.0f}/min: {inc.events} in "
-            f"{inc.extra.get('spike_minutes')} minute(s), {_when(inc)}",
+            f"{peak:.0f} {what}/min at the peak, usually {usual:.0f}/min: {inc.events} in "
+            f"{inc.extra.get('spike_minutes')} minute(s), {when}",
             location=Location(path=files[0]) if files else Location(),
             evidence=_evidence(inc, summary), confidence=Confidence.CONFIRMED)
     if kind == "smtp-relay-denied":
