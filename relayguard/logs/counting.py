@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -17,15 +17,23 @@ V = TypeVar("V")
 
 
 class TopK:
-    """Space-Saving heavy hitters: exact while fewer than `k` keys, error-bounded after."""
+    """Space-Saving heavy hitters: exact while fewer than `k` keys, error-bounded after.
 
-    __slots__ = ("approximate", "counts", "floor", "k")
+    A new key in a full table replaces the victim: the first key (in the table's order) whose
+    count is at most the floor, the floor being raised to the smallest count when no key is
+    left there. Counts only grow and a key that replaces a victim starts above the floor, so
+    the keys at the floor are queued (`low`, in table order) when it is raised and taken from
+    the front, never found by a walk over the table: with distinct clients and destinations
+    (a spam run) that walk, over a dict full of deleted slots, was most of an event's cost."""
+
+    __slots__ = ("approximate", "counts", "floor", "k", "low")
 
     def __init__(self, k: int = 64) -> None:
         self.k = k
         self.counts: dict[str, int] = {}
         self.approximate = False
         self.floor = 0  # no count is below it (counts only grow once the map is full)
+        self.low: deque[str] = deque()  # keys that were at the floor when it was raised
 
     def add(self, key: str, n: int = 1) -> None:
         counts = self.counts
@@ -35,25 +43,27 @@ class TopK:
         elif len(counts) < self.k:
             counts[key] = n
         else:
-            # the victim: the first key with the smallest count, as `min(counts,
-            # key=counts.get)` picks it, without a pass over all k keys for every new key
-            # (with distinct clients and destinations that was a third of a CONNECT line's
-            # cost): the first key at the floor is it; only when none is left there is the
-            # floor raised to the minimum. Written out here: this runs twice per proxy event.
-            try:
-                floor = self.floor
-            except AttributeError:  # state pickled before the floor existed
-                floor = 0
-            victim = None
-            for k, c in counts.items():
-                if c <= floor:
-                    victim = k
-                    break
-            if victim is None:
-                self.floor = floor = min(counts.values())
-                victim = next(k for k, c in counts.items() if c == floor)
-            counts[key] = counts.pop(victim) + n
+            counts[key] = c = counts.pop(self._victim()) + n
+            if c <= self.floor:  # (n < 1: not from this module) the queue no longer holds
+                self.low.clear()  # every key at the floor: it is rebuilt
             self.approximate = True
+
+    def _victim(self) -> str:
+        """The key a new one replaces (see the class docstring); the table is full."""
+        counts = self.counts
+        try:
+            low, floor = self.low, self.floor
+        except AttributeError:  # state pickled before the queue (or the floor) existed
+            low, floor = deque(), 0
+        while low:
+            key = low.popleft()
+            c = counts.get(key)
+            if c is not None and c <= floor:
+                self.low = low
+                return key
+        self.floor = floor = min(counts.values())
+        self.low = low = deque(k for k, c in counts.items() if c == floor)
+        return low.popleft()
 
     def merge(self, other: TopK) -> None:
         for key, n in other.counts.items():

@@ -4,10 +4,12 @@ attacker-written text in reports, and parsers under hypothesis."""
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import json
 import lzma
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -263,12 +265,18 @@ def test_bounded_structures() -> None:
                                    max_size=400), st.integers(0, 400))
 def test_topk_evicts_what_space_saving_evicts(k: int, stream: list[tuple[int, int]],
                                               old_at: int) -> None:
-    """The victim found from the floor is `min(counts, key=counts.get)`'s, key for key and
-    in the same order, also for a TopK pickled before the floor existed (`old_at`)."""
+    """The victim found from the floor (and its queue) is `min(counts, key=counts.get)`'s,
+    key for key and in the same order, also for a TopK pickled before the floor or the queue
+    existed (`old_at`), and across a pickle round trip."""
     top, ref = TopK(k), {}
     for i, (key, n) in enumerate(stream):
         if i == old_at:
             del top.floor  # as unpickled from an older state file
+        elif i == old_at + 1:
+            with contextlib.suppress(AttributeError):
+                del top.low  # from a state file written before the queue existed
+        elif i % 97 == 0:
+            top = pickle.loads(pickle.dumps(top))  # `watch` restarted
         name = f"k{key}"
         if name in ref:
             ref[name] += n
