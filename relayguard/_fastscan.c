@@ -233,6 +233,93 @@ static PyObject *sizes_304(PyObject *self, PyObject *args)
     return Py_BuildValue("(nn)", bare, sized);
 }
 
+PyDoc_STRVAR(own_gets_doc,
+"own_gets(data, end, paths, per_path) -> [(path, size), ...]\n\n"
+"Sizes of 2xx GETs of the given paths (bytes, no whitespace or quotes) in data[:end], in file\n"
+"order, at most per_path each, stopping once every path has them: what\n"
+"`fastpath._local_sizes`' regex `\"GET (p1|p2|...) HTTP/1\\.[01]\" 2\\d\\d (\\d+)` finds, paths\n"
+"decoded as it decodes them. A path is one token (it ends at the space before HTTP), so at\n"
+"most one of them can match at a `\"GET `, whatever the order of the alternatives.");
+
+static PyObject *own_gets(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t end, per_path;
+    PyObject *paths;
+    if (!PyArg_ParseTuple(args, "y*nO!n", &buf, &end, &PyList_Type, &paths, &per_path))
+        return NULL;
+    Py_ssize_t npaths = PyList_GET_SIZE(paths);
+    PyObject *out = PyList_New(0);
+    Py_ssize_t *seen = PyMem_Calloc(npaths ? (size_t)npaths : 1, sizeof(Py_ssize_t));
+    if (out == NULL || seen == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < npaths; i++) {
+        if (!PyBytes_Check(PyList_GET_ITEM(paths, i))) {
+            PyErr_SetString(PyExc_TypeError, "paths must be bytes");
+            goto fail;
+        }
+    }
+    if (end < 0 || end > buf.len)
+        end = buf.len;
+    const unsigned char *data = buf.buf, *stop = data + end, *p = data;
+    static const char needle[] = "\"GET ";
+    const size_t nlen = sizeof(needle) - 1;
+    Py_ssize_t left = npaths;
+    while (left > 0 && (size_t)(stop - p) >= nlen &&
+           (p = memmem(p, (size_t)(stop - p), needle, nlen)) != NULL) {
+        const unsigned char *tok = p + nlen;
+        p++;  /* no match here: the search goes on at the next byte, as finditer's does */
+        for (Py_ssize_t i = 0; i < npaths; i++) {
+            PyObject *path = PyList_GET_ITEM(paths, i);
+            Py_ssize_t plen = PyBytes_GET_SIZE(path);
+            const unsigned char *q = tok + plen;
+            /* ` HTTP/1.x" 2dd ` and at least one digit, all before `end` */
+            if (stop - tok < plen + 16 ||
+                memcmp(tok, PyBytes_AS_STRING(path), (size_t)plen) != 0 ||
+                memcmp(q, " HTTP/1.", 8) != 0 || (q[8] != '0' && q[8] != '1') ||
+                memcmp(q + 9, "\" 2", 3) != 0 || !is_digit(q[12]) || !is_digit(q[13]) ||
+                q[14] != ' ' || !is_digit(q[15]))
+                continue;
+            const unsigned char *d = q + 15, *e = d;
+            while (e < stop && is_digit(*e))
+                e++;
+            p = e;  /* finditer goes on after the match */
+            if (seen[i] >= per_path)
+                break;
+            char *digits = PyMem_Malloc((size_t)(e - d) + 1);
+            if (digits == NULL) {
+                PyErr_NoMemory();
+                goto fail;
+            }
+            memcpy(digits, d, (size_t)(e - d));
+            digits[e - d] = '\0';
+            PyObject *size = PyLong_FromString(digits, NULL, 10);
+            PyMem_Free(digits);
+            PyObject *name = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(path), plen,
+                                                  "surrogateescape");
+            PyObject *item = size && name ? PyTuple_Pack(2, name, size) : NULL;
+            Py_XDECREF(size);
+            Py_XDECREF(name);
+            if (item == NULL || PyList_Append(out, item) < 0) {
+                Py_XDECREF(item);
+                goto fail;
+            }
+            Py_DECREF(item);
+            if (++seen[i] == per_path)
+                left--;
+            break;
+        }
+    }
+    PyMem_Free(seen);
+    PyBuffer_Release(&buf);
+    return out;
+fail:
+    PyMem_Free(seen);
+    Py_XDECREF(out);
+    PyBuffer_Release(&buf);
+    return NULL;
+}
+
 /* ---- parsing candidate lines of the stock formats ------------------------------------------
  * The regexes fastpath.py would otherwise run per candidate line (formats.py compiles them):
  *   common   (?P<client>\S+) (?:\S*) (?:\S*) \[(?P<time>[^\]]+)\] "(?P<request>.*?)"
@@ -564,6 +651,7 @@ static PyObject *parse_stock(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"sizes_304", sizes_304, METH_VARARGS, sizes_304_doc},
+    {"own_gets", own_gets, METH_VARARGS, own_gets_doc},
     {"parse_stock", parse_stock, METH_VARARGS, parse_stock_doc},
     {"scan", scan, METH_VARARGS, scan_doc},
     {"newlines", newlines, METH_O, newlines_doc},

@@ -7,6 +7,7 @@ import gzip
 import shutil
 import sysconfig
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -208,6 +209,34 @@ def test_fuzz_304_sizes_match_the_regex(data: bytes, end: int) -> None:
     sizes = fastpath._SIZE_304.findall(data, 0, end)
     bare = len(sizes) - sizes.count(b"")
     assert fastpath._fastscan.sizes_304(data, end) == (bare, len(sizes) - bare)
+
+
+PATHS = [b"/", b"/a", b"/a/b", b"/\xc3\xa9", b"/x"]
+get_line = st.builds(
+    lambda head, path, version, status, size, tail: b'%s"GET %s HTTP/1.%s" %s %s%s' % (
+        head, path, version, status, size, tail),
+    st.sampled_from([b"", b"1.2.3.4 - - ", b'"GET ', b"x"]), st.sampled_from([*PATHS, b"/a/"]),
+    st.sampled_from([b"0", b"1", b"2"]), st.sampled_from([b"200", b"204", b"304", b"2x0"]),
+    st.sampled_from([b"123", b"9" * 25, b"0", b"-", b""]),
+    st.sampled_from([b"", b" HTTP", b'"GET / HTTP/1.1" 200 5', b"\n"]))
+
+
+@needs_compiled
+@settings(max_examples=600, deadline=None)
+@given(st.lists(get_line, max_size=12).map(b"\n".join),
+       st.sets(st.sampled_from(PATHS[1:]), max_size=3), st.integers(0, 600), st.integers(1, 3))
+def test_fuzz_own_page_sizes_match_the_regex(data: bytes, paths: set[bytes], end: int,
+                                             per_path: int) -> None:
+    """`own_gets` finds the 2xx GETs of `/` and the asked paths that the regex finds, in the
+    same order, cut by the window's end and stopped after `per_path` each as it is (8 in
+    the scan; fewer here so that the stop is reached)."""
+    end %= len(data) + 1  # anywhere in the data, often inside a line
+    compiled, ref = ChunkResult(), ChunkResult()
+    with mock.patch.object(fastpath, "OWN_SIZES_PER_PATH", per_path):
+        fastpath._local_sizes(data, end, paths, compiled)
+        with mock.patch.object(fastpath, "_fastscan", None):
+            fastpath._local_sizes(data, end, paths, ref)
+    assert compiled.local_sizes == ref.local_sizes
 
 
 @needs_compiled
