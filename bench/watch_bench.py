@@ -17,8 +17,9 @@ twentieth of the run, on 1M lines a fifth. The end of each run is found by polli
 every 50 ms, fail2ban every 0.1 s plus a client start) and put midway between the last
 "not yet" and the first "done". Runs on loopback/tmp only. fail2ban is optional
 (`apt-get install -y fail2ban`, or scripts/install-bench-deps); without it only relayguard's
-figures are printed. Usage:
-    python bench/watch_bench.py [--lines 5000000] [--f2b-lines 300000] [--samples 40]
+figures are printed. Throughput runs `--rounds` times per tool, alternating, and the medians
+are compared. Usage:
+    python bench/watch_bench.py [--lines 5000000] [--f2b-lines 300000] [--rounds 3] [--samples 40]
                                 [--no-fail2ban]
 """
 
@@ -356,6 +357,9 @@ def main() -> None:
                     help="fail2ban gets fewer lines (it is slow); rates are per second")
     ap.add_argument("--samples", type=int, default=40)
     ap.add_argument("--background", type=int, default=2000, help="ordinary lines/s meanwhile")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="throughput runs per tool, alternating; the median is compared "
+                         "(one run on this VM varies by a quarter)")
     ap.add_argument("--no-fail2ban", action="store_true")
     args = ap.parse_args()
     samples = min(args.samples, 50)  # an incident kind holds at most 50 incidents
@@ -363,18 +367,29 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rg-watch-bench-"))
     try:
         print(f"relayguard watch vs fail2ban-server  ({os.cpu_count()} CPUs)")
-        rg_tp = throughput(work, args.lines, "relayguard", 300)
-        print(f"throughput  relayguard: {rg_tp[0]:>12,.0f} lines/s  ({args.lines:,} lines; "
-              f"writer {rg_tp[1]:,.0f} lines/s)\n            {rg_tp[2]}" if rg_tp
-              else "throughput  relayguard: timeout")
-        f2b_tp = None
-        if have_f2b:
-            f2b_tp = throughput(work, args.f2b_lines, "fail2ban", 600)
-            print(f"throughput  fail2ban:   {f2b_tp[0]:>12,.0f} lines/s  ({args.f2b_lines:,} "
-                  f"lines)\n            {f2b_tp[2]}" if f2b_tp
-                  else "throughput  fail2ban:   timeout")
-            if rg_tp and f2b_tp:
-                print(f"            ratio:      {rg_tp[0] / f2b_tp[0]:>12.1f} x")
+        tools = [("relayguard", args.lines, 300)] + \
+            ([("fail2ban", args.f2b_lines, 600)] if have_f2b else [])
+        runs: dict[str, list[tuple[float, float, str]]] = {name: [] for name, _, _ in tools}
+        for _ in range(max(1, args.rounds)):
+            for name, n, timeout in tools:  # alternating: a slow spell of the VM hits both
+                got = throughput(work, n, name, timeout)
+                if got is not None:
+                    runs[name].append(got)
+        medians: dict[str, float] = {}
+        for name, n, _ in tools:
+            got = sorted(runs[name])
+            if not got:
+                print(f"throughput  {name + ':':<11} timeout")
+                continue
+            mid = got[len(got) // 2]  # the median run (of an odd number), with its CPU split
+            medians[name] = mid[0]
+            print(f"throughput  {name + ':':<11} {mid[0]:>12,.0f} lines/s  median of "
+                  f"{len(got)} ({', '.join(f'{r[0]:,.0f}' for r in runs[name])}; {n:,} lines"
+                  + (f"; writer {mid[1]:,.0f} lines/s" if name == "relayguard" else "")
+                  + f")\n            {mid[2]}")
+        if len(medians) == 2:
+            print(f"            ratio:      {medians['relayguard'] / medians['fail2ban']:>12.1f}"
+                  " x (medians)")
         for tool in ("relayguard", "fail2ban") if have_f2b else ("relayguard",):
             lat = latency(work, samples, tool, args.background)
             if lat:
