@@ -320,6 +320,80 @@ fail:
     return NULL;
 }
 
+PyDoc_STRVAR(split_hostport_doc,
+"split_hostport(text, default) -> (host, port) or None\n\n"
+"`detect._split_hostport` for an ASCII str (None for any other, which the Python code takes):\n"
+"`user@` dropped up to the last @, `[v6]:port`, `host:port` (one colon), `host`; the port when\n"
+"1-5 ASCII digits, else `default`; the host lower-cased without trailing dots. A CONNECT's\n"
+"target is parsed once per event, and in Python that cost more than counting the event.");
+
+static PyObject *split_hostport(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "split_hostport(text: str, default)");
+        return NULL;
+    }
+    PyObject *text = args[0], *dflt = args[1];
+    if (!PyUnicode_IS_ASCII(text))
+        Py_RETURN_NONE;
+    const char *s = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    const char *at = memrchr(s, '@', (size_t)n);
+    if (at != NULL) {
+        n -= at + 1 - s;
+        s = at + 1;
+    }
+    const char *host = s, *port = s;
+    Py_ssize_t hlen = n, plen = 0;
+    if (n > 0 && s[0] == '[') {
+        const char *end = memchr(s, ']', (size_t)n);
+        host = s + 1;
+        if (end != NULL) {
+            hlen = end - host;
+            if (end + 1 < s + n && end[1] == ':') {
+                port = end + 2;
+                plen = s + n - port;
+            }
+        } else {
+            hlen = n - 1;
+        }
+    } else {
+        const char *colon = memchr(s, ':', (size_t)n);
+        if (colon != NULL && memchr(colon + 1, ':', (size_t)(s + n - colon - 1)) == NULL) {
+            hlen = colon - s;
+            port = colon + 1;
+            plen = s + n - port;
+        }
+    }
+    PyObject *port_obj = dflt;
+    long value = 0;
+    int digits = plen > 0 && plen <= 5;
+    for (Py_ssize_t i = 0; digits && i < plen; i++) {
+        digits = is_digit((unsigned char)port[i]);
+        value = value * 10 + (port[i] - '0');
+    }
+    while (hlen > 0 && host[hlen - 1] == '.')
+        hlen--;
+    PyObject *h = PyUnicode_New(hlen, 127);
+    if (h == NULL)
+        return NULL;
+    char *out = (char *)PyUnicode_DATA(h);
+    for (Py_ssize_t i = 0; i < hlen; i++) {
+        char c = host[i];
+        out[i] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+    }
+    PyObject *result;
+    if (digits) {
+        PyObject *p = PyLong_FromLong(value);
+        result = p == NULL ? NULL : PyTuple_Pack(2, h, p);
+        Py_XDECREF(p);
+    } else {
+        result = PyTuple_Pack(2, h, port_obj);
+    }
+    Py_DECREF(h);
+    return result;
+}
+
 /* ---- parsing candidate lines of the stock formats ------------------------------------------
  * The regexes fastpath.py would otherwise run per candidate line (formats.py compiles them):
  *   common   (?P<client>\S+) (?:\S*) (?:\S*) \[(?P<time>[^\]]+)\] "(?P<request>.*?)"
@@ -652,6 +726,8 @@ static PyObject *parse_stock(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"sizes_304", sizes_304, METH_VARARGS, sizes_304_doc},
     {"own_gets", own_gets, METH_VARARGS, own_gets_doc},
+    {"split_hostport", (PyCFunction)(void (*)(void))split_hostport, METH_FASTCALL,
+     split_hostport_doc},
     {"parse_stock", parse_stock, METH_VARARGS, parse_stock_doc},
     {"scan", scan, METH_VARARGS, scan_doc},
     {"newlines", newlines, METH_O, newlines_doc},

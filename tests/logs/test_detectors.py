@@ -8,6 +8,8 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relayguard.logs import detect
 from relayguard.logs.analyze import LogOptions, analyse
@@ -46,6 +48,27 @@ def test_split_hostport() -> None:
     for i in range(5000):
         assert split_hostport(f"mx{i}.example:{i % 65536}") == (f"mx{i}.example", i % 65536)
     assert len(detect._HOSTPORTS) <= 4096
+
+
+target_text = st.lists(st.sampled_from(["@", "[", "]", ":", ".", "0", "25", "65535", "9999999",
+                                        "mx", "MX", "Ex", "-", " ", "::1", "\u00e9", "\u00b2",
+                                        "\u212a", "100000", "]x", "[a]"]),
+                       max_size=10).map("".join)
+
+
+@pytest.mark.skipif(detect._fastscan is None, reason="C scanner not built (no compiler)")
+@settings(max_examples=1500, deadline=None)
+@given(target_text, st.sampled_from([None, 80, 443]))
+def test_fuzz_split_hostport_in_c_as_in_python(text: str, default: int | None) -> None:
+    """The C parser of request targets answers as the Python reference, or leaves the text
+    (not ASCII: `lower()` there is Unicode's) to it."""
+    got = detect._fastscan.split_hostport(text, default)
+    if text.isascii():
+        assert got == detect._split_hostport(text, default)
+        assert type(got[1]) is type(detect._split_hostport(text, default)[1])
+    else:
+        assert got is None
+    assert split_hostport(text, default) == detect._split_hostport(text, default)
 
 
 def test_connect_answered_like_get_is_served_locally(tmp_path: Path) -> None:
