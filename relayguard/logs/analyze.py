@@ -410,15 +410,17 @@ class LogAnalysis:
         fields = res.fields if res.fields_pattern == fmt.pattern.pattern else None
         ranged = self.opt.since is not None or self.opt.until is not None
         feed, unit, cands = self.proxy.feed, fmt.sizes, res.candidates
-        for lo in range(0, len(cands), PARSE_BATCH):  # a dense chunk's fields, a slice at once
-            part = cands[lo:lo + PARSE_BATCH]
-            # parsed by the worker that scanned the chunk, or here
-            got = fields[lo:lo + PARSE_BATCH] if fields is not None \
-                else parse_candidates(fmt, part)
-            for f, (lineno, raw) in zip(got, part, strict=True):
-                if f is None or (ranged and not self._in_range(f[0])):
-                    continue
-                feed(AccessRecord(*f, size_unit=unit), source, base + lineno, line_text(raw))
+        with self.proxy.deferring():  # the chunk's events counted into incidents at its end
+            for lo in range(0, len(cands), PARSE_BATCH):  # a dense chunk's fields, a slice
+                part = cands[lo:lo + PARSE_BATCH]  # at once
+                # parsed by the worker that scanned the chunk, or here
+                got = fields[lo:lo + PARSE_BATCH] if fields is not None \
+                    else parse_candidates(fmt, part)
+                for f, (lineno, raw) in zip(got, part, strict=True):
+                    if f is None or (ranged and not self._in_range(f[0])):
+                        continue
+                    feed(AccessRecord(*f, size_unit=unit), source, base + lineno,
+                         line_text(raw))
 
     # -- mail logs ---------------------------------------------------------------------------
     def _mail(self, path: str, head: bytes, stream: Any, problems: ReadProblems) -> None:

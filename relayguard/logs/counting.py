@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from itertools import groupby, repeat
 from typing import Any, Generic, TypeVar
 
 V = TypeVar("V")
@@ -36,17 +37,28 @@ class TopK:
         self.low: deque[str] = deque()  # keys that were at the floor when it was raised
 
     def add(self, key: str, n: int = 1) -> None:
+        self.add_counts(((key, n),))
+
+    def add_many(self, keys: Iterable[str]) -> None:
+        """`add(key)` for each key, in order."""
+        self.add_counts(zip(keys, repeat(1)))
+
+    def add_counts(self, items: Iterable[tuple[str, int]]) -> None:
+        """`add(key, n)` for each pair, in order, in one loop (an incident's clients and
+        destinations arrive a chunk of events at a time)."""
         counts = self.counts
-        c = counts.get(key)
-        if c is not None:
-            counts[key] = c + n
-        elif len(counts) < self.k:
-            counts[key] = n
-        else:
-            counts[key] = c = counts.pop(self._victim()) + n
-            if c <= self.floor:  # (n < 1: not from this module) the queue no longer holds
-                self.low.clear()  # every key at the floor: it is rebuilt
-            self.approximate = True
+        k = self.k
+        for key, n in items:
+            c = counts.get(key)
+            if c is not None:
+                counts[key] = c + n
+            elif len(counts) < k:
+                counts[key] = n
+            else:
+                counts[key] = c = counts.pop(self._victim()) + n
+                if c <= self.floor:  # (n < 1: not from this module) the queue no longer
+                    self.low.clear()  # holds every key at the floor: it is rebuilt
+                self.approximate = True
 
     def _victim(self) -> str:
         """The key a new one replaces (see the class docstring); the table is full."""
@@ -95,6 +107,19 @@ class Distinct:
         else:
             self.overflow = True
 
+    def add_many(self, keys: list[str]) -> None:
+        """`add(key)` for each key, in order, with set operations: the first new keys that
+        fit are kept, and any further new key marks the overflow."""
+        have = self.keys
+        room = max(0, self.cap - len(have))
+        if len(keys) <= room:
+            have.update(keys)
+            return
+        new = [key for key in dict.fromkeys(keys) if key not in have]
+        have.update(new[:room])
+        if len(new) > room:
+            self.overflow = True
+
     def count(self) -> int:
         return len(self.keys)
 
@@ -117,11 +142,28 @@ class Timeline:
         self.derived: tuple[Any, Any] | None = None
 
     def add(self, t: float, n: int = 1) -> None:
+        self._add(t, n, 1)
+
+    def add_many(self, times: Iterable[float]) -> None:
+        """`add(t)` for each time, in order; a run of times in one bucket at once, with the
+        run's checks of the cap (a doubling need not bring the buckets under it: each `add`
+        doubles again). A coarsening on the way re-buckets the rest: the bucket of a
+        bucket's start is the bucket of its times at any width that is a multiple of the
+        old one."""
+        width = self.width
+        for key, run in groupby([int(t) // width * width for t in times]):
+            n = sum(1 for _ in run)
+            self._add(key, n, n)
+
+    def _add(self, t: float, n: int, checks: int) -> None:
+        """n events at `t`, then `checks` times: coarsen while over the cap."""
         self.derived = None
         key = int(t) // self.width * self.width
         b = self.buckets
         b[key] = b.get(key, 0) + n
-        if len(b) > self.cap:
+        for _ in range(checks):
+            if len(self.buckets) <= self.cap:
+                break
             self._coarsen()
 
     def add_minutes(self, counts: dict[int, int]) -> None:

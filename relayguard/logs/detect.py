@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, insort
 from collections import OrderedDict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,7 @@ from relayguard.digits import is_digits
 from relayguard.logs.apacheconf import ProxyConfig
 from relayguard.logs.counting import Distinct, LruMap, Timeline, TopK, iso
 from relayguard.logs.formats import AccessRecord, SyslogLine
-from relayguard.logs.incidents import Incident, IncidentBook, Sample
+from relayguard.logs.incidents import EventArgs, Incident, IncidentBook, Sample
 
 SMTP_PORTS = frozenset({25, 465, 587, 2525})
 DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ws": 80, "wss": 443}
@@ -194,6 +196,8 @@ class ProxyDetector:
     """
 
     own_probe: OwnProbe | None = None  # requests of relayguard's own probe, set apart
+    # inside `deferring()`: the events fed, per incident in order, not yet counted into it
+    _deferred: list[tuple[Incident, list[EventArgs]]] | None = None
 
     def __init__(self, server_names: frozenset[str] = frozenset(),
                  config: ProxyConfig | None = None) -> None:
@@ -224,6 +228,22 @@ class ProxyDetector:
         return "guess"
 
     # -- feeding ------------------------------------------------------------------------------
+    @contextmanager
+    def deferring(self) -> Iterator[None]:
+        """Within it, `feed` counts each event into its incident when the block ends, a run of
+        an incident's events at once (`Incident.add_many`): the fast path feeds a chunk's
+        proxy requests so. Everything else `feed` decides (the incident, the pending answers
+        and their judging) happens per event as ever, and nothing reads the deferred counts
+        before the block ends."""
+        self._deferred = []
+        try:
+            yield
+        finally:
+            deferred = self._deferred
+            del self._deferred  # back to the class's None: nothing of it is pickled
+            for inc, events in deferred:
+                inc.add_many(events)
+
     def names(self) -> set[str]:
         return set(self.given_names) | self.learned_names.keys
 
@@ -284,10 +304,18 @@ class ProxyDetector:
         inc = self.book.current(kind, rec.time)
         nbytes = rec.bytes_out if rec.bytes_out is not None else (rec.size or 0)
         outcome = self._outcome(rec, method)
-        inc.add(rec.time, rec.client, dest, (path, lineno, line),
-                outcome=outcome,
-                status=_STATUS_TEXT.get(status) or ("-" if status is None else str(status)),
-                nbytes=nbytes, smtp=port in SMTP_PORTS)
+        args = (rec.time, rec.client, dest, (path, lineno, line), outcome,
+                _STATUS_TEXT.get(status) or ("-" if status is None else str(status)),
+                nbytes, port in SMTP_PORTS)
+        deferred = self._deferred
+        if deferred is None:
+            inc.add_many([args])
+        else:  # counted when the chunk is done; first/last now, for the next `current`
+            inc.note_time(rec.time)
+            if deferred and deferred[-1][0] is inc:
+                deferred[-1][1].append(args)
+            else:
+                deferred.append((inc, [args]))
         if outcome in ("refused", "failed") and rec.size_unit != "body":
             self.local.note_own(nbytes)  # the server's own error page, headers included
         if outcome is None:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from relayguard.findings import Report
 from relayguard.logs import analyze, fastpath
 from relayguard.logs.analyze import LogOptions, analyse
-from relayguard.logs.counting import Timeline, TopK, iso
+from relayguard.logs.counting import Distinct, Timeline, TopK, iso
 from relayguard.logs.detect import MailDetector, ProxyDetector, spike_buckets
 from relayguard.logs.fastpath import EVIDENCE_BYTES, scan_chunk
 from relayguard.logs.formats import (
@@ -32,6 +32,7 @@ from relayguard.logs.formats import (
     compile_nginx,
     parse_syslog,
 )
+from relayguard.logs.incidents import Incident
 from relayguard.logs.sources import MAX_LINE, order_rotated
 from relayguard.report import OutputFormat, render
 
@@ -286,6 +287,71 @@ def test_topk_evicts_what_space_saving_evicts(k: int, stream: list[tuple[int, in
             ref[name] = ref.pop(min(ref, key=ref.__getitem__)) + n
         top.add(name, n)
         assert list(top.counts.items()) == list(ref.items())
+
+
+def small_incident() -> Incident:
+    """An incident whose bounded counters are tiny, so a short stream fills and coarsens them."""
+    inc = Incident("proxy-smtp")
+    inc.clients, inc.destinations = TopK(3), TopK(2)
+    inc.client_count, inc.smtp_destinations = Distinct(4), Distinct(2)
+    inc.timeline = Timeline(cap=3)
+    return inc
+
+
+def state(inc: Incident) -> list[object]:
+    """Everything counting leaves in an incident, dict and set orders included."""
+    out: list[object] = [inc.events, inc.first, inc.last, inc.bytes, list(inc.outcomes.items()),
+                         list(inc.statuses.items()), inc.head, inc.tail,
+                         (inc.timeline.width, list(inc.timeline.buckets.items()))]
+    for top in (inc.clients, inc.destinations):
+        out.append((list(top.counts.items()), top.approximate, top.floor, list(top.low)))
+    for dist in (inc.client_count, inc.smtp_destinations):
+        out.append((sorted(dist.keys), dist.overflow))
+    return out
+
+
+event_args = st.tuples(
+    st.one_of(st.none(), st.sampled_from([0.0, 59.9, 60.0, 3600.5, 7300.0, 86400.0 * 3, -61.0])),
+    st.sampled_from([None, "", "a", "b", "c", "d", "e", "f"]),
+    st.sampled_from([None, "", "mx1:25", "mx2:25", "mx3:25", "www:80"]),
+    st.tuples(st.just("a.log"), st.integers(1, 99), st.just("line")),
+    st.sampled_from([None, "relayed", "refused"]), st.sampled_from([None, "200", "403"]),
+    st.integers(0, 5000), st.booleans())
+
+
+@FUZZ
+@given(st.lists(event_args, max_size=60), st.lists(st.integers(1, 20), max_size=8))
+def test_events_counted_at_once_count_as_one_by_one(events: list[tuple], cuts: list[int]) -> None:
+    """`Incident.add_many` over chunks of any size leaves what `add` per event leaves: the
+    same top-k victims in the same order, the same coarsening, the same samples."""
+    one, many = small_incident(), small_incident()
+    for t, client, dest, sample, outcome, status, nbytes, smtp in events:
+        one.add(t, client, dest, sample, outcome=outcome, status=status, nbytes=nbytes,
+                smtp=smtp)
+    rest = list(events)
+    for n in [*cuts, len(rest)]:
+        many.add_many(rest[:n])
+        rest = rest[n:]
+    assert state(many) == state(one)
+
+
+@FUZZ
+@given(st.integers(0, 5), st.lists(st.sampled_from("abcdefg"), max_size=30),
+       st.lists(st.integers(-200_000, 200_000), max_size=40), st.integers(1, 4))
+def test_distinct_and_timeline_bulk_adds_match_single_adds(cap: int, keys: list[str],
+                                                           times: list[int], tcap: int) -> None:
+    """The set and the coarsening timeline take a column at once as they take one key or time
+    at a time (the timeline with a cap so small that a doubling may not shrink it)."""
+    one, many = Distinct(cap), Distinct(cap)
+    for key in keys:
+        one.add(key)
+    many.add_many(keys)
+    assert (one.keys, one.overflow) == (many.keys, many.overflow)
+    a, b = Timeline(cap=tcap), Timeline(cap=tcap)
+    for t in times:
+        a.add(t)
+    b.add_many(times)
+    assert (a.width, list(a.buckets.items())) == (b.width, list(b.buckets.items()))
 
 
 ACCESS_FORMATS = [compile_apache(f) for f in APACHE_FORMATS.values()] + [
