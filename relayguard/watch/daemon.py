@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from relayguard.errors import InputError
 from relayguard.logs.analyze import LogOptions
-from relayguard.logs.follow import FileFollower, Waker
+from relayguard.logs.follow import FileFollower, Waker, keep_read_blocks
 from relayguard.logs.formats import LocalTime, zone
 from relayguard.watch.alerts import Dispatcher
 from relayguard.watch.config import WatchConfig, load_config
@@ -120,6 +120,7 @@ class Watcher:
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> None:
+        keep_read_blocks()  # a backlog is read in blocks: the same memory for each
         saved = self.db.load_positions()
         at = self.db.get_meta("checkpoint_at")
         self.saved_at = float(at) if at else None

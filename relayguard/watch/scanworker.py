@@ -22,6 +22,7 @@ from collections import deque
 from multiprocessing.connection import Connection
 
 from relayguard.logs.fastpath import ChunkResult, scan_chunk
+from relayguard.logs.follow import keep_read_blocks
 from relayguard.logs.formats import AccessFormat
 
 SLOTS = 3  # blocks the worker holds at most: one being scanned, two waiting
@@ -157,6 +158,7 @@ def serve(fd: int, slot_bytes: int) -> None:
     """The child: scan each block named on stdin, answer on stdout, until stdin closes."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # sent to the whole group
         signal.signal(sig, signal.SIG_IGN)  # (Ctrl-C, systemd): the watcher then closes our pipe
+    keep_read_blocks()  # each block is copied out of its slot: the same memory each time
     shm = mmap.mmap(fd, SLOTS * slot_bytes)
     jobs, results = Connection(0, writable=False), Connection(1, readable=False)
     sys.stdout = sys.stderr  # nothing but answers may reach the result pipe
