@@ -394,6 +394,174 @@ static PyObject *split_hostport(PyObject *self, PyObject *const *args, Py_ssize_
     return result;
 }
 
+/* ---- the top-k table's hot loop ----------------------------------------------------------
+ * `counting.TopK.add_counts` with every n = 1, over the same Python objects (the Python code is
+ * the reference and runs where this is not built): each proxy event adds its client and its
+ * destination, in a spam run nearly always new ones, each of which evicts a victim. */
+
+/* the end of `low` that is at or below the floor in `counts` (popped), or NULL: a new
+ * reference; -1 on error */
+static int pop_victim(PyObject *counts, PyObject *low, PyObject *floor, PyObject **victim)
+{
+    *victim = NULL;
+    while (PyList_GET_SIZE(low) > 0) {
+        Py_ssize_t last = PyList_GET_SIZE(low) - 1;
+        PyObject *key = Py_NewRef(PyList_GET_ITEM(low, last));
+        if (PyList_SetSlice(low, last, last + 1, NULL) < 0) {
+            Py_DECREF(key);
+            return -1;
+        }
+        PyObject *c = PyDict_GetItemWithError(counts, key);
+        int le = c == NULL ? 0 : PyObject_RichCompareBool(c, floor, Py_LE);
+        if (le < 0 || (c == NULL && PyErr_Occurred())) {
+            Py_DECREF(key);
+            return -1;
+        }
+        if (le) {
+            *victim = key;
+            return 0;
+        }
+        Py_DECREF(key);
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(topk_add_many_doc,
+"topk_add_many(topk, keys) -> None\n\n"
+"`topk.add(key)` for each key of the list, in order, as counting.TopK does it.");
+
+static PyObject *topk_add_many(PyObject *self, PyObject *args)
+{
+    PyObject *topk, *keys;
+    if (!PyArg_ParseTuple(args, "OO!", &topk, &PyList_Type, &keys))
+        return NULL;
+    PyObject *counts = PyObject_GetAttrString(topk, "counts");
+    PyObject *kobj = counts ? PyObject_GetAttrString(topk, "k") : NULL;
+    PyObject *floor = NULL, *low = NULL, *one = PyLong_FromLong(1), *result = NULL;
+    int evicted = 0, touched = 0;  /* touched: the floor and the list are written back */
+    if (kobj == NULL || one == NULL)
+        goto done;
+    if (!PyDict_Check(counts)) {
+        PyErr_SetString(PyExc_TypeError, "TopK.counts is not a dict");
+        goto done;
+    }
+    Py_ssize_t k = PyLong_AsSsize_t(kobj);
+    if (k == -1 && PyErr_Occurred())
+        goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        Py_INCREF(key);
+        PyObject *c = PyDict_GetItemWithError(counts, key), *sum = NULL;
+        int rc = -1;
+        if (c != NULL) {
+            sum = PyNumber_Add(c, one);
+            rc = sum == NULL ? -1 : PyDict_SetItem(counts, key, sum);
+        } else if (PyErr_Occurred()) {
+            rc = -1;
+        } else if (PyDict_GET_SIZE(counts) < k) {
+            rc = PyDict_SetItem(counts, key, one);
+        } else {
+            if (floor == NULL) {  /* as `_victim` reads them (both, or neither: old state) */
+                floor = PyObject_GetAttrString(topk, "floor");
+                low = floor ? PyObject_GetAttrString(topk, "low") : NULL;
+                if (low == NULL || !PyList_Check(low)) {
+                    if (low == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                        Py_DECREF(key);
+                        goto done;
+                    }
+                    PyErr_Clear();
+                    Py_XSETREF(floor, PyLong_FromLong(0));
+                    Py_XSETREF(low, PyList_New(0));
+                    if (floor == NULL || low == NULL) {
+                        Py_DECREF(key);
+                        goto done;
+                    }
+                }
+            }
+            touched = 1;
+            PyObject *victim;
+            rc = pop_victim(counts, low, floor, &victim);
+            if (rc == 0 && victim == NULL) {  /* none left at the floor: raise it */
+                PyObject *dk, *dv, *least = NULL;
+                Py_ssize_t pos = 0;
+                while (rc == 0 && PyDict_Next(counts, &pos, &dk, &dv)) {
+                    int lt = least == NULL ? 1 : PyObject_RichCompareBool(dv, least, Py_LT);
+                    if (lt < 0)
+                        rc = -1;
+                    else if (lt)
+                        least = dv;
+                }
+                PyObject *fresh = rc == 0 ? PyList_New(0) : NULL;
+                if (fresh == NULL)
+                    rc = -1;
+                if (rc == 0 && least == NULL) {
+                    PyErr_SetString(PyExc_ValueError, "min() arg is an empty sequence");
+                    rc = -1;
+                }
+                if (rc == 0) {
+                    Py_SETREF(floor, Py_NewRef(least));
+                    pos = 0;
+                    while (rc == 0 && PyDict_Next(counts, &pos, &dk, &dv)) {
+                        int eq = PyObject_RichCompareBool(dv, floor, Py_EQ);
+                        if (eq < 0 || (eq && PyList_Append(fresh, dk) < 0))
+                            rc = -1;
+                    }
+                }
+                if (rc == 0 && PyList_Reverse(fresh) < 0)
+                    rc = -1;
+                if (rc == 0) {
+                    Py_SETREF(low, fresh);
+                    rc = pop_victim(counts, low, floor, &victim);
+                    if (rc == 0 && victim == NULL) {
+                        PyErr_SetString(PyExc_IndexError, "pop from empty list");
+                        rc = -1;
+                    }
+                } else {
+                    Py_XDECREF(fresh);
+                }
+            }
+            if (rc == 0) {
+                PyObject *was = PyDict_GetItemWithError(counts, victim);  /* counts.pop() */
+                if (was == NULL) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetObject(PyExc_KeyError, victim);
+                    rc = -1;
+                } else {
+                    Py_INCREF(was);
+                    rc = PyDict_DelItem(counts, victim);
+                    sum = rc == 0 ? PyNumber_Add(was, one) : NULL;
+                    Py_DECREF(was);
+                    rc = sum == NULL ? -1 : PyDict_SetItem(counts, key, sum);
+                }
+            }
+            Py_XDECREF(victim);
+            if (rc == 0) {
+                evicted = 1;
+                int le = PyObject_RichCompareBool(sum, floor, Py_LE);
+                if (le < 0 || (le && PyList_SetSlice(low, 0, PyList_GET_SIZE(low), NULL) < 0))
+                    rc = -1;
+            }
+        }
+        Py_XDECREF(sum);
+        Py_DECREF(key);
+        if (rc < 0)
+            goto done;
+    }
+    if (touched && (PyObject_SetAttrString(topk, "floor", floor) < 0 ||
+                    PyObject_SetAttrString(topk, "low", low) < 0))
+        goto done;
+    if (evicted && PyObject_SetAttrString(topk, "approximate", Py_True) < 0)
+        goto done;
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(counts);
+    Py_XDECREF(kobj);
+    Py_XDECREF(floor);
+    Py_XDECREF(low);
+    Py_XDECREF(one);
+    return result;
+}
+
 /* ---- parsing candidate lines of the stock formats ------------------------------------------
  * The regexes fastpath.py would otherwise run per candidate line (formats.py compiles them):
  *   common   (?P<client>\S+) (?:\S*) (?:\S*) \[(?P<time>[^\]]+)\] "(?P<request>.*?)"
@@ -726,6 +894,7 @@ static PyObject *parse_stock(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"sizes_304", sizes_304, METH_VARARGS, sizes_304_doc},
     {"own_gets", own_gets, METH_VARARGS, own_gets_doc},
+    {"topk_add_many", topk_add_many, METH_VARARGS, topk_add_many_doc},
     {"split_hostport", (PyCFunction)(void (*)(void))split_hostport, METH_FASTCALL,
      split_hostport_doc},
     {"parse_stock", parse_stock, METH_VARARGS, parse_stock_doc},

@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 from unittest import mock
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relayguard.findings import Report
-from relayguard.logs import analyze, fastpath
+from relayguard.logs import analyze, counting, fastpath
 from relayguard.logs.analyze import LogOptions, analyse
 from relayguard.logs.counting import Distinct, Timeline, TopK, iso
 from relayguard.logs.detect import MailDetector, ProxyDetector, spike_buckets
@@ -266,8 +267,8 @@ def test_bounded_structures() -> None:
                                    max_size=400), st.integers(0, 400))
 def test_topk_evicts_what_space_saving_evicts(k: int, stream: list[tuple[int, int]],
                                               old_at: int) -> None:
-    """The victim found from the floor (and its queue) is `min(counts, key=counts.get)`'s,
-    key for key and in the same order, also for a TopK pickled before the floor or the queue
+    """The victim found from the floor (and its list) is `min(counts, key=counts.get)`'s,
+    key for key and in the same order, also for a TopK pickled before the floor or the list
     existed (`old_at`), and across a pickle round trip."""
     top, ref = TopK(k), {}
     for i, (key, n) in enumerate(stream):
@@ -275,7 +276,7 @@ def test_topk_evicts_what_space_saving_evicts(k: int, stream: list[tuple[int, in
             del top.floor  # as unpickled from an older state file
         elif i == old_at + 1:
             with contextlib.suppress(AttributeError):
-                del top.low  # from a state file written before the queue existed
+                del top.low  # from a state file written before the list existed
         elif i % 97 == 0:
             top = pickle.loads(pickle.dumps(top))  # `watch` restarted
         name = f"k{key}"
@@ -287,6 +288,28 @@ def test_topk_evicts_what_space_saving_evicts(k: int, stream: list[tuple[int, in
             ref[name] = ref.pop(min(ref, key=ref.__getitem__)) + n
         top.add(name, n)
         assert list(top.counts.items()) == list(ref.items())
+
+
+@pytest.mark.skipif(counting._topk_add_many is None, reason="C scanner not built (no compiler)")
+@FUZZ
+@given(st.integers(1, 6), st.lists(st.lists(st.sampled_from("abcdefghij"), max_size=30),
+                                   max_size=8), st.integers(0, 8))
+def test_topk_add_many_in_c_as_in_python(k: int, chunks: list[list[str]], old_at: int) -> None:
+    """The C loop of `TopK.add_many` leaves the table, its order, the floor, the victim list
+    and the flag as the Python loop does, chunk after chunk, also on state from before the
+    floor or the list existed."""
+    fast, slow = TopK(k), TopK(k)
+    for i, keys in enumerate(chunks):
+        if i == old_at:
+            for top in (fast, slow):
+                del top.floor, top.low
+        fast.add_many(keys)
+        with mock.patch.object(counting, "_topk_add_many", None):
+            slow.add_many(keys)
+        assert list(fast.counts.items()) == list(slow.counts.items())
+        assert fast.approximate == slow.approximate
+        assert getattr(fast, "floor", None) == getattr(slow, "floor", None)
+        assert getattr(fast, "low", None) == getattr(slow, "low", None)
 
 
 def small_incident() -> Incident:
