@@ -327,13 +327,9 @@ PyDoc_STRVAR(split_hostport_doc,
 "1-5 ASCII digits, else `default`; the host lower-cased without trailing dots. A CONNECT's\n"
 "target is parsed once per event, and in Python that cost more than counting the event.");
 
-static PyObject *split_hostport(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* (host, port) of an ASCII str, as split_hostport's doc says; None for other text */
+static PyObject *split_text(PyObject *text, PyObject *dflt)
 {
-    if (nargs != 2 || !PyUnicode_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "split_hostport(text: str, default)");
-        return NULL;
-    }
-    PyObject *text = args[0], *dflt = args[1];
     if (!PyUnicode_IS_ASCII(text))
         Py_RETURN_NONE;
     const char *s = (const char *)PyUnicode_DATA(text);
@@ -391,6 +387,124 @@ static PyObject *split_hostport(PyObject *self, PyObject *const *args, Py_ssize_
         result = PyTuple_Pack(2, h, port_obj);
     }
     Py_DECREF(h);
+    return result;
+}
+
+static PyObject *split_hostport(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "split_hostport(text: str, default)");
+        return NULL;
+    }
+    return split_text(args[0], args[1]);
+}
+
+static PyObject *s_smtp, *s_connect, *s_unknown, *s_failed, *s_refused, *s_dash, *s_body,
+    *s_total, *s_guess, *s_key_body, *s_key_total, *s_key_guess;
+
+/* web_outcome(status): NULL for None (a 2xx), else a borrowed interned str; -1 on error */
+static int web_outcome(PyObject *status, PyObject **out)
+{
+    *out = s_unknown;
+    if (status == Py_None)
+        return 0;
+    int over;
+    long v = PyLong_AsLongAndOverflow(status, &over);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (over)
+        *out = over > 0 ? s_refused : s_unknown;
+    else if (v >= 200 && v < 300)
+        *out = NULL;
+    else if (v == 502 || v == 503 || v == 504)
+        *out = s_failed;
+    else if (v >= 400)
+        *out = s_refused;
+    return 0;
+}
+
+PyDoc_STRVAR(connect_shape_doc,
+"connect_shape(target, status, size, bytes_out, unit) -> ConnectShape or None\n\n"
+"`detect.connect_shape` for an ASCII target (None for any other: the Python code takes it):\n"
+"what a CONNECT in a web server's log says by itself. A spam run's log is little else.");
+
+static PyObject *connect_shape(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[4]) ||
+        (args[1] != Py_None && !PyLong_Check(args[1]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "connect_shape(target: str, status: int | None, size, bytes_out, unit: str)");
+        return NULL;
+    }
+    PyObject *status = args[1], *size = args[2], *bytes_out = args[3], *unit = args[4];
+    PyObject *split = split_text(args[0], Py_None);
+    if (split == NULL || split == Py_None)
+        return split;
+    PyObject *host = PyTuple_GET_ITEM(split, 0), *port = PyTuple_GET_ITEM(split, 1);
+    PyObject *dest = NULL, *text = NULL, *nbytes = NULL, *result = NULL, *outcome;
+    int smtp = 0;
+    if (port != Py_None) {
+        long p = PyLong_AsLong(port);  /* at most 5 digits */
+        smtp = p == 25 || p == 465 || p == 587 || p == 2525;
+        const char *fmt = PyUnicode_FindChar(host, ':', 0, PyUnicode_GET_LENGTH(host), 1) >= 0
+                          ? "[%U]:%S" : "%U:%S";
+        dest = PyUnicode_FromFormat(fmt, host, port);
+    } else {
+        dest = Py_NewRef(host);
+    }
+    if (dest == NULL || web_outcome(status, &outcome) < 0)
+        goto done;
+    if (status == Py_None) {
+        text = Py_NewRef(s_dash);
+    } else {
+        text = PyObject_Str(status);
+        if (text == NULL)
+            goto done;
+    }
+    if (bytes_out != Py_None) {
+        nbytes = Py_NewRef(bytes_out);
+    } else {
+        int truth = size == Py_None ? 0 : PyObject_IsTrue(size);  /* `size or 0` */
+        if (truth < 0)
+            goto done;
+        nbytes = truth ? Py_NewRef(size) : PyLong_FromLong(0);
+        if (nbytes == NULL)
+            goto done;
+    }
+    int is_body = PyUnicode_Compare(unit, s_body) == 0;
+    if (PyErr_Occurred())
+        goto done;
+    int own_error = (outcome == s_refused || outcome == s_failed) && !is_body;
+    PyObject *psize = Py_None, *pkey = Py_None, *key_made = NULL;
+    int body_vote = 0;
+    if (outcome == NULL) {
+        int is_total = PyUnicode_Compare(unit, s_total) == 0;
+        int is_guess = PyUnicode_Compare(unit, s_guess) == 0;
+        if (PyErr_Occurred())
+            goto done;
+        psize = is_total ? bytes_out : size;
+        pkey = is_body ? s_key_body : is_total ? s_key_total : is_guess ? s_key_guess : NULL;
+        if (pkey == NULL) {
+            pkey = key_made = PyUnicode_FromFormat("CONNECT %U", unit);
+            if (pkey == NULL)
+                goto done;
+        }
+        int truth = psize == Py_None ? 0 : PyObject_IsTrue(psize);
+        if (truth < 0) {
+            Py_XDECREF(key_made);
+            goto done;
+        }
+        body_vote = is_guess && !truth;
+    }
+    result = PyTuple_Pack(10, smtp ? s_smtp : s_connect, dest, smtp ? Py_True : Py_False,
+                          nbytes, outcome == NULL ? Py_None : outcome, text, psize, pkey,
+                          body_vote ? Py_True : Py_False, own_error ? Py_True : Py_False);
+    Py_XDECREF(key_made);
+done:
+    Py_XDECREF(dest);
+    Py_XDECREF(text);
+    Py_XDECREF(nbytes);
+    Py_DECREF(split);
     return result;
 }
 
@@ -897,6 +1011,8 @@ static PyMethodDef methods[] = {
     {"topk_add_many", topk_add_many, METH_VARARGS, topk_add_many_doc},
     {"split_hostport", (PyCFunction)(void (*)(void))split_hostport, METH_FASTCALL,
      split_hostport_doc},
+    {"connect_shape", (PyCFunction)(void (*)(void))connect_shape, METH_FASTCALL,
+     connect_shape_doc},
     {"parse_stock", parse_stock, METH_VARARGS, parse_stock_doc},
     {"scan", scan, METH_VARARGS, scan_doc},
     {"newlines", newlines, METH_O, newlines_doc},
@@ -911,5 +1027,16 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__fastscan(void)
 {
+    struct { PyObject **slot; const char *text; } names[] = {
+        {&s_smtp, "proxy-smtp"}, {&s_connect, "proxy-connect"}, {&s_unknown, "unknown"},
+        {&s_failed, "failed"}, {&s_refused, "refused"}, {&s_dash, "-"}, {&s_body, "body"},
+        {&s_total, "total"}, {&s_guess, "guess"}, {&s_key_body, "CONNECT body"},
+        {&s_key_total, "CONNECT total"}, {&s_key_guess, "CONNECT guess"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*names[i].slot == NULL &&
+            (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
+            return NULL;
+    }
     return PyModule_Create(&module);
 }

@@ -409,7 +409,8 @@ class LogAnalysis:
             self.proxy.note_size_evidence(*res.sizes_304)
         fields = res.fields if res.fields_pattern == fmt.pattern.pattern else None
         ranged = self.opt.since is not None or self.opt.until is not None
-        feed, unit, cands = self.proxy.feed, fmt.sizes, res.candidates
+        feed, connect = self.proxy.feed, self.proxy.feed_connect
+        unit, cands = fmt.sizes, res.candidates
         with self.proxy.deferring():  # the chunk's events counted into incidents at its end
             for lo in range(0, len(cands), PARSE_BATCH):  # a dense chunk's fields, a slice
                 part = cands[lo:lo + PARSE_BATCH]  # at once
@@ -419,8 +420,12 @@ class LogAnalysis:
                 for f, (lineno, raw) in zip(got, part, strict=True):
                     if f is None or (ranged and not self._in_range(f[0])):
                         continue
-                    feed(AccessRecord(*f, size_unit=unit), source, base + lineno,
-                         line_text(raw))
+                    if f[2] == "CONNECT":  # a web server's log: straight from the fields
+                        connect(f[0], f[1], f[3], f[4], f[5], f[6], f[9], unit, source,
+                                base + lineno, line_text(raw))
+                    else:
+                        feed(AccessRecord(*f, size_unit=unit), source, base + lineno,
+                             line_text(raw))
 
     # -- mail logs ---------------------------------------------------------------------------
     def _mail(self, path: str, head: bytes, stream: Any, problems: ReadProblems) -> None:

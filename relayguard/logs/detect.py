@@ -83,6 +83,59 @@ def _join_hostport(host: str, port: int | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def status_text(status: int | None) -> str:
+    """A status as an incident counts it (one str() per event saved for the usual ones)."""
+    return _STATUS_TEXT.get(status) or ("-" if status is None else str(status))  # type: ignore[arg-type]
+
+
+def web_outcome(status: int | None) -> str | None:
+    """A web server's answer to a proxy request: settled, or None for a 2xx, which the sizes
+    must judge (a server that is no proxy answers with its own page and a 200)."""
+    if status is None:
+        return "unknown"
+    if 200 <= status < 300:
+        return None
+    if status in (502, 503, 504):
+        return "failed"
+    if status >= 400:
+        return "refused"
+    return "unknown"
+
+
+# ConnectShape: (kind, destination, to an SMTP port, bytes, outcome, status text, size and key
+# of the pending answer (None: settled), whether it votes for a body-size unit, whether its
+# size is the server's own error page)
+ConnectShape = tuple[str, str, bool, int, str | None, str, int | None, str | None, bool, bool]
+_CONNECT_KEYS = {unit: f"CONNECT {unit}" for unit in ("body", "total", "guess")}
+
+
+def connect_shape(target: str, status: int | None, size: int | None, bytes_out: int | None,
+                  unit: str) -> ConnectShape:
+    """What a CONNECT in a web server's log says by itself, whatever the detector has seen;
+    `ProxyDetector.feed_connect` does the rest. In C for an ASCII target where built
+    (`_fastscan.connect_shape`: a spam run's log is little else, and this cost a fifth of
+    each event in Python)."""
+    if _fastscan is not None:
+        got = _fastscan.connect_shape(target, status, size, bytes_out, unit)
+        if got is not None:
+            return got  # type: ignore[no-any-return]
+    host, port = split_hostport(target)
+    smtp = port in SMTP_PORTS
+    outcome = web_outcome(status)
+    nbytes = bytes_out if bytes_out is not None else (size or 0)
+    own_error = outcome in ("refused", "failed") and unit != "body"
+    psize: int | None = None
+    pkey: str | None = None
+    body_vote = False
+    if outcome is None:
+        # `CONNECT <unit>`: %b is "-" for a tunnel, %O counts its bytes
+        psize = bytes_out if unit == "total" else size
+        pkey = _CONNECT_KEYS.get(unit) or f"CONNECT {unit}"
+        body_vote = unit == "guess" and not psize
+    return ("proxy-smtp" if smtp else "proxy-connect", _join_hostport(host, port), smtp,
+            nbytes, outcome, status_text(status), psize, pkey, body_vote, own_error)
+
+
 def _close(a: int, b: int) -> bool:
     """Sizes equal within 2% (or 16 bytes): dynamic bits of a page move its size a little."""
     return abs(a - b) <= max(16, max(a, b) // 50)
@@ -256,19 +309,17 @@ class ProxyDetector:
         """Account one request; returns the incident it joined (None for ordinary traffic).
         `event=False` (a line outside --since/--until) only teaches the site's own names,
         pages and size unit, which judge the events in range: a window must not change them."""
-        if rec.vhost:
-            self.learned_names.add(rec.vhost.lower())
         method, target = rec.method, rec.target
-        status = rec.status
-        if status == 304 and rec.size_unit == "guess":
-            self.size_votes["total" if rec.size else "body"] += 1
+        if method == "CONNECT" and not rec.proxy_log:
+            return self.feed_connect(rec.time, rec.client, target, rec.status, rec.size,
+                                     rec.vhost, rec.bytes_out, rec.size_unit, path, lineno,
+                                     line, event)
+        self._learn(rec.vhost, rec.status, rec.size, rec.size_unit)
         if method == "CONNECT":
             host, port = split_hostport(target)
-            if rec.proxy_log and port not in SMTP_PORTS:
+            if port not in SMTP_PORTS:
                 return None  # a forward proxy tunnelling HTTPS: its job, as for GETs below
-            kind = "proxy-smtp" if port in SMTP_PORTS else "proxy-connect"
-            dest = _join_hostport(host, port)
-            req_path = ""
+            kind, dest, req_path = "proxy-smtp", _join_hostport(host, port), ""
         else:
             m = _SCHEME.match(target)
             if m is not None:
@@ -294,46 +345,78 @@ class ProxyDetector:
             else:
                 self._note_origin(rec, target)
                 return None
-        if not event:
-            return None
-        if line.endswith(_PROBE_UA_ENDS):  # this tool's own test (the UA ends the line)
-            if self.own_probe is None:  # (state pickled before it existed: the class's None)
-                self.own_probe = OwnProbe()
-            self.own_probe.add(rec.time, rec.client)
+        if not event or self._own_probe(line, rec.time, rec.client):
             return None
         inc = self.book.current(kind, rec.time)
         nbytes = rec.bytes_out if rec.bytes_out is not None else (rec.size or 0)
-        outcome = self._outcome(rec, method)
-        args = (rec.time, rec.client, dest, (path, lineno, line), outcome,
-                _STATUS_TEXT.get(status) or ("-" if status is None else str(status)),
-                nbytes, port in SMTP_PORTS)
+        outcome = self._outcome(rec)
+        self._count(inc, (rec.time, rec.client, dest, (path, lineno, line), outcome,
+                          status_text(rec.status), nbytes, port in SMTP_PORTS))
+        if outcome in ("refused", "failed") and rec.size_unit != "body":
+            self.local.note_own(nbytes)  # the server's own error page, headers included
+        if outcome is None:  # (a web server's answer: a proxy's are settled by its codes)
+            self._pend(inc, rec.size if rec.size is not None else rec.bytes_out,
+                       req_path or "/", dest)
+        return inc
+
+    def feed_connect(self, t: float | None, client: str, target: str, status: int | None,
+                     size: int | None, vhost: str | None, bytes_out: int | None, unit: str,
+                     path: str, lineno: int, line: str, event: bool = True) -> Incident | None:
+        """`feed` of a CONNECT in a web server's log, from its fields (the fast path feeds a
+        chunk's so, without building records): what the request itself says comes from
+        `connect_shape`, the rest from what the detector has seen."""
+        self._learn(vhost, status, size, unit)
+        if not event or self._own_probe(line, t, client):
+            return None
+        kind, dest, smtp, nbytes, outcome, text, psize, pkey, body_vote, own_error = \
+            connect_shape(target, status, size, bytes_out, unit)
+        inc = self.book.current(kind, t)
+        self._count(inc, (t, client, dest, (path, lineno, line), outcome, text, nbytes, smtp))
+        if own_error:
+            self.local.note_own(nbytes)  # the server's own error page, headers included
+        if pkey is not None:
+            if body_vote:
+                self.size_votes["body"] += 1  # `CONNECT <unit>`: %b is "-" for a tunnel
+            self._pend(inc, psize, pkey, dest)
+        return inc
+
+    def _learn(self, vhost: str | None, status: int | None, size: int | None,
+               unit: str) -> None:
+        """What any request teaches: the site's names, and the size unit from a 304."""
+        if vhost:
+            self.learned_names.add(vhost.lower())
+        if status == 304 and unit == "guess":
+            self.size_votes["total" if size else "body"] += 1
+
+    def _own_probe(self, line: str, t: float | None, client: str) -> bool:
+        """True (and counted apart) for a request of relayguard's own probe: its
+        User-Agent ends the line."""
+        if not line.endswith(_PROBE_UA_ENDS):
+            return False
+        if self.own_probe is None:  # (state pickled before it existed: the class's None)
+            self.own_probe = OwnProbe()
+        self.own_probe.add(t, client)
+        return True
+
+    def _count(self, inc: Incident, args: EventArgs) -> None:
+        """Count an event into its incident, now or, inside `deferring()`, at the block's
+        end (first/last now: the next `current` decides by them)."""
         deferred = self._deferred
         if deferred is None:
             inc.add_many([args])
-        else:  # counted when the chunk is done; first/last now, for the next `current`
-            inc.note_time(rec.time)
-            if deferred and deferred[-1][0] is inc:
-                deferred[-1][1].append(args)
-            else:
-                deferred.append((inc, [args]))
-        if outcome in ("refused", "failed") and rec.size_unit != "body":
-            self.local.note_own(nbytes)  # the server's own error page, headers included
-        if outcome is None:
-            if method == "CONNECT":
-                # `CONNECT <unit>`: %b is "-" for a tunnel, %O counts its bytes
-                unit = rec.size_unit
-                size = rec.bytes_out if unit == "total" else rec.size
-                if unit == "guess" and not size:
-                    self.size_votes["body"] += 1
-                key_path = f"CONNECT {unit}"
-            else:
-                size = rec.size if rec.size is not None else rec.bytes_out
-                key_path = req_path or "/"
-            if not inc.add_pending(size, key_path, dest):
-                self._judge(inc)  # the store is full: settle what it holds
-                inc.settle()
-                inc.add_pending(size, key_path, dest)
-        return inc
+            return
+        inc.note_time(args[0])
+        if deferred and deferred[-1][0] is inc:
+            deferred[-1][1].append(args)
+        else:
+            deferred.append((inc, [args]))
+
+    def _pend(self, inc: Incident, size: int | None, key_path: str, dest: str) -> None:
+        """A 2xx whose meaning the sizes decide: held in the incident, judged when asked."""
+        if not inc.add_pending(size, key_path, dest):
+            self._judge(inc)  # the store is full: settle what it holds
+            inc.settle()
+            inc.add_pending(size, key_path, dest)
 
     def _note_origin(self, rec: AccessRecord, target: str) -> None:
         if rec.status is not None and 200 <= rec.status < 300 and rec.size and \
@@ -341,7 +424,7 @@ class ProxyDetector:
             self.local.note(target, rec.size)
 
     @staticmethod
-    def _outcome(rec: AccessRecord, method: str) -> str | None:
+    def _outcome(rec: AccessRecord) -> str | None:
         """Settled outcome, or None when a 2xx must be judged against the local pages."""
         status = rec.status
         if rec.proxy_log:
@@ -353,15 +436,7 @@ class ProxyDetector:
             if status is not None and 200 <= status < 400:
                 return "relayed"
             return "unknown"
-        if status is None:
-            return "unknown"
-        if 200 <= status < 300:
-            return None
-        if status in (502, 503, 504):
-            return "failed"
-        if status >= 400:
-            return "refused"
-        return "unknown"
+        return web_outcome(status)
 
     # -- judging ------------------------------------------------------------------------------
     def _judge(self, inc: Incident) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 from datetime import UTC
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -408,3 +409,25 @@ def test_incident_keeps_first_samples_and_the_latest_across_pickling() -> None:
     inc.add(6.0, "192.0.2.1", "mx.example:25", Sample("a.log", 6, "line 6"))
     assert inc.samples()[-1] == Sample("a.log", 6, "line 6")
     assert inc.to_dict()["samples"][-1] == {"path": "a.log", "line": 6, "text": "line 6"}
+
+
+@pytest.mark.skipif(detect._fastscan is None, reason="C scanner not built (no compiler)")
+@settings(max_examples=1500, deadline=None)
+@given(target_text,
+       st.sampled_from([None, 0, 99, 100, 200, 204, 299, 300, 304, 399, 400, 403, 499, 500, 502,
+                        503, 504, 505, 599, 600, 10**30, -(10**30)]),
+       st.sampled_from([None, 0, 1, 512, 10**25]), st.sampled_from([None, 0, 7, 10**25]),
+       st.sampled_from(["body", "total", "guess", "other"]))
+def test_fuzz_connect_shape_in_c_as_in_python(target: str, status: int | None,
+                                              size: int | None, bytes_out: int | None,
+                                              unit: str) -> None:
+    """What the C says a CONNECT line says is what the Python reference says, value and type
+    of every field, or the C leaves the (non-ASCII) target to it."""
+    got = detect._fastscan.connect_shape(target, status, size, bytes_out, unit)
+    with mock.patch.object(detect, "_fastscan", None):
+        ref = detect.connect_shape(target, status, size, bytes_out, unit)
+    if not target.isascii():
+        assert got is None
+        return
+    assert got == ref
+    assert [type(v) for v in got] == [type(v) for v in ref]
