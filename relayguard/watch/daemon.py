@@ -39,6 +39,9 @@ from relayguard.watch.state import StateDB, StateLock
 log = logging.getLogger("relayguard.watch")
 
 IDLE_REVIEW = 1.0  # review incidents (updates, closes) at least this often when idle
+# while a backlog is read (blocks in flight), at most this often: a review of every 4 MiB
+# block cost a tenth of the reading, and alerts from a backlog are late by the backlog anyway
+BACKLOG_REVIEW = 0.05
 PURGE_INTERVAL = 3600.0  # delivered alerts are removed from the outbox this often …
 SENT_KEPT = 86400.0  # … once they are this old (kept that long for deduplication)
 
@@ -287,8 +290,9 @@ class Watcher:
         now = time.time()
         if not read:
             self.caught_up_at = now
-        if self.engine.counters.lines != self.reviewed_lines or \
-                now - self.last_review >= IDLE_REVIEW:
+        since = now - self.last_review
+        if since >= IDLE_REVIEW or (self.engine.counters.lines != self.reviewed_lines and
+                                    (not self.pipeline.busy or since >= BACKLOG_REVIEW)):
             self.review(now)
         if self.pending or (self.dirty and now - self.last_checkpoint
                             >= self.cfg.checkpoint_interval):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import signal
 import sqlite3
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from relayguard.watch import daemon
 from relayguard.watch.config import parse_config
 from relayguard.watch.daemon import Watcher, status
 from relayguard.watch.pipeline import PIPELINE_MIN_BYTES
@@ -260,3 +262,25 @@ def test_a_format_that_cannot_be_pickled_is_parsed_by_the_watcher() -> None:
         worker.close()
     assert unparsed.fields is None and len(unparsed.candidates) == 3
     assert parsed.fields is not None and len(parsed.fields) == 3
+
+
+def test_a_backlog_is_reviewed_at_most_every_interval_and_once_it_is_read(
+        tmp_path: Path, monkeypatch) -> None:
+    """While blocks are in flight incidents are reviewed at most every BACKLOG_REVIEW (a review
+    of every block cost a tenth of the reading), and at once when the backlog is read: the
+    same incidents and alerts come out, the middle of a backlog just is not reviewed."""
+    monkeypatch.setattr(daemon, "BACKLOG_REVIEW", 3600.0)
+    log = _backlog(tmp_path / "access.log", ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul",
+                                             "Aug", "Sep", "Oct", "Nov", "Dec"))
+    w, out = _watcher(_config(tmp_path, log, "limited"), True)
+    reviews: list[bool] = []
+    review = w.review
+    monkeypatch.setattr(w, "review", lambda now, force=False: (
+        reviews.append(w.pipeline.busy), review(now, force))[1])
+    w.run(once=True)
+    assert w.pipeline.scanned_by_worker >= 2
+    # in the backlog only the first review (the last one was never), then one once it is read
+    assert reviews.count(True) <= 1 and reviews[-1] is False
+    alerts = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert {a["incident"]["kind"] for a in alerts} >= {"proxy-smtp", "proxy-http"}
+    assert status(str(tmp_path / "limited.sqlite"))["lines"] == w.engine.counters.lines > 0
