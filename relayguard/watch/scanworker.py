@@ -22,7 +22,6 @@ from collections import deque
 from multiprocessing.connection import Connection
 
 from relayguard.logs.fastpath import ChunkResult, scan_chunk
-from relayguard.logs.follow import keep_read_blocks
 from relayguard.logs.formats import AccessFormat
 
 SLOTS = 3  # blocks the worker holds at most: one being scanned, two waiting
@@ -57,9 +56,12 @@ class ScanWorker:
             res_r, res_w = os.pipe()
             ends += [res_r, res_w]
             code = _CHILD.format(root=_ROOT, fd=fd, size=slot_bytes)
-            self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", code],
-                stdin=job_r, stdout=res_w, stderr=None, pass_fds=(fd,), close_fds=True)
+            # imported here, not with the module, which the child imports too (ctypes)
+            from relayguard.logs.follow import KEEP_BLOCKS_ENV
+            self.proc = subprocess.Popen(  # each block is copied out of its slot: with
+                [sys.executable, "-I", "-S", "-c", code],  # glibc keeping its memory
+                stdin=job_r, stdout=res_w, stderr=None, pass_fds=(fd,), close_fds=True,
+                env={**os.environ, **KEEP_BLOCKS_ENV})
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             for end in ends:
                 os.close(end)
@@ -158,7 +160,6 @@ def serve(fd: int, slot_bytes: int) -> None:
     """The child: scan each block named on stdin, answer on stdout, until stdin closes."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # sent to the whole group
         signal.signal(sig, signal.SIG_IGN)  # (Ctrl-C, systemd): the watcher then closes our pipe
-    keep_read_blocks()  # each block is copied out of its slot: the same memory each time
     shm = mmap.mmap(fd, SLOTS * slot_bytes)
     jobs, results = Connection(0, writable=False), Connection(1, readable=False)
     sys.stdout = sys.stderr  # nothing but answers may reach the result pipe
