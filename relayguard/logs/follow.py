@@ -22,8 +22,9 @@ import select
 import stat
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from relayguard.logs.fastpath import count_newlines
 from relayguard.logs.sources import MAX_LINE  # a longer "line" is consumed as it is
@@ -53,17 +54,31 @@ class Position:
         return (self.dev, self.ino)
 
 
+class ReadBuffer(Protocol):
+    """Memory a block may be read into instead of a new bytes object (a scan worker's slot,
+    so the block reaches the worker without a copy)."""
+
+    view: memoryview
+
+    def release(self) -> None: ...
+
+
 @dataclass
 class Batch:
     """Whole lines read from one file identity, and the position after them."""
 
     path: str  # the followed path
     source: str  # the file the bytes came from (a rotated sibling when recovering)
-    data: bytes
+    data: bytes | memoryview  # a memoryview of `buffer` when read into one
     first_lineno: int  # 1-based line number of the first line within its identity
     lines: int
     position: Position
     start: int = 0  # offset of the first byte
+    buffer: ReadBuffer | None = None  # what `data` was read into (its owner releases it)
+
+    def as_bytes(self) -> bytes:
+        """The lines as bytes (a copy when they were read into a buffer)."""
+        return self.data if isinstance(self.data, bytes) else bytes(self.data)
 
 
 def _read_size(fd: int, offset: int, max_bytes: int) -> int:
@@ -120,6 +135,18 @@ class _Handle:
     source: str
     last_data: float = field(default_factory=time.monotonic)
     once: bool = False  # a copytruncate copy: read to its end, then close
+
+
+def _last_newline(data: bytes | memoryview) -> int:
+    """Index of the last newline (-1: none); a memoryview has no rfind, so its end is looked
+    at first (the last line of a block is short) and only then the whole."""
+    if isinstance(data, bytes):
+        return data.rfind(b"\n")
+    tail = max(0, len(data) - PROBE_BYTES)
+    found = bytes(data[tail:]).rfind(b"\n")
+    if found < 0 and tail:
+        return bytes(data[:tail]).rfind(b"\n")
+    return found if found < 0 else tail + found
 
 
 def _hash(data: bytes) -> str:
@@ -291,12 +318,14 @@ class FileFollower:
         return total
 
     # -- reading -----------------------------------------------------------------------------
-    def poll(self, max_bytes: int = READ_BYTES) -> list[Batch]:
-        """Whatever whole lines are available now (retired files first: older data first)."""
+    def poll(self, max_bytes: int = READ_BYTES,
+             into: Callable[[int], ReadBuffer | None] | None = None) -> list[Batch]:
+        """Whatever whole lines are available now (retired files first: older data first).
+        `into(size)` may offer a buffer for a read of `size` bytes (None: a new bytes)."""
         out: list[Batch] = []
         now = time.monotonic()
         for h in list(self.retired):
-            b = self._read(h, max_bytes)
+            b = self._read(h, max_bytes, into)
             if b is not None:
                 out.append(b)
                 h.last_data = now
@@ -315,10 +344,10 @@ class FileFollower:
         if st.st_size < h.pos.offset or not self._head_ok(h.fd, h.pos, st.st_size):
             copy = self._truncated(h)
             if copy is not None:  # the copy holds the older lines: they go first
-                b = self._read(copy, max_bytes)
+                b = self._read(copy, max_bytes, into)
                 if b is not None:
                     out.append(b)
-        b = self._read(h, max_bytes)
+        b = self._read(h, max_bytes, into)
         if b is not None:
             out.append(b)
             return out
@@ -335,33 +364,39 @@ class FileFollower:
             self.events.append(f"{self.path}: rotated (new file); draining the old one")
             self._open_current(first_run=False)
             if self.current is not None:
-                b = self._read(self.current, max_bytes)
+                b = self._read(self.current, max_bytes, into)
                 if b is not None:
                     out.append(b)
         return out
 
-    def _read(self, h: _Handle, max_bytes: int) -> Batch | None:
+    def _read(self, h: _Handle, max_bytes: int,
+              into: Callable[[int], ReadBuffer | None] | None = None) -> Batch | None:
+        size = _read_size(h.fd, h.pos.offset, max_bytes)
+        buffer = into(size) if into is not None else None
         try:
-            data = os.pread(h.fd, _read_size(h.fd, h.pos.offset, max_bytes), h.pos.offset)
+            if buffer is None:
+                data: bytes | memoryview = os.pread(h.fd, size, h.pos.offset)
+            else:
+                data = buffer.view[:os.preadv(h.fd, [buffer.view[:size]], h.pos.offset)]
         except OSError:
+            data = b""
+        end = _last_newline(data) + 1
+        if end == 0 and data and (len(data) >= MAX_LINE or (h.once and len(data) < max_bytes)):
+            end = len(data)  # an over-long line, or the unterminated end of a copy
+        if end == 0:  # nothing, or a line still being written
+            if buffer is not None:
+                buffer.release()
             return None
-        if not data:
-            return None
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            if len(data) < MAX_LINE and not (h.once and len(data) < max_bytes):
-                return None  # a line still being written
-            cut = len(data)  # an over-long line, or the unterminated end of a copy
-        data = data[:cut]
+        data = data[:end]
         start = h.pos.offset
-        lines = count_newlines(data) + (0 if data.endswith(b"\n") else 1)
+        lines = count_newlines(data) + (0 if data[-1:] == b"\n" else 1)
         first = h.pos.lineno + 1
-        h.pos.offset += cut
+        h.pos.offset += end
         h.pos.lineno += lines
         if h.pos.head_len < HEAD_BYTES and h.pos.offset > h.pos.head_len:
             head = os.pread(h.fd, min(HEAD_BYTES, h.pos.offset), 0)
             h.pos.head, h.pos.head_len = _hash(head), len(head)
-        return Batch(self.path, h.source, data, first, lines, replace(h.pos), start)
+        return Batch(self.path, h.source, data, first, lines, replace(h.pos), start, buffer)
 
     def rewind(self, batch: Batch) -> None:
         """Un-read the last batch of its file (its lines will be returned again)."""

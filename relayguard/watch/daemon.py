@@ -270,10 +270,13 @@ class Watcher:
         in flight afterwards), review incidents. Returns the lines read, else the lines of
         earlier reads fed now; 0 means idle with nothing in flight."""
         read = 0
-        for f in self.followers.values():
-            for batch in f.poll():
+        for path, f in self.followers.items():
+            # a big block of a fast-path log is read straight into a scan worker's slot
+            for batch in f.poll(into=self.pipeline.reader(self.engine.formats.get(path))):
                 fmt = self.engine.format_for(batch)
                 if fmt is None:
+                    if batch.buffer is not None:
+                        batch.buffer.release()
                     f.rewind(batch)
                     continue
                 self.pipeline.feed(batch, fmt)

@@ -433,7 +433,7 @@ class Engine:
         c.by_path[batch.path] = c.by_path.get(batch.path, 0) + batch.lines
         if self.line_digest:
             d = c.digest
-            for line in split_lines(batch.data):
+            for line in split_lines(batch.as_bytes()):
                 d += zlib.crc32(line)
             c.digest = d % (1 << 64)
         an = self.analysis
@@ -444,7 +444,7 @@ class Engine:
         access = self._access(fmt)
         fast = fast_only(access)
         if fast is not None:
-            res = scanned if scanned is not None else scan_chunk(batch.data, batch.lines)
+            res = scanned if scanned is not None else scan_chunk(batch.as_bytes(), batch.lines)
             c.unparsed += res.unparsed
             c.parsed += res.lines - res.unparsed
             an.feed_chunk(res, fast, batch.source, base)
@@ -454,7 +454,7 @@ class Engine:
             return
         st = an.stats
         before = st.unparsed
-        for i, raw in enumerate(split_lines(batch.data), 1):
+        for i, raw in enumerate(split_lines(batch.as_bytes()), 1):
             an.feed_access_line(access, batch.source, base + i, raw)
         c.unparsed += st.unparsed - before
         c.parsed += batch.lines - (st.unparsed - before)
@@ -464,7 +464,7 @@ class Engine:
         an = self.analysis
         years = YearGuesser(reference=time.time(), tz=an.opt.tz)
         before = an.stats.unparsed
-        for i, raw in enumerate(split_lines(batch.data), 1):
+        for i, raw in enumerate(split_lines(batch.as_bytes()), 1):
             an.feed_mail_line(years, batch.source, base + i, raw)
         c.unparsed += an.stats.unparsed - before
         c.parsed += batch.lines - (an.stats.unparsed - before)

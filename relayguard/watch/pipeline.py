@@ -19,12 +19,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from relayguard.logs.fastpath import ChunkResult, scan_chunk
 from relayguard.logs.follow import READ_BYTES, Batch
 from relayguard.watch.engine import Engine, FileFormat
-from relayguard.watch.scanworker import SLOTS, ScanWorker, WorkerError
+from relayguard.watch.scanworker import SLOTS, ScanWorker, Slot, WorkerError
 
 log = logging.getLogger("relayguard.watch")
 
@@ -42,6 +43,14 @@ class _Entry:
     at_worker: bool = False
 
 
+def own(batch: Batch) -> None:
+    """A batch read into a worker's slot, given its own bytes (the slot goes back): for a
+    block the worker will not scan after all."""
+    if isinstance(batch.buffer, Slot):
+        batch.data, buffer, batch.buffer = batch.as_bytes(), batch.buffer, None
+        buffer.release()
+
+
 class Pipeline:
     """Ordered feeding of one engine, with an optional scan worker (see module docstring)."""
 
@@ -52,10 +61,24 @@ class Pipeline:
         self.queue: deque[_Entry] = deque()
         self.last_job = 0.0
         self.scanned_by_worker = 0  # blocks handed to a worker (tests look at it)
+        self.read_into_worker = 0  # of which read straight into its slot
 
     @property
     def busy(self) -> bool:
         return bool(self.queue)
+
+    def reader(self, fmt: FileFormat | None) -> Callable[[int], Slot | None] | None:
+        """For the follower of a file in `fmt`: a free worker slot to read a big block into
+        (it then reaches the worker without the copy `submit` makes), or None."""
+        if fmt is None or self.engine.fast_access(fmt) is None:
+            return None
+        return self._lend
+
+    def _lend(self, size: int) -> Slot | None:
+        if size < PIPELINE_MIN_BYTES:
+            return None
+        worker = self.ready_worker()
+        return worker.lend() if worker is not None else None
 
     def feed(self, batch: Batch, fmt: FileFormat) -> None:
         """Take one batch: fed now when nothing is in flight and it is small, else queued
@@ -63,12 +86,17 @@ class Pipeline:
         if self.queue:
             self.collect(keep=MAX_QUEUED - 1)  # room for this one; frees worker slots
         entry = _Entry(batch, fmt)
-        if len(batch.data) >= PIPELINE_MIN_BYTES and self.engine.fast_access(fmt) is not None:
-            worker = self.ready_worker()
-            if worker is not None and worker.has_room():
-                self._submit(worker, entry)
+        big = len(batch.data) >= PIPELINE_MIN_BYTES and self.engine.fast_access(fmt) is not None
+        worker = self.ready_worker() if big else None
+        slot = batch.buffer if isinstance(batch.buffer, Slot) else None
+        if slot is not None and (worker is None or slot.worker is not worker):
+            own(batch)  # read into a slot but not for the worker after all: a copy here
+            slot = None
+        if big:
+            if worker is not None and (slot is not None or worker.has_room()):
+                self._submit(worker, entry)  # (a slot read into is that worker's room)
             elif self.queue:  # the worker is full: this core scans the next block
-                entry.scanned = scan_chunk(batch.data, batch.lines)
+                entry.scanned = scan_chunk(batch.as_bytes(), batch.lines)
         if not self.queue and not entry.at_worker:
             self.engine.feed(batch, fmt, entry.scanned)
             return
@@ -129,15 +157,18 @@ class Pipeline:
         return self.worker if ready else None
 
     def _submit(self, worker: ScanWorker, entry: _Entry) -> None:
+        batch = entry.batch
+        slot = batch.buffer if isinstance(batch.buffer, Slot) else None
         try:
-            worker.submit(entry.batch.data, entry.batch.lines,
-                          self.engine.fast_access(entry.fmt))
+            worker.submit(batch.data, batch.lines, self.engine.fast_access(entry.fmt), slot)
         except WorkerError as exc:
+            own(batch)
             self._fail(exc)
             return
         entry.at_worker = True
         self.last_job = time.monotonic()
         self.scanned_by_worker += 1
+        self.read_into_worker += slot is not None
 
     def _done(self) -> bool:
         """True when the worker's oldest block is finished (or the worker failed)."""
@@ -165,6 +196,7 @@ class Pipeline:
         log.warning("%s; scanning in this process from now on", exc)
         for entry in self.queue:
             entry.at_worker = False
+            own(entry.batch)
         self.use_worker = False
         self._stop_worker()
 

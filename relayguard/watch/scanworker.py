@@ -75,6 +75,7 @@ class ScanWorker:
         self.jobs = Connection(job_w, readable=False)
         self.results = Connection(res_r, writable=False)
         self.pending: deque[int] = deque()  # slots of the blocks sent, oldest first
+        self.lent: set[int] = set()  # slots a block is being read into
         self.ready = False
 
     @property
@@ -88,23 +89,42 @@ class ScanWorker:
         return self.ready
 
     def has_room(self) -> bool:
-        return self.ready and len(self.pending) < SLOTS
+        return self.ready and len(self.pending) + len(self.lent) < SLOTS
 
-    def submit(self, data: bytes, nlines: int, fmt: AccessFormat | None = None) -> None:
-        """Hand one block of whole lines to the worker (`has_room` must be true); with `fmt`
-        it parses the block's candidate lines too."""
+    def lend(self) -> Slot | None:
+        """A free slot to read a block into (`submit` it, or release it), if one is free."""
+        if not self.has_room():
+            return None
+        index = next(s for s in range(SLOTS) if s not in self.pending and s not in self.lent)
+        self.lent.add(index)
+        start = index * self.slot_bytes
+        return Slot(self, index, memoryview(self.shm)[start:start + self.slot_bytes])
+
+    def submit(self, data: bytes | memoryview, nlines: int, fmt: AccessFormat | None = None,
+               slot: Slot | None = None) -> None:
+        """Hand one block of whole lines to the worker (`has_room` must be true), copied
+        into a free slot, or read into `slot` already; with `fmt` it parses the block's
+        candidate lines too."""
         if len(data) > self.slot_bytes:
             raise WorkerError(f"a block of {len(data)} bytes does not fit a slot")
-        slot = next(s for s in range(SLOTS) if s not in self.pending)
-        start = slot * self.slot_bytes
-        self.shm[start:start + len(data)] = data
+        if slot is not None:
+            index = slot.index
+            slot.release()
+        else:
+            index = next(s for s in range(SLOTS) if s not in self.pending and
+                         s not in self.lent)
+            start = index * self.slot_bytes
+            self.shm[start:start + len(data)] = data
+        self._send(index, len(data), nlines, fmt)
+
+    def _send(self, slot: int, length: int, nlines: int, fmt: AccessFormat | None) -> None:
         try:
             try:
-                self.jobs.send((slot, len(data), nlines, fmt))
+                self.jobs.send((slot, length, nlines, fmt))
             except (pickle.PicklingError, TypeError, AttributeError):
                 # a format that cannot travel (a time parser made on the fly): the worker
                 # scans, the watcher parses (`send` pickles before it writes anything)
-                self.jobs.send((slot, len(data), nlines, None))
+                self.jobs.send((slot, length, nlines, None))
         except OSError:
             raise self._gone() from None
         self.pending.append(slot)
@@ -153,7 +173,19 @@ class ScanWorker:
         if self.proc.returncode is None:  # hung, or stopped
             self.proc.kill()
             self.proc.wait(timeout=5)
-        self.shm.close()
+        with contextlib.suppress(BufferError):  # a block still read into a slot: the
+            self.shm.close()  # memory goes with the last view of it
+
+
+class Slot:
+    """A worker's slot lent to read one block into (`follow.ReadBuffer`): submitted with the
+    block, which then travels without a copy, or released unused."""
+
+    def __init__(self, worker: ScanWorker, index: int, view: memoryview) -> None:
+        self.worker, self.index, self.view = worker, index, view
+
+    def release(self) -> None:
+        self.worker.lent.discard(self.index)
 
 
 def serve(fd: int, slot_bytes: int) -> None:

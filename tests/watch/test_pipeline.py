@@ -81,6 +81,7 @@ def test_the_worker_counts_exactly_what_inline_scanning_counts(tmp_path: Path) -
         w.run(once=True)
         if worker:
             assert w.pipeline.scanned_by_worker >= 2
+            assert w.pipeline.read_into_worker >= 1  # once the format is known: no copy
             assert w.pipeline.worker is None  # stopped with the watcher
         else:
             assert w.pipeline.scanned_by_worker == 0
@@ -200,7 +201,7 @@ def test_kill9_mid_backlog_then_restart_reads_every_line_once(tmp_path: Path,
 
 
 @pytest.mark.parametrize("how", ["cannot-start", "exits-at-once", "killed-mid-backlog",
-                                 "hung-mid-backlog"])
+                                 "hung-mid-backlog", "killed-with-blocks-read-into-it"])
 def test_without_a_working_worker_every_line_is_scanned_here(
         tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -218,13 +219,19 @@ def test_without_a_working_worker_every_line_is_scanned_here(
     w, _out = _watcher(cfg, worker=False)
     w.pipeline.use_worker = True  # started on the first big block
     w.start()
-    if how.endswith("mid-backlog"):
+    if how.startswith(("killed", "hung")):
         assert wait_until(w.pipeline.ready_worker, 20, 0.01)
         assert w.pipeline.worker is not None
         # stopped before it is handed blocks: a scan takes milliseconds, and a worker that
         # answered them all before the signal would leave nothing in flight to lose
         os.kill(w.pipeline.worker.pid, signal.SIGSTOP)
         assert _step_until_busy(w)
+        if how == "killed-with-blocks-read-into-it":  # the blocks live in its memory
+            for _ in range(10):
+                if w.pipeline.read_into_worker:
+                    break
+                w.step()
+            assert w.pipeline.read_into_worker
         if how.startswith("killed"):
             os.kill(w.pipeline.worker.pid, signal.SIGKILL)
     for _ in range(100):
@@ -237,6 +244,7 @@ def test_without_a_working_worker_every_line_is_scanned_here(
     assert w.pipeline.worker is None and not w.pipeline.use_worker
     assert "scanning in this process" in caplog.text
     assert {"killed-mid-backlog": "killed by signal 9",
+            "killed-with-blocks-read-into-it": "killed by signal 9",
             "hung-mid-backlog": "gave no result within 1 s"}.get(how, "") in caplog.text
 
 
