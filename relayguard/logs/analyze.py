@@ -411,12 +411,12 @@ class LogAnalysis:
         ranged = self.opt.since is not None or self.opt.until is not None
         feed, connect = self.proxy.feed, self.proxy.feed_connect
         unit, cands = fmt.sizes, res.candidates
-        with self.proxy.deferring():  # the chunk's events counted into incidents at its end
-            for lo in range(0, len(cands), PARSE_BATCH):  # a dense chunk's fields, a slice
-                part = cands[lo:lo + PARSE_BATCH]  # at once
-                # parsed by the worker that scanned the chunk, or here
-                got = fields[lo:lo + PARSE_BATCH] if fields is not None \
-                    else parse_candidates(fmt, part)
+        for lo in range(0, len(cands), PARSE_BATCH):  # a dense chunk's fields, a slice at once
+            part = cands[lo:lo + PARSE_BATCH]
+            # parsed by the worker that scanned the chunk, or here
+            got = fields[lo:lo + PARSE_BATCH] if fields is not None \
+                else parse_candidates(fmt, part)
+            with self.proxy.deferring():  # the slice's events counted into incidents at once
                 for f, (lineno, raw) in zip(got, part, strict=True):
                     if f is None or (ranged and not self._in_range(f[0])):
                         continue

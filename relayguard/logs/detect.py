@@ -250,7 +250,7 @@ class ProxyDetector:
 
     own_probe: OwnProbe | None = None  # requests of relayguard's own probe, set apart
     # inside `deferring()`: the events fed, per incident in order, not yet counted into it
-    _deferred: list[tuple[Incident, list[EventArgs]]] | None = None
+    _deferred: dict[int, tuple[Incident, list[EventArgs]]] | None = None
 
     def __init__(self, server_names: frozenset[str] = frozenset(),
                  config: ProxyConfig | None = None) -> None:
@@ -288,13 +288,13 @@ class ProxyDetector:
         proxy requests so. Everything else `feed` decides (the incident, the pending answers
         and their judging) happens per event as ever, and nothing reads the deferred counts
         before the block ends."""
-        self._deferred = []
+        self._deferred = {}
         try:
             yield
         finally:
             deferred = self._deferred
             del self._deferred  # back to the class's None: nothing of it is pickled
-            for inc, events in deferred:
+            for inc, events in deferred.values():
                 inc.add_many(events)
 
     def names(self) -> set[str]:
@@ -406,10 +406,11 @@ class ProxyDetector:
             inc.add_many([args])
             return
         inc.note_time(args[0])
-        if deferred and deferred[-1][0] is inc:
-            deferred[-1][1].append(args)
+        held = deferred.get(id(inc))  # (each incident's events in order; incidents apart:
+        if held is None:  # a spam run's log interleaves its kinds line by line)
+            deferred[id(inc)] = (inc, [args])
         else:
-            deferred.append((inc, [args]))
+            held[1].append(args)
 
     def _pend(self, inc: Incident, size: int | None, key_path: str, dest: str) -> None:
         """A 2xx whose meaning the sizes decide: held in the incident, judged when asked."""
