@@ -15,6 +15,9 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* a minute key: "dd/Mon/yyyy:HH:MM" (17 bytes) followed by the zone "+hhmm" (5 bytes) */
 #define KEY_LEN 22
@@ -209,6 +212,30 @@ PyDoc_STRVAR(sizes_304_doc,
 "size (`-` or `0 ` after the status) and the others. One memmem pass, where the regex engine\n"
 "took a fifth of a chunk's scan.");
 
+/* The first `" 304 ` in [p, stop), or NULL: memmem's result, sixteen positions at a time
+ * where SSE2 is (every x86-64) by the needle's first byte and its `4` together (a status
+ * line's `" 200 ` has the one but not the other), each hit then compared whole. memmem's
+ * generic search read a chunk's first MiB at a third of this speed. */
+static const unsigned char *find_304(const unsigned char *p, const unsigned char *stop)
+{
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), four = _mm_set1_epi8('4');
+    while (stop - p >= 16 + 5) {  /* the block at p+4 and a whole needle stay inside */
+        __m128i a = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p), quote);
+        __m128i b = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + 4)), four);
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_and_si128(a, b));
+        while (m) {
+            const unsigned char *hit = p + __builtin_ctz(m);
+            if (memcmp(hit, "\" 304 ", 6) == 0)
+                return hit;
+            m &= m - 1;
+        }
+        p += 16;
+    }
+#endif
+    return stop - p >= 6 ? memmem(p, (size_t)(stop - p), "\" 304 ", 6) : NULL;
+}
+
 static PyObject *sizes_304(PyObject *self, PyObject *args)
 {
     Py_buffer buf;
@@ -221,7 +248,7 @@ static PyObject *sizes_304(PyObject *self, PyObject *args)
     static const char needle[] = "\" 304 ";
     const size_t len = sizeof(needle) - 1;
     Py_ssize_t bare = 0, sized = 0;
-    while ((size_t)(stop - p) >= len && (p = memmem(p, (size_t)(stop - p), needle, len)) != NULL) {
+    while ((size_t)(stop - p) >= len && (p = find_304(p, stop)) != NULL) {
         const unsigned char *q = p + len;
         if ((q < stop && *q == '-') || (stop - q >= 2 && q[0] == '0' && q[1] == ' '))
             bare++;
