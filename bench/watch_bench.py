@@ -12,8 +12,8 @@ Two figures per tool, both while a writer appends to a real file:
 
 `watch` scans appended blocks of 1 MiB or more in a worker process on the second core
 (started at the first such block, ~0.07 s, blocks are scanned inline until it is ready), so
-the throughput figure counts that start too: on 5M lines (the default, ~1.3 s) it is a
-twentieth of the run, on 1M lines a fifth. The end of each run is found by polling (relayguard
+the throughput figure counts that start too: on 5M lines (the default, ~0.6-0.8 s) it is
+about a tenth of the run, on 1M lines half. The end of each run is found by polling (relayguard
 every 50 ms, fail2ban every 0.1 s plus a client start) and put midway between the last
 "not yet" and the first "done". Runs on loopback/tmp only. fail2ban is optional
 (`apt-get install -y fail2ban`, or scripts/install-bench-deps); without it only relayguard's
