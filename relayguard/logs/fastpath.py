@@ -295,10 +295,12 @@ def _regexes(fmt: AccessFormat) -> tuple[str, str | None]:
     return fmt.pattern.pattern, fmt.prefix.pattern if fmt.prefix is not None else None
 
 
-def count_newlines(data: bytes) -> int:
+def count_newlines(data: bytes | memoryview) -> int:
     """`data.count(b"\\n")`, 4x faster where the C scanner is built: `watch` counts the lines
-    of every block it reads."""
-    return _fastscan.newlines(data) if _fastscan is not None else data.count(b"\n")
+    of every block it reads (a memoryview when read into a worker's slot)."""
+    if _fastscan is not None:
+        return _fastscan.newlines(data)  # type: ignore[no-any-return]
+    return (data if isinstance(data, bytes) else data.tobytes()).count(b"\n")
 
 
 def _scan_compiled(data: bytes, window: int, res: ChunkResult) -> None:

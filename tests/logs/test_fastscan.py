@@ -360,3 +360,14 @@ def test_real_logs_parse_the_same_in_c_and_by_regex(name: str) -> None:
     want = [fmt.parse_fields(raw.decode("utf-8", "surrogateescape")) for _, raw in cands]
     assert sum(w is not None for w in want) > 1000
     assert fastpath.parse_candidates(fmt, cands) == want
+
+
+def test_lines_read_into_a_slot_are_counted_without_the_c_scanner() -> None:
+    """`watch` reads a backlog's blocks into a worker's shared memory (a memoryview): without
+    the C scanner the standard library counts them, which a memoryview cannot do itself."""
+    block = memoryview(bytearray(b"a\nbb\n\nccc"))
+    with mock.patch.object(fastpath, "_fastscan", None):
+        assert fastpath.count_newlines(block) == 3
+        assert fastpath.count_newlines(b"a\nbb\n") == 2
+    if fastpath._fastscan is not None:
+        assert fastpath.count_newlines(block) == 3
