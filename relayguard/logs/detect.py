@@ -283,11 +283,11 @@ class ProxyDetector:
     # -- feeding ------------------------------------------------------------------------------
     @contextmanager
     def deferring(self) -> Iterator[None]:
-        """Within it, `feed` counts each event into its incident when the block ends, a run of
-        an incident's events at once (`Incident.add_many`): the fast path feeds a chunk's
-        proxy requests so. Everything else `feed` decides (the incident, the pending answers
-        and their judging) happens per event as ever, and nothing reads the deferred counts
-        before the block ends."""
+        """Within it, `feed` counts each event into its incident when the block ends, each
+        incident's events at once (`Incident.add_many`): the fast path feeds each slice of a
+        chunk's proxy requests so. Everything else `feed` decides (the incident, the pending
+        answers and their judging) happens per event as ever, and nothing reads the deferred
+        counts before the block ends."""
         self._deferred = {}
         try:
             yield
