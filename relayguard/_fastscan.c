@@ -103,11 +103,13 @@ static int append_line(PyObject *list, Py_ssize_t line_no, const unsigned char *
 }
 
 PyDoc_STRVAR(scan_doc,
-"scan(data, max_candidate_line, max_samples) -> (lines, candidates, minutes, stampless, samples)\n\n"
+"scan(data, max_candidate_line, max_samples)\n"
+"    -> (lines, candidates, minutes, stampless, samples, longest)\n\n"
 "Lines of `data` (split at b'\\n'; an unterminated last line counts); the candidate lines\n"
 "(CONNECT / absolute-URI requests) as (line number, first max_candidate_line bytes); requests\n"
 "per minute key (b'dd/Mon/yyyy:HH:MM+hhmm'); lines whose first '[' opens no time stamp, and\n"
-"the first max_samples of them as (line number, first 200 bytes).");
+"the first max_samples of them as (line number, first 200 bytes); the longest line's length\n"
+"(without its newline), so that the caller looks for over-long lines only where there are.");
 
 static PyObject *scan(PyObject *self, PyObject *args)
 {
@@ -131,11 +133,13 @@ static PyObject *scan(PyObject *self, PyObject *args)
     const unsigned char *stop = data + buf.len;
     const unsigned char *ls = data;
     unsigned char cur[KEY_LEN], key[KEY_LEN];
-    Py_ssize_t line_no = 0, run = 0, stampless = 0;
+    Py_ssize_t line_no = 0, run = 0, stampless = 0, longest = 0;
     while (ls < stop) {
         const unsigned char *nl = memchr(ls, '\n', (size_t)(stop - ls));
         const unsigned char *le = nl != NULL ? nl : stop;
         line_no++;
+        if (le - ls > longest)
+            longest = le - ls;
         const unsigned char *br = memchr(ls, '[', (size_t)(le - ls));
         if (br != NULL && stamp_at(br + 1, le, key)) {
             if (run > 0 && memcmp(cur, key, KEY_LEN) == 0) {
@@ -170,7 +174,8 @@ static PyObject *scan(PyObject *self, PyObject *args)
     }
     if (run > 0 && add_minutes(minutes, cur, run) < 0)
         goto done;
-    result = Py_BuildValue("(nOOnO)", line_no, candidates, minutes, stampless, samples);
+    result = Py_BuildValue("(nOOnOn)", line_no, candidates, minutes, stampless, samples,
+                           longest);
 done:
     Py_XDECREF(candidates);
     Py_XDECREF(minutes);

@@ -237,23 +237,28 @@ def _minutes_per_line(data: bytes, nlines: int, res: ChunkResult) -> None:
                     break
 
 
-def scan_chunk(data: bytes, nlines: int | None = None,
+def scan_chunk(data: bytes | memoryview, nlines: int | None = None,
                fmt: AccessFormat | None = None) -> ChunkResult:
     """Scan whole lines of one chunk (it ends at a newline, or at the end of the input);
     `nlines`, when the caller has counted them already (`watch`), spares the pure-Python scan
     a pass. With `fmt`, the candidate lines are parsed here too: a worker process that scans
-    a chunk so takes the parsing off the process that runs the detectors."""
+    a chunk so takes the parsing off the process that runs the detectors. `data` may be a
+    memoryview (a scan worker's slot), which the C scanner reads in place."""
+    if _fastscan is None and not isinstance(data, bytes):
+        data = data.tobytes()
     res = ChunkResult()
     # size-unit evidence from the chunk's first MiB: plenty of 304s where there are any, and
     # whole-chunk counts would cost a tenth of the scan
     window = _evidence_end(data)
+    longest = None
     if _fastscan is not None:
-        _scan_compiled(data, window, res)
+        longest = _scan_compiled(data, window, res)
     else:
-        _scan_python(data, nlines, window, res)
+        _scan_python(data, nlines, window, res)  # type: ignore[arg-type]
     if res.candidates:
         _local_sizes(data, window, _abs_paths(res.candidates), res)
-    _overlong_lines(data, res)
+    if longest is None or longest > sources.MAX_LINE:  # (the C scan knows the longest line)
+        _overlong_lines(data if isinstance(data, bytes) else data.tobytes(), res)
     if fmt is not None and len(res.candidates) <= MAX_PARSED_HERE:
         res.fields = parse_candidates(fmt, res.candidates)
         res.fields_pattern = fmt.pattern.pattern
@@ -303,22 +308,24 @@ def count_newlines(data: bytes | memoryview) -> int:
     return (data if isinstance(data, bytes) else data.tobytes()).count(b"\n")
 
 
-def _scan_compiled(data: bytes, window: int, res: ChunkResult) -> None:
+def _scan_compiled(data: bytes | memoryview, window: int, res: ChunkResult) -> int:
     """Lines, candidates and minutes in one pass of the C scanner (`_fastscan.c`), which gives
     what `_scan_python` gives with `_minutes_per_line`'s exact per-line stamps; the 304
-    evidence up to `window` in another."""
+    evidence up to `window` in another. Returns the longest line's length."""
     assert _fastscan is not None
     res.sizes_304 = _fastscan.sizes_304(data, window)
-    res.lines, res.candidates, keys, stampless, samples = _fastscan.scan(
+    res.lines, res.candidates, keys, stampless, samples, longest = _fastscan.scan(
         data, MAX_CANDIDATE_LINE, MAX_UNPARSED_SAMPLES)
     minutes: dict[int, int] = {}
     for key, c in keys.items():
         t = _key_epoch(key[:17], key[17:])
         if t is None:  # a stamp of the right shape but no real date: samples in line order
-            _minutes_per_line(data, res.lines, res)
-            return
+            _minutes_per_line(data if isinstance(data, bytes) else data.tobytes(), res.lines,
+                              res)
+            return longest  # type: ignore[no-any-return]
         minutes[t] = minutes.get(t, 0) + c
     res.minutes, res.unparsed, res.unparsed_samples = minutes, stampless, samples
+    return longest  # type: ignore[no-any-return]
 
 
 def _scan_python(data: bytes, nlines: int | None, window: int, res: ChunkResult) -> None:
@@ -391,17 +398,25 @@ def _overlong_lines(data: bytes, res: ChunkResult) -> None:
         pos = (end // step + 1) * step
 
 
-def _evidence_end(data: bytes) -> int:
+def _evidence_end(data: bytes | memoryview) -> int:
     """End of the chunk's first MiB, at a line end (a line cut there would give a cut size);
     a run of NULs the chunk starts with (a copytruncate hole) does not count towards it."""
     start = _NULS.match(data).end() if data[:1] == b"\0" else 0  # type: ignore[union-attr]
     if len(data) - start <= EVIDENCE_BYTES:
         return len(data)
-    end = data.find(b"\n", start + EVIDENCE_BYTES)
+    pos = start + EVIDENCE_BYTES
+    if isinstance(data, bytes):
+        end = data.find(b"\n", pos)
+    else:  # a memoryview has no find: its next 64 KiB (a line), then the rest
+        end = data[pos:pos + (1 << 16)].tobytes().find(b"\n")
+        if end < 0:
+            end = data[pos:].tobytes().find(b"\n")
+        end = end if end < 0 else pos + end
     return len(data) if end < 0 else end
 
 
-def _local_sizes(data: bytes, window: int, paths: set[bytes], res: ChunkResult) -> None:
+def _local_sizes(data: bytes | memoryview, window: int, paths: set[bytes],
+                 res: ChunkResult) -> None:
     """Sizes of the site's own pages for `/` and the paths proxy requests asked for
     (OWN_SIZES_PER_PATH each at most, in file order), from the 2xx GETs of those paths in the
     chunk's first MiB (`window`, as for 304s): in C where built (`_fastscan.own_gets`, a

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relayguard.logs import fastpath, formats
-from relayguard.logs.fastpath import ChunkResult, scan_chunk
+from relayguard.logs import fastpath, formats, sources
+from relayguard.logs.fastpath import EVIDENCE_BYTES, ChunkResult, scan_chunk
 
 REAL_LOGS = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-logs"
 needs_compiled = pytest.mark.skipif(fastpath._fastscan is None,
@@ -371,3 +371,20 @@ def test_lines_read_into_a_slot_are_counted_without_the_c_scanner() -> None:
         assert fastpath.count_newlines(b"a\nbb\n") == 2
     if fastpath._fastscan is not None:
         assert fastpath.count_newlines(block) == 3
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunk_text, st.sampled_from([0, 1, 3]), st.booleans())
+def test_a_chunk_scanned_in_place_is_scanned_as_its_bytes(pieces: list[str], long_lines: int,
+                                                         big: bool) -> None:
+    """A scan worker scans each block in its slot (a memoryview), without copying it out: the
+    result is the bytes' result, with over-long lines (found only where the C scan saw a line
+    that long) and chunks past the 1 MiB evidence window (whose end is looked for in the view)."""
+    data = "".join(pieces).encode("utf-8", "surrogatepass")
+    data += (b"x" * (sources.MAX_LINE + 1) + b"\n") * long_lines
+    if big:
+        data = b"\0" * 100 + data + b'1.2.3.4 - - [01/Mar/2026:10:00:00 +0000] "GET / HTTP/1.1" ' \
+            b'304 -\n' * (EVIDENCE_BYTES // 60)
+    assert scan_chunk(memoryview(bytearray(data))) == scan_chunk(data)
+    if long_lines:
+        assert scan_chunk(data).overlong >= long_lines
