@@ -195,7 +195,10 @@ def serve(fd: int, slot_bytes: int) -> None:
     shm = mmap.mmap(fd, SLOTS * slot_bytes)
     jobs, results = Connection(0, writable=False), Connection(1, readable=False)
     sys.stdout = sys.stderr  # nothing but answers may reach the result pipe
-    results.send("ready")
+    try:
+        results.send("ready")
+    except OSError:  # the watcher stopped (closed our pipes) before we were ready
+        return
     while True:
         try:
             slot, length, nlines, fmt = jobs.recv()

@@ -15,6 +15,8 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -311,3 +313,21 @@ def test_the_scan_worker_keeps_its_blocks_memory_and_starts_without_ctypes() -> 
     for name, value in KEEP_BLOCKS_ENV.items():
         assert f"{name}={value}".encode() in environ
     assert "_ctypes" not in maps  # the C part of ctypes is a shared object of its own
+
+
+STOPPED_AT_ONCE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from relayguard.watch.scanworker import ScanWorker
+for _ in range(5):
+    ScanWorker(1 << 16).close()  # the watcher done before its worker said it is ready
+"""
+
+
+def test_a_worker_stopped_before_it_is_ready_ends_quietly() -> None:
+    """A watcher that ends (a `--once` run, a restart) while its worker is still starting
+    closes the worker's pipes: the worker's "ready" then meets a closed pipe, which must end
+    it quietly, not print a traceback into the watcher's log (seen in a CI run)."""
+    proc = subprocess.run([sys.executable, "-c", STOPPED_AT_ONCE, str(REPO)],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert "Traceback" not in proc.stderr, proc.stderr
