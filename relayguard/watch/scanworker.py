@@ -58,8 +58,8 @@ class ScanWorker:
             code = _CHILD.format(root=_ROOT, fd=fd, size=slot_bytes)
             # imported here, not with the module, which the child imports too (ctypes)
             from relayguard.logs.follow import KEEP_BLOCKS_ENV
-            self.proc = subprocess.Popen(  # each block is copied out of its slot: with
-                [sys.executable, "-I", "-S", "-c", code],  # glibc keeping its memory
+            self.proc = subprocess.Popen(  # what it allocates per block (results; a copy
+                [sys.executable, "-I", "-S", "-c", code],  # on rare paths) memory kept
                 stdin=job_r, stdout=res_w, stderr=None, pass_fds=(fd,), close_fds=True,
                 env={**os.environ, **KEEP_BLOCKS_ENV})
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
@@ -95,10 +95,14 @@ class ScanWorker:
         """A free slot to read a block into (`submit` it, or release it), if one is free."""
         if not self.has_room():
             return None
-        index = next(s for s in range(SLOTS) if s not in self.pending and s not in self.lent)
+        index = self._free_slot()
         self.lent.add(index)
         start = index * self.slot_bytes
         return Slot(self, index, memoryview(self.shm)[start:start + self.slot_bytes])
+
+    def _free_slot(self) -> int:
+        """A slot neither holding a block sent nor lent to a read (`has_room` is true)."""
+        return next(s for s in range(SLOTS) if s not in self.pending and s not in self.lent)
 
     def submit(self, data: bytes | memoryview, nlines: int, fmt: AccessFormat | None = None,
                slot: Slot | None = None) -> None:
@@ -111,8 +115,7 @@ class ScanWorker:
             index = slot.index
             slot.release()
         else:
-            index = next(s for s in range(SLOTS) if s not in self.pending and
-                         s not in self.lent)
+            index = self._free_slot()
             start = index * self.slot_bytes
             self.shm[start:start + len(data)] = data
         self._send(index, len(data), nlines, fmt)
