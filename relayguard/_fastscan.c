@@ -217,28 +217,30 @@ PyDoc_STRVAR(sizes_304_doc,
 "size (`-` or `0 ` after the status) and the others. One memmem pass, where the regex engine\n"
 "took a fifth of a chunk's scan.");
 
-/* The first `" 304 ` in [p, stop), or NULL: memmem's result, sixteen positions at a time
- * where SSE2 is (every x86-64) by the needle's first byte and its `4` together (a status
- * line's `" 200 ` has the one but not the other), each hit then compared whole. memmem's
- * generic search read a chunk's first MiB at a third of this speed. */
-static const unsigned char *find_304(const unsigned char *p, const unsigned char *stop)
+/* The first `needle` (nlen bytes) in [p, stop), or NULL: memmem's result, sixteen positions
+ * at a time where SSE2 is (every x86-64) by the needle's first byte and its byte at `pick`
+ * together, each hit then compared whole. Picked well (`" 304 `'s `4`: a status line's
+ * `" 200 ` has the one but not the other), few positions pass both; memmem's generic search
+ * read a chunk's first MiB at a third of this speed. */
+static const unsigned char *find_at(const unsigned char *p, const unsigned char *stop,
+                                    const unsigned char *needle, size_t nlen, size_t pick)
 {
 #if defined(__SSE2__)
-    const __m128i quote = _mm_set1_epi8('"'), four = _mm_set1_epi8('4');
-    while (stop - p >= 16 + 5) {  /* the block at p+4 and a whole needle stay inside */
-        __m128i a = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p), quote);
-        __m128i b = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + 4)), four);
+    const __m128i first = _mm_set1_epi8((char)needle[0]), other = _mm_set1_epi8((char)needle[pick]);
+    while (stop - p >= (Py_ssize_t)(16 + nlen)) {  /* the block at p+pick, whole needles inside */
+        __m128i a = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p), first);
+        __m128i b = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + pick)), other);
         unsigned m = (unsigned)_mm_movemask_epi8(_mm_and_si128(a, b));
         while (m) {
             const unsigned char *hit = p + __builtin_ctz(m);
-            if (memcmp(hit, "\" 304 ", 6) == 0)
+            if (memcmp(hit, needle, nlen) == 0)
                 return hit;
             m &= m - 1;
         }
         p += 16;
     }
 #endif
-    return stop - p >= 6 ? memmem(p, (size_t)(stop - p), "\" 304 ", 6) : NULL;
+    return stop - p >= (Py_ssize_t)nlen ? memmem(p, (size_t)(stop - p), needle, nlen) : NULL;
 }
 
 static PyObject *sizes_304(PyObject *self, PyObject *args)
@@ -253,7 +255,8 @@ static PyObject *sizes_304(PyObject *self, PyObject *args)
     static const char needle[] = "\" 304 ";
     const size_t len = sizeof(needle) - 1;
     Py_ssize_t bare = 0, sized = 0;
-    while ((size_t)(stop - p) >= len && (p = find_304(p, stop)) != NULL) {
+    while ((size_t)(stop - p) >= len &&
+           (p = find_at(p, stop, (const unsigned char *)needle, len, 4)) != NULL) {
         const unsigned char *q = p + len;
         if ((q < stop && *q == '-') || (stop - q >= 2 && q[0] == '0' && q[1] == ' '))
             bare++;
@@ -273,6 +276,12 @@ PyDoc_STRVAR(own_gets_doc,
 "decoded as it decodes them. A path is one token (it ends at the space before HTTP), so at\n"
 "most one of them can match at a `\"GET `, whatever the order of the alternatives.");
 
+/* one match of own_gets: where its `"GET ` is, which path, its size's digits */
+typedef struct {
+    const unsigned char *at, *digits, *digits_end;
+    Py_ssize_t path;
+} own_get;
+
 static PyObject *own_gets(PyObject *self, PyObject *args)
 {
     Py_buffer buf;
@@ -281,9 +290,14 @@ static PyObject *own_gets(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*nO!n", &buf, &end, &PyList_Type, &paths, &per_path))
         return NULL;
     Py_ssize_t npaths = PyList_GET_SIZE(paths);
+    if (per_path < 0)
+        per_path = 0;
     PyObject *out = PyList_New(0);
-    Py_ssize_t *seen = PyMem_Calloc(npaths ? (size_t)npaths : 1, sizeof(Py_ssize_t));
-    if (out == NULL || seen == NULL)
+    own_get *hits = PyMem_Calloc(npaths && per_path ? (size_t)(npaths * per_path) : 1,
+                                 sizeof(own_get));
+    unsigned char *needle = NULL;
+    Py_ssize_t nhits = 0;
+    if (out == NULL || hits == NULL)
         goto fail;
     for (Py_ssize_t i = 0; i < npaths; i++) {
         if (!PyBytes_Check(PyList_GET_ITEM(paths, i))) {
@@ -293,60 +307,79 @@ static PyObject *own_gets(PyObject *self, PyObject *args)
     }
     if (end < 0 || end > buf.len)
         end = buf.len;
-    const unsigned char *data = buf.buf, *stop = data + end, *p = data;
-    static const char needle[] = "\"GET ";
-    const size_t nlen = sizeof(needle) - 1;
-    Py_ssize_t left = npaths;
-    while (left > 0 && (size_t)(stop - p) >= nlen &&
-           (p = memmem(p, (size_t)(stop - p), needle, nlen)) != NULL) {
-        const unsigned char *tok = p + nlen;
-        p++;  /* no match here: the search goes on at the next byte, as finditer's does */
-        for (Py_ssize_t i = 0; i < npaths; i++) {
-            PyObject *path = PyList_GET_ITEM(paths, i);
-            Py_ssize_t plen = PyBytes_GET_SIZE(path);
-            const unsigned char *q = tok + plen;
-            /* ` HTTP/1.x" 2dd ` and at least one digit, all before `end` */
-            if (stop - tok < plen + 16 ||
-                memcmp(tok, PyBytes_AS_STRING(path), (size_t)plen) != 0 ||
-                memcmp(q, " HTTP/1.", 8) != 0 || (q[8] != '0' && q[8] != '1') ||
-                memcmp(q + 9, "\" 2", 3) != 0 || !is_digit(q[12]) || !is_digit(q[13]) ||
-                q[14] != ' ' || !is_digit(q[15]))
+    const unsigned char *data = buf.buf, *stop = data + end;
+    /* Each path's own search for `"GET <path> HTTP/1.`, its matches put in file order after:
+     * a path is one token, so two matches never overlap and each path's first per_path are
+     * those of one search over all of them. A search for `"GET ` alone stopped at every line
+     * of a web log (a call and a compare per line: a quarter of the worker's scan). */
+    for (Py_ssize_t i = 0; i < npaths; i++) {
+        PyObject *path = PyList_GET_ITEM(paths, i);
+        Py_ssize_t plen = PyBytes_GET_SIZE(path), nlen = plen + 13, found = 0;
+        PyMem_Free(needle);
+        needle = PyMem_Malloc((size_t)nlen);
+        if (needle == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        memcpy(needle, "\"GET ", 5);
+        memcpy(needle + 5, PyBytes_AS_STRING(path), (size_t)plen);
+        memcpy(needle + 5 + plen, " HTTP/1.", 8);
+        const unsigned char *p = data;
+        while (found < per_path && stop - p >= nlen + 8 &&
+               (p = find_at(p, stop, needle, (size_t)nlen, (size_t)nlen - 1)) != NULL) {
+            const unsigned char *q = p + 5 + plen;  /* ` HTTP/1.x" 2dd ` and a digit */
+            if (stop - q < 16)
+                break;  /* (later ones are nearer the end still) */
+            if ((q[8] != '0' && q[8] != '1') || memcmp(q + 9, "\" 2", 3) != 0 ||
+                !is_digit(q[12]) || !is_digit(q[13]) || q[14] != ' ' || !is_digit(q[15])) {
+                p++;
                 continue;
-            const unsigned char *d = q + 15, *e = d;
+            }
+            const unsigned char *e = q + 15;
             while (e < stop && is_digit(*e))
                 e++;
-            p = e;  /* finditer goes on after the match */
-            if (seen[i] >= per_path)
-                break;
-            char *digits = PyMem_Malloc((size_t)(e - d) + 1);
-            if (digits == NULL) {
-                PyErr_NoMemory();
-                goto fail;
-            }
-            memcpy(digits, d, (size_t)(e - d));
-            digits[e - d] = '\0';
-            PyObject *size = PyLong_FromString(digits, NULL, 10);
-            PyMem_Free(digits);
-            PyObject *name = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(path), plen,
-                                                  "surrogateescape");
-            PyObject *item = size && name ? PyTuple_Pack(2, name, size) : NULL;
-            Py_XDECREF(size);
-            Py_XDECREF(name);
-            if (item == NULL || PyList_Append(out, item) < 0) {
-                Py_XDECREF(item);
-                goto fail;
-            }
-            Py_DECREF(item);
-            if (++seen[i] == per_path)
-                left--;
-            break;
+            hits[nhits++] = (own_get){p, q + 15, e, i};
+            found++;
+            p = e;
         }
     }
-    PyMem_Free(seen);
+    for (Py_ssize_t i = 1; i < nhits; i++) {  /* file order (a few dozen at most) */
+        own_get h = hits[i];
+        Py_ssize_t j = i;
+        for (; j > 0 && hits[j - 1].at > h.at; j--)
+            hits[j] = hits[j - 1];
+        hits[j] = h;
+    }
+    for (Py_ssize_t i = 0; i < nhits; i++) {
+        PyObject *path = PyList_GET_ITEM(paths, hits[i].path);
+        Py_ssize_t ndigits = hits[i].digits_end - hits[i].digits;
+        char *digits = PyMem_Malloc((size_t)ndigits + 1);
+        if (digits == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        memcpy(digits, hits[i].digits, (size_t)ndigits);
+        digits[ndigits] = '\0';
+        PyObject *size = PyLong_FromString(digits, NULL, 10);
+        PyMem_Free(digits);
+        PyObject *name = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(path), PyBytes_GET_SIZE(path),
+                                              "surrogateescape");
+        PyObject *item = size && name ? PyTuple_Pack(2, name, size) : NULL;
+        Py_XDECREF(size);
+        Py_XDECREF(name);
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            goto fail;
+        }
+        Py_DECREF(item);
+    }
+    PyMem_Free(needle);
+    PyMem_Free(hits);
     PyBuffer_Release(&buf);
     return out;
 fail:
-    PyMem_Free(seen);
+    PyMem_Free(needle);
+    PyMem_Free(hits);
     Py_XDECREF(out);
     PyBuffer_Release(&buf);
     return NULL;

@@ -242,6 +242,23 @@ def test_fuzz_own_page_sizes_match_the_regex(data: bytes, paths: set[bytes], end
 
 
 @needs_compiled
+def test_own_page_sizes_at_every_window_end_and_near_misses() -> None:
+    """Every end of the window, inside a match's size or just before it, and lines that miss
+    `"GET / HTTP/1.x" 2dd n` by one byte: what the regex finds (each path is sought on its
+    own in C, with a filter that looks at two of its bytes first)."""
+    data = (b'"GET / HTTP/1.1" 200 5\n"GET / HTTP/1x1" 200 6\n"GET /a HTTP/1.0" 204 77\n'
+            b'"GET / HTTP/1.1" 2000 8\n"GET / HTTP/1.1" 200x8\n"GET /  HTTP/1.1" 200 9\n'
+            b'"GET /a HTTP/1.1" 299 10 x')
+    for end in range(len(data) + 1):
+        compiled, ref = ChunkResult(), ChunkResult()
+        fastpath._local_sizes(data, end, {b"/a"}, compiled)
+        with mock.patch.object(fastpath, "_fastscan", None):
+            fastpath._local_sizes(data, end, {b"/a"}, ref)
+        assert compiled.local_sizes == ref.local_sizes, end
+    assert compiled.local_sizes == [("/", 5), ("/a", 77), ("/a", 10)]
+
+
+@needs_compiled
 def test_each_line_is_counted_in_its_own_zone() -> None:
     """Two servers in different zones writing one log: the same local minute is two minutes."""
     res = scan_chunk(b'a [01/Mar/2026:10:00:00 +0000] "GET / H"\n'
