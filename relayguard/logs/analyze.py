@@ -38,6 +38,7 @@ from relayguard.logs.formats import (
     Detected,
     FormatError,
     LocalTime,
+    RecordFields,
     SquidFormat,
     YearGuesser,
     compile_apache,
@@ -409,23 +410,28 @@ class LogAnalysis:
             self.proxy.note_size_evidence(*res.sizes_304)
         fields = res.fields if res.fields_pattern == fmt.pattern.pattern else None
         ranged = self.opt.since is not None or self.opt.until is not None
-        feed, connect = self.proxy.feed, self.proxy.feed_connect
+        feed, connects = self.proxy.feed, self.proxy.feed_connects
         unit, cands = fmt.sizes, res.candidates
         for lo in range(0, len(cands), PARSE_BATCH):  # a dense chunk's fields, a slice at once
             part = cands[lo:lo + PARSE_BATCH]
             # parsed by the worker that scanned the chunk, or here
             got = fields[lo:lo + PARSE_BATCH] if fields is not None \
                 else parse_candidates(fmt, part)
+            run: list[tuple[RecordFields, int, str]] = []  # CONNECTs, fed a run at once
             with self.proxy.deferring():  # the slice's events counted into incidents at once
                 for f, (lineno, raw) in zip(got, part, strict=True):
                     if f is None or (ranged and not self._in_range(f[0])):
                         continue
                     if f[2] == "CONNECT":  # a web server's log: straight from the fields
-                        connect(f[0], f[1], f[3], f[4], f[5], f[6], f[9], unit, source,
-                                base + lineno, line_text(raw))
-                    else:
-                        feed(AccessRecord(*f, size_unit=unit), source, base + lineno,
-                             line_text(raw))
+                        run.append((f, base + lineno, line_text(raw)))
+                        continue
+                    if run:  # (in order: both may count into one incident)
+                        connects(run, unit, source)
+                        run = []
+                    feed(AccessRecord(*f, size_unit=unit), source, base + lineno,
+                         line_text(raw))
+                if run:
+                    connects(run, unit, source)
 
     # -- mail logs ---------------------------------------------------------------------------
     def _mail(self, path: str, head: bytes, stream: Any, problems: ReadProblems) -> None:

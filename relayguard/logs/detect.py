@@ -20,7 +20,7 @@ from relayguard import PROBE_USER_AGENT
 from relayguard.digits import is_digits
 from relayguard.logs.apacheconf import ProxyConfig
 from relayguard.logs.counting import Distinct, LruMap, Timeline, TopK, iso
-from relayguard.logs.formats import AccessRecord, SyslogLine
+from relayguard.logs.formats import AccessRecord, RecordFields, SyslogLine
 from relayguard.logs.incidents import EventArgs, Incident, IncidentBook, Sample
 
 SMTP_PORTS = frozenset({25, 465, 587, 2525})
@@ -33,6 +33,7 @@ try:  # the C fast path's module also parses request targets (built where a comp
     from relayguard import _fastscan
 except ImportError:
     _fastscan = None
+_c_connect_shape = getattr(_fastscan, "connect_shape", None)  # see connect_shape
 
 _HOSTPORTS: dict[tuple[str, int | None], tuple[str, int | None]] = {}
 
@@ -115,8 +116,8 @@ def connect_shape(target: str, status: int | None, size: int | None, bytes_out: 
     `ProxyDetector.feed_connect` does the rest. In C for an ASCII target where built
     (`_fastscan.connect_shape`: a spam run's log is little else, and this cost a fifth of
     each event in Python)."""
-    if _fastscan is not None:
-        got = _fastscan.connect_shape(target, status, size, bytes_out, unit)
+    if _c_connect_shape is not None:
+        got = _c_connect_shape(target, status, size, bytes_out, unit)
         if got is not None:
             return got  # type: ignore[no-any-return]
     host, port = split_hostport(target)
@@ -362,22 +363,45 @@ class ProxyDetector:
     def feed_connect(self, t: float | None, client: str, target: str, status: int | None,
                      size: int | None, vhost: str | None, bytes_out: int | None, unit: str,
                      path: str, lineno: int, line: str, event: bool = True) -> Incident | None:
-        """`feed` of a CONNECT in a web server's log, from its fields (the fast path feeds a
-        chunk's so, without building records): what the request itself says comes from
-        `connect_shape`, the rest from what the detector has seen."""
-        self._learn(vhost, status, size, unit)
-        if not event or self._own_probe(line, t, client):
+        """`feed` of one CONNECT in a web server's log: `feed_connects` of one."""
+        if not event:
+            self._learn(vhost, status, size, unit)
             return None
-        kind, dest, smtp, nbytes, outcome, text, psize, pkey, body_vote, own_error = \
-            connect_shape(target, status, size, bytes_out, unit)
-        inc = self.book.current(kind, t)
-        self._count(inc, (t, client, dest, (path, lineno, line), outcome, text, nbytes, smtp))
-        if own_error:
-            self.local.note_own(nbytes)  # the server's own error page, headers included
-        if pkey is not None:
-            if body_vote:
-                self.size_votes["body"] += 1  # `CONNECT <unit>`: %b is "-" for a tunnel
-            self._pend(inc, psize, pkey, dest)
+        return self.feed_connects(
+            [((t, client, "CONNECT", target, status, size, vhost, None, None, bytes_out, None),
+              lineno, line)], unit, path)
+
+    def feed_connects(self, rows: list[tuple[RecordFields, int, str]], unit: str,
+                      path: str) -> Incident | None:
+        """`feed` of a web server's CONNECTs, from their fields, line numbers and text, in
+        order (the fast path feeds a chunk's runs of them so: a spam run's log is little
+        else, and a call per step and event cost as much as the steps). What a request says
+        by itself comes from `connect_shape`, the rest from what the detector has seen.
+        Returns the last one's incident (None for relayguard's own probe)."""
+        learned, votes, guess = self.learned_names, self.size_votes, unit == "guess"
+        current, count, shape_of = self.book.current, self._count, _c_connect_shape
+        inc: Incident | None = None
+        for f, lineno, line in rows:
+            t, client, target, status, size, vhost = f[0], f[1], f[3], f[4], f[5], f[6]
+            if vhost:
+                learned.add(vhost.lower())
+            if status == 304 and guess:
+                votes["total" if size else "body"] += 1
+            if line.endswith(_PROBE_UA_ENDS) and self._own_probe(line, t, client):
+                inc = None
+                continue
+            shape = shape_of(target, status, size, f[9], unit) if shape_of else None
+            if shape is None:
+                shape = connect_shape(target, status, size, f[9], unit)
+            kind, dest, smtp, nbytes, outcome, text, psize, pkey, body_vote, own_error = shape
+            inc = current(kind, t)
+            count(inc, (t, client, dest, (path, lineno, line), outcome, text, nbytes, smtp))
+            if own_error:
+                self.local.note_own(nbytes)  # the server's own error page, headers included
+            if pkey is not None:
+                if body_vote:
+                    votes["body"] += 1  # `CONNECT <unit>`: %b is "-" for a tunnel
+                self._pend(inc, psize, pkey, dest)
         return inc
 
     def _learn(self, vhost: str | None, status: int | None, size: int | None,

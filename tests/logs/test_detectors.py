@@ -424,7 +424,8 @@ def test_fuzz_connect_shape_in_c_as_in_python(target: str, status: int | None,
     """What the C says a CONNECT line says is what the Python reference says, value and type
     of every field, or the C leaves the (non-ASCII) target to it."""
     got = detect._fastscan.connect_shape(target, status, size, bytes_out, unit)
-    with mock.patch.object(detect, "_fastscan", None):
+    with mock.patch.object(detect, "_fastscan", None), \
+            mock.patch.object(detect, "_c_connect_shape", None):
         ref = detect.connect_shape(target, status, size, bytes_out, unit)
     if not target.isascii():
         assert got is None
