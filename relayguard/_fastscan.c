@@ -47,6 +47,15 @@ static int stamp_at(const unsigned char *p, const unsigned char *end, unsigned c
     return 1;
 }
 
+/* stamp_at's answer for a stamp in the minute `key` (a valid one: stamp_at's): its first 17
+ * bytes and zone are the key's, so only the seconds and the punctuation are left to check. */
+static inline int same_minute(const unsigned char *p, const unsigned char *end,
+                              const unsigned char *key)
+{
+    return end - p >= 27 && memcmp(p, key, 17) == 0 && p[17] == ':' && is_digit(p[18]) &&
+           is_digit(p[19]) && p[20] == ' ' && memcmp(p + 21, key + 17, 5) == 0 && p[26] == ']';
+}
+
 /* True when the `]` at `p` starts `] "METHOD target` whose target is not origin-form: the
  * regex `\] "[^ "\n]{1,24}+ [^/* \n]` (possessive), bounded by the line's end `end`. */
 static int candidate_at(const unsigned char *p, const unsigned char *end)
@@ -141,7 +150,9 @@ static PyObject *scan(PyObject *self, PyObject *args)
         if (le - ls > longest)
             longest = le - ls;
         const unsigned char *br = memchr(ls, '[', (size_t)(le - ls));
-        if (br != NULL && stamp_at(br + 1, le, key)) {
+        if (br != NULL && run > 0 && same_minute(br + 1, le, cur)) {
+            run++;  /* (most lines: the minute of the line before) */
+        } else if (br != NULL && stamp_at(br + 1, le, key)) {
             if (run > 0 && memcmp(cur, key, KEY_LEN) == 0) {
                 run++;
             } else {

@@ -259,6 +259,24 @@ def test_own_page_sizes_at_every_window_end_and_near_misses() -> None:
 
 
 @needs_compiled
+@pytest.mark.parametrize("stamp", [
+    "01/Mar/2026:10:00:05 +0001]", "01/Mar/2026:10:00:05 -0000]", "01/Mar/2026:10:00x05 +0000]",
+    "01/Mar/2026:10:00:0x +0000]", "01/Mar/2026:10:00:x5 +0000]", "01/Mar/2026:10:00:05x+0000]",
+    "01/Mar/2026:10:00:05 +0000x",
+    "01/Mar/2026:10:00:05 +0000]", "01/Mar/2026:10:01:05 +0000]", "01/Mar/2026:10:00:05 +0000"])
+def test_a_stamp_in_the_last_lines_minute_is_checked_whole(stamp: str) -> None:
+    """The C scan checks a line whose stamp starts as the line before's minute by its seconds,
+    zone and brackets only: one byte off anywhere there is what the exact per-line stamps of
+    the Python reference make of it."""
+    good = b'a [01/Mar/2026:10:00:00 +0000] "GET / H"\n'
+    data = good + f'b [{stamp} "GET / H"\n'.encode() + good
+    compiled, ref = scan_chunk(data), ChunkResult()
+    fastpath._minutes_per_line(data, 3, ref)
+    assert (compiled.minutes, compiled.unparsed, compiled.unparsed_samples) == \
+        (ref.minutes, ref.unparsed, ref.unparsed_samples)
+
+
+@needs_compiled
 def test_each_line_is_counted_in_its_own_zone() -> None:
     """Two servers in different zones writing one log: the same local minute is two minutes."""
     res = scan_chunk(b'a [01/Mar/2026:10:00:00 +0000] "GET / H"\n'
