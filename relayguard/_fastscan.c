@@ -584,6 +584,310 @@ done:
     return result;
 }
 
+/* ---- a run of CONNECTs counted into their incidents ---------------------------------------
+ * `ProxyDetector._connect_row` (the reference) for the rows that need nothing but counting into
+ * the latest incident of their kind, inside `deferring()`: in Python each cost ~15k
+ * instructions of calls and lookups, and a spam run's log is little else. */
+
+static PyObject *s_first, *s_last, *s_pending;
+
+/* A time as a double that compares and subtracts as Python does with it: a float, or an int
+ * below 2**53 (an epoch second: exact as a double, so int and mixed arithmetic agree). */
+static int as_time(PyObject *o, double *out)
+{
+    if (PyFloat_CheckExact(o)) {
+        *out = PyFloat_AS_DOUBLE(o);
+        return 1;
+    }
+    if (!PyLong_CheckExact(o))
+        return 0;
+    int over;
+    long long v = PyLong_AsLongLongAndOverflow(o, &over);
+    if (over || v > (1LL << 53) || v < -(1LL << 53) || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = (double)v;
+    return 1;
+}
+
+typedef struct {
+    PyObject *kind;  /* borrowed: connect_shape's interned kind */
+    PyObject *inc;   /* the kind's latest incident, and its first, last and pending store */
+    PyObject *first, *last, *pending;  /* first, last: None or as_time's */
+    double first_v, last_v;
+    PyObject *events;  /* its deferred events (ProxyDetector._count), NULL until a row joins */
+    int full, dirty;   /* full: MAX_INCIDENTS_PER_KIND reached; dirty: first/last to store */
+} run_kind;
+
+/* the latest incident of `kind` into k: 1, or 0 when the row needs _connect_row (none yet,
+ * or state of another shape), -1 on error */
+static int run_kind_load(run_kind *k, PyObject *kind, PyObject *by_kind, Py_ssize_t max_inc)
+{
+    PyObject *items = PyDict_GetItemWithError(by_kind, kind);  /* borrowed */
+    if (items == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyList_Check(items) || PyList_GET_SIZE(items) == 0)
+        return 0;
+    PyObject *inc = PyList_GET_ITEM(items, PyList_GET_SIZE(items) - 1);
+    PyObject *first = PyObject_GetAttr(inc, s_first);
+    PyObject *last = first ? PyObject_GetAttr(inc, s_last) : NULL;
+    PyObject *pending = last ? PyObject_GetAttr(inc, s_pending) : NULL;
+    if (pending == NULL) {
+        Py_XDECREF(first);
+        Py_XDECREF(last);
+        return -1;
+    }
+    double v;
+    if (!(first == Py_None || as_time(first, &v)) || !(last == Py_None || as_time(last, &v)) ||
+        !PyDict_CheckExact(pending)) {
+        Py_DECREF(first);
+        Py_DECREF(last);
+        Py_DECREF(pending);
+        return 0;
+    }
+    *k = (run_kind){kind, Py_NewRef(inc), first, last, pending, 0.0, 0.0, NULL,
+                    PyList_GET_SIZE(items) >= max_inc, 0};
+    if (first != Py_None)
+        as_time(first, &k->first_v);
+    if (last != Py_None)
+        as_time(last, &k->last_v);
+    return 1;
+}
+
+/* first and last back into the incident (note_time's work), and k emptied; 0 or -1 */
+static int run_kind_done(run_kind *k)
+{
+    int rc = 0;
+    if (k->dirty && (PyObject_SetAttr(k->inc, s_first, k->first) < 0 ||
+                     PyObject_SetAttr(k->inc, s_last, k->last) < 0))
+        rc = -1;
+    Py_CLEAR(k->inc);
+    Py_CLEAR(k->first);
+    Py_CLEAR(k->last);
+    Py_CLEAR(k->pending);
+    Py_CLEAR(k->events);
+    return rc;
+}
+
+/* k's deferred event list, made as ProxyDetector._count makes it: deferred[id(inc)] =
+ * (inc, []) at the incident's first event */
+static PyObject *run_kind_events(run_kind *k, PyObject *deferred)
+{
+    if (k->events != NULL)
+        return k->events;
+    PyObject *key = PyLong_FromVoidPtr(k->inc);  /* id(inc) */
+    if (key == NULL)
+        return NULL;
+    PyObject *held = PyDict_GetItemWithError(deferred, key);
+    if (held != NULL) {
+        if (!PyTuple_Check(held) || PyTuple_GET_SIZE(held) != 2 ||
+            !PyList_Check(PyTuple_GET_ITEM(held, 1)))
+            PyErr_SetString(PyExc_TypeError, "deferred events must be (incident, list)");
+        else
+            k->events = Py_NewRef(PyTuple_GET_ITEM(held, 1));
+    } else if (!PyErr_Occurred()) {
+        PyObject *list = PyList_New(0);
+        PyObject *pair = list ? PyTuple_Pack(2, k->inc, list) : NULL;
+        if (pair != NULL && PyDict_SetItem(deferred, key, pair) == 0)
+            k->events = Py_NewRef(list);
+        Py_XDECREF(list);
+        Py_XDECREF(pair);
+    }
+    Py_DECREF(key);
+    return k->events;
+}
+
+/* pending[(psize, pkey)]: [count, hosts] += (1, dest), as Incident.add_pending; 0 or -1 */
+static int run_pend(PyObject *pending, PyObject *key, PyObject *entry, PyObject *dest)
+{
+    if (entry == NULL) {
+        PyObject *hosts = PySet_New(NULL);
+        PyObject *zero = hosts ? PyLong_FromLong(0) : NULL;
+        entry = zero ? PyList_New(2) : NULL;
+        if (entry == NULL) {
+            Py_XDECREF(hosts);
+            Py_XDECREF(zero);
+            return -1;
+        }
+        PyList_SET_ITEM(entry, 0, zero);
+        PyList_SET_ITEM(entry, 1, hosts);
+        int rc = PyDict_SetItem(pending, key, entry);
+        Py_DECREF(entry);  /* the store holds it */
+        if (rc < 0)
+            return -1;
+    }
+    PyObject *one = PyLong_FromLong(1);
+    PyObject *count = one ? PyNumber_Add(PyList_GET_ITEM(entry, 0), one) : NULL;
+    Py_XDECREF(one);
+    if (count == NULL || PyList_SetItem(entry, 0, count) < 0)
+        return -1;
+    PyObject *hosts = PyList_GET_ITEM(entry, 1);
+    return PySet_GET_SIZE(hosts) < 4 ? PySet_Add(hosts, dest) : 0;
+}
+
+PyDoc_STRVAR(connect_run_doc,
+"connect_run(rows, start, unit, path, by_kind, deferred, gap, max_incidents, probe_end)\n"
+"    -> (stop, last incident or None, smallest own error page or None, body votes)\n\n"
+"`ProxyDetector._connect_row` of rows[start:], inside `deferring()`, while a row needs nothing\n"
+"but counting into the latest incident of its kind: it stops at the first that needs more\n"
+"(a vhost, a 304 of a guessed unit, the probe's line, a target that is not ASCII, a time\n"
+"outside that incident, a full store of pending answers), which the caller feeds itself\n"
+"after noting the own error page size and the body votes of the rows taken here.");
+
+static PyObject *connect_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9 || !PyList_Check(args[0]) || !PyUnicode_Check(args[2]) ||
+        !PyUnicode_Check(args[3]) || !PyDict_Check(args[4]) || !PyDict_Check(args[5]) ||
+        !PyUnicode_Check(args[8])) {
+        PyErr_SetString(PyExc_TypeError, "connect_run(rows: list, start, unit: str, path: str, "
+                        "by_kind: dict, deferred: dict, gap, max_incidents, probe_end: str)");
+        return NULL;
+    }
+    PyObject *rows = args[0], *unit = args[2], *path = args[3], *by_kind = args[4],
+             *deferred = args[5], *probe = args[8];
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]), max_inc = PyLong_AsSsize_t(args[7]);
+    double gap = PyFloat_AsDouble(args[6]);
+    if (PyErr_Occurred())
+        return NULL;
+    int guess = PyUnicode_Compare(unit, s_guess) == 0;
+    run_kind kinds[2];
+    int nkinds = 0;
+    PyObject *last_inc = NULL, *own_min = NULL, *zero = PyLong_FromLong(0), *result = NULL;
+    Py_ssize_t body = 0;
+    if (zero == NULL)
+        return NULL;
+    for (i = i < 0 ? 0 : i; i < PyList_GET_SIZE(rows); i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 3)
+            break;
+        PyObject *f = PyTuple_GET_ITEM(row, 0), *line = PyTuple_GET_ITEM(row, 2);
+        if (!PyTuple_Check(f) || PyTuple_GET_SIZE(f) < 10 || !PyUnicode_Check(line))
+            break;
+        PyObject *t = PyTuple_GET_ITEM(f, 0), *target = PyTuple_GET_ITEM(f, 3),
+                 *status = PyTuple_GET_ITEM(f, 4), *vhost = PyTuple_GET_ITEM(f, 6);
+        double tv = 0.0;
+        if ((vhost != Py_None && !(PyUnicode_Check(vhost) && PyUnicode_GET_LENGTH(vhost) == 0)) ||
+            (t != Py_None && !as_time(t, &tv)) || !PyUnicode_Check(target) ||
+            (status != Py_None && !PyLong_Check(status)))
+            break;  /* a name to learn, or fields of another shape */
+        if (guess && status != Py_None) {
+            int over;
+            long v = PyLong_AsLongAndOverflow(status, &over);
+            if (v == -1 && PyErr_Occurred())
+                goto done;
+            if (!over && v == 304)
+                break;  /* a size-unit vote */
+        }
+        Py_ssize_t probe_line = PyUnicode_Tailmatch(line, probe, 0, PY_SSIZE_T_MAX, 1);
+        if (probe_line < 0)
+            goto done;
+        if (probe_line)
+            break;
+        PyObject *sargs[5] = {target, status, PyTuple_GET_ITEM(f, 5), PyTuple_GET_ITEM(f, 9), unit};
+        PyObject *shape = connect_shape(NULL, sargs, 5);
+        if (shape == NULL)
+            goto done;
+        if (shape == Py_None) {  /* not ASCII */
+            Py_DECREF(shape);
+            break;
+        }
+        PyObject *kind = PyTuple_GET_ITEM(shape, 0), *dest = PyTuple_GET_ITEM(shape, 1),
+                 *pkey = PyTuple_GET_ITEM(shape, 7), *key = NULL, *entry = NULL;
+        run_kind *k = NULL;
+        for (int j = 0; j < nkinds; j++)
+            if (kinds[j].kind == kind)
+                k = &kinds[j];
+        int stop = 0;
+        if (k == NULL) {
+            int got = nkinds < 2 ? run_kind_load(&kinds[nkinds], kind, by_kind, max_inc) : 0;
+            if (got < 0) {
+                Py_DECREF(shape);
+                goto done;
+            }
+            stop = got == 0;
+            if (got)
+                k = &kinds[nkinds++];
+        }
+        /* IncidentBook.current's answer is the latest incident: no time, none there yet, no
+         * room for another, or a time within GAP of it */
+        if (!stop && t != Py_None && k->last != Py_None && !k->full)
+            stop = !(tv - k->last_v <= gap && (k->first == Py_None || tv >= k->first_v - gap));
+        if (!stop && pkey != Py_None) {
+            key = PyTuple_Pack(2, PyTuple_GET_ITEM(shape, 6), pkey);
+            entry = key ? PyDict_GetItemWithError(k->pending, key) : NULL;
+            if (key == NULL || (entry == NULL && PyErr_Occurred())) {
+                Py_XDECREF(key);
+                Py_DECREF(shape);
+                goto done;
+            }
+            if (entry == NULL)
+                stop = PyDict_GET_SIZE(k->pending) >= 256;  /* full: settled in Python */
+            else
+                stop = !PyList_Check(entry) || PyList_GET_SIZE(entry) != 2 ||
+                       !PyAnySet_Check(PyList_GET_ITEM(entry, 1));
+        }
+        if (stop) {
+            Py_XDECREF(key);
+            Py_DECREF(shape);
+            break;
+        }
+        /* the row joins k's incident: note_time, then the event, as _count defers it */
+        if (t != Py_None && (k->first == Py_None || tv < k->first_v)) {
+            Py_SETREF(k->first, Py_NewRef(t));
+            k->first_v = tv;
+            k->dirty = 1;
+        }
+        if (t != Py_None && (k->last == Py_None || tv > k->last_v)) {
+            Py_SETREF(k->last, Py_NewRef(t));
+            k->last_v = tv;
+            k->dirty = 1;
+        }
+        PyObject *events = run_kind_events(k, deferred);
+        PyObject *sample = events ? PyTuple_Pack(3, path, PyTuple_GET_ITEM(row, 1), line) : NULL;
+        PyObject *ev = sample ? PyTuple_Pack(8, t, PyTuple_GET_ITEM(f, 1), dest, sample,
+                                             PyTuple_GET_ITEM(shape, 4), PyTuple_GET_ITEM(shape, 5),
+                                             PyTuple_GET_ITEM(shape, 3), PyTuple_GET_ITEM(shape, 2))
+                              : NULL;
+        Py_XDECREF(sample);
+        int rc = ev == NULL ? -1 : PyList_Append(events, ev);
+        Py_XDECREF(ev);
+        if (rc == 0 && PyTuple_GET_ITEM(shape, 9) == Py_True) {  /* LocalPages.note_own */
+            PyObject *nbytes = PyTuple_GET_ITEM(shape, 3);
+            int keep = PyObject_RichCompareBool(nbytes, zero, Py_GT);
+            if (keep > 0 && own_min != NULL)
+                keep = PyObject_RichCompareBool(nbytes, own_min, Py_LT);
+            if (keep > 0)
+                Py_XSETREF(own_min, Py_NewRef(nbytes));
+            rc = keep < 0 ? -1 : 0;
+        }
+        if (rc == 0 && pkey != Py_None) {
+            body += PyTuple_GET_ITEM(shape, 8) == Py_True;
+            rc = run_pend(k->pending, key, entry, dest);
+        }
+        Py_XDECREF(key);
+        Py_DECREF(shape);
+        if (rc < 0)
+            goto done;
+        Py_XSETREF(last_inc, Py_NewRef(k->inc));
+    }
+    result = Py_BuildValue("(nOOn)", i, last_inc ? last_inc : Py_None,
+                           own_min ? own_min : Py_None, body);
+done:
+    for (int j = 0; j < nkinds; j++) {  /* what was counted is stored, error or not */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (run_kind_done(&kinds[j]) < 0 && type == NULL)
+            Py_CLEAR(result);
+        else if (type != NULL)
+            PyErr_Restore(type, value, tb);
+    }
+    Py_XDECREF(last_inc);
+    Py_XDECREF(own_min);
+    Py_DECREF(zero);
+    return result;
+}
+
 /* ---- the top-k table's hot loop ----------------------------------------------------------
  * `counting.TopK.add_counts` with every n = 1, over the same Python objects (the Python code is
  * the reference and runs where this is not built): each proxy event adds its client and its
@@ -1089,6 +1393,7 @@ static PyMethodDef methods[] = {
      split_hostport_doc},
     {"connect_shape", (PyCFunction)(void (*)(void))connect_shape, METH_FASTCALL,
      connect_shape_doc},
+    {"connect_run", (PyCFunction)(void (*)(void))connect_run, METH_FASTCALL, connect_run_doc},
     {"parse_stock", parse_stock, METH_VARARGS, parse_stock_doc},
     {"scan", scan, METH_VARARGS, scan_doc},
     {"newlines", newlines, METH_O, newlines_doc},
@@ -1108,6 +1413,7 @@ PyMODINIT_FUNC PyInit__fastscan(void)
         {&s_failed, "failed"}, {&s_refused, "refused"}, {&s_dash, "-"}, {&s_body, "body"},
         {&s_total, "total"}, {&s_guess, "guess"}, {&s_key_body, "CONNECT body"},
         {&s_key_total, "CONNECT total"}, {&s_key_guess, "CONNECT guess"},
+        {&s_first, "first"}, {&s_last, "last"}, {&s_pending, "pending"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL &&

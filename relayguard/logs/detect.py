@@ -21,7 +21,14 @@ from relayguard.digits import is_digits
 from relayguard.logs.apacheconf import ProxyConfig
 from relayguard.logs.counting import Distinct, LruMap, Timeline, TopK, iso
 from relayguard.logs.formats import AccessRecord, RecordFields, SyslogLine
-from relayguard.logs.incidents import EventArgs, Incident, IncidentBook, Sample
+from relayguard.logs.incidents import (
+    GAP,
+    MAX_INCIDENTS_PER_KIND,
+    EventArgs,
+    Incident,
+    IncidentBook,
+    Sample,
+)
 
 SMTP_PORTS = frozenset({25, 465, 587, 2525})
 DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ws": 80, "wss": 443}
@@ -34,6 +41,7 @@ try:  # the C fast path's module also parses request targets (built where a comp
 except ImportError:
     _fastscan = None
 _c_connect_shape = getattr(_fastscan, "connect_shape", None)  # see connect_shape
+_c_connect_run = getattr(_fastscan, "connect_run", None)  # see feed_connects
 
 _HOSTPORTS: dict[tuple[str, int | None], tuple[str, int | None]] = {}
 
@@ -374,34 +382,48 @@ class ProxyDetector:
     def feed_connects(self, rows: list[tuple[RecordFields, int, str]], unit: str,
                       path: str) -> Incident | None:
         """`feed` of a web server's CONNECTs, from their fields, line numbers and text, in
-        order (the fast path feeds a chunk's runs of them so: a spam run's log is little
-        else, and a call per step and event cost as much as the steps). What a request says
-        by itself comes from `connect_shape`, the rest from what the detector has seen.
+        order (the fast path feeds a chunk's runs of them so). Inside `deferring()` the C
+        scanner's `connect_run` takes the rows that need nothing but counting into the
+        latest incident of their kind (a spam run's log is little else, ~15k instructions
+        an event in Python), each other row goes through `_connect_row`, its reference.
         Returns the last one's incident (None for relayguard's own probe)."""
-        learned, votes, guess = self.learned_names, self.size_votes, unit == "guess"
-        current, count, shape_of = self.book.current, self._count, _c_connect_shape
         inc: Incident | None = None
-        for f, lineno, line in rows:
-            t, client, target, status, size, vhost = f[0], f[1], f[3], f[4], f[5], f[6]
-            if vhost:
-                learned.add(vhost.lower())
-            if status == 304 and guess:
-                votes["total" if size else "body"] += 1
-            if line.endswith(_PROBE_UA_ENDS) and self._own_probe(line, t, client):
-                inc = None
-                continue
-            shape = shape_of(target, status, size, f[9], unit) if shape_of else None
-            if shape is None:
-                shape = connect_shape(target, status, size, f[9], unit)
-            kind, dest, smtp, nbytes, outcome, text, psize, pkey, body_vote, own_error = shape
-            inc = current(kind, t)
-            count(inc, (t, client, dest, (path, lineno, line), outcome, text, nbytes, smtp))
-            if own_error:
-                self.local.note_own(nbytes)  # the server's own error page, headers included
-            if pkey is not None:
-                if body_vote:
-                    votes["body"] += 1  # `CONNECT <unit>`: %b is "-" for a tunnel
-                self._pend(inc, psize, pkey, dest)
+        run = _c_connect_run if self._deferred is not None else None
+        i, n = 0, len(rows)
+        while i < n:
+            if run is not None:
+                i, last, own_min, body = run(rows, i, unit, path, self.book.by_kind,
+                                             self._deferred, GAP, MAX_INCIDENTS_PER_KIND,
+                                             _PROBE_UA_ENDS)
+                if own_min is not None:
+                    self.local.note_own(own_min)  # (its smallest: all note_own keeps)
+                self.size_votes["body"] += body
+                inc = last if last is not None else inc
+                if i >= n:
+                    break
+            inc = self._connect_row(rows[i], unit, path)
+            i += 1
+        return inc
+
+    def _connect_row(self, row: tuple[RecordFields, int, str], unit: str,
+                     path: str) -> Incident | None:
+        """One CONNECT of `feed_connects`: what the request says by itself comes from
+        `connect_shape`, the rest from what the detector has seen."""
+        f, lineno, line = row
+        t, client, target, status, size, vhost = f[0], f[1], f[3], f[4], f[5], f[6]
+        self._learn(vhost, status, size, unit)
+        if self._own_probe(line, t, client):
+            return None
+        kind, dest, smtp, nbytes, outcome, text, psize, pkey, body_vote, own_error = \
+            connect_shape(target, status, size, f[9], unit)
+        inc = self.book.current(kind, t)
+        self._count(inc, (t, client, dest, (path, lineno, line), outcome, text, nbytes, smtp))
+        if own_error:
+            self.local.note_own(nbytes)  # the server's own error page, headers included
+        if pkey is not None:
+            if body_vote:
+                self.size_votes["body"] += 1  # `CONNECT <unit>`: %b is "-" for a tunnel
+            self._pend(inc, psize, pkey, dest)
         return inc
 
     def _learn(self, vhost: str | None, status: int | None, size: int | None,

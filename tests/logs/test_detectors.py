@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relayguard.logs import detect
+from relayguard.logs import detect, incidents
 from relayguard.logs.analyze import LogOptions, analyse
 from relayguard.logs.detect import blocklist_name, split_hostport
 from relayguard.logs.incidents import Incident, Sample
@@ -432,3 +432,89 @@ def test_fuzz_connect_shape_in_c_as_in_python(target: str, status: int | None,
         return
     assert got == ref
     assert [type(v) for v in got] == [type(v) for v in ref]
+
+
+connect_row = st.tuples(
+    st.sampled_from([None, 1000, 1000.0, 1500.5, 4600, 4600.0, 4601, -2600, 9000, 30000, 500.25,
+                     2**53 + 2, 1e300]),
+    st.sampled_from(["192.0.2.1", "198.51.100.2", ""]),
+    st.sampled_from(["mx.example.net:25", "A.example:443", "[::1]:25", "\u00e9.example:25", "x",
+                     "h:587", "mx.example.net.:25"]),
+    st.sampled_from([None, 200, 200, 204, 304, 403, 405, 502, 10**30]),
+    st.sampled_from([None, 0, 5, 1234, 10**25]),
+    st.sampled_from([None, None, "", "www.Example.com"]),
+    st.sampled_from([None, 0, 77]),
+    st.integers(1, 10**6),
+    st.sampled_from(["a line", f'1.2.3.4 "{detect.PROBE_USER_AGENT}"', ""]),
+).map(lambda r: ((r[0], r[1], "CONNECT", r[2], r[3], r[4], r[5], None, None, r[6], None),
+                 r[7], r[8]))
+
+
+def _connect_runs(prior: list, rows: list, unit: str, split: int, nearly_full: bool,
+                  use_c: bool) -> tuple:
+    """The detector after `prior` (outside deferring(): Python only), then `rows` in two runs
+    inside it, through `connect_run` where it can (use_c) or `_connect_row` alone: every
+    field of every incident (times' types too), with at most 3 incidents per kind."""
+    with mock.patch.object(incidents, "MAX_INCIDENTS_PER_KIND", 3), \
+            mock.patch.object(detect, "MAX_INCIDENTS_PER_KIND", 3):
+        det = detect.ProxyDetector()
+        det.feed_connects(prior, unit, "old.log")
+        if nearly_full:  # pending stores two short of full
+            for inc in det.book.all():
+                for j in range(254):
+                    inc.add_pending(10_000 + j, "CONNECT x", "h")
+        with mock.patch.object(detect, "_c_connect_run",
+                               detect._c_connect_run if use_c else None), det.deferring():
+            got = [det.feed_connects(rows[:split], unit, "a.log"),
+                   det.feed_connects(rows[split:], unit, "a.log")]
+    book = det.book.all()
+    own = det.own_probe
+    return ([None if g is None else book.index(g) for g in got],
+            [(i.kind, repr(i.first), repr(i.last), i.events, i.pending, i.seen, i.seen_hosts,
+              i.judged, i.outcomes, i.statuses, i.bytes, i.serial, i.head, i.tail,
+              i.clients.counts, i.destinations.counts, i.client_count.keys,
+              i.smtp_destinations.keys, i.timeline.buckets) for i in book],
+            det.size_votes, det.local.smallest, det.learned_names.keys,
+            own and (own.requests, own.clients.keys, repr(own.first), repr(own.last)))
+
+
+needs_connect_run = pytest.mark.skipif(detect._c_connect_run is None,
+                                       reason="C scanner not built (no compiler)")
+
+
+@needs_connect_run
+@settings(max_examples=500, deadline=None)
+@given(st.lists(connect_row, max_size=8), st.lists(connect_row, min_size=1, max_size=30),
+       st.sampled_from(["body", "total", "guess"]), st.integers(0, 30), st.booleans())
+def test_fuzz_connect_runs_in_c_as_in_python(prior: list, rows: list, unit: str, split: int,
+                                             nearly_full: bool) -> None:
+    """`connect_run` (C) takes what it can of a run of CONNECTs and `_connect_row` the rest:
+    the detector ends as `_connect_row` alone leaves it."""
+    assert _connect_runs(prior, rows, unit, split, nearly_full, True) == \
+        _connect_runs(prior, rows, unit, split, nearly_full, False)
+
+
+def _row(t: float | None, target: str = "mx.example.net:25", status: int | None = 200,
+         size: int | None = None) -> tuple:
+    return ((t, "192.0.2.1", "CONNECT", target, status, size, None, None, None, None, None),
+            1, "a line")
+
+
+@needs_connect_run
+@pytest.mark.parametrize(("prior", "rows", "nearly_full"), [
+    # a quiet hour to the second, either side of the incident, and a moment more
+    *[([_row(1000)], [_row(t), _row(1000)], False) for t in (4600, 4600.5, -2600, -2600.5)],
+    ([_row(1000.0), _row(1200)], [_row(-2400.0), _row(-2601), _row(999.5), _row(1000)], False),
+    # three incidents, the most a kind keeps here: later times join the last
+    ([_row(1000), _row(9000), _row(30000)], [_row(100000), _row(500), _row(30001)], False),
+    # the pending store: two more size groups fit, the third settles it first
+    ([_row(1000, size=7)], [_row(1001, size=s) for s in (1, 2, 3, 3, 4)], True),
+    # four hosts kept per size group
+    ([_row(1000)], [_row(1001, target=f"mx{i}.example:25") for i in range(6)], False),
+])
+def test_connect_runs_at_each_edge_in_c_as_in_python(prior: list, rows: list,
+                                                     nearly_full: bool) -> None:
+    """Where `connect_run` hands a row back (or must not), with every split of the run."""
+    for split in range(len(rows) + 1):
+        assert _connect_runs(prior, rows, "body", split, nearly_full, True) == \
+            _connect_runs(prior, rows, "body", split, nearly_full, False), split
