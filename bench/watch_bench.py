@@ -3,24 +3,27 @@
 
 Two figures per tool, both while a writer appends to a real file:
 - sustained throughput: N combined-format lines (1 % of them CONNECT to port 25) appended as
-  fast as the writer can; time from the first write until the tool has read every line
-  (relayguard: `lines_read_total` on its metrics endpoint; fail2ban: `Total failed` of a jail
-  whose filter matches the CONNECT lines, i.e. it has parsed up to the last one);
+  fast as the writer can, after a warm-up of N/10 such lines the tool has read (so that what
+  is measured is the tool following a busy log, not its start); time from the first write
+  until the tool has read every line (relayguard: `lines_read_total` on its metrics endpoint;
+  fail2ban: `Total failed` of a jail whose filter matches the CONNECT lines, i.e. it has
+  parsed up to the last one);
 - alert latency: over a steady background of ordinary lines, one relaying CONNECT line at a
   time; time from its write() to the alert (relayguard: the JSON line on its stdout;
   fail2ban: its ban action, maxretry = 1, writing a timestamp). Median and p99.
 
-`watch` scans appended blocks of 1 MiB or more in a worker process on the second core
-(started at the first such block, ~0.07 s, blocks are scanned inline until it is ready), so
-the throughput figure counts that start too: on 5M lines (the default, ~0.6-0.8 s) it is
-about a tenth of the run, on 1M lines half. The end of each run is found by polling (relayguard
+`watch` scans appended blocks of 1 MiB or more in a worker process on the second core,
+started at the first such block (~0.07 s; blocks are scanned inline until it is ready) and
+stopped after a minute without one: the warm-up starts it, as a busy log keeps it running.
+`--cold` measures without the warm-up, the worker's start included (on 5M lines, ~0.6 s,
+about a tenth of the run). The end of each run is found by polling (relayguard
 every 50 ms, fail2ban every 0.1 s plus a client start) and put midway between the last
 "not yet" and the first "done". Runs on loopback/tmp only. fail2ban is optional
 (`apt-get install -y fail2ban`, or scripts/install-bench-deps); without it only relayguard's
 figures are printed. Throughput runs `--rounds` times per tool, alternating, and the medians
 are compared. Usage:
     python bench/watch_bench.py [--lines 5000000] [--f2b-lines 300000] [--rounds 3] [--samples 40]
-                                [--no-fail2ban]
+                                [--cold] [--no-fail2ban]
 """
 
 from __future__ import annotations
@@ -220,16 +223,12 @@ class Fail2ban:
 # ---------------------------------------------------------------------------------------------
 # the two measurements
 
-def throughput(work: Path, n: int, tool: str, timeout: float
-               ) -> tuple[float, float, str] | None:
-    """(lines/s, writer lines/s, where the CPU went) for reading n freshly appended lines."""
-    log = work / f"tp-{tool}.log"
-    log.write_text("")
-    base = time.time() - 3600
-    connects = 0
+def lines(start: int, stop: int, base: float) -> tuple[list[bytes], int]:
+    """Lines start..stop-1 of a throughput run in blocks of 2,000, and how many are CONNECTs."""
     block: list[str] = []
     blocks: list[bytes] = []
-    for i in range(n):
+    connects = 0
+    for i in range(start, stop):
         if i % 100 == 99:
             block.append(connect_line(i, base + i / 1000))
             connects += 1
@@ -240,22 +239,46 @@ def throughput(work: Path, n: int, tool: str, timeout: float
             block = []
     if block:
         blocks.append("".join(block).encode())
+    return blocks, connects
+
+
+def throughput(work: Path, n: int, tool: str, timeout: float, warm: int
+               ) -> tuple[float, float, str] | None:
+    """(lines/s, writer lines/s, where the CPU went) for reading n freshly appended lines,
+    after `warm` lines it has read."""
+    log = work / f"tp-{tool}.log"
+    log.write_text("")
+    base = time.time() - 3600
+    warm_blocks, warm_connects = lines(0, warm, base)
+    blocks, connects = lines(warm, warm + n, base)
     t_ref: Relayguard | Fail2ban
     if tool == "relayguard":
         t_ref = Relayguard(work, log, latency=False)
 
-        def done() -> bool:
-            return t_ref.lines_read() >= n  # type: ignore[union-attr]
+        def read(want: int, _connects: int) -> bool:
+            return t_ref.lines_read() >= want  # type: ignore[union-attr]
     else:
         t_ref = Fail2ban(work, log, maxretry=10**9)
 
-        def done() -> bool:
+        def read(_want: int, connects: int) -> bool:
             return (t_ref.failed() or 0) >= connects  # type: ignore[union-attr]
+
+    def done() -> bool:
+        return read(warm + n, warm_connects + connects)
     try:
-        cpu0 = tree_cpu(t_ref.proc.pid)
-        t0 = time.monotonic()
-        writer0 = time.thread_time()
         with open(log, "ab") as fh:
+            if warm:
+                fh.write(b"".join(warm_blocks))
+                fh.flush()
+                deadline = time.monotonic() + timeout
+                while not read(warm, warm_connects):
+                    if time.monotonic() > deadline:
+                        return None
+                    time.sleep(0.1)
+                time.sleep(0.5)  # (a worker started by the warm-up's last block is ready)
+            cpu0 = tree_cpu(t_ref.proc.pid)
+            t0 = time.monotonic()
+            writer0 = time.thread_time()
             for b in blocks:
                 fh.write(b)
                 fh.flush()
@@ -360,6 +383,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3,
                     help="throughput runs per tool, alternating; the median is compared "
                          "(one run on this VM varies by a quarter)")
+    ap.add_argument("--cold", action="store_true",
+                    help="no warm-up: the first lines a tool sees are the measured ones")
     ap.add_argument("--no-fail2ban", action="store_true")
     args = ap.parse_args()
     samples = min(args.samples, 50)  # an incident kind holds at most 50 incidents
@@ -372,7 +397,7 @@ def main() -> None:
         runs: dict[str, list[tuple[float, float, str]]] = {name: [] for name, _, _ in tools}
         for _ in range(max(1, args.rounds)):
             for name, n, timeout in tools:  # alternating: a slow spell of the VM hits both
-                got = throughput(work, n, name, timeout)
+                got = throughput(work, n, name, timeout, 0 if args.cold else n // 10)
                 if got is not None:
                     runs[name].append(got)
         medians: dict[str, float] = {}
@@ -385,6 +410,7 @@ def main() -> None:
             medians[name] = mid[0]
             print(f"throughput  {name + ':':<11} {mid[0]:>12,.0f} lines/s  median of "
                   f"{len(got)} ({', '.join(f'{r[0]:,.0f}' for r in runs[name])}; {n:,} lines"
+                  + ("" if args.cold else f" after {n // 10:,} warm-up")
                   + (f"; writer {mid[1]:,.0f} lines/s" if name == "relayguard" else "")
                   + f")\n            {mid[2]}")
         if len(medians) == 2:
