@@ -727,43 +727,48 @@ static int run_pend(PyObject *pending, PyObject *key, PyObject *entry, PyObject 
 }
 
 PyDoc_STRVAR(connect_run_doc,
-"connect_run(rows, start, unit, path, by_kind, deferred, gap, max_incidents, probe_end)\n"
-"    -> (stop, last incident or None, smallest own error page or None, body votes)\n\n"
-"`ProxyDetector._connect_row` of rows[start:], inside `deferring()`, while a row needs nothing\n"
-"but counting into the latest incident of its kind: it stops at the first that needs more\n"
-"(a vhost, a 304 of a guessed unit, the probe's line, a target that is not ASCII, a time\n"
-"outside that incident, a full store of pending answers), which the caller feeds itself\n"
-"after noting the own error page size and the body votes of the rows taken here.");
+"connect_run(fields, cands, start, base, unit, path, by_kind, deferred, gap, max_incidents,\n"
+"            probe_end) -> (stop, smallest own error page or None, body votes)\n\n"
+"`ProxyDetector.feed_fields` of fields[start:] and cands[start:] (lines that did not parse\n"
+"skipped) inside `deferring()`, while a line is a CONNECT that needs nothing but counting into\n"
+"the latest incident of its kind (`_connect_row`'s work): it stops at the first that needs\n"
+"more (another method, a vhost, a 304 of a guessed unit, the probe's line, a target that is\n"
+"not ASCII, a time outside that incident, a full store of pending answers), which the caller\n"
+"feeds itself after noting the own error page size and the body votes of the lines taken.");
 
 static PyObject *connect_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9 || !PyList_Check(args[0]) || !PyUnicode_Check(args[2]) ||
-        !PyUnicode_Check(args[3]) || !PyDict_Check(args[4]) || !PyDict_Check(args[5]) ||
-        !PyUnicode_Check(args[8])) {
-        PyErr_SetString(PyExc_TypeError, "connect_run(rows: list, start, unit: str, path: str, "
-                        "by_kind: dict, deferred: dict, gap, max_incidents, probe_end: str)");
+    if (nargs != 11 || !PyList_Check(args[0]) || !PyList_Check(args[1]) ||
+        PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1]) || !PyUnicode_Check(args[4]) ||
+        !PyUnicode_Check(args[5]) || !PyDict_Check(args[6]) || !PyDict_Check(args[7]) ||
+        !PyUnicode_Check(args[10])) {
+        PyErr_SetString(PyExc_TypeError, "connect_run(fields: list, cands: list (as long), "
+                        "start, base, unit: str, path: str, by_kind: dict, deferred: dict, gap, "
+                        "max_incidents, probe_end: str)");
         return NULL;
     }
-    PyObject *rows = args[0], *unit = args[2], *path = args[3], *by_kind = args[4],
-             *deferred = args[5], *probe = args[8];
-    Py_ssize_t i = PyLong_AsSsize_t(args[1]), max_inc = PyLong_AsSsize_t(args[7]);
-    double gap = PyFloat_AsDouble(args[6]);
+    PyObject *fields = args[0], *cands = args[1], *unit = args[4], *path = args[5],
+             *by_kind = args[6], *deferred = args[7], *probe = args[10];
+    Py_ssize_t i = PyLong_AsSsize_t(args[2]), max_inc = PyLong_AsSsize_t(args[9]);
+    double gap = PyFloat_AsDouble(args[8]);
     if (PyErr_Occurred())
         return NULL;
     int guess = PyUnicode_Compare(unit, s_guess) == 0;
     run_kind kinds[2];
     int nkinds = 0;
-    PyObject *last_inc = NULL, *own_min = NULL, *zero = PyLong_FromLong(0), *result = NULL;
+    PyObject *own_min = NULL, *zero = PyLong_FromLong(0), *result = NULL;
     Py_ssize_t body = 0;
     if (zero == NULL)
         return NULL;
-    for (i = i < 0 ? 0 : i; i < PyList_GET_SIZE(rows); i++) {
-        PyObject *row = PyList_GET_ITEM(rows, i);
-        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 3)
-            break;
-        PyObject *f = PyTuple_GET_ITEM(row, 0), *line = PyTuple_GET_ITEM(row, 2);
-        if (!PyTuple_Check(f) || PyTuple_GET_SIZE(f) < 10 || !PyUnicode_Check(line))
-            break;
+    for (i = i < 0 ? 0 : i; i < PyList_GET_SIZE(fields); i++) {
+        PyObject *f = PyList_GET_ITEM(fields, i), *cand = PyList_GET_ITEM(cands, i);
+        if (f == Py_None)
+            continue;  /* the line did not parse: no event */
+        if (!PyTuple_Check(f) || PyTuple_GET_SIZE(f) < 10 || !PyTuple_Check(cand) ||
+            PyTuple_GET_SIZE(cand) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(cand, 1)) ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(f, 2)) ||
+            PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(f, 2), "CONNECT") != 0)
+            break;  /* another method (or shape): `feed` */
         PyObject *t = PyTuple_GET_ITEM(f, 0), *target = PyTuple_GET_ITEM(f, 3),
                  *status = PyTuple_GET_ITEM(f, 4), *vhost = PyTuple_GET_ITEM(f, 6);
         double tv = 0.0;
@@ -779,16 +784,33 @@ static PyObject *connect_run(PyObject *self, PyObject *const *args, Py_ssize_t n
             if (!over && v == 304)
                 break;  /* a size-unit vote */
         }
-        Py_ssize_t probe_line = PyUnicode_Tailmatch(line, probe, 0, PY_SSIZE_T_MAX, 1);
-        if (probe_line < 0)
+        /* sources.line_text: the CR of a CRLF ending dropped, undecodable bytes escaped */
+        PyObject *raw = PyTuple_GET_ITEM(cand, 1);
+        Py_ssize_t rlen = PyBytes_GET_SIZE(raw);
+        if (rlen > 0 && PyBytes_AS_STRING(raw)[rlen - 1] == '\r')
+            rlen--;
+        PyObject *line = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(raw), rlen, "surrogateescape");
+        if (line == NULL)
             goto done;
-        if (probe_line)
+        Py_ssize_t probe_line = PyUnicode_Tailmatch(line, probe, 0, PY_SSIZE_T_MAX, 1);
+        if (probe_line != 0) {
+            Py_DECREF(line);
+            if (probe_line < 0)
+                goto done;
             break;
+        }
+        PyObject *lineno = PyNumber_Add(PyTuple_GET_ITEM(cand, 0), args[3]);  /* base + n */
+        if (lineno == NULL) {
+            Py_DECREF(line);
+            goto done;
+        }
         PyObject *sargs[5] = {target, status, PyTuple_GET_ITEM(f, 5), PyTuple_GET_ITEM(f, 9), unit};
         PyObject *shape = connect_shape(NULL, sargs, 5);
-        if (shape == NULL)
-            goto done;
-        if (shape == Py_None) {  /* not ASCII */
+        if (shape == NULL || shape == Py_None) {  /* (None: not ASCII) */
+            Py_DECREF(line);
+            Py_DECREF(lineno);
+            if (shape == NULL)
+                goto done;
             Py_DECREF(shape);
             break;
         }
@@ -803,6 +825,8 @@ static PyObject *connect_run(PyObject *self, PyObject *const *args, Py_ssize_t n
             int got = nkinds < 2 ? run_kind_load(&kinds[nkinds], kind, by_kind, max_inc) : 0;
             if (got < 0) {
                 Py_DECREF(shape);
+                Py_DECREF(line);
+                Py_DECREF(lineno);
                 goto done;
             }
             stop = got == 0;
@@ -819,6 +843,8 @@ static PyObject *connect_run(PyObject *self, PyObject *const *args, Py_ssize_t n
             if (key == NULL || (entry == NULL && PyErr_Occurred())) {
                 Py_XDECREF(key);
                 Py_DECREF(shape);
+                Py_DECREF(line);
+                Py_DECREF(lineno);
                 goto done;
             }
             if (entry == NULL)
@@ -830,6 +856,8 @@ static PyObject *connect_run(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (stop) {
             Py_XDECREF(key);
             Py_DECREF(shape);
+            Py_DECREF(line);
+            Py_DECREF(lineno);
             break;
         }
         /* the row joins k's incident: note_time, then the event, as _count defers it */
@@ -844,7 +872,9 @@ static PyObject *connect_run(PyObject *self, PyObject *const *args, Py_ssize_t n
             k->dirty = 1;
         }
         PyObject *events = run_kind_events(k, deferred);
-        PyObject *sample = events ? PyTuple_Pack(3, path, PyTuple_GET_ITEM(row, 1), line) : NULL;
+        PyObject *sample = events ? PyTuple_Pack(3, path, lineno, line) : NULL;
+        Py_DECREF(line);
+        Py_DECREF(lineno);
         PyObject *ev = sample ? PyTuple_Pack(8, t, PyTuple_GET_ITEM(f, 1), dest, sample,
                                              PyTuple_GET_ITEM(shape, 4), PyTuple_GET_ITEM(shape, 5),
                                              PyTuple_GET_ITEM(shape, 3), PyTuple_GET_ITEM(shape, 2))
@@ -869,10 +899,8 @@ static PyObject *connect_run(PyObject *self, PyObject *const *args, Py_ssize_t n
         Py_DECREF(shape);
         if (rc < 0)
             goto done;
-        Py_XSETREF(last_inc, Py_NewRef(k->inc));
     }
-    result = Py_BuildValue("(nOOn)", i, last_inc ? last_inc : Py_None,
-                           own_min ? own_min : Py_None, body);
+    result = Py_BuildValue("(nOn)", i, own_min ? own_min : Py_None, body);
 done:
     for (int j = 0; j < nkinds; j++) {  /* what was counted is stored, error or not */
         PyObject *type, *value, *tb;
@@ -882,7 +910,6 @@ done:
         else if (type != NULL)
             PyErr_Restore(type, value, tb);
     }
-    Py_XDECREF(last_inc);
     Py_XDECREF(own_min);
     Py_DECREF(zero);
     return result;

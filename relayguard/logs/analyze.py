@@ -34,11 +34,9 @@ from relayguard.logs.formats import (
     SNIFF_LIMIT,
     SNIFF_MIN_LINES,
     AccessFormat,
-    AccessRecord,
     Detected,
     FormatError,
     LocalTime,
-    RecordFields,
     SquidFormat,
     YearGuesser,
     compile_apache,
@@ -53,6 +51,7 @@ from relayguard.logs.sources import (
     is_plain_file,
     iter_chunks,
     iter_lines,
+    line_text,
     open_binary,
     order_rotated,
     rotation_base,
@@ -68,15 +67,6 @@ def parsed_too_little(lines: int, parsed: int) -> bool:
 
 
 PARSE_BATCH = 4096  # candidate lines parsed at once: a chunk of nothing else has ~80,000
-
-
-def line_text(raw: bytes) -> str:
-    """A line as text: undecodable bytes kept as escapes, and the CR of a CRLF line ending
-    dropped (it is no part of the line: Postfix's `status=sent (…)` would not end the line,
-    and a sample printed with it returns the terminal over the client's address)."""
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
-    return raw.decode("utf-8", "surrogateescape")
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
@@ -409,29 +399,16 @@ class LogAnalysis:
         if fmt.sizes == "guess":
             self.proxy.note_size_evidence(*res.sizes_304)
         fields = res.fields if res.fields_pattern == fmt.pattern.pattern else None
-        ranged = self.opt.since is not None or self.opt.until is not None
-        feed, connects = self.proxy.feed, self.proxy.feed_connects
         unit, cands = fmt.sizes, res.candidates
+        keep = self._in_range if self.opt.since is not None or self.opt.until is not None \
+            else None
         for lo in range(0, len(cands), PARSE_BATCH):  # a dense chunk's fields, a slice at once
             part = cands[lo:lo + PARSE_BATCH]
             # parsed by the worker that scanned the chunk, or here
             got = fields[lo:lo + PARSE_BATCH] if fields is not None \
                 else parse_candidates(fmt, part)
-            run: list[tuple[RecordFields, int, str]] = []  # CONNECTs, fed a run at once
             with self.proxy.deferring():  # the slice's events counted into incidents at once
-                for f, (lineno, raw) in zip(got, part, strict=True):
-                    if f is None or (ranged and not self._in_range(f[0])):
-                        continue
-                    if f[2] == "CONNECT":  # a web server's log: straight from the fields
-                        run.append((f, base + lineno, line_text(raw)))
-                        continue
-                    if run:  # (in order: both may count into one incident)
-                        connects(run, unit, source)
-                        run = []
-                    feed(AccessRecord(*f, size_unit=unit), source, base + lineno,
-                         line_text(raw))
-                if run:
-                    connects(run, unit, source)
+                self.proxy.feed_fields(got, part, unit, source, base, keep)
 
     # -- mail logs ---------------------------------------------------------------------------
     def _mail(self, path: str, head: bytes, stream: Any, problems: ReadProblems) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, insort
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +29,7 @@ from relayguard.logs.incidents import (
     IncidentBook,
     Sample,
 )
+from relayguard.logs.sources import line_text
 
 SMTP_PORTS = frozenset({25, 465, 587, 2525})
 DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ws": 80, "wss": 443}
@@ -41,7 +42,7 @@ try:  # the C fast path's module also parses request targets (built where a comp
 except ImportError:
     _fastscan = None
 _c_connect_shape = getattr(_fastscan, "connect_shape", None)  # see connect_shape
-_c_connect_run = getattr(_fastscan, "connect_run", None)  # see feed_connects
+_c_connect_run = getattr(_fastscan, "connect_run", None)  # see feed_fields
 
 _HOSTPORTS: dict[tuple[str, int | None], tuple[str, int | None]] = {}
 
@@ -121,7 +122,7 @@ _CONNECT_KEYS = {unit: f"CONNECT {unit}" for unit in ("body", "total", "guess")}
 def connect_shape(target: str, status: int | None, size: int | None, bytes_out: int | None,
                   unit: str) -> ConnectShape:
     """What a CONNECT in a web server's log says by itself, whatever the detector has seen;
-    `ProxyDetector.feed_connect` does the rest. In C for an ASCII target where built
+    `ProxyDetector._connect_row` does the rest. In C for an ASCII target where built
     (`_fastscan.connect_shape`: a spam run's log is little else, and this cost a fifth of
     each event in Python)."""
     if _c_connect_shape is not None:
@@ -371,45 +372,50 @@ class ProxyDetector:
     def feed_connect(self, t: float | None, client: str, target: str, status: int | None,
                      size: int | None, vhost: str | None, bytes_out: int | None, unit: str,
                      path: str, lineno: int, line: str, event: bool = True) -> Incident | None:
-        """`feed` of one CONNECT in a web server's log: `feed_connects` of one."""
+        """`feed` of one CONNECT in a web server's log."""
         if not event:
             self._learn(vhost, status, size, unit)
             return None
-        return self.feed_connects(
-            [((t, client, "CONNECT", target, status, size, vhost, None, None, bytes_out, None),
-              lineno, line)], unit, path)
+        return self._connect_row(
+            (t, client, "CONNECT", target, status, size, vhost, None, None, bytes_out, None),
+            lineno, line, unit, path)
 
-    def feed_connects(self, rows: list[tuple[RecordFields, int, str]], unit: str,
-                      path: str) -> Incident | None:
-        """`feed` of a web server's CONNECTs, from their fields, line numbers and text, in
-        order (the fast path feeds a chunk's runs of them so). Inside `deferring()` the C
-        scanner's `connect_run` takes the rows that need nothing but counting into the
-        latest incident of their kind (a spam run's log is little else, ~15k instructions
-        an event in Python), each other row goes through `_connect_row`, its reference.
-        Returns the last one's incident (None for relayguard's own probe)."""
-        inc: Incident | None = None
-        run = _c_connect_run if self._deferred is not None else None
-        i, n = 0, len(rows)
+    def feed_fields(self, fields: list[RecordFields | None], cands: list[tuple[int, bytes]],
+                    unit: str, path: str, base: int,
+                    keep: Callable[[float | None], bool] | None = None) -> None:
+        """The fast path's share of one slice of a chunk's candidate lines: (line number in
+        the chunk, raw line) and their parsed fields (None: the line did not parse), fed in
+        order; `keep` (--since/--until) says which times are events. Inside `deferring()`
+        the C scanner's `connect_run` takes the CONNECTs that need nothing but counting into
+        the latest incident of their kind (a spam run's log is little else: ~15k
+        instructions an event in Python); `_connect_row`, its reference, and `feed` take
+        every other line."""
+        run = _c_connect_run if keep is None and self._deferred is not None else None
+        i, n = 0, len(cands)
         while i < n:
             if run is not None:
-                i, last, own_min, body = run(rows, i, unit, path, self.book.by_kind,
-                                             self._deferred, GAP, MAX_INCIDENTS_PER_KIND,
-                                             _PROBE_UA_ENDS)
+                i, own_min, body = run(fields, cands, i, base, unit, path, self.book.by_kind,
+                                       self._deferred, GAP, MAX_INCIDENTS_PER_KIND,
+                                       _PROBE_UA_ENDS)
                 if own_min is not None:
                     self.local.note_own(own_min)  # (its smallest: all note_own keeps)
                 self.size_votes["body"] += body
-                inc = last if last is not None else inc
                 if i >= n:
                     break
-            inc = self._connect_row(rows[i], unit, path)
+            f, (lineno, raw) = fields[i], cands[i]
             i += 1
-        return inc
+            if f is None or (keep is not None and not keep(f[0])):
+                continue
+            if f[2] == "CONNECT":  # a web server's log: straight from the fields
+                self._connect_row(f, base + lineno, line_text(raw), unit, path)
+            else:
+                self.feed(AccessRecord(*f, size_unit=unit), path, base + lineno,
+                          line_text(raw))
 
-    def _connect_row(self, row: tuple[RecordFields, int, str], unit: str,
+    def _connect_row(self, f: RecordFields, lineno: int, line: str, unit: str,
                      path: str) -> Incident | None:
-        """One CONNECT of `feed_connects`: what the request says by itself comes from
+        """One CONNECT in a web server's log: what the request says by itself comes from
         `connect_shape`, the rest from what the detector has seen."""
-        f, lineno, line = row
         t, client, target, status, size, vhost = f[0], f[1], f[3], f[4], f[5], f[6]
         self._learn(vhost, status, size, unit)
         if self._own_probe(line, t, client):

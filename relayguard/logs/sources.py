@@ -209,6 +209,15 @@ def iter_chunks(stream: SafeReader | BinaryIO, problems: ReadProblems,
         rest = block[cut + 1:]
 
 
+def line_text(raw: bytes) -> str:
+    """A line as text: undecodable bytes kept as escapes, and the CR of a CRLF line ending
+    dropped (it is no part of the line: Postfix's `status=sent (…)` would not end the line,
+    and a sample printed with it returns the terminal over the client's address)."""
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def _truncation_message(exc: BaseException) -> str:
     if isinstance(exc, EOFError):
         return "compressed stream ends before its end marker (truncated file); " \

@@ -438,39 +438,47 @@ connect_row = st.tuples(
     st.sampled_from([None, 1000, 1000.0, 1500.5, 4600, 4600.0, 4601, -2600, 9000, 30000, 500.25,
                      2**53 + 2, 1e300]),
     st.sampled_from(["192.0.2.1", "198.51.100.2", ""]),
+    st.sampled_from(["CONNECT"] * 6 + ["GET", None]),  # None: a line that did not parse
     st.sampled_from(["mx.example.net:25", "A.example:443", "[::1]:25", "\u00e9.example:25", "x",
-                     "h:587", "mx.example.net.:25"]),
+                     "h:587", "mx.example.net.:25", "http://mx.example.net:25/"]),
     st.sampled_from([None, 200, 200, 204, 304, 403, 405, 502, 10**30]),
     st.sampled_from([None, 0, 5, 1234, 10**25]),
     st.sampled_from([None, None, "", "www.Example.com"]),
     st.sampled_from([None, 0, 77]),
     st.integers(1, 10**6),
-    st.sampled_from(["a line", f'1.2.3.4 "{detect.PROBE_USER_AGENT}"', ""]),
-).map(lambda r: ((r[0], r[1], "CONNECT", r[2], r[3], r[4], r[5], None, None, r[6], None),
-                 r[7], r[8]))
+    st.sampled_from([b"a line", f'1.2.3.4 "{detect.PROBE_USER_AGENT}"'.encode(), b"",
+                     f'1.2.3.4 "{detect.PROBE_USER_AGENT}"\r'.encode(), b"\xff\xc3 line\r"]),
+).map(lambda r: (r[2] and (r[0], r[1], r[2], r[3], r[4], r[5], r[6], None, None, r[7], None),
+                 r[8], r[9]))
+
+
+def _columns(rows: list) -> tuple[list, list]:
+    """`feed_fields`' fields and (line number, raw line) of (fields, number, raw) rows."""
+    return [r[0] for r in rows], [(r[1], r[2]) for r in rows]
 
 
 def _connect_runs(prior: list, rows: list, unit: str, split: int, nearly_full: bool,
                   use_c: bool) -> tuple:
-    """The detector after `prior` (outside deferring(): Python only), then `rows` in two runs
-    inside it, through `connect_run` where it can (use_c) or `_connect_row` alone: every
-    field of every incident (times' types too), with at most 3 incidents per kind."""
+    """The detector after `prior` (Python only), then `rows` in two slices inside
+    deferring(), through `connect_run` where it can (use_c) or `_connect_row` and `feed`
+    alone: every field of every incident (times' types too), with at most 3 incidents per
+    kind."""
     with mock.patch.object(incidents, "MAX_INCIDENTS_PER_KIND", 3), \
             mock.patch.object(detect, "MAX_INCIDENTS_PER_KIND", 3):
         det = detect.ProxyDetector()
-        det.feed_connects(prior, unit, "old.log")
+        with mock.patch.object(detect, "_c_connect_run", None):
+            det.feed_fields(*_columns(prior), unit, "old.log", 0)
         if nearly_full:  # pending stores two short of full
             for inc in det.book.all():
                 for j in range(254):
                     inc.add_pending(10_000 + j, "CONNECT x", "h")
         with mock.patch.object(detect, "_c_connect_run",
                                detect._c_connect_run if use_c else None), det.deferring():
-            got = [det.feed_connects(rows[:split], unit, "a.log"),
-                   det.feed_connects(rows[split:], unit, "a.log")]
+            det.feed_fields(*_columns(rows[:split]), unit, "a.log", 1000)
+            det.feed_fields(*_columns(rows[split:]), unit, "a.log", 2000)
     book = det.book.all()
     own = det.own_probe
-    return ([None if g is None else book.index(g) for g in got],
-            [(i.kind, repr(i.first), repr(i.last), i.events, i.pending, i.seen, i.seen_hosts,
+    return ([(i.kind, repr(i.first), repr(i.last), i.events, i.pending, i.seen, i.seen_hosts,
               i.judged, i.outcomes, i.statuses, i.bytes, i.serial, i.head, i.tail,
               i.clients.counts, i.destinations.counts, i.client_count.keys,
               i.smtp_destinations.keys, i.timeline.buckets) for i in book],
@@ -488,8 +496,8 @@ needs_connect_run = pytest.mark.skipif(detect._c_connect_run is None,
        st.sampled_from(["body", "total", "guess"]), st.integers(0, 30), st.booleans())
 def test_fuzz_connect_runs_in_c_as_in_python(prior: list, rows: list, unit: str, split: int,
                                              nearly_full: bool) -> None:
-    """`connect_run` (C) takes what it can of a run of CONNECTs and `_connect_row` the rest:
-    the detector ends as `_connect_row` alone leaves it."""
+    """`connect_run` (C) takes what it can of a slice of candidate lines and `_connect_row`
+    and `feed` the rest: the detector ends as they alone leave it."""
     assert _connect_runs(prior, rows, unit, split, nearly_full, True) == \
         _connect_runs(prior, rows, unit, split, nearly_full, False)
 
@@ -497,7 +505,7 @@ def test_fuzz_connect_runs_in_c_as_in_python(prior: list, rows: list, unit: str,
 def _row(t: float | None, target: str = "mx.example.net:25", status: int | None = 200,
          size: int | None = None) -> tuple:
     return ((t, "192.0.2.1", "CONNECT", target, status, size, None, None, None, None, None),
-            1, "a line")
+            1, b"a line")
 
 
 @needs_connect_run
