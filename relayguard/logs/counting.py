@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from itertools import groupby, repeat
 from typing import Any, Generic, TypeVar
@@ -155,13 +155,22 @@ class Timeline:
         self._add(t, n, 1)
 
     def add_many(self, times: Iterable[float]) -> None:
-        """`add(t)` for each time, in order; a run of times in one bucket at once, with the
-        run's checks of the cap (a doubling need not bring the buckets under it: each `add`
+        """`add(t)` for each time, in order: at once when no doubling can happen on the way
+        (the buckets and the new ones fit the cap), else a run of times in one bucket at once,
+        with the run's checks of the cap (a doubling need not bring the buckets under it: each `add`
         doubles again). A coarsening on the way re-buckets the rest: the bucket of a
         bucket's start is the bucket of its times at any width that is a multiple of the
         old one."""
         width = self.width
-        for key, run in groupby([int(t) // width * width for t in times]):
+        keys = [int(t) // width * width for t in times]
+        counts = Counter(keys)  # (in the order of first appearance, as the runs come)
+        b = self.buckets
+        if len(b) + len(counts) <= self.cap:  # no doubling on the way: counted at once
+            self.derived = None
+            for key, n in counts.items():
+                b[key] = b.get(key, 0) + n
+            return
+        for key, run in groupby(keys):
             n = sum(1 for _ in run)
             self._add(key, n, n)
 
