@@ -499,6 +499,59 @@ static int web_outcome(PyObject *status, PyObject **out)
     return 0;
 }
 
+/* True when `_join_hostport(*split_hostport(target))` is the target itself, with the port
+ * (or -1) in `port`: ASCII `host:port` or `host` with no `@` or `[`, a host without capitals
+ * or a trailing dot, a port of 1-5 digits without a leading zero. */
+static int dest_is_target(PyObject *target, long *port)
+{
+    if (!PyUnicode_IS_ASCII(target))
+        return 0;
+    const char *s = (const char *)PyUnicode_DATA(target);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(target), colon = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == ':') {
+            if (colon >= 0)
+                return 0;  /* a second colon: an IPv6 address */
+            colon = i;
+        } else if (c == '@' || c == '[' || (c >= 'A' && c <= 'Z')) {
+            return 0;
+        }
+    }
+    Py_ssize_t hlen = colon >= 0 ? colon : n;
+    if (hlen > 0 && s[hlen - 1] == '.')
+        return 0;
+    *port = -1;
+    if (colon < 0)
+        return 1;
+    Py_ssize_t plen = n - colon - 1;
+    if (plen < 1 || plen > 5 || (plen > 1 && s[colon + 1] == '0'))
+        return 0;
+    long v = 0;
+    for (Py_ssize_t i = colon + 1; i < n; i++) {
+        if (!is_digit((unsigned char)s[i]))
+            return 0;
+        v = v * 10 + (s[i] - '0');
+    }
+    *port = v;
+    return 1;
+}
+
+/* str(status) for an int status, the usual ones made once (detect.status_text's table) */
+static PyObject *status_str(PyObject *status)
+{
+    static PyObject *texts[500];  /* 100-599 */
+    int over;
+    long v = PyLong_AsLongAndOverflow(status, &over);
+    if (v == -1 && PyErr_Occurred())
+        return NULL;
+    if (over || v < 100 || v > 599)
+        return PyObject_Str(status);
+    if (texts[v - 100] == NULL && (texts[v - 100] = PyObject_Str(status)) == NULL)
+        return NULL;
+    return Py_NewRef(texts[v - 100]);
+}
+
 PyDoc_STRVAR(connect_shape_doc,
 "connect_shape(target, status, size, bytes_out, unit) -> ConnectShape or None\n\n"
 "`detect.connect_shape` for an ASCII target (None for any other: the Python code takes it):\n"
@@ -513,27 +566,31 @@ static PyObject *connect_shape(PyObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     PyObject *status = args[1], *size = args[2], *bytes_out = args[3], *unit = args[4];
-    PyObject *split = split_text(args[0], Py_None);
-    if (split == NULL || split == Py_None)
-        return split;
-    PyObject *host = PyTuple_GET_ITEM(split, 0), *port = PyTuple_GET_ITEM(split, 1);
-    PyObject *dest = NULL, *text = NULL, *nbytes = NULL, *result = NULL, *outcome;
-    int smtp = 0;
-    if (port != Py_None) {
-        long p = PyLong_AsLong(port);  /* at most 5 digits */
-        smtp = p == 25 || p == 465 || p == 587 || p == 2525;
-        const char *fmt = PyUnicode_FindChar(host, ':', 0, PyUnicode_GET_LENGTH(host), 1) >= 0
-                          ? "[%U]:%S" : "%U:%S";
-        dest = PyUnicode_FromFormat(fmt, host, port);
+    PyObject *split = NULL, *dest = NULL, *text = NULL, *nbytes = NULL, *result = NULL, *outcome;
+    long port_value = -1;
+    if (dest_is_target(args[0], &port_value)) {  /* (most targets: no copy, no parse) */
+        dest = Py_NewRef(args[0]);
     } else {
-        dest = Py_NewRef(host);
+        split = split_text(args[0], Py_None);
+        if (split == NULL || split == Py_None)
+            return split;
+        PyObject *host = PyTuple_GET_ITEM(split, 0), *port = PyTuple_GET_ITEM(split, 1);
+        if (port != Py_None) {
+            port_value = PyLong_AsLong(port);  /* at most 5 digits */
+            const char *fmt = PyUnicode_FindChar(host, ':', 0, PyUnicode_GET_LENGTH(host), 1)
+                              >= 0 ? "[%U]:%S" : "%U:%S";
+            dest = PyUnicode_FromFormat(fmt, host, port);
+        } else {
+            dest = Py_NewRef(host);
+        }
     }
+    int smtp = port_value == 25 || port_value == 465 || port_value == 587 || port_value == 2525;
     if (dest == NULL || web_outcome(status, &outcome) < 0)
         goto done;
     if (status == Py_None) {
         text = Py_NewRef(s_dash);
     } else {
-        text = PyObject_Str(status);
+        text = status_str(status);
         if (text == NULL)
             goto done;
     }
@@ -580,7 +637,7 @@ done:
     Py_XDECREF(dest);
     Py_XDECREF(text);
     Py_XDECREF(nbytes);
-    Py_DECREF(split);
+    Py_XDECREF(split);
     return result;
 }
 
