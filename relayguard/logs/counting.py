@@ -155,12 +155,12 @@ class Timeline:
         self._add(t, n, 1)
 
     def add_many(self, times: Iterable[float]) -> None:
-        """`add(t)` for each time, in order: at once when no doubling can happen on the way
-        (the buckets and the new ones fit the cap), else a run of times in one bucket at once,
-        with the run's checks of the cap (a doubling need not bring the buckets under it: each `add`
-        doubles again). A coarsening on the way re-buckets the rest: the bucket of a
-        bucket's start is the bucket of its times at any width that is a multiple of the
-        old one."""
+        """`add(t)` for each time, in order: all at once when no doubling can happen on the
+        way (the buckets and the new ones fit the cap), else a run of times in one bucket at
+        once, with the run's checks of the cap (a doubling need not bring the buckets under
+        it: each `add` doubles again). A coarsening on the way re-buckets the rest: the
+        bucket of a bucket's start is the bucket of its times at any width that is a
+        multiple of the old one."""
         width = self.width
         keys = [int(t) // width * width for t in times]
         counts = Counter(keys)  # (in the order of first appearance, as the runs come)
