@@ -841,82 +841,58 @@ static PyObject *connect_run(PyObject *self, PyObject *const *args, Py_ssize_t n
             if (!over && v == 304)
                 break;  /* a size-unit vote */
         }
+        /* what the row holds, released at row_end; stop: the row is the caller's */
+        PyObject *line = NULL, *lineno = NULL, *shape = NULL, *key = NULL, *entry = NULL;
+        int stop = 0, rc = 0;
         /* sources.line_text: the CR of a CRLF ending dropped, undecodable bytes escaped */
         PyObject *raw = PyTuple_GET_ITEM(cand, 1);
         Py_ssize_t rlen = PyBytes_GET_SIZE(raw);
         if (rlen > 0 && PyBytes_AS_STRING(raw)[rlen - 1] == '\r')
             rlen--;
-        PyObject *line = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(raw), rlen, "surrogateescape");
-        if (line == NULL)
-            goto done;
-        Py_ssize_t probe_line = PyUnicode_Tailmatch(line, probe, 0, PY_SSIZE_T_MAX, 1);
-        if (probe_line != 0) {
-            Py_DECREF(line);
-            if (probe_line < 0)
-                goto done;
-            break;
+        line = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(raw), rlen, "surrogateescape");
+        Py_ssize_t probe_line = line ? PyUnicode_Tailmatch(line, probe, 0, PY_SSIZE_T_MAX, 1) : -1;
+        stop = probe_line > 0;  /* relayguard's own probe */
+        rc = probe_line < 0 ? -1 : 0;
+        if (rc == 0 && !stop) {
+            lineno = PyNumber_Add(PyTuple_GET_ITEM(cand, 0), args[3]);  /* base + n */
+            PyObject *sargs[5] = {target, status, PyTuple_GET_ITEM(f, 5), PyTuple_GET_ITEM(f, 9),
+                                  unit};
+            shape = lineno ? connect_shape(NULL, sargs, 5) : NULL;
+            rc = shape == NULL ? -1 : 0;
+            stop = shape == Py_None;  /* not ASCII */
         }
-        PyObject *lineno = PyNumber_Add(PyTuple_GET_ITEM(cand, 0), args[3]);  /* base + n */
-        if (lineno == NULL) {
-            Py_DECREF(line);
-            goto done;
-        }
-        PyObject *sargs[5] = {target, status, PyTuple_GET_ITEM(f, 5), PyTuple_GET_ITEM(f, 9), unit};
-        PyObject *shape = connect_shape(NULL, sargs, 5);
-        if (shape == NULL || shape == Py_None) {  /* (None: not ASCII) */
-            Py_DECREF(line);
-            Py_DECREF(lineno);
-            if (shape == NULL)
-                goto done;
-            Py_DECREF(shape);
-            break;
-        }
+        if (rc < 0 || stop)
+            goto row_end;
         PyObject *kind = PyTuple_GET_ITEM(shape, 0), *dest = PyTuple_GET_ITEM(shape, 1),
-                 *pkey = PyTuple_GET_ITEM(shape, 7), *key = NULL, *entry = NULL;
+                 *pkey = PyTuple_GET_ITEM(shape, 7);
         run_kind *k = NULL;
         for (int j = 0; j < nkinds; j++)
             if (kinds[j].kind == kind)
                 k = &kinds[j];
-        int stop = 0;
         if (k == NULL) {
             int got = nkinds < 2 ? run_kind_load(&kinds[nkinds], kind, by_kind, max_inc) : 0;
-            if (got < 0) {
-                Py_DECREF(shape);
-                Py_DECREF(line);
-                Py_DECREF(lineno);
-                goto done;
-            }
+            rc = got < 0 ? -1 : 0;
             stop = got == 0;
-            if (got)
+            if (got > 0)
                 k = &kinds[nkinds++];
         }
         /* IncidentBook.current's answer is the latest incident: no time, none there yet, no
          * room for another, or a time within GAP of it */
-        if (!stop && t != Py_None && k->last != Py_None && !k->full)
+        if (k != NULL && t != Py_None && k->last != Py_None && !k->full)
             stop = !(tv - k->last_v <= gap && (k->first == Py_None || tv >= k->first_v - gap));
-        if (!stop && pkey != Py_None) {
+        if (rc == 0 && !stop && pkey != Py_None) {
             key = PyTuple_Pack(2, PyTuple_GET_ITEM(shape, 6), pkey);
             entry = key ? PyDict_GetItemWithError(k->pending, key) : NULL;
-            if (key == NULL || (entry == NULL && PyErr_Occurred())) {
-                Py_XDECREF(key);
-                Py_DECREF(shape);
-                Py_DECREF(line);
-                Py_DECREF(lineno);
-                goto done;
-            }
-            if (entry == NULL)
+            if (key == NULL || (entry == NULL && PyErr_Occurred()))
+                rc = -1;
+            else if (entry == NULL)
                 stop = PyDict_GET_SIZE(k->pending) >= 256;  /* full: settled in Python */
             else
                 stop = !PyList_Check(entry) || PyList_GET_SIZE(entry) != 2 ||
                        !PyAnySet_Check(PyList_GET_ITEM(entry, 1));
         }
-        if (stop) {
-            Py_XDECREF(key);
-            Py_DECREF(shape);
-            Py_DECREF(line);
-            Py_DECREF(lineno);
-            break;
-        }
+        if (rc < 0 || stop)
+            goto row_end;
         /* the row joins k's incident: note_time, then the event, as _count defers it */
         if (t != Py_None && (k->first == Py_None || tv < k->first_v)) {
             Py_SETREF(k->first, Py_NewRef(t));
@@ -930,14 +906,12 @@ static PyObject *connect_run(PyObject *self, PyObject *const *args, Py_ssize_t n
         }
         PyObject *events = run_kind_events(k, deferred);
         PyObject *sample = events ? PyTuple_Pack(3, path, lineno, line) : NULL;
-        Py_DECREF(line);
-        Py_DECREF(lineno);
         PyObject *ev = sample ? PyTuple_Pack(8, t, PyTuple_GET_ITEM(f, 1), dest, sample,
                                              PyTuple_GET_ITEM(shape, 4), PyTuple_GET_ITEM(shape, 5),
                                              PyTuple_GET_ITEM(shape, 3), PyTuple_GET_ITEM(shape, 2))
                               : NULL;
         Py_XDECREF(sample);
-        int rc = ev == NULL ? -1 : PyList_Append(events, ev);
+        rc = ev == NULL ? -1 : PyList_Append(events, ev);
         Py_XDECREF(ev);
         if (rc == 0 && PyTuple_GET_ITEM(shape, 9) == Py_True) {  /* LocalPages.note_own */
             PyObject *nbytes = PyTuple_GET_ITEM(shape, 3);
@@ -952,10 +926,15 @@ static PyObject *connect_run(PyObject *self, PyObject *const *args, Py_ssize_t n
             body += PyTuple_GET_ITEM(shape, 8) == Py_True;
             rc = run_pend(k->pending, key, entry, dest);
         }
+    row_end:
         Py_XDECREF(key);
-        Py_DECREF(shape);
+        Py_XDECREF(shape);
+        Py_XDECREF(lineno);
+        Py_XDECREF(line);
         if (rc < 0)
             goto done;
+        if (stop)
+            break;
     }
     result = Py_BuildValue("(nOn)", i, own_min ? own_min : Py_None, body);
 done:
